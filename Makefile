@@ -1,0 +1,35 @@
+# Defender Functions. `make run` shows the product on the offline devstack;
+# `make test` runs every test. Everything they need is installed by them.
+
+GO      ?= go
+LOCAL   ?= .local
+PKGS    := ./...
+
+.PHONY: run test vet bench devstack build package clean tools
+
+run:
+	$(GO) run ./infra/local/cmd/run -dir $(LOCAL) $(RUN_ARGS)
+
+devstack:
+	$(GO) run ./infra/local/cmd/devstack -dir $(LOCAL) $(DEVSTACK_ARGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+tools:
+	./infra/local/install-tools.sh
+
+test: vet tools
+	$(GO) test -race -count=1 $(PKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+build:
+	mkdir -p dist
+	$(GO) build ./...
+
+package: build
+
+clean:
+	rm -rf dist $(LOCAL)

@@ -1,0 +1,233 @@
+package devstack
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"math/big"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The real resources the app asks tokens for. The devstack serves them on
+// loopback, but the audiences stay the real ones, exactly as in Azure.
+const (
+	GraphResource         = "https://graph.microsoft.com"
+	GraphAppID            = "00000003-0000-0000-c000-000000000000"
+	XDRResource           = "https://api.security.microsoft.com"
+	XDRAppID              = "8ee8fdad-f234-4243-8f3b-15c294843740"
+	TokenExchangeAudience = "api://AzureADTokenExchange"
+)
+
+// Tenant is one Entra ID tenant of the simulated directory.
+type Tenant struct {
+	ID     string
+	Domain string
+	// Incidents is how many incidents the tenant's Defender holds at start.
+	// Zero means Options.Incidents for the first tenant and a tenth of it for the others.
+	Incidents int
+	// Apps are the applications consented in this tenant, with the app roles
+	// granted to each, keyed by resource URI.
+	Apps []Grant
+}
+
+// Grant is an application's service principal in a tenant.
+type Grant struct {
+	ClientID string
+	Roles    map[string][]string
+	// KeyVaultReader lets the app itself read vault secrets (the AWS path,
+	// where a certificate or federation reaches Key Vault).
+	KeyVaultReader bool
+}
+
+// App is an application registration: its credentials live in its home
+// tenant and serve every tenant where it is consented.
+type App struct {
+	ClientID string
+	Name     string
+}
+
+// ManagedIdentity is the Function App's system-assigned identity.
+type ManagedIdentity struct {
+	ClientID string
+	ObjectID string
+	TenantID string
+}
+
+// Well-known identities of the default directory. They are identifiers, not
+// secrets: every credential is generated at start.
+const (
+	DefaultTenantID   = "4d2a9e1c-6b7f-4c1e-9a52-0c3f8d7e1b10"
+	DefaultTenantName = "contoso.onmicrosoft.com"
+	PartnerTenantID   = "9c81f7b2-3e4d-4a6b-8f10-d25e6c7a9b43"
+	PartnerTenantName = "fabrikam.onmicrosoft.com"
+	DefaultClientID   = "2f6b9c3e-8a41-4d7e-b5c2-9e0f1a7d3c84"
+	ReaderClientID    = "7e1d5a90-2c3b-4f68-a1d4-5b9e0c8f2a67"
+	IdentityClientID  = "6a0d4f2e-91b7-4c35-8e2a-f4c1d9b07e53"
+	IdentityObjectID  = "c3e57a1b-0d94-4f2c-b86e-1a9f3d5e7c20"
+	// DefaultSecretName is the vault secret holding the default app's client secret.
+	DefaultSecretName = "defender-client-secret"
+	// CertificateSecretName holds the default app's certificate and key as PEM.
+	CertificateSecretName = "defender-client-certificate"
+)
+
+// AllRoles are every app role the product may need, per resource.
+var AllRoles = map[string][]string{
+	GraphResource: {"SecurityIncident.ReadWrite.All", "SecurityAlert.Read.All", "ThreatHunting.Read.All"},
+	XDRResource:   {"Incident.ReadWrite.All", "AdvancedHunting.Read.All"},
+}
+
+// ReadOnlyRoles lack write and hunting permissions: the "missing role" case.
+var ReadOnlyRoles = map[string][]string{
+	GraphResource: {"SecurityIncident.Read.All"},
+	XDRResource:   {"Incident.Read.All"},
+}
+
+func defaultTenants() []Tenant {
+	return []Tenant{
+		{ID: DefaultTenantID, Domain: DefaultTenantName, Apps: []Grant{
+			{ClientID: DefaultClientID, Roles: AllRoles},
+			{ClientID: ReaderClientID, Roles: ReadOnlyRoles},
+		}},
+		{ID: PartnerTenantID, Domain: PartnerTenantName, Apps: []Grant{
+			{ClientID: DefaultClientID, Roles: AllRoles},
+		}},
+	}
+}
+
+func defaultApps() []App {
+	return []App{{ClientID: DefaultClientID, Name: "defender-functions"}, {ClientID: ReaderClientID, Name: "defender-reader"}}
+}
+
+// secretCred is one client secret of an app registration.
+type secretCred struct {
+	value   string
+	expired bool // AADSTS7000222
+	revoked bool // removed from the registration: AADSTS7000215
+}
+
+// certCred is one certificate registered on an app.
+type certCred struct {
+	cert   *x509.Certificate
+	key    *rsa.PrivateKey
+	x5t    string // base64url SHA-1 thumbprint
+	x5t256 string // base64url SHA-256 thumbprint
+}
+
+type appState struct {
+	App
+	secrets []*secretCred
+	certs   []*certCred
+	// federated identity credentials: issuer + subject pairs it trusts.
+	federated []federatedCred
+}
+
+type federatedCred struct{ issuer, subject string }
+
+// directory is Entra ID's state: tenants, apps, credentials.
+type directory struct {
+	mu       sync.RWMutex
+	tenants  []*Tenant
+	byName   map[string]*Tenant // ID and domain, lower case
+	apps     map[string]*appState
+	identity ManagedIdentity
+}
+
+func newDirectory(tenants []Tenant, apps []App, mi ManagedIdentity) (*directory, error) {
+	d := &directory{byName: map[string]*Tenant{}, apps: map[string]*appState{}, identity: mi}
+	for i := range tenants {
+		t := tenants[i]
+		d.tenants = append(d.tenants, &t)
+		d.byName[strings.ToLower(t.ID)] = &t
+		if t.Domain != "" {
+			d.byName[strings.ToLower(t.Domain)] = &t
+		}
+	}
+	for _, a := range apps {
+		st := &appState{App: a}
+		st.secrets = []*secretCred{{value: newSecretValue()}}
+		c, err := newCertCred(a.Name)
+		if err != nil {
+			return nil, err
+		}
+		st.certs = []*certCred{c}
+		d.apps[a.ClientID] = st
+	}
+	return d, nil
+}
+
+func (d *directory) tenant(name string) *Tenant {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.byName[strings.ToLower(name)]
+}
+
+func (d *directory) grant(t *Tenant, clientID string) *Grant {
+	for i := range t.Apps {
+		if strings.EqualFold(t.Apps[i].ClientID, clientID) {
+			return &t.Apps[i]
+		}
+	}
+	return nil
+}
+
+// newSecretValue makes a client secret in the shape Entra ID issues
+// (40 characters, a "~" in it), random at every start.
+func newSecretValue() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.~"
+	b := make([]byte, 40)
+	buf := make([]byte, 40)
+	if _, err := rand.Read(buf); err != nil {
+		panic(err)
+	}
+	for i := range b {
+		b[i] = alphabet[int(buf[i])%len(alphabet)]
+	}
+	b[3] = '8'
+	b[4] = 'Q'
+	b[5] = '~'
+	return string(b)
+}
+
+func newCertCred(name string) (*certCred, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(now.UnixNano()),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	s1 := sha1.Sum(der)
+	s256 := sha256.Sum256(der)
+	return &certCred{cert: cert, key: key,
+		x5t:    base64.RawURLEncoding.EncodeToString(s1[:]),
+		x5t256: base64.RawURLEncoding.EncodeToString(s256[:]),
+	}, nil
+}
+
+// pem returns the certificate and its private key as one PEM document, the
+// form Key Vault returns for a PEM certificate read as a secret.
+func (c *certCred) pem() string {
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(c.key)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})) +
+		string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.cert.Raw}))
+}
