@@ -60,6 +60,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock used for token validation (default time.Now).
 	Now func() time.Time
+	// IdentityClientID replaces the managed identity's client ID. The Azure
+	// SDK caches managed-identity tokens process-wide by identity and
+	// resource, so tests that start several devstacks give each its own.
+	IdentityClientID string
 }
 
 // Ports are the listening ports of each service.
@@ -161,7 +165,10 @@ func New(opts Options) (*Stack, error) {
 	f := opts.Faults
 	s.fault.Store(&f)
 	s.limiter = newLimiter(opts.Limits, opts.TimeScale)
-	s.dir, err = newDirectory(opts.Tenants, opts.Apps, ManagedIdentity{ClientID: IdentityClientID, ObjectID: IdentityObjectID, TenantID: opts.Tenants[0].ID})
+	if opts.IdentityClientID == "" {
+		opts.IdentityClientID = IdentityClientID
+	}
+	s.dir, err = newDirectory(opts.Tenants, opts.Apps, ManagedIdentity{ClientID: opts.IdentityClientID, ObjectID: IdentityObjectID, TenantID: opts.Tenants[0].ID})
 	if err != nil {
 		return nil, err
 	}

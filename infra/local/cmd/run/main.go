@@ -1,11 +1,12 @@
-// Command run is `make run`: it starts the devstack in-process and walks the
-// original guide's flow with the product's own code paths, printing each
-// step plainly. It needs no Azure tenant.
+// Command run is `make run`: it starts the devstack in-process, points the
+// product's own configuration at it (as an Azure Function App would get its
+// app settings), and walks the original guide's flow with the product's code:
+// the secret from Key Vault through the managed identity, an app-only token,
+// the token's roles checked, incidents listed. It needs no Azure tenant.
 package main
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -18,8 +19,8 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/infra/local/devstack"
-	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/clientcredentials"
+	"github.com/defender-functions/defender-functions/shared/config"
+	"github.com/defender-functions/defender-functions/shared/credentials"
 )
 
 func main() {
@@ -40,25 +41,45 @@ func run(dir string, serve bool) error {
 	defer s.Close()
 	fmt.Printf("devstack up: Entra ID %s, Key Vault %s, Graph %s, XDR %s\n", s.EntraURL, s.KeyVaultURL, s.GraphURL, s.XDRURL)
 	fmt.Printf("settings written to %s/devstack.env\n\n", dir)
-
-	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, s.HTTPClient())
-	for _, api := range []struct{ name, resource, url string }{
-		{"Microsoft Graph security API", devstack.GraphResource, s.GraphURL + "/v1.0/security/incidents?$top=5&$orderby=lastUpdateDateTime%20desc"},
-		{"Defender XDR API", devstack.XDRResource, s.XDRURL + "/api/incidents?$top=5"},
+	// The app settings, as the Functions host would set them.
+	for k, v := range s.Settings() {
+		os.Setenv(k, v)
+	}
+	ctx := context.Background()
+	for _, api := range []struct{ name, kind, url, list string }{
+		{"Microsoft Graph security API", "graph", s.GraphURL, "/v1.0/security/incidents?$top=5&$orderby=lastUpdateDateTime%20desc"},
+		{"Defender XDR API", "xdr", s.XDRURL, "/api/incidents?$top=5"},
 	} {
 		fmt.Printf("== %s\n", api.name)
-		cfg := clientcredentials.Config{ClientID: devstack.DefaultClientID, ClientSecret: s.ClientSecret(devstack.DefaultClientID),
-			TokenURL: s.EntraURL + "/" + devstack.DefaultTenantID + "/oauth2/v2.0/token", Scopes: []string{api.resource + "/.default"},
-			AuthStyle: oauth2.AuthStyleInParams}
-		tok, err := cfg.Token(ctx)
+		os.Setenv(config.EnvAPI, api.kind)
+		os.Setenv(config.EnvAPIURL, api.url)
+		cfg, err := config.FromEnv()
 		if err != nil {
 			return err
 		}
-		roles, aud := decode(tok.AccessToken)
-		fmt.Printf("app-only token acquired: aud=%s roles=%s expires=%s\n", aud, strings.Join(roles, ","), tok.Expiry.Format(time.RFC3339))
-		req, _ := http.NewRequest("GET", api.url, nil)
+		creds, err := credentials.New(cfg, nil)
+		if err != nil {
+			return err
+		}
+		tenant := cfg.Tenants[0]
+		tok, err := creds.Source(tenant).Token(ctx)
+		if err != nil {
+			return err
+		}
+		claims, err := credentials.ParseClaims(tok.AccessToken)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("secret read from Key Vault %q with the managed identity; app-only token acquired\n", cfg.SecretName)
+		fmt.Printf("  aud=%s roles=%s expires=%s\n", claims.Audience, strings.Join(claims.Roles, ","), tok.Expiry.Format(time.RFC3339))
+		if err := credentials.CheckRoles(cfg, tenant, claims, credentials.IncidentExport, credentials.HuntingQuery, credentials.TicketWebhook); err != nil {
+			fmt.Println("  permission check:", err)
+		} else {
+			fmt.Println("  permission check: the roles cover incident-export, hunting-query and ticket-webhook")
+		}
+		req, _ := http.NewRequestWithContext(ctx, "GET", cfg.APIURL+api.list, nil)
 		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
-		resp, err := s.HTTPClient().Do(req)
+		resp, err := credentials.DefaultHTTPClient().Do(req)
 		if err != nil {
 			return err
 		}
@@ -66,7 +87,7 @@ func run(dir string, serve bool) error {
 		resp.Body.Close()
 		var page struct{ Value []map[string]any }
 		if err := json.Unmarshal(body, &page); err != nil {
-			return fmt.Errorf("list incidents: %d: %w", resp.StatusCode, err)
+			return fmt.Errorf("list incidents: HTTP %d: %w", resp.StatusCode, err)
 		}
 		for _, in := range page.Value {
 			id, name, status, updated := in["id"], in["displayName"], in["status"], in["lastUpdateDateTime"]
@@ -81,20 +102,8 @@ func run(dir string, serve bool) error {
 		return nil
 	}
 	fmt.Println("serving; Ctrl-C to stop")
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	sctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	<-ctx.Done()
+	<-sctx.Done()
 	return nil
-}
-
-// decode reads the claims the guide tells you to check (it prints no token).
-func decode(jwt string) ([]string, string) {
-	parts := strings.Split(jwt, ".")
-	b, _ := base64.RawURLEncoding.DecodeString(parts[1])
-	var c struct {
-		Roles []string `json:"roles"`
-		Aud   string   `json:"aud"`
-	}
-	json.Unmarshal(b, &c)
-	return c.Roles, c.Aud
 }

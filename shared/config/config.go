@@ -1,0 +1,306 @@
+// Package config parses Defender Functions' settings (Azure app settings or
+// environment variables) once, into one typed struct. Every problem is
+// reported at once, each naming the setting and what to put there.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// API selects the Defender backend.
+type API string
+
+const (
+	// Graph is the Microsoft Graph security API (the default).
+	Graph API = "graph"
+	// XDR is the Defender XDR API at api.security.microsoft.com, retired by
+	// Microsoft on 2027-02-01; selectable for migration only.
+	XDR API = "xdr"
+)
+
+// Credential is how the Defender app proves its identity to Entra ID.
+type Credential string
+
+const (
+	KeyVaultSecret            Credential = "keyvault-secret"
+	KeyVaultCertificate       Credential = "keyvault-certificate"
+	ManagedIdentityFederation Credential = "managed-identity-federation"
+	EnvSecret                 Credential = "env-secret"
+)
+
+// VaultAccess is how the process authenticates to Key Vault.
+type VaultAccess string
+
+const (
+	// VaultManagedIdentity is the Function App's managed identity (Azure).
+	VaultManagedIdentity VaultAccess = "managed-identity"
+	// VaultWorkloadIdentity is federation from a token file (hosts outside Azure).
+	VaultWorkloadIdentity VaultAccess = "workload-identity"
+	// VaultCertificate is a bootstrap app's certificate (hosts outside Azure, e.g. AWS Lambda).
+	VaultCertificate VaultAccess = "client-certificate"
+)
+
+// Secret is a string that never prints: fmt, slog and JSON all see "[redacted]".
+type Secret string
+
+func (Secret) String() string                  { return "[redacted]" }
+func (Secret) GoString() string                { return "[redacted]" }
+func (Secret) LogValue() slog.Value            { return slog.StringValue("[redacted]") }
+func (Secret) MarshalJSON() ([]byte, error)    { return []byte(`"[redacted]"`), nil }
+func (Secret) MarshalText() ([]byte, error)    { return []byte("[redacted]"), nil }
+func (s Secret) Reveal() string                { return string(s) }
+func (s Secret) Format(f fmt.State, verb rune) { f.Write([]byte("[redacted]")) }
+
+// Config is every setting, parsed and checked.
+type Config struct {
+	API           API
+	Tenants       []string // first is the home tenant
+	ClientID      string
+	Credential    Credential
+	KeyVaultURL   string
+	SecretName    string
+	ClientSecret  Secret // env-secret only
+	AuthorityHost string // no trailing slash
+	TokenVersion  int    // 1 or 2
+	APIURL        string // no trailing slash
+	// Resource is the audience of the API's tokens (scope minus /.default).
+	Resource string
+	// AssertionAlg signs certificate assertions: PS256 (default) or RS256.
+	AssertionAlg string
+	// SecretTTL bounds how long a secret read from Key Vault is reused.
+	SecretTTL time.Duration
+
+	// How Key Vault is reached.
+	VaultAccess             VaultAccess
+	ManagedIdentityClientID string // user-assigned identity; empty = system-assigned
+	VaultTenantID           string
+	VaultClientID           string
+	VaultCertificatePath    string
+	VaultCertificatePass    Secret
+	FederatedTokenFile      string
+}
+
+// Setting names: the public contract.
+const (
+	EnvAPI                     = "DEFENDER_API"
+	EnvTenantID                = "DEFENDER_TENANT_ID"
+	EnvClientID                = "DEFENDER_CLIENT_ID"
+	EnvCredential              = "DEFENDER_CREDENTIAL"
+	EnvKeyVaultURL             = "KEY_VAULT_URL"
+	EnvSecretName              = "DEFENDER_SECRET_NAME"
+	EnvClientSecret            = "DEFENDER_CLIENT_SECRET"
+	EnvAuthorityHost           = "AZURE_AUTHORITY_HOST"
+	EnvTokenVersion            = "DEFENDER_TOKEN_VERSION"
+	EnvAPIURL                  = "DEFENDER_API_URL"
+	EnvAssertionAlg            = "DEFENDER_ASSERTION_ALG"
+	EnvSecretTTL               = "DEFENDER_SECRET_TTL"
+	EnvVaultAccess             = "KEY_VAULT_CREDENTIAL"
+	EnvManagedIdentityClientID = "MANAGED_IDENTITY_CLIENT_ID"
+	EnvVaultTenantID           = "KEY_VAULT_TENANT_ID"
+	EnvVaultClientID           = "KEY_VAULT_CLIENT_ID"
+	EnvVaultCertificatePath    = "KEY_VAULT_CERTIFICATE_PATH"
+	EnvVaultCertificatePass    = "KEY_VAULT_CERTIFICATE_PASSWORD"
+	EnvFederatedTokenFile      = "KEY_VAULT_FEDERATED_TOKEN_FILE"
+)
+
+// Defaults of the public cloud.
+const (
+	DefaultAuthorityHost = "https://login.microsoftonline.com"
+	GraphURL             = "https://graph.microsoft.com"
+	XDRURL               = "https://api.security.microsoft.com"
+)
+
+// nationalGraph maps national-cloud Graph hosts to themselves: their tokens
+// carry that host as audience. Every other host (regional XDR hosts, the
+// devstack) keeps the public resource.
+var nationalGraph = map[string]bool{"graph.microsoft.us": true, "dod-graph.microsoft.us": true, "microsoftgraph.chinacloudapi.cn": true}
+
+// Problems is every configuration problem found, one per setting.
+type Problems []string
+
+func (p Problems) Error() string {
+	return "configuration: " + strings.Join(p, "; ")
+}
+
+var (
+	guidRe   = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	domainRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$`)
+	nameRe   = regexp.MustCompile(`^[0-9A-Za-z-]{1,127}$`)
+)
+
+// FromEnv loads the configuration from the process environment.
+func FromEnv() (*Config, error) { return Load(os.LookupEnv) }
+
+// Load parses the settings that lookup returns.
+func Load(lookup func(string) (string, bool)) (*Config, error) {
+	var p Problems
+	get := func(name, def string) string {
+		v, ok := lookup(name)
+		v = strings.TrimSpace(v)
+		if !ok || v == "" {
+			return def
+		}
+		if strings.HasPrefix(v, "@Microsoft.KeyVault(") {
+			p = append(p, fmt.Sprintf("%s is an unresolved Key Vault reference: give the Function App's identity the 'Key Vault Secrets User' role on the vault, check the reference's SecretUri, and restart the app", name))
+			return def
+		}
+		return v
+	}
+	c := &Config{}
+
+	switch api := strings.ToLower(get(EnvAPI, "graph")); api {
+	case "graph", "xdr":
+		c.API = API(api)
+	default:
+		p = append(p, fmt.Sprintf("%s=%q is not an API: use graph (Microsoft Graph security API) or xdr (Defender XDR API, retired 2027-02-01)", EnvAPI, api))
+	}
+
+	if t := get(EnvTenantID, ""); t == "" {
+		p = append(p, EnvTenantID+" is required: the directory (tenant) ID of your Entra ID tenant, or a comma-separated list for a multi-tenant app")
+	} else {
+		seen := map[string]bool{}
+		for _, one := range strings.Split(t, ",") {
+			one = strings.TrimSpace(one)
+			switch {
+			case one == "":
+			case !guidRe.MatchString(one) && !domainRe.MatchString(one):
+				p = append(p, fmt.Sprintf("%s contains %q, which is neither a tenant ID (GUID) nor a domain such as contoso.onmicrosoft.com", EnvTenantID, one))
+			case seen[strings.ToLower(one)]:
+				p = append(p, fmt.Sprintf("%s lists %q twice", EnvTenantID, one))
+			default:
+				seen[strings.ToLower(one)] = true
+				c.Tenants = append(c.Tenants, one)
+			}
+		}
+	}
+
+	c.ClientID = get(EnvClientID, "")
+	switch {
+	case c.ClientID == "":
+		p = append(p, EnvClientID+" is required: the application (client) ID of the app registration")
+	case !guidRe.MatchString(c.ClientID):
+		p = append(p, fmt.Sprintf("%s=%q is not an application (client) ID: copy the GUID from the app registration's Overview page", EnvClientID, c.ClientID))
+	}
+
+	c.Credential = Credential(strings.ToLower(get(EnvCredential, string(KeyVaultSecret))))
+	switch c.Credential {
+	case KeyVaultSecret, KeyVaultCertificate, ManagedIdentityFederation, EnvSecret:
+	default:
+		p = append(p, fmt.Sprintf("%s=%q is not a credential mode: use keyvault-secret, keyvault-certificate, managed-identity-federation or env-secret", EnvCredential, c.Credential))
+	}
+
+	c.SecretName = get(EnvSecretName, "defender-client-secret")
+	if !nameRe.MatchString(c.SecretName) {
+		p = append(p, fmt.Sprintf("%s=%q is not a Key Vault secret name (1-127 letters, digits and dashes)", EnvSecretName, c.SecretName))
+	}
+	c.KeyVaultURL = get(EnvKeyVaultURL, "")
+	usesVault := c.Credential == KeyVaultSecret || c.Credential == KeyVaultCertificate
+	if usesVault {
+		if c.KeyVaultURL == "" {
+			p = append(p, fmt.Sprintf("%s is required with %s=%s: the vault URI, https://<vault>.vault.azure.net/", EnvKeyVaultURL, EnvCredential, c.Credential))
+		} else if u, err := url.Parse(c.KeyVaultURL); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			p = append(p, fmt.Sprintf("%s=%q is not a vault URI: use https://<vault>.vault.azure.net/", EnvKeyVaultURL, c.KeyVaultURL))
+		}
+	}
+	if secret, ok := lookup(EnvClientSecret); ok && secret != "" {
+		if c.Credential != EnvSecret {
+			p = append(p, fmt.Sprintf("%s is set but %s=%s: remove the secret from the settings (keep it in Key Vault) or use env-secret for local development", EnvClientSecret, EnvCredential, c.Credential))
+		} else if strings.HasPrefix(secret, "@Microsoft.KeyVault(") {
+			p = append(p, EnvClientSecret+" is an unresolved Key Vault reference: grant the app's identity access to the vault, or use DEFENDER_CREDENTIAL=keyvault-secret")
+		}
+		c.ClientSecret = Secret(secret)
+	} else if c.Credential == EnvSecret {
+		p = append(p, fmt.Sprintf("%s is required with %s=env-secret (local development only)", EnvClientSecret, EnvCredential))
+	}
+
+	c.AuthorityHost = strings.TrimRight(get(EnvAuthorityHost, DefaultAuthorityHost), "/")
+	if u, err := url.Parse(c.AuthorityHost); err != nil || u.Scheme != "https" || u.Host == "" {
+		p = append(p, fmt.Sprintf("%s=%q is not an https URL such as %s", EnvAuthorityHost, c.AuthorityHost, DefaultAuthorityHost))
+	}
+
+	switch v := strings.ToLower(get(EnvTokenVersion, "v2")); v {
+	case "v2", "2":
+		c.TokenVersion = 2
+	case "v1", "1":
+		c.TokenVersion = 1
+	default:
+		p = append(p, fmt.Sprintf("%s=%q: use v2 (scope) or v1 (resource)", EnvTokenVersion, v))
+	}
+
+	def := GraphURL
+	c.Resource = GraphURL
+	if c.API == XDR {
+		def, c.Resource = XDRURL, XDRURL
+	}
+	c.APIURL = strings.TrimRight(get(EnvAPIURL, def), "/")
+	if u, err := url.Parse(c.APIURL); err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" {
+		p = append(p, fmt.Sprintf("%s=%q is not an https base URL such as %s", EnvAPIURL, c.APIURL, def))
+	} else if c.API == Graph && nationalGraph[u.Hostname()] {
+		c.Resource = "https://" + u.Hostname()
+	}
+
+	c.AssertionAlg = strings.ToUpper(get(EnvAssertionAlg, "PS256"))
+	if c.AssertionAlg != "PS256" && c.AssertionAlg != "RS256" {
+		p = append(p, fmt.Sprintf("%s=%q: use PS256 (x5t#S256, the current Entra ID form) or RS256 (x5t)", EnvAssertionAlg, c.AssertionAlg))
+	}
+	c.SecretTTL = time.Hour
+	if v := get(EnvSecretTTL, ""); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Minute || d > 24*time.Hour {
+			p = append(p, fmt.Sprintf("%s=%q: use a duration between 1m and 24h, such as 1h", EnvSecretTTL, v))
+		} else {
+			c.SecretTTL = d
+		}
+	}
+
+	c.VaultAccess = VaultAccess(strings.ToLower(get(EnvVaultAccess, string(VaultManagedIdentity))))
+	c.ManagedIdentityClientID = get(EnvManagedIdentityClientID, "")
+	if c.ManagedIdentityClientID != "" && !guidRe.MatchString(c.ManagedIdentityClientID) {
+		p = append(p, fmt.Sprintf("%s=%q is not the client ID (GUID) of a user-assigned managed identity; leave it empty for the system-assigned identity", EnvManagedIdentityClientID, c.ManagedIdentityClientID))
+	}
+	c.VaultTenantID = get(EnvVaultTenantID, "")
+	if c.VaultTenantID == "" && len(c.Tenants) > 0 {
+		c.VaultTenantID = c.Tenants[0]
+	}
+	c.VaultClientID = get(EnvVaultClientID, "")
+	c.VaultCertificatePath = get(EnvVaultCertificatePath, "")
+	if v, ok := lookup(EnvVaultCertificatePass); ok {
+		c.VaultCertificatePass = Secret(v)
+	}
+	c.FederatedTokenFile = get(EnvFederatedTokenFile, "")
+	needsVaultAccess := usesVault
+	switch c.VaultAccess {
+	case VaultManagedIdentity:
+	case VaultWorkloadIdentity:
+		if needsVaultAccess && (c.VaultClientID == "" || c.FederatedTokenFile == "") {
+			p = append(p, fmt.Sprintf("%s=workload-identity needs %s (the app trusted by Key Vault) and %s (the federated token's path)", EnvVaultAccess, EnvVaultClientID, EnvFederatedTokenFile))
+		}
+	case VaultCertificate:
+		if needsVaultAccess && (c.VaultClientID == "" || c.VaultCertificatePath == "") {
+			p = append(p, fmt.Sprintf("%s=client-certificate needs %s and %s (a PEM or PFX file with the certificate and its key)", EnvVaultAccess, EnvVaultClientID, EnvVaultCertificatePath))
+		}
+	default:
+		p = append(p, fmt.Sprintf("%s=%q: use managed-identity (Azure), workload-identity or client-certificate (hosts outside Azure)", EnvVaultAccess, c.VaultAccess))
+	}
+	if c.Credential == ManagedIdentityFederation && c.VaultAccess != VaultManagedIdentity {
+		p = append(p, fmt.Sprintf("%s=managed-identity-federation needs an Azure managed identity; it cannot be combined with %s=%s", EnvCredential, EnvVaultAccess, c.VaultAccess))
+	}
+
+	if len(p) > 0 {
+		return nil, p
+	}
+	return c, nil
+}
+
+// IsProblems reports whether err is a configuration error.
+func IsProblems(err error) bool {
+	var p Problems
+	return errors.As(err, &p)
+}

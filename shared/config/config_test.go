@@ -1,0 +1,127 @@
+package config_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/defender-functions/defender-functions/shared/config"
+)
+
+func env(kv ...string) func(string) (string, bool) {
+	m := map[string]string{}
+	for i := 0; i < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+const (
+	tenant = "4d2a9e1c-6b7f-4c1e-9a52-0c3f8d7e1b10"
+	client = "2f6b9c3e-8a41-4d7e-b5c2-9e0f1a7d3c84"
+)
+
+func TestDefaults(t *testing.T) {
+	c, err := config.Load(env("DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "KEY_VAULT_URL", "https://kv.vault.azure.net/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.API != config.Graph || c.Credential != config.KeyVaultSecret || c.SecretName != "defender-client-secret" || c.TokenVersion != 2 ||
+		c.AuthorityHost != "https://login.microsoftonline.com" || c.APIURL != "https://graph.microsoft.com" || c.Resource != "https://graph.microsoft.com" ||
+		c.AssertionAlg != "PS256" || c.SecretTTL != time.Hour || c.VaultAccess != config.VaultManagedIdentity || c.VaultTenantID != tenant ||
+		len(c.Tenants) != 1 || c.Tenants[0] != tenant {
+		t.Fatalf("%+v", c)
+	}
+}
+
+func TestResources(t *testing.T) {
+	for _, tc := range []struct{ api, url, wantURL, wantRes string }{
+		{"xdr", "", "https://api.security.microsoft.com", "https://api.security.microsoft.com"},
+		{"xdr", "https://api-eu.security.microsoft.com/", "https://api-eu.security.microsoft.com", "https://api.security.microsoft.com"},
+		{"graph", "https://graph.microsoft.us", "https://graph.microsoft.us", "https://graph.microsoft.us"},
+		{"GRAPH", "https://127.0.0.1:8443", "https://127.0.0.1:8443", "https://graph.microsoft.com"},
+	} {
+		c, err := config.Load(env("DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret",
+			"DEFENDER_CLIENT_SECRET", "x", "DEFENDER_API", tc.api, "DEFENDER_API_URL", tc.url))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.APIURL != tc.wantURL || c.Resource != tc.wantRes {
+			t.Errorf("%s %s: url %s resource %s", tc.api, tc.url, c.APIURL, c.Resource)
+		}
+	}
+}
+
+// Every problem is reported at once, each naming its setting.
+func TestAllProblemsAtOnce(t *testing.T) {
+	_, err := config.Load(env("DEFENDER_API", "mde", "DEFENDER_TENANT_ID", "not a tenant,"+tenant+","+tenant, "DEFENDER_CLIENT_ID", "my-app",
+		"DEFENDER_CREDENTIAL", "password", "KEY_VAULT_URL", "http://kv", "DEFENDER_TOKEN_VERSION", "v3", "AZURE_AUTHORITY_HOST", "http://login",
+		"DEFENDER_API_URL", "ftp://x", "DEFENDER_SECRET_TTL", "1s", "DEFENDER_ASSERTION_ALG", "HS256", "KEY_VAULT_CREDENTIAL", "default"))
+	p, ok := err.(config.Problems)
+	if !ok {
+		t.Fatalf("err = %T %v", err, err)
+	}
+	for _, name := range []string{"DEFENDER_API=", "DEFENDER_TENANT_ID contains \"not a tenant\"", "lists \"" + tenant + "\" twice", "DEFENDER_CLIENT_ID=",
+		"DEFENDER_CREDENTIAL=", "DEFENDER_TOKEN_VERSION=", "AZURE_AUTHORITY_HOST=", "DEFENDER_API_URL=", "DEFENDER_SECRET_TTL=",
+		"DEFENDER_ASSERTION_ALG=", "KEY_VAULT_CREDENTIAL="} {
+		found := false
+		for _, line := range p {
+			found = found || strings.Contains(line, name)
+		}
+		if !found {
+			t.Errorf("no problem mentions %s in:\n%s", name, strings.Join(p, "\n"))
+		}
+	}
+}
+
+func TestRequiredAndReferences(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"nothing", nil, "DEFENDER_TENANT_ID is required"},
+		{"no client", []string{"DEFENDER_TENANT_ID", tenant}, "DEFENDER_CLIENT_ID is required"},
+		{"no vault", []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client}, "KEY_VAULT_URL is required"},
+		{"unresolved reference", []string{"DEFENDER_TENANT_ID", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/tid/)", "DEFENDER_CLIENT_ID", client, "KEY_VAULT_URL", "https://kv.vault.azure.net/"},
+			"DEFENDER_TENANT_ID is an unresolved Key Vault reference"},
+		{"secret outside env-secret", []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "KEY_VAULT_URL", "https://kv.vault.azure.net/", "DEFENDER_CLIENT_SECRET", "s3cr3t"},
+			"DEFENDER_CLIENT_SECRET is set but DEFENDER_CREDENTIAL=keyvault-secret"},
+		{"env-secret without secret", []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret"}, "DEFENDER_CLIENT_SECRET is required"},
+		{"certificate vault access incomplete", []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "KEY_VAULT_URL", "https://kv.vault.azure.net/", "KEY_VAULT_CREDENTIAL", "client-certificate"},
+			"KEY_VAULT_CREDENTIAL=client-certificate needs KEY_VAULT_CLIENT_ID and KEY_VAULT_CERTIFICATE_PATH"},
+		{"federation outside Azure", []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "managed-identity-federation", "KEY_VAULT_CREDENTIAL", "workload-identity"},
+			"cannot be combined"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Load(env(tc.env...))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cr3t") {
+				t.Fatal("the error repeats the secret")
+			}
+		})
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	c, err := config.Load(env("DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", "s3cr3t-value"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged strings.Builder
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("config", "cfg", c, "secret", c.ClientSecret)
+	js, _ := json.Marshal(c)
+	for _, out := range []string{fmt.Sprint(c), fmt.Sprintf("%+v %#v %s %q", c, c, c.ClientSecret, c.ClientSecret), string(js), logged.String()} {
+		if strings.Contains(out, "s3cr3t") {
+			t.Fatalf("secret printed: %s", out)
+		}
+	}
+	if c.ClientSecret.Reveal() != "s3cr3t-value" {
+		t.Fatal("Reveal lost the value")
+	}
+}

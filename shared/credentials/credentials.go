@@ -1,0 +1,213 @@
+// Package credentials gives every function its app-only token for the
+// Defender API. It reads the app's secret (or certificate) from Azure Key
+// Vault with azsecrets, exchanges it at Entra ID for a client-credentials
+// token, and caches both in the process, so warm invocations pay nothing:
+//
+//	creds, err := credentials.New(cfg, nil)
+//	tok, err := creds.Source(tenant).Token(ctx)
+//
+// It starts no goroutine and does no I/O until the first Token call.
+package credentials
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+	"github.com/defender-functions/defender-functions/shared/config"
+)
+
+// Options tune New. The zero value is right for production.
+type Options struct {
+	// HTTPClient carries every request (Entra ID, Key Vault, managed
+	// identity). Nil means a client with timeouts that trusts the system roots.
+	HTTPClient *http.Client
+	// Cache holds the tokens; nil means Shared, the process-wide cache.
+	Cache *Cache
+	// Logger receives what happened (never a secret or token); nil discards.
+	Logger *slog.Logger
+	// Now is the clock of the secret's TTL and the token schedule (tests).
+	Now func() time.Time
+}
+
+// Credentials are built once per process from the configuration.
+type Credentials struct {
+	cfg     *config.Config
+	sources map[string]*source
+}
+
+// New prepares the credentials; it performs no I/O.
+func New(cfg *config.Config, opts *Options) (*Credentials, error) {
+	o := Options{}
+	if opts != nil {
+		o = *opts
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = DefaultHTTPClient()
+	}
+	if o.Cache == nil {
+		o.Cache = Shared
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = o.Cache.now
+	}
+	m := &material{cfg: cfg, hc: o.HTTPClient, log: o.Logger, now: o.Now}
+	switch cfg.Credential {
+	case config.KeyVaultSecret, config.KeyVaultCertificate:
+		cred, err := vaultCredential(cfg, o.HTTPClient)
+		if err != nil {
+			return nil, err
+		}
+		client, err := azsecrets.NewClient(cfg.KeyVaultURL, cred, &azsecrets.ClientOptions{ClientOptions: azClientOptions(cfg, o.HTTPClient)})
+		if err != nil {
+			return nil, fmt.Errorf("key vault client for %s: %w", cfg.KeyVaultURL, err)
+		}
+		m.vault = &vaultSecret{client: client, name: cfg.SecretName, ttl: cfg.SecretTTL, now: o.Now, log: o.Logger}
+	case config.ManagedIdentityFederation:
+		miOpts := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: azClientOptions(cfg, o.HTTPClient)}
+		if cfg.ManagedIdentityClientID != "" {
+			miOpts.ID = azidentity.ClientID(cfg.ManagedIdentityClientID)
+		}
+		mi, err := azidentity.NewManagedIdentityCredential(miOpts)
+		if err != nil {
+			return nil, err
+		}
+		m.identity = mi
+	}
+	c := &Credentials{cfg: cfg, sources: map[string]*source{}}
+	for _, t := range cfg.Tenants {
+		x := newExchanger(cfg, t, o.HTTPClient, o.Now)
+		s := &source{tenant: t, m: m, x: x, log: o.Logger}
+		s.entry = o.Cache.source(Key{Authority: cfg.AuthorityHost, Tenant: t, ClientID: cfg.ClientID, Scope: x.scope()}, s.fetch)
+		c.sources[t] = s
+	}
+	return c, nil
+}
+
+// Source returns the token source of one configured tenant, or nil.
+func (c *Credentials) Source(tenant string) Source {
+	if s, ok := c.sources[tenant]; ok {
+		return s.entry
+	}
+	return nil
+}
+
+// Tenants are the configured tenants, home tenant first.
+func (c *Credentials) Tenants() []string { return c.cfg.Tenants }
+
+// DefaultHTTPClient has the timeouts an unattended process needs.
+func DefaultHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = 10 * time.Second
+	t.ResponseHeaderTimeout = 60 * time.Second
+	return &http.Client{Transport: t, Timeout: 5 * time.Minute}
+}
+
+// material is what proves the app's identity: a secret or certificate from
+// Key Vault, the environment's secret, or a managed identity's assertion.
+type material struct {
+	cfg      *config.Config
+	hc       *http.Client
+	log      *slog.Logger
+	now      func() time.Time
+	vault    *vaultSecret
+	identity azcore.TokenCredential
+
+	mu      sync.Mutex
+	signers map[*secretValue]*signer
+}
+
+// source fetches tokens for one tenant.
+type source struct {
+	tenant string
+	m      *material
+	x      *exchanger
+	log    *slog.Logger
+	entry  *entry
+}
+
+// fetch is the cache's miss path: credential, exchange, and on a rejected
+// credential one re-read from Key Vault (rotation) and one retry.
+func (s *source) fetch(ctx context.Context) (*Token, error) {
+	cfg := s.m.cfg
+	var (
+		tok *Token
+		err error
+	)
+	switch cfg.Credential {
+	case config.EnvSecret:
+		tok, err = s.x.exchange(ctx, cfg.ClientSecret.Reveal(), "")
+	case config.ManagedIdentityFederation:
+		var at azcore.AccessToken
+		at, err = s.m.identity.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{"api://AzureADTokenExchange/.default"}})
+		if err != nil {
+			return nil, fmt.Errorf("managed identity: no token for api://AzureADTokenExchange: %w (is a managed identity assigned to the app?)", scrubAzError(err))
+		}
+		tok, err = s.x.exchange(ctx, "", at.Token)
+	default:
+		var sv *secretValue
+		sv, err = s.m.vault.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		tok, err = s.withVaultValue(ctx, sv)
+		var ee *EntraError
+		if errors.As(err, &ee) && ee.Rejected() {
+			s.log.Warn("entra id rejected the credential from key vault; reading it again", "tenant", s.tenant, "aadsts", ee.AADSTS, "secret", cfg.SecretName, "version", sv.version)
+			nu, rerr := s.m.vault.reread(ctx, sv)
+			if rerr != nil {
+				return nil, errors.Join(err, rerr)
+			}
+			if nu.value != sv.value {
+				tok, err = s.withVaultValue(ctx, nu)
+			}
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("token acquired", "tenant", s.tenant, "scope", s.x.scope(), "expires", tok.Expiry.UTC().Format(time.RFC3339))
+	return tok, nil
+}
+
+func (s *source) withVaultValue(ctx context.Context, sv *secretValue) (*Token, error) {
+	if s.m.cfg.Credential == config.KeyVaultSecret {
+		return s.x.exchange(ctx, sv.value, "")
+	}
+	sg, err := s.m.signer(sv)
+	if err != nil {
+		return nil, err
+	}
+	a, err := sg.assertion(s.m.cfg.ClientID, s.x.tokenURL, s.m.cfg.AssertionAlg, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("signing the client assertion: %w", err)
+	}
+	return s.x.exchange(ctx, "", a)
+}
+
+func (m *material) signer(sv *secretValue) (*signer, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if sg := m.signers[sv]; sg != nil {
+		return sg, nil
+	}
+	sg, err := parseCertificate(sv.value, sv.contentType, nil)
+	if err != nil {
+		return nil, fmt.Errorf("key vault secret %q: %w", m.cfg.SecretName, err)
+	}
+	m.signers = map[*secretValue]*signer{sv: sg} // only the current version is kept
+	return sg, nil
+}

@@ -1,0 +1,211 @@
+package credentials
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+	"github.com/defender-functions/defender-functions/shared/config"
+	"golang.org/x/sync/singleflight"
+)
+
+// secretValue is one version of a vault secret.
+type secretValue struct {
+	value       string
+	contentType string
+	version     string
+	readAt      time.Time
+}
+
+// vaultSecret reads one Key Vault secret through azsecrets and keeps it in
+// memory for a TTL. Concurrent readers share one read.
+type vaultSecret struct {
+	client *azsecrets.Client
+	name   string
+	ttl    time.Duration
+	now    func() time.Time
+	log    *slog.Logger
+
+	mu  sync.Mutex
+	cur *secretValue
+	sf  singleflight.Group
+}
+
+// get returns the cached secret, reading it when absent or older than the TTL.
+func (v *vaultSecret) get(ctx context.Context) (*secretValue, error) {
+	v.mu.Lock()
+	cur := v.cur
+	v.mu.Unlock()
+	if cur != nil && v.now().Sub(cur.readAt) < v.ttl {
+		return cur, nil
+	}
+	return v.read(ctx, cur)
+}
+
+// reread reads the secret again unless someone already replaced stale: the
+// rotation path, taken once when Entra ID rejects the cached secret.
+func (v *vaultSecret) reread(ctx context.Context, stale *secretValue) (*secretValue, error) {
+	v.mu.Lock()
+	cur := v.cur
+	v.mu.Unlock()
+	if cur != stale && cur != nil {
+		return cur, nil
+	}
+	return v.read(ctx, stale)
+}
+
+func (v *vaultSecret) read(ctx context.Context, seen *secretValue) (*secretValue, error) {
+	ch := v.sf.DoChan("", func() (any, error) {
+		v.mu.Lock()
+		cur := v.cur
+		v.mu.Unlock()
+		if cur != seen && cur != nil {
+			return cur, nil
+		}
+		resp, err := v.client.GetSecret(ctx, v.name, "", nil)
+		if err != nil {
+			return nil, vaultError(v.name, err)
+		}
+		if resp.Value == nil || *resp.Value == "" {
+			return nil, fmt.Errorf("key vault secret %q is empty: store the app's client secret (its Value) or certificate in it", v.name)
+		}
+		sv := &secretValue{value: *resp.Value, readAt: v.now()}
+		if resp.ContentType != nil {
+			sv.contentType = *resp.ContentType
+		}
+		if resp.ID != nil {
+			sv.version = resp.ID.Version()
+		}
+		v.mu.Lock()
+		v.cur = sv
+		v.mu.Unlock()
+		v.log.Info("secret read from key vault", "secret", v.name, "version", sv.version)
+		return sv, nil
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*secretValue), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// VaultError is a failure to read the Defender app's credential from Key Vault.
+type VaultError struct {
+	Secret     string
+	StatusCode int    // 0 when the vault was not reached
+	Code       string // Key Vault's error code, e.g. SecretNotFound, Forbidden
+	Err        error
+}
+
+func (e *VaultError) Error() string {
+	switch {
+	case e.StatusCode == http.StatusNotFound:
+		return fmt.Sprintf("key vault: secret %q not found: create it, or set %s to the secret's name", e.Secret, config.EnvSecretName)
+	case e.StatusCode == http.StatusForbidden:
+		return fmt.Sprintf("key vault: reading secret %q is forbidden (%s): give the Function App's managed identity the 'Key Vault Secrets User' role on the vault (RBAC) or a Get secret access policy", e.Secret, e.Code)
+	case e.StatusCode == http.StatusUnauthorized:
+		return fmt.Sprintf("key vault: the vault rejected the identity's token for secret %q (%s): check that the identity belongs to the vault's tenant", e.Secret, e.Code)
+	case e.StatusCode != 0:
+		return fmt.Sprintf("key vault: reading secret %q failed with HTTP %d %s", e.Secret, e.StatusCode, e.Code)
+	}
+	return fmt.Sprintf("key vault: reading secret %q failed: %v (check %s, the network path to the vault, and the identity used to reach it)", e.Secret, e.Err, config.EnvKeyVaultURL)
+}
+
+func (e *VaultError) Unwrap() error { return e.Err }
+
+func vaultError(name string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	ve := &VaultError{Secret: name, Err: err}
+	var re *azcore.ResponseError
+	if errors.As(err, &re) {
+		ve.StatusCode, ve.Code = re.StatusCode, re.ErrorCode
+		// The SDK's message repeats the whole response; keep our own.
+		ve.Err = fmt.Errorf("HTTP %d %s", re.StatusCode, re.ErrorCode)
+	} else {
+		ve.Err = scrubAzError(err)
+	}
+	return ve
+}
+
+// scrubAzError shortens an azidentity error to its first line: the SDK's
+// multi-line errors can include raw response bodies.
+func scrubAzError(err error) error {
+	msg := err.Error()
+	if i := strings.IndexByte(msg, '\n'); i > 0 {
+		msg = msg[:i]
+	}
+	return errors.New(msg)
+}
+
+// azClientOptions routes the SDK through our HTTP client, with a small retry budget.
+func azClientOptions(cfg *config.Config, hc *http.Client) azcore.ClientOptions {
+	o := azcore.ClientOptions{Retry: policy.RetryOptions{MaxRetries: 2, RetryDelay: 200 * time.Millisecond, MaxRetryDelay: 2 * time.Second}}
+	if hc != nil {
+		o.Transport = hc
+	}
+	if cfg.AuthorityHost != config.DefaultAuthorityHost {
+		o.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: cfg.AuthorityHost + "/", Services: map[cloud.ServiceName]cloud.ServiceConfiguration{}}
+	}
+	return o
+}
+
+// knownAuthority reports whether MSAL validates this host itself; for any
+// other host (sovereign or private clouds, the devstack) instance discovery
+// would call the public cloud, so it is turned off.
+func knownAuthority(host string) bool {
+	for _, h := range []string{"https://login.microsoftonline.com", "https://login.microsoftonline.us", "https://login.chinacloudapi.cn", "https://login.microsoft.com"} {
+		if strings.EqualFold(strings.TrimRight(host, "/"), h) {
+			return true
+		}
+	}
+	return false
+}
+
+// vaultCredential is how this process reaches Key Vault. Never
+// DefaultAzureCredential: its probing order (environment, CLI, IMDS) makes a
+// production identity depend on what happens to be installed.
+func vaultCredential(cfg *config.Config, hc *http.Client) (azcore.TokenCredential, error) {
+	opts := azClientOptions(cfg, hc)
+	disco := !knownAuthority(cfg.AuthorityHost)
+	switch cfg.VaultAccess {
+	case config.VaultWorkloadIdentity:
+		return azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
+			ClientOptions: opts, ClientID: cfg.VaultClientID, TenantID: cfg.VaultTenantID, TokenFilePath: cfg.FederatedTokenFile,
+			DisableInstanceDiscovery: disco,
+		})
+	case config.VaultCertificate:
+		data, err := readFile(cfg.VaultCertificatePath)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", config.EnvVaultCertificatePath, err)
+		}
+		certs, key, err := azidentity.ParseCertificates(data, []byte(cfg.VaultCertificatePass.Reveal()))
+		if err != nil {
+			return nil, fmt.Errorf("%s: the file is not a PEM or PFX certificate with its private key (wrong %s?)", config.EnvVaultCertificatePath, config.EnvVaultCertificatePass)
+		}
+		return azidentity.NewClientCertificateCredential(cfg.VaultTenantID, cfg.VaultClientID, certs, key, &azidentity.ClientCertificateCredentialOptions{
+			ClientOptions: opts, DisableInstanceDiscovery: disco,
+		})
+	default:
+		miOpts := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: opts}
+		if cfg.ManagedIdentityClientID != "" {
+			miOpts.ID = azidentity.ClientID(cfg.ManagedIdentityClientID)
+		}
+		return azidentity.NewManagedIdentityCredential(miOpts)
+	}
+}
