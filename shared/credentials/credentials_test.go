@@ -490,3 +490,7 @@ func TestInvalidate(t *testing.T) {
 		t.Fatalf("token requests after 50 invalidations of one token = %d, want 2", n)
 	}
 }
+
+func newGet(u string) (*http.Request, error) { return http.NewRequest("GET", u, nil) }
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }

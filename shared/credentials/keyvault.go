@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -143,14 +144,20 @@ func vaultError(name string, err error) error {
 	return ve
 }
 
-// scrubAzError shortens an azidentity error to its first line: the SDK's
-// multi-line errors can include raw response bodies.
+var aadstsRe = regexp.MustCompile(`AADSTS\d+: [^\\"]*`)
+
+// scrubAzError shortens an azidentity error to its first line and Entra's
+// AADSTS sentence: the SDK's multi-line errors carry raw response bodies.
 func scrubAzError(err error) error {
 	msg := err.Error()
+	first := msg
 	if i := strings.IndexByte(msg, '\n'); i > 0 {
-		msg = msg[:i]
+		first = strings.TrimSpace(msg[:i])
 	}
-	return errors.New(msg)
+	if m := aadstsRe.FindString(msg); m != "" {
+		first += " " + m
+	}
+	return errors.New(first)
 }
 
 // azClientOptions routes the SDK through our HTTP client, with a small retry budget.

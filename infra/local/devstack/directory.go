@@ -69,6 +69,10 @@ const (
 	PartnerTenantName = "fabrikam.onmicrosoft.com"
 	DefaultClientID   = "2f6b9c3e-8a41-4d7e-b5c2-9e0f1a7d3c84"
 	ReaderClientID    = "7e1d5a90-2c3b-4f68-a1d4-5b9e0c8f2a67"
+	// VaultReaderClientID is a bootstrap app that may only read the vault:
+	// how a host outside Azure (AWS Lambda) reaches Key Vault, with a
+	// certificate or workload-identity federation.
+	VaultReaderClientID = "b8c4e2d1-5f3a-4e7b-9d60-3a1f8e2c4b95"
 	IdentityClientID  = "6a0d4f2e-91b7-4c35-8e2a-f4c1d9b07e53"
 	IdentityObjectID  = "c3e57a1b-0d94-4f2c-b86e-1a9f3d5e7c20"
 	// DefaultSecretName is the vault secret holding the default app's client secret.
@@ -94,6 +98,7 @@ func defaultTenants() []Tenant {
 		{ID: DefaultTenantID, Domain: DefaultTenantName, Apps: []Grant{
 			{ClientID: DefaultClientID, Roles: AllRoles},
 			{ClientID: ReaderClientID, Roles: ReadOnlyRoles},
+			{ClientID: VaultReaderClientID, KeyVaultReader: true},
 		}},
 		{ID: PartnerTenantID, Domain: PartnerTenantName, Apps: []Grant{
 			{ClientID: DefaultClientID, Roles: AllRoles},
@@ -102,7 +107,8 @@ func defaultTenants() []Tenant {
 }
 
 func defaultApps() []App {
-	return []App{{ClientID: DefaultClientID, Name: "defender-functions"}, {ClientID: ReaderClientID, Name: "defender-reader"}}
+	return []App{{ClientID: DefaultClientID, Name: "defender-functions"}, {ClientID: ReaderClientID, Name: "defender-reader"},
+		{ClientID: VaultReaderClientID, Name: "defender-functions-vault-reader"}}
 }
 
 // secretCred is one client secret of an app registration.

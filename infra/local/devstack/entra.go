@@ -277,8 +277,10 @@ func (s *Stack) checkAssertion(app *appState, t *Tenant, ver int, assertion stri
 		}
 		s.dir.mu.RLock()
 		defer s.dir.mu.RUnlock()
-		x5t, _ := tok.Header["x5t"].(string)
-		x5t256, _ := tok.Header["x5t#S256"].(string)
+		// Entra ID accepts the thumbprint in base64url (the JOSE form) and in
+		// standard base64 (what MSAL sends).
+		x5t := normalizeThumbprint(tok.Header["x5t"])
+		x5t256 := normalizeThumbprint(tok.Header["x5t#S256"])
 		for _, c := range app.certs {
 			if (x5t256 != "" && x5t256 == c.x5t256) || (x5t != "" && x5t == c.x5t) {
 				return c.cert.PublicKey.(*rsa.PublicKey), nil
@@ -369,4 +371,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
 	w.Write(b)
+}
+
+func normalizeThumbprint(v any) string {
+	s, _ := v.(string)
+	if s == "" {
+		return ""
+	}
+	for _, enc := range []*base64.Encoding{base64.RawURLEncoding, base64.URLEncoding, base64.StdEncoding, base64.RawStdEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			return base64.RawURLEncoding.EncodeToString(b)
+		}
+	}
+	return s
 }

@@ -229,8 +229,10 @@ func New(opts Options) (*Stack, error) {
 	}
 	s.seedVault()
 	// The Function App's identity may federate to the default app (secretless mode).
-	if app := s.dir.apps[DefaultClientID]; app != nil {
-		app.federated = append(app.federated, federatedCred{issuer: s.issuerV2(s.dir.identity.TenantID), subject: IdentityObjectID})
+	for _, id := range []string{DefaultClientID, VaultReaderClientID} {
+		if app := s.dir.apps[id]; app != nil {
+			app.federated = append(app.federated, federatedCred{issuer: s.issuerV2(s.dir.identity.TenantID), subject: IdentityObjectID})
+		}
 	}
 
 	for i, sv := range services {
