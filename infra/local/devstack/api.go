@@ -359,8 +359,12 @@ func (s *Stack) list(kind apiKind, w http.ResponseWriter, r *http.Request, c *ca
 		nq := r.URL.Query()
 		nq.Set("$skip", strconv.Itoa(lq.skip+len(items)))
 		next.RawQuery = nq.Encode()
+		origin := "https://" + r.Host
+		if f := s.faults().ForeignNextLink; f != "" {
+			origin = f
+		}
 		b.WriteString(`,"@odata.nextLink":`)
-		writeJSONString(&b, "https://"+r.Host+next.RequestURI())
+		writeJSONString(&b, origin+next.RequestURI())
 	}
 	b.WriteByte('}')
 	w.Header().Set("Content-Type", "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8")

@@ -86,6 +86,9 @@ type Faults struct {
 	TokenOutage bool `json:"tokenOutage"`
 	// VaultOutage makes Key Vault answer 503.
 	VaultOutage bool `json:"vaultOutage"`
+	// ForeignNextLink, when set (an origin such as https://evil.example),
+	// makes every @odata.nextLink point there: a client must refuse it.
+	ForeignNextLink string `json:"foreignNextLink"`
 }
 
 // Stack is a running devstack.

@@ -1,0 +1,459 @@
+package defender
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/defender-functions/defender-functions/shared/config"
+	"github.com/defender-functions/defender-functions/shared/credentials"
+)
+
+// Options tune New. The zero value is right for production.
+type Options struct {
+	// HTTPClient carries the API calls; nil means credentials.DefaultHTTPClient().
+	HTTPClient *http.Client
+	// Limits replaces the documented client-side rate limits.
+	Limits Limits
+	// MaxResponseBytes bounds one response (default 256 MiB: hunting's 100k rows).
+	MaxResponseBytes int64
+	// MaxAttempts bounds the tries of one request (default 6).
+	MaxAttempts int
+	// RetryBase is the first retry's back-off (default 500 ms), doubled per
+	// retry up to 20 s, with jitter.
+	RetryBase time.Duration
+	// Logger receives retries and fallbacks; nil discards.
+	Logger *slog.Logger
+}
+
+// New returns the client of cfg's API for one tenant, with tokens from src.
+func New(cfg *config.Config, tenant string, src credentials.Source, opts *Options) (Client, error) {
+	o := Options{}
+	if opts != nil {
+		o = *opts
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = credentials.DefaultHTTPClient()
+	}
+	if o.MaxResponseBytes == 0 {
+		o.MaxResponseBytes = 256 << 20
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = 6
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.RetryBase == 0 {
+		o.RetryBase = 500 * time.Millisecond
+	}
+	base, err := url.Parse(cfg.APIURL)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", config.EnvAPIURL, err)
+	}
+	t := &transport{api: string(cfg.API), base: base, hc: o.HTTPClient, src: src, limits: o.Limits, maxBody: o.MaxResponseBytes,
+		attempts: o.MaxAttempts, retryBase: o.RetryBase, log: o.Logger, userAgent: "defender-functions/" + Version + " (+https://github.com/defender-functions/defender-functions)",
+		pacerKey: cfg.APIURL + "|" + tenant + "|" + cfg.ClientID}
+	if cfg.API == config.XDR {
+		if t.limits == nil {
+			t.limits = XDRLimits
+		}
+		return &xdr{t: t, tenant: tenant, base: cfg.APIURL}, nil
+	}
+	if t.limits == nil {
+		t.limits = GraphLimits
+	}
+	// Evolvable enums: without this header Graph hides new members (awaitingAction).
+	t.prefer = "include-unknown-enum-members"
+	return &graph{t: t, base: cfg.APIURL}, nil
+}
+
+func odataTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.0000000Z") }
+
+func odataString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// listing drives any API's paging: follow nextLink, else $skip until a short page.
+func listing(ctx context.Context, t *transport, first string, pageSize int, bucket string, decode func(io.Reader, func(*Incident)) (string, error),
+	withSkip func(skip int) string, after func(context.Context, *Page) error) iter.Seq2[*Page, error] {
+	return func(yield func(*Page, error) bool) {
+		u := first
+		pages, total := 0, 0
+		var through time.Time
+		fail := func(err error) {
+			yield(nil, &IncompleteError{Pages: pages, Incidents: total, Through: through, Err: err})
+		}
+		for u != "" {
+			p := &Page{}
+			var next string
+			n, err := t.do(ctx, request{method: "GET", url: u, bucket: bucket, retry429: true, handle: func(resp *http.Response) error {
+				p.Incidents = p.Incidents[:0]
+				var err error
+				next, err = decode(resp.Body, func(in *Incident) { p.Incidents = append(p.Incidents, in) })
+				return err
+			}})
+			p.Requests += n
+			if err != nil {
+				var ae *APIError
+				if after != nil && errors.As(err, &ae) && ae.StatusCode >= 500 && strings.Contains(u, "expand=alerts") {
+					// Graph fails $expand=alerts for large incidents: read
+					// the page without it and fetch alerts per incident.
+					p2, ferr := fallbackPage(ctx, t, u, decode, after)
+					if ferr != nil {
+						fail(ferr)
+						return
+					}
+					p2.page.Requests += p.Requests
+					p, next = p2.page, p2.next
+				} else {
+					fail(err)
+					return
+				}
+			}
+			pages++
+			total += len(p.Incidents)
+			if len(p.Incidents) > 0 {
+				through = p.Incidents[len(p.Incidents)-1].LastUpdate
+			}
+			if !yield(p, nil) {
+				return
+			}
+			switch {
+			case next != "":
+				u = next
+			case withSkip != nil && len(p.Incidents) == pageSize:
+				u = withSkip(total)
+			default:
+				u = ""
+			}
+		}
+	}
+}
+
+type fallback struct {
+	page *Page
+	next string
+}
+
+func fallbackPage(ctx context.Context, t *transport, u string, decode func(io.Reader, func(*Incident)) (string, error), after func(context.Context, *Page) error) (*fallback, error) {
+	pu, _ := url.Parse(u)
+	q := pu.Query()
+	q.Del("$expand")
+	pu.RawQuery = q.Encode()
+	p := &Page{AlertsFallback: true}
+	var next string
+	n, err := t.do(ctx, request{method: "GET", url: pu.String(), bucket: "security", retry429: true, handle: func(resp *http.Response) error {
+		p.Incidents = p.Incidents[:0]
+		var err error
+		next, err = decode(resp.Body, func(in *Incident) { p.Incidents = append(p.Incidents, in) })
+		return err
+	}})
+	p.Requests += n
+	if err != nil {
+		return nil, err
+	}
+	if next != "" {
+		// Keep paging with $expand on the following pages.
+		nu, _ := url.Parse(next)
+		nq := nu.Query()
+		nq.Set("$expand", "alerts")
+		nu.RawQuery = nq.Encode()
+		next = nu.String()
+	}
+	t.log.Info("$expand=alerts failed; alerts fetched per incident", "incidents", len(p.Incidents))
+	if err := after(ctx, p); err != nil {
+		return nil, err
+	}
+	return &fallback{p, next}, nil
+}
+
+// --- Microsoft Graph ---
+
+type graph struct {
+	t    *transport
+	base string
+}
+
+func (g *graph) API() string { return string(config.Graph) }
+
+func (g *graph) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, error] {
+	top := o.PageSize
+	if top <= 0 || top > 50 {
+		top = 50
+	}
+	q := url.Values{}
+	q.Set("$top", strconv.Itoa(top))
+	if f := filter(o, "lastUpdateDateTime"); f != "" {
+		q.Set("$filter", f)
+	}
+	if o.OrderByLastUpdate {
+		q.Set("$orderby", "lastUpdateDateTime asc")
+	}
+	if o.WithAlerts {
+		q.Set("$expand", "alerts")
+	}
+	if o.Skip > 0 {
+		q.Set("$skip", strconv.Itoa(o.Skip))
+	}
+	var after func(context.Context, *Page) error
+	if o.WithAlerts {
+		after = g.attachAlerts
+	}
+	return listing(ctx, g.t, g.base+"/v1.0/security/incidents?"+q.Encode(), top, "security", pageDecoder("graph", ""), nil, after)
+}
+
+func filter(o ListOptions, updateField string) string {
+	var parts []string
+	if !o.Since.IsZero() {
+		parts = append(parts, updateField+" ge "+odataTime(o.Since))
+	}
+	if !o.Before.IsZero() {
+		parts = append(parts, updateField+" lt "+odataTime(o.Before))
+	}
+	if o.Status != "" {
+		parts = append(parts, "status eq "+odataString(o.Status))
+	}
+	if o.AssignedTo != "" {
+		parts = append(parts, "assignedTo eq "+odataString(o.AssignedTo))
+	}
+	return strings.Join(parts, " and ")
+}
+
+// attachAlerts fetches each incident's alerts from alerts_v2 and splices
+// them into its raw JSON as "alerts", the shape $expand would have given.
+func (g *graph) attachAlerts(ctx context.Context, p *Page) error {
+	for _, in := range p.Incidents {
+		q := url.Values{"$filter": {"incidentId eq " + odataString(in.ID)}}
+		u := g.base + "/v1.0/security/alerts_v2?" + q.Encode()
+		var raws []json.RawMessage
+		for u != "" {
+			var next string
+			n, err := g.t.do(ctx, request{method: "GET", url: u, bucket: "security", retry429: true, handle: func(resp *http.Response) error {
+				raws = raws[:0:0]
+				var err error
+				next, err = readPage(resp.Body, func(raw json.RawMessage) error { raws = append(raws, raw); return nil })
+				return err
+			}})
+			p.Requests += n
+			if err != nil {
+				return fmt.Errorf("alerts of incident %s: %w", in.ID, err)
+			}
+			var ws []graphAlertWire
+			for _, r := range raws {
+				var w graphAlertWire
+				if err := json.Unmarshal(r, &w); err != nil {
+					return err
+				}
+				ws = append(ws, w)
+			}
+			in.Alerts = append(in.Alerts, graphAlerts(ws)...)
+			in.Raw = spliceAlerts(in.Raw, raws)
+			u = next
+		}
+	}
+	return nil
+}
+
+// spliceAlerts appends alerts to an incident's JSON object (or to the
+// "alerts" array it was given by an earlier page of alerts).
+func spliceAlerts(raw json.RawMessage, alerts []json.RawMessage) json.RawMessage {
+	var b bytes.Buffer
+	trimmed := bytes.TrimRight(raw, " \t\r\n")
+	const marker = `,"alerts":[`
+	if i := bytes.LastIndex(trimmed, []byte(marker)); i >= 0 && bytes.HasSuffix(trimmed, []byte("]}")) {
+		b.Write(trimmed[:len(trimmed)-2])
+		for _, a := range alerts {
+			if !bytes.HasSuffix(b.Bytes(), []byte("[")) {
+				b.WriteByte(',')
+			}
+			b.Write(a)
+		}
+		b.WriteString("]}")
+		return b.Bytes()
+	}
+	b.Write(trimmed[:len(trimmed)-1])
+	b.WriteString(marker)
+	for i, a := range alerts {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(a)
+	}
+	b.WriteString("]}")
+	return b.Bytes()
+}
+
+func (g *graph) Incident(ctx context.Context, id string) (*Incident, error) {
+	var in *Incident
+	_, err := g.t.do(ctx, request{method: "GET", url: g.base + "/v1.0/security/incidents/" + url.PathEscape(id) + "?$expand=alerts", bucket: "security", retry429: true,
+		handle: func(resp *http.Response) error {
+			var err error
+			in, err = decodeEntity(resp, decodeGraphIncident)
+			return err
+		}})
+	return in, err
+}
+
+func (g *graph) UpdateIncident(ctx context.Context, id string, u Update) (*Incident, error) {
+	body := map[string]any{}
+	if u.Status != nil {
+		body["status"] = Normalize(*u.Status, Statuses)
+	}
+	if u.AssignedTo != nil {
+		body["assignedTo"] = *u.AssignedTo
+	}
+	if u.Classification != nil {
+		body["classification"] = Normalize(*u.Classification, Classifications)
+	}
+	if u.Determination != nil {
+		body["determination"] = Normalize(*u.Determination, Determinations)
+	}
+	if u.Tags != nil {
+		body["customTags"] = *u.Tags
+	}
+	b, _ := json.Marshal(body)
+	var in *Incident
+	_, err := g.t.do(ctx, request{method: "PATCH", url: g.base + "/v1.0/security/incidents/" + url.PathEscape(id), body: b, bucket: "security", retry429: true,
+		handle: func(resp *http.Response) error {
+			var err error
+			in, err = decodeEntity(resp, decodeGraphIncident)
+			return err
+		}})
+	return in, err
+}
+
+func (g *graph) AddComment(ctx context.Context, id, text string) error {
+	b, _ := json.Marshal(map[string]string{"@odata.type": "microsoft.graph.security.alertComment", "comment": text})
+	_, err := g.t.do(ctx, request{method: "POST", url: g.base + "/v1.0/security/incidents/" + url.PathEscape(id) + "/comments", body: b, bucket: "security", retry429: true,
+		handle: func(*http.Response) error { return nil }})
+	return err
+}
+
+func (g *graph) Hunt(ctx context.Context, q HuntQuery) (*HuntResult, error) {
+	body := map[string]string{"Query": q.Query}
+	if q.Timespan != "" {
+		body["Timespan"] = q.Timespan
+	}
+	b, _ := json.Marshal(body)
+	return hunt(ctx, g.t, g.base+"/v1.0/security/runHuntingQuery", b)
+}
+
+// decodeEntity reads a single-incident response (its @odata.context dropped from Raw).
+func decodeEntity(resp *http.Response, decode func(json.RawMessage) (*Incident, error)) (*Incident, error) {
+	var m map[string]json.RawMessage
+	dec := json.NewDecoder(resp.Body)
+	if err := dec.Decode(&m); err != nil {
+		return nil, err
+	}
+	delete(m, "@odata.context")
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return decode(raw)
+}
+
+// --- Defender XDR API ---
+
+type xdr struct {
+	t      *transport
+	tenant string
+	base   string
+}
+
+func (x *xdr) API() string { return string(config.XDR) }
+
+func (x *xdr) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, error] {
+	top := o.PageSize
+	if top <= 0 || top > 100 {
+		top = 100
+	}
+	q := url.Values{}
+	if f := filter(o, "lastUpdateTime"); f != "" {
+		q.Set("$filter", f)
+	}
+	if o.OrderByLastUpdate {
+		q.Set("$orderby", "lastUpdateTime asc")
+	}
+	q.Set("$top", strconv.Itoa(top))
+	at := func(skip int) string {
+		qq := url.Values{}
+		for k, v := range q {
+			qq[k] = v
+		}
+		if skip > 0 {
+			qq.Set("$skip", strconv.Itoa(skip))
+		}
+		return x.base + "/api/incidents?" + qq.Encode()
+	}
+	decode := pageDecoder("xdr", x.tenant)
+	// The XDR API documents no nextLink: page with $skip until a short page
+	// (and follow a nextLink if one comes).
+	return listing(ctx, x.t, at(o.Skip), top, "list", decode, func(skip int) string { return at(o.Skip + skip) }, nil)
+}
+
+func (x *xdr) Incident(ctx context.Context, id string) (*Incident, error) {
+	var in *Incident
+	_, err := x.t.do(ctx, request{method: "GET", url: x.base + "/api/incidents/" + url.PathEscape(id), bucket: "get", retry429: true,
+		handle: func(resp *http.Response) error {
+			var err error
+			in, err = decodeEntity(resp, func(r json.RawMessage) (*Incident, error) { return decodeXDRIncident(r, x.tenant) })
+			return err
+		}})
+	return in, err
+}
+
+func (x *xdr) UpdateIncident(ctx context.Context, id string, u Update) (*Incident, error) {
+	return x.patch(ctx, id, u, "")
+}
+
+func (x *xdr) patch(ctx context.Context, id string, u Update, comment string) (*Incident, error) {
+	body := map[string]any{}
+	if u.Status != nil {
+		body["status"] = xdrSpelling(Normalize(*u.Status, Statuses), false)
+	}
+	if u.AssignedTo != nil {
+		body["assignedTo"] = *u.AssignedTo
+	}
+	if u.Classification != nil {
+		body["classification"] = xdrSpelling(Normalize(*u.Classification, Classifications), false)
+	}
+	if u.Determination != nil {
+		body["determination"] = xdrSpelling(Normalize(*u.Determination, Determinations), true)
+	}
+	if u.Tags != nil {
+		body["tags"] = *u.Tags
+	}
+	if comment != "" {
+		body["comment"] = comment
+	}
+	b, _ := json.Marshal(body)
+	var in *Incident
+	_, err := x.t.do(ctx, request{method: "PATCH", url: x.base + "/api/incidents/" + url.PathEscape(id), body: b, bucket: "update", retry429: true,
+		handle: func(resp *http.Response) error {
+			var err error
+			in, err = decodeEntity(resp, func(r json.RawMessage) (*Incident, error) { return decodeXDRIncident(r, x.tenant) })
+			return err
+		}})
+	return in, err
+}
+
+// AddComment is a PATCH with "comment" on the XDR API.
+func (x *xdr) AddComment(ctx context.Context, id, text string) error {
+	_, err := x.patch(ctx, id, Update{}, text)
+	return err
+}
+
+func (x *xdr) Hunt(ctx context.Context, q HuntQuery) (*HuntResult, error) {
+	b, _ := json.Marshal(map[string]string{"Query": q.Query})
+	return hunt(ctx, x.t, x.base+"/api/advancedhunting/run", b)
+}

@@ -1,0 +1,153 @@
+package defender
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// HuntResult streams an advanced-hunting result: the schema first, then the
+// rows one at a time, so 100k rows cost the memory of one.
+type HuntResult struct {
+	Schema []Column
+	// Stats are the XDR API's query statistics (nil on Graph).
+	Stats json.RawMessage
+
+	body     io.ReadCloser
+	dec      *json.Decoder
+	buffered []json.RawMessage // rows that came before the schema
+	done     bool
+}
+
+// Next returns the next row as the API sent it (a JSON object keyed by
+// column), or io.EOF after the last.
+func (h *HuntResult) Next() (json.RawMessage, error) {
+	if len(h.buffered) > 0 {
+		r := h.buffered[0]
+		h.buffered = h.buffered[1:]
+		return r, nil
+	}
+	if h.done {
+		return nil, io.EOF
+	}
+	if !h.dec.More() {
+		h.done = true
+		if err := expectDelim(h.dec, ']'); err != nil {
+			return nil, err
+		}
+		// Drain the rest of the object so the connection can be reused.
+		for h.dec.More() {
+			var skip json.RawMessage
+			h.dec.Decode(&skip)
+		}
+		return nil, io.EOF
+	}
+	var row json.RawMessage
+	if err := h.dec.Decode(&row); err != nil {
+		h.done = true
+		return nil, err
+	}
+	return row, nil
+}
+
+// Close releases the connection.
+func (h *HuntResult) Close() error {
+	if h.body == nil {
+		return nil
+	}
+	return h.body.Close()
+}
+
+func hunt(ctx context.Context, t *transport, u string, body []byte) (*HuntResult, error) {
+	var res *HuntResult
+	_, err := t.do(ctx, request{method: "POST", url: u, body: body, bucket: "hunting", keepBody: true,
+		// A 429 goes back to the caller with its Retry-After: hunting is
+		// interactive, and the API counts CPU as well as calls.
+		retry429: false,
+		handle: func(resp *http.Response) error {
+			h := &HuntResult{body: resp.Body, dec: json.NewDecoder(resp.Body)}
+			if err := h.start(); err != nil {
+				return err
+			}
+			res = h
+			return nil
+		}})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// start reads up to the first row. Graph sends schema then results, XDR
+// Stats, Schema, Results; rows that arrive before the schema are buffered.
+func (h *HuntResult) start() error {
+	if err := expectDelim(h.dec, '{'); err != nil {
+		return err
+	}
+	inResults := false
+	for h.dec.More() {
+		key, err := h.dec.Token()
+		if err != nil {
+			return err
+		}
+		switch strings.ToLower(key.(string)) {
+		case "schema":
+			var cols []struct {
+				Name  string `json:"name"`
+				Type  string `json:"type"`
+				NameX string `json:"Name"`
+				TypeX string `json:"Type"`
+			}
+			if err := h.dec.Decode(&cols); err != nil {
+				return err
+			}
+			for _, c := range cols {
+				n, ty := c.Name, c.Type
+				if n == "" {
+					n, ty = c.NameX, c.TypeX
+				}
+				h.Schema = append(h.Schema, Column{Name: n, Type: ty})
+			}
+			if inResults {
+				h.done = true
+				return nil
+			}
+		case "stats":
+			if err := h.dec.Decode(&h.Stats); err != nil {
+				return err
+			}
+		case "results":
+			if err := expectDelim(h.dec, '['); err != nil {
+				return err
+			}
+			if h.Schema != nil {
+				return nil
+			}
+			// Results before the schema: buffer them, then look for it.
+			for h.dec.More() {
+				var row json.RawMessage
+				if err := h.dec.Decode(&row); err != nil {
+					return err
+				}
+				h.buffered = append(h.buffered, row)
+			}
+			if err := expectDelim(h.dec, ']'); err != nil {
+				return err
+			}
+			inResults = true
+		default:
+			var skip json.RawMessage
+			if err := h.dec.Decode(&skip); err != nil {
+				return err
+			}
+		}
+	}
+	if !inResults {
+		return errors.New("hunting response has no results")
+	}
+	h.done = true
+	return nil
+}
