@@ -69,15 +69,10 @@ const (
 
 func start(t testing.TB, opts devstack.Options) *devstack.Stack {
 	t.Helper()
-	opts.Limits = devstack.NoLimits
 	if opts.IdentityClientID == "" {
 		opts.IdentityClientID = uuid.NewString()
 	}
-	s, err := devstack.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := devstack.Start(t, opts)
 	stacks = append(stacks, s)
 	// The managed identity endpoint, as App Service sets it.
 	t.Setenv("IDENTITY_ENDPOINT", s.IdentityEndpoint)

@@ -13,18 +13,7 @@ import (
 	"github.com/google/uuid"
 )
 
-func start(t testing.TB, opts devstack.Options) *devstack.Stack {
-	t.Helper()
-	if opts.Limits == nil {
-		opts.Limits = devstack.NoLimits
-	}
-	s, err := devstack.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
+var start = devstack.Start
 
 // settings point the product at the devstack; env-secret keeps these tests
 // about the API client (the credentials package tests the vault paths).

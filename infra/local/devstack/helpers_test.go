@@ -16,18 +16,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 )
 
-func start(t testing.TB, opts devstack.Options) *devstack.Stack {
-	t.Helper()
-	if opts.Limits == nil {
-		opts.Limits = devstack.NoLimits
-	}
-	s, err := devstack.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
+var start = devstack.Start
 
 // token gets an app-only token with x/oauth2's client-credentials flow.
 func token(t testing.TB, s *devstack.Stack, tenant, clientID, resource string) string {
