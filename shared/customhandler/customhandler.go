@@ -1,0 +1,375 @@
+// Package customhandler serves a function.App to the Azure Functions host as
+// a custom handler: the host's JSON envelope for timers (and for HTTP when a
+// request is not forwarded), and forwarded HTTP at /api/... It knows the
+// host's quirks: lenient timestamps, a null ScheduleStatus, bodies that are
+// absent, text or base64, and that any non-2xx answer fails the invocation.
+package customhandler
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/defender-functions/defender-functions/shared/function"
+	"github.com/google/uuid"
+)
+
+// Binding names the function.json files use.
+const (
+	HTTPIn  = "req"
+	HTTPOut = "res"
+	TimerIn = "timer"
+)
+
+// Options tune the handler.
+type Options struct {
+	// MaxBody bounds a request body (default 1 MiB); the envelope may be
+	// four times larger, base64 included.
+	MaxBody int64
+	// TrustEasyAuth reads the caller from X-MS-CLIENT-PRINCIPAL. Set it only
+	// when App Service Authentication is on (WEBSITE_AUTH_ENABLED=True): only
+	// then does the platform strip the header from outside requests.
+	TrustEasyAuth bool
+}
+
+type handler struct {
+	app  *function.App
+	opts Options
+	log  *slog.Logger
+}
+
+// New returns the custom handler for app.
+func New(app *function.App, opts Options) http.Handler {
+	if opts.MaxBody == 0 {
+		opts.MaxBody = 1 << 20
+	}
+	return &handler{app: app, opts: opts, log: app.Log()}
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get("X-Azure-Functions-InvocationId")
+	if id == "" {
+		id = uuid.NewString()
+	}
+	ctx := function.WithInvocation(r.Context(), h.log, id)
+	switch {
+	case r.URL.Path == "/":
+		// The host's readiness probe: answer at once, whatever the method.
+		w.WriteHeader(http.StatusOK)
+	case strings.HasPrefix(r.URL.Path, "/api/"):
+		h.forwarded(ctx, w, r)
+	case r.Method == http.MethodPost && strings.Count(r.URL.Path, "/") == 1:
+		h.envelope(ctx, w, r, strings.TrimPrefix(r.URL.Path, "/"))
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// forwarded serves an HTTP request the host passed through as is.
+func (h *handler) forwarded(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	name, route, params, allowed, ok := h.app.MatchHTTP(r.URL.Path, r.Method)
+	if !ok {
+		if len(allowed) > 0 {
+			w.Header().Set("Allow", strings.ToUpper(strings.Join(allowed, ", ")))
+			writeText(w, http.StatusMethodNotAllowed, "method not allowed")
+			return
+		}
+		writeText(w, http.StatusNotFound, "no function at "+r.URL.Path)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBody))
+	if err != nil {
+		writeText(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", h.opts.MaxBody))
+		return
+	}
+	req := &function.HTTPRequest{Method: r.Method, Path: r.URL.Path, Params: params, Query: r.URL.Query(), Header: r.Header.Clone(), Body: body}
+	req.Principal = h.principal(r.Header)
+	start := time.Now()
+	resp := route.Func(ctx, req)
+	writeResponse(w, resp)
+	function.Logger(ctx).Info("http function", "function", name, "status", resp.Status, "duration_ms", time.Since(start).Milliseconds())
+}
+
+func writeResponse(w http.ResponseWriter, resp *function.HTTPResponse) {
+	for k, vs := range resp.Header {
+		w.Header()[k] = vs
+	}
+	status := resp.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	w.WriteHeader(status)
+	if resp.Stream != nil {
+		// Errors mid-stream can only end the body; the function logged them.
+		_ = resp.Stream(w)
+		return
+	}
+	w.Write(resp.Body)
+}
+
+func writeText(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	io.WriteString(w, msg)
+}
+
+// invocation is the host's envelope.
+type invocation struct {
+	Data     map[string]json.RawMessage `json:"Data"`
+	Metadata map[string]json.RawMessage `json:"Metadata"`
+}
+
+// result is the host's expected answer.
+type result struct {
+	Outputs     map[string]any `json:"Outputs"`
+	Logs        []string       `json:"Logs"`
+	ReturnValue any            `json:"ReturnValue"`
+}
+
+func (h *handler) envelope(ctx context.Context, w http.ResponseWriter, r *http.Request, name string) {
+	var inv invocation
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4*h.opts.MaxBody+64<<10))
+	if err := dec.Decode(&inv); err != nil {
+		h.fail(ctx, w, name, fmt.Errorf("the host's invocation request is not the expected JSON envelope: %w", err))
+		return
+	}
+	if t, ok := h.app.Timers[name]; ok {
+		h.timer(ctx, w, name, t, inv)
+		return
+	}
+	if route, ok := h.app.HTTP[name]; ok {
+		h.httpEnvelope(ctx, w, name, route, inv)
+		return
+	}
+	h.fail(ctx, w, name, fmt.Errorf("no function named %q", name))
+}
+
+// fail answers 500: the host marks the invocation failed (and drops the
+// logs of a failed answer, so the error is logged here too).
+func (h *handler) fail(ctx context.Context, w http.ResponseWriter, name string, err error) {
+	function.Logger(ctx).Error("invocation failed", "function", name, "error", err.Error())
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(http.StatusInternalServerError)
+	json.NewEncoder(w).Encode(result{Outputs: map[string]any{}, Logs: []string{name + " failed: " + err.Error()}})
+}
+
+// timerInfo is TimerInfo as the host serializes it.
+type timerInfo struct {
+	ScheduleStatus *struct {
+		Last        lenientTime `json:"Last"`
+		Next        lenientTime `json:"Next"`
+		LastUpdated lenientTime `json:"LastUpdated"`
+	} `json:"ScheduleStatus"`
+	IsPastDue bool `json:"IsPastDue"`
+}
+
+// lenientTime accepts what the host writes: RFC 3339 with or without an
+// offset, and "0001-01-01T00:00:00" (never) with none.
+type lenientTime struct{ time.Time }
+
+func (t *lenientTime) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil // null or a non-string: unknown
+	}
+	t.Time = parseLenient(s)
+	return nil
+}
+
+func parseLenient(s string) time.Time {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.9999999", "2006-01-02T15:04:05.9999999Z07:00"} {
+		if v, err := time.Parse(layout, s); err == nil {
+			if v.Year() <= 1 {
+				return time.Time{}
+			}
+			return v.UTC()
+		}
+	}
+	return time.Time{}
+}
+
+func (h *handler) timer(ctx context.Context, w http.ResponseWriter, name string, t function.TimerSchedule, inv invocation) {
+	raw, ok := inv.Data[TimerIn]
+	if !ok {
+		for _, v := range inv.Data { // a binding with another name
+			raw = v
+			break
+		}
+	}
+	var ti timerInfo
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &ti); err != nil {
+			h.fail(ctx, w, name, fmt.Errorf("timer data: %w", err))
+			return
+		}
+	}
+	run := function.Timer{ScheduledTime: time.Now().UTC(), PastDue: ti.IsPastDue}
+	if st := ti.ScheduleStatus; st != nil {
+		// Next is the occurrence firing now; Last the one before.
+		if !st.Next.IsZero() {
+			run.ScheduledTime = st.Next.Time
+		}
+		run.LastRun = st.Last.Time
+	}
+	start := time.Now()
+	function.Logger(ctx).Info("timer function started", "function", name, "scheduled", run.ScheduledTime, "past_due", run.PastDue)
+	if err := t.Func(ctx, run); err != nil {
+		h.fail(ctx, w, name, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	json.NewEncoder(w).Encode(result{Outputs: map[string]any{},
+		Logs: []string{fmt.Sprintf("%s completed in %s", name, time.Since(start).Round(time.Millisecond))}})
+}
+
+// httpData is Data.req of a non-forwarded HTTP invocation.
+type httpData struct {
+	URL     string              `json:"Url"`
+	Method  string              `json:"Method"`
+	Query   json.RawMessage     `json:"Query"`
+	Headers map[string][]string `json:"Headers"`
+	Params  map[string]string   `json:"Params"`
+	Body    json.RawMessage     `json:"Body"`
+}
+
+func (h *handler) httpEnvelope(ctx context.Context, w http.ResponseWriter, name string, route function.HTTPRoute, inv invocation) {
+	raw, ok := inv.Data[HTTPIn]
+	if !ok {
+		h.fail(ctx, w, name, fmt.Errorf("Data has no %q binding", HTTPIn))
+		return
+	}
+	var d httpData
+	if err := json.Unmarshal(raw, &d); err != nil {
+		h.fail(ctx, w, name, fmt.Errorf("HTTP data: %w", err))
+		return
+	}
+	req, err := h.requestFromData(&d)
+	if err != nil {
+		h.fail(ctx, w, name, err)
+		return
+	}
+	var resp *function.HTTPResponse
+	if int64(len(req.Body)) > h.opts.MaxBody {
+		resp = function.Text(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", h.opts.MaxBody))
+	} else {
+		resp = route.Func(ctx, req)
+	}
+	body := resp.Body
+	if resp.Stream != nil {
+		var b bytes.Buffer
+		if err := resp.Stream(&b); err != nil {
+			h.fail(ctx, w, name, err)
+			return
+		}
+		body = b.Bytes()
+	}
+	status := resp.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	headers := map[string]string{}
+	for k, v := range resp.Header {
+		headers[k] = strings.Join(v, ", ")
+	}
+	out := map[string]any{"statusCode": strconv.Itoa(status), "headers": headers, "body": string(body)}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	json.NewEncoder(w).Encode(result{Outputs: map[string]any{HTTPOut: out}, Logs: []string{}})
+	function.Logger(ctx).Info("http function", "function", name, "status", status, "mode", "envelope")
+}
+
+func (h *handler) requestFromData(d *httpData) (*function.HTTPRequest, error) {
+	req := &function.HTTPRequest{Method: d.Method, Params: d.Params, Header: http.Header{}, Query: url.Values{}}
+	if u, err := url.Parse(d.URL); err == nil {
+		req.Path = u.Path
+	}
+	for k, vs := range d.Headers {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	// Query is an object of strings (the docs' sample once showed it as a string).
+	if len(d.Query) > 0 && d.Query[0] == '{' {
+		var q map[string]string
+		if err := json.Unmarshal(d.Query, &q); err != nil {
+			return nil, fmt.Errorf("HTTP data: Query: %w", err)
+		}
+		for k, v := range q {
+			req.Query.Set(k, v)
+		}
+	}
+	if len(d.Body) > 0 && string(d.Body) != "null" {
+		var s string
+		if err := json.Unmarshal(d.Body, &s); err != nil {
+			// A JSON body the host passed as an object.
+			req.Body = []byte(d.Body)
+		} else {
+			req.Body = []byte(s)
+			if binaryContent(req.Header.Get("Content-Type")) {
+				b, err := base64.StdEncoding.DecodeString(s)
+				if err != nil {
+					return nil, errors.New("HTTP data: a binary body that is not base64")
+				}
+				req.Body = b
+			}
+		}
+	}
+	req.Principal = h.principal(req.Header)
+	return req, nil
+}
+
+// binaryContent: the host base64-encodes these bodies.
+func binaryContent(ct string) bool {
+	mt, _, _ := mime.ParseMediaType(ct)
+	return mt == "application/octet-stream" || strings.HasPrefix(mt, "multipart/")
+}
+
+// principal decodes Easy Auth's X-MS-CLIENT-PRINCIPAL, when trusted.
+func (h *handler) principal(hdr http.Header) *function.Principal {
+	if !h.opts.TrustEasyAuth {
+		return nil
+	}
+	raw := hdr.Get("X-MS-CLIENT-PRINCIPAL")
+	if raw == "" || len(raw) > 64<<10 {
+		return nil
+	}
+	b, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil {
+		return nil
+	}
+	var p struct {
+		AuthTyp string `json:"auth_typ"`
+		NameTyp string `json:"name_typ"`
+		RoleTyp string `json:"role_typ"`
+		Claims  []struct {
+			Typ string `json:"typ"`
+			Val string `json:"val"`
+		} `json:"claims"`
+	}
+	if json.Unmarshal(b, &p) != nil {
+		return nil
+	}
+	out := &function.Principal{Source: "easyauth"}
+	for _, c := range p.Claims {
+		switch {
+		case c.Typ == p.RoleTyp || c.Typ == "roles":
+			out.Roles = append(out.Roles, c.Val)
+		case c.Typ == p.NameTyp && out.Name == "":
+			out.Name = c.Val
+		}
+	}
+	if out.Name == "" {
+		out.Name = hdr.Get("X-MS-CLIENT-PRINCIPAL-NAME")
+	}
+	return out
+}

@@ -1,0 +1,197 @@
+// Package function defines what a Defender Functions function is, whatever
+// runs it: a plain Go function over plain Go types. The Azure Functions
+// custom handler (package customhandler), the AWS Lambda adapter (package
+// lambdahandler) and the local host turn their platform's envelopes into
+// these types and back; a function never sees an envelope.
+package function
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// HTTPRequest is an HTTP call to a function.
+type HTTPRequest struct {
+	Method string
+	// Path is the request path as the caller sent it, e.g. /api/hunting-query.
+	Path string
+	// Params are the route's parameters, e.g. provider in ticket-webhook/{provider}.
+	Params map[string]string
+	Query  url.Values
+	Header http.Header
+	Body   []byte
+	// Principal is the caller as the platform authenticated it (Easy Auth,
+	// an API Gateway authorizer), or nil.
+	Principal *Principal
+}
+
+// Principal is an authenticated caller.
+type Principal struct {
+	Name   string
+	Roles  []string
+	Source string // easyauth, jwt-authorizer, lambda-authorizer
+}
+
+// HasRole reports whether the principal carries role.
+func (p *Principal) HasRole(role string) bool {
+	if p == nil {
+		return false
+	}
+	for _, r := range p.Roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
+}
+
+// HTTPResponse is a function's answer. Stream, when set, writes the body
+// instead of Body: adapters that can stream (forwarded HTTP) do so, the
+// others buffer it.
+type HTTPResponse struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	Stream func(w io.Writer) error
+}
+
+// HTTPFunc handles an HTTP call. Failures are responses: the function
+// decides the status and the message.
+type HTTPFunc func(ctx context.Context, r *HTTPRequest) *HTTPResponse
+
+// Timer is a scheduled run.
+type Timer struct {
+	// ScheduledTime is when this run was due (now, for a run on demand).
+	ScheduledTime time.Time
+	// PastDue is true when the platform fired late (after downtime).
+	PastDue bool
+	// LastRun is the previous scheduled run, zero when unknown or never.
+	LastRun time.Time
+}
+
+// TimerFunc runs on a schedule. An error marks the run failed.
+type TimerFunc func(ctx context.Context, t Timer) error
+
+// HTTPRoute is an HTTP function's binding.
+type HTTPRoute struct {
+	// Route is the path under /api/, e.g. "ticket-webhook/{provider}".
+	Route   string
+	Methods []string
+	Func    HTTPFunc
+	// AuthLevel is the platform key requirement: "function" or "anonymous".
+	AuthLevel string
+}
+
+// TimerSchedule is a timer function's binding.
+type TimerSchedule struct {
+	// Schedule is the NCRONTAB expression or an %APP_SETTING% reference.
+	Schedule string
+	Func     TimerFunc
+}
+
+// App is the set of functions a process serves, by function name.
+type App struct {
+	HTTP   map[string]HTTPRoute
+	Timers map[string]TimerSchedule
+	// Logger writes the process's structured log; nil means JSON to stdout.
+	Logger *slog.Logger
+}
+
+// Log returns the app's logger.
+func (a *App) Log() *slog.Logger {
+	if a.Logger == nil {
+		return slog.New(slog.NewJSONHandler(stdout, nil))
+	}
+	return a.Logger
+}
+
+var stdout io.Writer = os.Stdout
+
+// MatchHTTP finds the HTTP function for a path under /api/ and a method.
+// It returns the function's name, route and parameters; ok is false when no
+// route matches, and allowed lists the methods of a route that matched the
+// path only.
+func (a *App) MatchHTTP(path, method string) (name string, route HTTPRoute, params map[string]string, allowed []string, ok bool) {
+	rel, found := strings.CutPrefix(path, "/api/")
+	if !found {
+		return "", HTTPRoute{}, nil, nil, false
+	}
+	for n, r := range a.HTTP {
+		p, match := matchRoute(r.Route, rel)
+		if !match {
+			continue
+		}
+		for _, m := range r.Methods {
+			if strings.EqualFold(m, method) {
+				return n, r, p, nil, true
+			}
+		}
+		allowed = append(allowed, r.Methods...)
+	}
+	return "", HTTPRoute{}, nil, allowed, false
+}
+
+// matchRoute matches "a/{b}/{c?}" against a path relative to /api/.
+func matchRoute(route, path string) (map[string]string, bool) {
+	rs := strings.Split(strings.Trim(route, "/"), "/")
+	ps := strings.Split(strings.Trim(path, "/"), "/")
+	if len(ps) == 1 && ps[0] == "" {
+		ps = nil
+	}
+	params := map[string]string{}
+	for i, seg := range rs {
+		if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "}") {
+			name := strings.Trim(seg, "{}")
+			optional := strings.HasSuffix(name, "?")
+			name = strings.TrimSuffix(name, "?")
+			if n, _, has := strings.Cut(name, ":"); has { // constraints such as {id:int}
+				name = n
+			}
+			if i >= len(ps) {
+				if optional {
+					continue
+				}
+				return nil, false
+			}
+			v, err := url.PathUnescape(ps[i])
+			if err != nil || v == "" {
+				return nil, false
+			}
+			params[name] = v
+			continue
+		}
+		if i >= len(ps) || !strings.EqualFold(seg, ps[i]) {
+			return nil, false
+		}
+	}
+	if len(ps) > len(rs) {
+		return nil, false
+	}
+	return params, true
+}
+
+type ctxKey struct{}
+
+// WithInvocation puts the invocation's ID and logger in ctx.
+func WithInvocation(ctx context.Context, log *slog.Logger, id string) context.Context {
+	return context.WithValue(ctx, ctxKey{}, log.With("invocation_id", id))
+}
+
+// Logger returns the invocation's logger: every line carries its ID.
+func Logger(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(ctxKey{}).(*slog.Logger); ok {
+		return l
+	}
+	return slog.New(slog.NewJSONHandler(stdout, nil))
+}
+
+// Text is a plain-text response.
+func Text(status int, msg string) *HTTPResponse {
+	return &HTTPResponse{Status: status, Header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte(msg)}
+}

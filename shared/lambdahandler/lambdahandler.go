@@ -1,0 +1,247 @@
+// Package lambdahandler serves a function.App on AWS Lambda: API Gateway
+// HTTP API (payload 2.0) and Function URL events reach the HTTP functions by
+// path; EventBridge scheduled events and EventBridge Scheduler invocations
+// run the timer function; any other event is refused with a clear error.
+package lambdahandler
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambdacontext"
+	"github.com/defender-functions/defender-functions/shared/function"
+	"github.com/google/uuid"
+)
+
+// Options tune the handler.
+type Options struct {
+	// MaxBody bounds a request body (default 1 MiB, after base64 decoding).
+	MaxBody int
+}
+
+// Handler is a lambda.Handler for the app.
+type Handler struct {
+	app  *function.App
+	opts Options
+}
+
+// New returns the Lambda handler of app.
+func New(app *function.App, opts Options) *Handler {
+	if opts.MaxBody == 0 {
+		opts.MaxBody = 1 << 20
+	}
+	return &Handler{app: app, opts: opts}
+}
+
+// SchedulerInput is the Input an EventBridge Scheduler schedule sends; the
+// SAM template sets it (Scheduler's default notification is undocumented).
+type SchedulerInput struct {
+	Source        string `json:"source"` // "scheduler"
+	Function      string `json:"function"`
+	ScheduledTime string `json:"scheduledTime"`
+	ExecutionID   string `json:"executionId"`
+	Attempt       string `json:"attempt"`
+}
+
+// probe reads the fields that tell the event types apart.
+type probe struct {
+	Version        string          `json:"version"`
+	RequestContext json.RawMessage `json:"requestContext"`
+	Source         string          `json:"source"`
+	DetailType     string          `json:"detail-type"`
+	Function       string          `json:"function"`
+}
+
+// Invoke implements lambda.Handler.
+func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	id := uuid.NewString()
+	if lc, ok := lambdacontext.FromContext(ctx); ok && lc.AwsRequestID != "" {
+		id = lc.AwsRequestID
+	}
+	ctx = function.WithInvocation(ctx, h.app.Log(), id)
+	var p probe
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return nil, fmt.Errorf("the event is not a JSON object: %w", err)
+	}
+	switch {
+	case p.Version == "2.0" && len(p.RequestContext) > 0:
+		var ev events.APIGatewayV2HTTPRequest
+		if err := json.Unmarshal(payload, &ev); err != nil {
+			return nil, fmt.Errorf("HTTP event: %w", err)
+		}
+		return json.Marshal(h.http(ctx, &ev))
+	case p.Source == "aws.events" && p.DetailType == "Scheduled Event":
+		var ev events.EventBridgeEvent
+		if err := json.Unmarshal(payload, &ev); err != nil {
+			return nil, fmt.Errorf("scheduled event: %w", err)
+		}
+		return h.timer(ctx, "", function.Timer{ScheduledTime: ev.Time.UTC()})
+	case p.Source == "scheduler":
+		var in SchedulerInput
+		if err := json.Unmarshal(payload, &in); err != nil {
+			return nil, fmt.Errorf("scheduler input: %w", err)
+		}
+		t := function.Timer{ScheduledTime: time.Now().UTC()}
+		if st, err := time.Parse(time.RFC3339, in.ScheduledTime); err == nil {
+			t.ScheduledTime = st
+		}
+		return h.timer(ctx, in.Function, t)
+	}
+	return nil, fmt.Errorf("unsupported event: expected an API Gateway HTTP API (payload 2.0) or Function URL request, an EventBridge scheduled event, or EventBridge Scheduler input with \"source\":\"scheduler\"")
+}
+
+// timer runs the named timer function, or the only one.
+func (h *Handler) timer(ctx context.Context, name string, t function.Timer) ([]byte, error) {
+	if name == "" && len(h.app.Timers) == 1 {
+		for n := range h.app.Timers {
+			name = n
+		}
+	}
+	ts, ok := h.app.Timers[name]
+	if !ok {
+		names := make([]string, 0, len(h.app.Timers))
+		for n := range h.app.Timers {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return nil, fmt.Errorf("no timer function %q (have %s); set \"function\" in the schedule's input", name, strings.Join(names, ", "))
+	}
+	start := time.Now()
+	if err := ts.Func(ctx, t); err != nil {
+		function.Logger(ctx).Error("timer function failed", "function", name, "error", err.Error())
+		return nil, err
+	}
+	return json.Marshal(map[string]any{"function": name, "status": "completed", "duration_ms": time.Since(start).Milliseconds()})
+}
+
+func (h *Handler) http(ctx context.Context, ev *events.APIGatewayV2HTTPRequest) events.APIGatewayV2HTTPResponse {
+	path := ev.RawPath
+	if path == "" {
+		path = ev.RequestContext.HTTP.Path
+	}
+	// An HTTP API stage other than $default prefixes the path.
+	if st := ev.RequestContext.Stage; st != "" && st != "$default" {
+		path = strings.TrimPrefix(path, "/"+st)
+	}
+	// Paths may come with or without the Azure-style /api prefix.
+	if !strings.HasPrefix(path, "/api/") {
+		path = "/api" + path
+	}
+	method := ev.RequestContext.HTTP.Method
+	name, route, params, allowed, ok := h.app.MatchHTTP(path, method)
+	if !ok {
+		if len(allowed) > 0 {
+			return respond(function.Text(http.StatusMethodNotAllowed, "method not allowed"))
+		}
+		return respond(function.Text(http.StatusNotFound, "no function at "+path))
+	}
+	body := []byte(ev.Body)
+	if ev.IsBase64Encoded {
+		b, err := base64.StdEncoding.DecodeString(ev.Body)
+		if err != nil {
+			return respond(function.Text(http.StatusBadRequest, "the body is not valid base64"))
+		}
+		body = b
+	}
+	if len(body) > h.opts.MaxBody {
+		return respond(function.Text(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", h.opts.MaxBody)))
+	}
+	q, err := url.ParseQuery(ev.RawQueryString)
+	if err != nil {
+		q = url.Values{}
+		for k, v := range ev.QueryStringParameters {
+			q.Set(k, v)
+		}
+	}
+	hdr := http.Header{}
+	for k, v := range ev.Headers {
+		hdr.Set(k, v)
+	}
+	if len(ev.Cookies) > 0 {
+		hdr.Set("Cookie", strings.Join(ev.Cookies, "; "))
+	}
+	req := &function.HTTPRequest{Method: method, Path: path, Params: params, Query: q, Header: hdr, Body: body, Principal: principal(ev)}
+	start := time.Now()
+	resp := route.Func(ctx, req)
+	out := respond(resp)
+	function.Logger(ctx).Info("http function", "function", name, "status", out.StatusCode, "duration_ms", time.Since(start).Milliseconds())
+	return out
+}
+
+func respond(r *function.HTTPResponse) events.APIGatewayV2HTTPResponse {
+	body := r.Body
+	if r.Stream != nil {
+		var b bytes.Buffer
+		if err := r.Stream(&b); err != nil {
+			return events.APIGatewayV2HTTPResponse{StatusCode: 500, Headers: map[string]string{"Content-Type": "text/plain; charset=utf-8"}, Body: "the response failed: " + err.Error()}
+		}
+		body = b.Bytes()
+	}
+	status := r.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	out := events.APIGatewayV2HTTPResponse{StatusCode: status, Headers: map[string]string{}}
+	for k, v := range r.Header {
+		out.Headers[k] = strings.Join(v, ", ")
+	}
+	out.Body = string(body)
+	return out
+}
+
+// principal reads the caller from the authorizer API Gateway ran: a JWT
+// authorizer's claims (roles in "roles"), a Lambda authorizer's context, or
+// IAM auth on a Function URL.
+func principal(ev *events.APIGatewayV2HTTPRequest) *function.Principal {
+	a := ev.RequestContext.Authorizer
+	if a == nil {
+		return nil
+	}
+	switch {
+	case a.JWT != nil:
+		p := &function.Principal{Source: "jwt-authorizer", Name: a.JWT.Claims["sub"]}
+		if n := a.JWT.Claims["preferred_username"]; n != "" {
+			p.Name = n
+		}
+		p.Roles = splitRoles(a.JWT.Claims["roles"])
+		return p
+	case a.Lambda != nil:
+		p := &function.Principal{Source: "lambda-authorizer"}
+		if n, ok := a.Lambda["principal"].(string); ok {
+			p.Name = n
+		}
+		switch r := a.Lambda["roles"].(type) {
+		case string:
+			p.Roles = splitRoles(r)
+		case []any:
+			for _, v := range r {
+				if s, ok := v.(string); ok {
+					p.Roles = append(p.Roles, s)
+				}
+			}
+		}
+		return p
+	case a.IAM != nil:
+		return &function.Principal{Source: "iam", Name: a.IAM.UserARN}
+	}
+	return nil
+}
+
+// splitRoles reads a roles claim as API Gateway flattens it: "[a b]", "a,b" or "a".
+func splitRoles(v string) []string {
+	v = strings.Trim(v, "[]")
+	var out []string
+	for _, r := range strings.FieldsFunc(v, func(c rune) bool { return c == ',' || c == ' ' }) {
+		out = append(out, strings.Trim(r, `"`))
+	}
+	return out
+}
