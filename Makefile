@@ -26,10 +26,10 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 build:
-	mkdir -p dist
-	$(GO) build ./...
+	$(GO) run ./infra/pack -out dist
 
-package: build
+package:
+	$(GO) run ./infra/pack -out dist -zip
 
 clean:
 	rm -rf dist $(LOCAL)

@@ -6,12 +6,21 @@ package functions
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	incidentexport "github.com/defender-functions/defender-functions/functions/incident-export"
 	"github.com/defender-functions/defender-functions/shared/config"
+	"github.com/defender-functions/defender-functions/shared/credentials"
+	"github.com/defender-functions/defender-functions/shared/defender"
 	"github.com/defender-functions/defender-functions/shared/function"
+	"github.com/defender-functions/defender-functions/shared/sink"
+	"github.com/defender-functions/defender-functions/shared/state"
 )
 
 // Names of the functions, as in Azure.
@@ -21,11 +30,18 @@ const (
 	TicketWebhook  = "ticket-webhook"
 )
 
+// Options replace what production builds itself (tests).
+type Options struct {
+	HTTPClient *http.Client
+	Cache      *credentials.Cache
+	Limits     defender.Limits
+}
+
 // FromEnv builds the app from the process environment. A configuration
 // problem does not stop the process (the host must still see it ready): every
 // function then fails with the problem, which names the settings to fix.
 func FromEnv(log *slog.Logger) *function.App {
-	app, err := New(os.LookupEnv, log)
+	app, err := New(os.LookupEnv, log, nil)
 	if err != nil {
 		log.Error("configuration", "error", err.Error())
 		return Broken(err, log)
@@ -33,14 +49,86 @@ func FromEnv(log *slog.Logger) *function.App {
 	return app
 }
 
-// New builds the app from settings. It performs no I/O.
-func New(lookup func(string) (string, bool), log *slog.Logger) (*function.App, error) {
+// New builds the app from settings. It performs no network I/O.
+func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*function.App, error) {
 	cfg, err := config.Load(lookup)
 	if err != nil {
 		return nil, err
 	}
-	_ = cfg
-	return &function.App{HTTP: map[string]function.HTTPRoute{}, Timers: map[string]function.TimerSchedule{}, Logger: log}, nil
+	o := Options{}
+	if opts != nil {
+		o = *opts
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = credentials.DefaultHTTPClient()
+	}
+	creds, err := credentials.New(cfg, &credentials.Options{HTTPClient: o.HTTPClient, Cache: o.Cache, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	app := &function.App{HTTP: map[string]function.HTTPRoute{}, Timers: map[string]function.TimerSchedule{}, Logger: log}
+
+	var clients []incidentexport.Tenant
+	for _, t := range cfg.Tenants {
+		c, err := defender.New(cfg, t, creds.Source(t), &defender.Options{HTTPClient: o.HTTPClient, Limits: o.Limits, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		clients = append(clients, incidentexport.Tenant{Name: t, Client: c})
+	}
+	exportRun, err := exporter(cfg, clients, o.HTTPClient)
+	if err != nil {
+		// Only this function is unusable; the others still serve.
+		exportRun = func(context.Context, function.Timer) error { return err }
+	}
+	app.Timers[IncidentExport] = function.TimerSchedule{Schedule: "%" + config.EnvExportSchedule + "%", Func: exportRun}
+	return app, nil
+}
+
+func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Client) (function.TimerFunc, error) {
+	var missing []string
+	if cfg.ExportSink == "" {
+		missing = append(missing, config.EnvExportSink+" (file:///path, an Azure Blob container URL, or s3://bucket/prefix)")
+	}
+	if cfg.StateStore == "" {
+		missing = append(missing, config.EnvStateStore+" (file:///path or an Azure Blob container URL)")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("incident-export needs %v", missing)
+	}
+	blob, err := blobOptions(cfg, hc)
+	if err != nil {
+		return nil, err
+	}
+	sk, err := sink.Open(cfg.ExportSink, sink.Options{Blob: blob, S3: sink.S3Options{Region: cfg.S3Region, Endpoint: cfg.S3Endpoint}})
+	if err != nil {
+		return nil, err
+	}
+	st, err := state.Open(cfg.StateStore, blob)
+	if err != nil {
+		return nil, err
+	}
+	e := &incidentexport.Exporter{Tenants: tenants, Sink: sk, State: st, Lookback: cfg.ExportLookback, PageSize: cfg.ExportPageSize,
+		MaxRun: cfg.ExportMaxRun, XDRWindow: cfg.XDRWindow}
+	return e.Run, nil
+}
+
+// blobOptions follow the Functions conventions: AzureWebJobsStorage as a
+// connection string, or identity-based with the managed identity.
+func blobOptions(cfg *config.Config, hc *http.Client) (state.BlobOptions, error) {
+	o := state.BlobOptions{ConnectionString: cfg.StorageConnStr.Reveal(), HTTPClient: hc}
+	if o.ConnectionString == "" {
+		miOpts := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: azcore.ClientOptions{Transport: hc}}
+		if cfg.ManagedIdentityClientID != "" {
+			miOpts.ID = azidentity.ClientID(cfg.ManagedIdentityClientID)
+		}
+		cred, err := azidentity.NewManagedIdentityCredential(miOpts)
+		if err != nil {
+			return o, errors.New("blob storage: no AzureWebJobsStorage connection string and no managed identity")
+		}
+		o.Credential = cred
+	}
+	return o, nil
 }
 
 // Broken is the app of a process whose configuration is wrong.

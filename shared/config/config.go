@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -85,6 +86,29 @@ type Config struct {
 	VaultCertificatePath    string
 	VaultCertificatePass    Secret
 	FederatedTokenFile      string
+
+	// Export and storage settings.
+	ExportSink     string        // EXPORT_SINK; required by incident-export
+	StateStore     string        // STATE_STORE; required by incident-export and ticket-webhook
+	ExportSchedule string        // EXPORT_SCHEDULE (read by the host through function.json)
+	ExportLookback time.Duration // EXPORT_LOOKBACK: how far back a first run starts
+	ExportPageSize int           // EXPORT_PAGE_SIZE: 0 = the API's maximum
+	ExportMaxRun   time.Duration // EXPORT_MAX_RUN: a run stops cleanly by then
+	XDRWindow      time.Duration // EXPORT_XDR_WINDOW: the XDR API is scanned in windows of this length
+	StorageConnStr Secret        // AzureWebJobsStorage: Blob connection string (Azurite, development)
+	StorageAccount string        // AzureWebJobsStorage__accountName: identity-based Blob access
+	S3Endpoint     string        // EXPORT_S3_ENDPOINT: an S3-compatible endpoint (s3rver, MinIO)
+	S3Region       string        // AWS_REGION
+
+	// RateLimits replace the documented client-side limits: nil keeps them,
+	// an empty map turns pacing off (DEFENDER_RATE_LIMITS=off).
+	RateLimits map[string][]RateLimit
+}
+
+// RateLimit is "Requests per Per" for one bucket of API operations.
+type RateLimit struct {
+	Requests int
+	Per      time.Duration
 }
 
 // Setting names: the public contract.
@@ -108,6 +132,18 @@ const (
 	EnvVaultCertificatePath    = "KEY_VAULT_CERTIFICATE_PATH"
 	EnvVaultCertificatePass    = "KEY_VAULT_CERTIFICATE_PASSWORD"
 	EnvFederatedTokenFile      = "KEY_VAULT_FEDERATED_TOKEN_FILE"
+	EnvExportSink              = "EXPORT_SINK"
+	EnvStateStore              = "STATE_STORE"
+	EnvExportSchedule          = "EXPORT_SCHEDULE"
+	EnvExportLookback          = "EXPORT_LOOKBACK"
+	EnvExportPageSize          = "EXPORT_PAGE_SIZE"
+	EnvExportMaxRun            = "EXPORT_MAX_RUN"
+	EnvXDRWindow               = "EXPORT_XDR_WINDOW"
+	EnvStorage                 = "AzureWebJobsStorage"
+	EnvStorageAccount          = "AzureWebJobsStorage__accountName"
+	EnvS3Endpoint              = "EXPORT_S3_ENDPOINT"
+	EnvAWSRegion               = "AWS_REGION"
+	EnvRateLimits              = "DEFENDER_RATE_LIMITS"
 )
 
 // Defaults of the public cloud.
@@ -291,6 +327,77 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	}
 	if c.Credential == ManagedIdentityFederation && c.VaultAccess != VaultManagedIdentity {
 		p = append(p, fmt.Sprintf("%s=managed-identity-federation needs an Azure managed identity; it cannot be combined with %s=%s", EnvCredential, EnvVaultAccess, c.VaultAccess))
+	}
+
+	duration := func(name string, def, lo, hi time.Duration) time.Duration {
+		v := get(name, "")
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < lo || d > hi {
+			p = append(p, fmt.Sprintf("%s=%q: use a duration between %s and %s, such as %s", name, v, lo, hi, def))
+			return def
+		}
+		return d
+	}
+	c.ExportSink = get(EnvExportSink, "")
+	c.StateStore = get(EnvStateStore, "")
+	for _, s := range []struct{ name, v string }{{EnvExportSink, c.ExportSink}, {EnvStateStore, c.StateStore}} {
+		if s.v == "" {
+			continue
+		}
+		u, err := url.Parse(s.v)
+		ok := err == nil && (u.Scheme == "file" && strings.HasPrefix(u.Path, "/") || (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" ||
+			u.Scheme == "s3" && s.name == EnvExportSink && u.Host != "")
+		if !ok {
+			p = append(p, fmt.Sprintf("%s=%q: use file:///absolute/path, an Azure Blob container URL (https://<account>.blob.core.windows.net/<container>)%s", s.name, s.v,
+				map[bool]string{true: ", or s3://bucket/prefix", false: ""}[s.name == EnvExportSink]))
+		}
+	}
+	c.ExportSchedule = get(EnvExportSchedule, "0 */5 * * * *")
+	if n := len(strings.Fields(c.ExportSchedule)); n != 6 && n != 5 {
+		p = append(p, fmt.Sprintf("%s=%q is not an NCRONTAB expression: six fields, {second} {minute} {hour} {day} {month} {day-of-week}, such as 0 */5 * * * *", EnvExportSchedule, c.ExportSchedule))
+	}
+	c.ExportLookback = duration(EnvExportLookback, 7*24*time.Hour, time.Minute, 90*24*time.Hour)
+	c.ExportMaxRun = duration(EnvExportMaxRun, 4*time.Minute, 10*time.Second, 10*time.Hour)
+	c.XDRWindow = duration(EnvXDRWindow, 6*time.Hour, time.Minute, 30*24*time.Hour)
+	if v := get(EnvExportPageSize, ""); v != "" {
+		n, err := strconv.Atoi(v)
+		max := 50
+		if c.API == XDR {
+			max = 100
+		}
+		if err != nil || n < 1 || n > max {
+			p = append(p, fmt.Sprintf("%s=%q: use 1 to %d (the %s API's maximum), or leave it empty", EnvExportPageSize, v, max, c.API))
+		} else {
+			c.ExportPageSize = n
+		}
+	}
+	if v, ok := lookup(EnvStorage); ok && v != "" {
+		c.StorageConnStr = Secret(v)
+	}
+	c.StorageAccount = get(EnvStorageAccount, "")
+	c.S3Endpoint = get(EnvS3Endpoint, "")
+	c.S3Region = get(EnvAWSRegion, "")
+
+	switch v := get(EnvRateLimits, "documented"); v {
+	case "documented":
+	case "off":
+		c.RateLimits = map[string][]RateLimit{}
+	default:
+		c.RateLimits = map[string][]RateLimit{}
+		for _, part := range strings.Split(v, ",") {
+			bucket, spec, ok1 := strings.Cut(strings.TrimSpace(part), "=")
+			n, per, ok2 := strings.Cut(spec, "/")
+			count, err1 := strconv.Atoi(n)
+			d, err2 := time.ParseDuration(per)
+			if !ok1 || !ok2 || err1 != nil || err2 != nil || count < 1 || d <= 0 {
+				p = append(p, fmt.Sprintf("%s=%q: use documented, off, or bucket=N/duration pairs such as security=150/1m,hunting=45/1m", EnvRateLimits, v))
+				break
+			}
+			c.RateLimits[bucket] = append(c.RateLimits[bucket], RateLimit{count, d})
+		}
 	}
 
 	if len(p) > 0 {

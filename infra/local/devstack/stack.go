@@ -351,6 +351,22 @@ func (s *Stack) Incidents(tenantID string) []IncidentVersion {
 	return out
 }
 
+// History returns every version (incident ID → last-update times) a tenant
+// has held since the start, in order.
+func (s *Stack) History(tenantID string) map[int64][]time.Time {
+	st := s.stores[tenantID]
+	if st == nil {
+		return nil
+	}
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	out := make(map[int64][]time.Time, len(st.history))
+	for id, v := range st.history {
+		out[id] = append([]time.Time(nil), v...)
+	}
+	return out
+}
+
 // SetFaults replaces the injected faults.
 func (s *Stack) SetFaults(f Faults) { s.fault.Store(&f) }
 

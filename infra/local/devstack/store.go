@@ -24,6 +24,8 @@ type store struct {
 	clock     time.Time // the last update time handed out
 	rng       *rand.Rand
 	alertSeq  int
+	// history holds every version ever served, for tests' exactly-once proofs.
+	history map[int64][]time.Time
 }
 
 func seedFor(seed int64, tid string) *rand.Rand {
@@ -34,7 +36,7 @@ func seedFor(seed int64, tid string) *rand.Rand {
 
 // newStore generates n incidents created over the 30 days before anchor.
 func newStore(seed int64, tid, domain string, n int, firstID int64, anchor time.Time) *store {
-	s := &store{tenantID: tid, domain: domain, byID: make(map[int64]*incident, n), nextID: firstID, rng: seedFor(seed, tid)}
+	s := &store{tenantID: tid, domain: domain, byID: make(map[int64]*incident, n), nextID: firstID, rng: seedFor(seed, tid), history: map[int64][]time.Time{}}
 	span := 30 * 24 * time.Hour
 	for i := 0; i < n; i++ {
 		created := anchor.Add(-span + time.Duration(float64(span)*float64(i)/float64(max(n, 1)))).Add(time.Duration(s.rng.IntN(1000)) * time.Millisecond)
@@ -51,6 +53,9 @@ func newStore(seed int64, tid, domain string, n int, firstID int64, anchor time.
 		}
 	}
 	sortByCreated(s.byCreated)
+	for _, in := range s.byCreated {
+		s.history[in.ID] = []time.Time{in.LastUpdate}
+	}
 	s.byUpdate = append([]*incident(nil), s.byCreated...)
 	sortByUpdate(s.byUpdate)
 	if n > 0 {
@@ -101,6 +106,7 @@ func (s *store) tick(now time.Time) time.Time {
 // replace stores a new version of an incident (caller holds mu).
 func (s *store) replace(old, nu *incident) {
 	s.byID[nu.ID] = nu
+	s.history[nu.ID] = append(s.history[nu.ID], nu.LastUpdate)
 	if old != nil {
 		i := sort.Search(len(s.byUpdate), func(i int) bool { return !lessUpdate(s.byUpdate[i], old) })
 		if i < len(s.byUpdate) && s.byUpdate[i] == old {

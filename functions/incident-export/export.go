@@ -1,0 +1,339 @@
+// Package incidentexport is the incident-export function: on a timer it
+// writes every incident version created or updated since the last run to a
+// sink, exactly once.
+//
+// Each tenant's checkpoint is (Since, IDs already written at Since). Graph is
+// read in lastUpdateDateTime order with an inclusive lower bound, one page
+// per fresh query (keyset paging: no $skip across a set that changes under
+// it); the XDR API, which documents no order, is scanned in time windows and
+// its checkpoint moves only when a window is complete. A page goes to the
+// sink first, then the checkpoint advances. Sink names derive from the
+// version (tenant, incident, last update), so a page written again after a
+// crash overwrites itself. Checkpoints are written with optimistic
+// concurrency: of two overlapping runs, one stops without writing.
+package incidentexport
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/defender-functions/defender-functions/shared/defender"
+	"github.com/defender-functions/defender-functions/shared/function"
+	"github.com/defender-functions/defender-functions/shared/sink"
+	"github.com/defender-functions/defender-functions/shared/state"
+)
+
+// Tenant is one tenant to export, with its API client.
+type Tenant struct {
+	Name   string
+	Client defender.Client
+}
+
+// Exporter exports incidents of several tenants.
+type Exporter struct {
+	Tenants  []Tenant
+	Sink     sink.Sink
+	State    state.Store
+	Lookback time.Duration
+	PageSize int
+	MaxRun   time.Duration
+	// Margin is kept free before the deadline (default 15 s).
+	Margin time.Duration
+	// XDRWindow is the length of one XDR scan window.
+	XDRWindow time.Duration
+	Now       func() time.Time
+}
+
+// Checkpoint is a tenant's progress.
+type Checkpoint struct {
+	Version int       `json:"version"`
+	Tenant  string    `json:"tenant"`
+	API     string    `json:"api"`
+	Since   time.Time `json:"since"`
+	// IDs were written with lastUpdate == Since; the inclusive bound returns them again.
+	IDs     []string  `json:"idsAtSince"`
+	Written int64     `json:"written"`
+	Updated time.Time `json:"updated"`
+}
+
+// ErrConcurrentRun: another run changed the checkpoint; this one stopped.
+var ErrConcurrentRun = errors.New("another export run holds this tenant's checkpoint")
+
+// Run exports every tenant; a failing tenant does not stop the others.
+func (e *Exporter) Run(ctx context.Context, t function.Timer) error {
+	log := function.Logger(ctx)
+	now := e.now()
+	deadline := now.Add(e.MaxRun)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	margin := e.Margin
+	if margin == 0 {
+		margin = 15 * time.Second
+	}
+	// Requests end before the margin, so the checkpoint can still be written.
+	rctx, cancel := context.WithDeadline(ctx, deadline.Add(-margin/2))
+	defer cancel()
+	var errs []error
+	total := 0
+	for _, tn := range e.Tenants {
+		r := &run{e: e, t: tn, log: log.With("tenant", tn.Name, "api", tn.Client.API()), deadline: deadline.Add(-margin)}
+		err := r.export(rctx)
+		total += r.written
+		switch {
+		case errors.Is(err, ErrConcurrentRun):
+			r.log.Warn("another run is exporting this tenant; this run stopped without writing state")
+		case err != nil:
+			r.log.Error("tenant export failed", "error", err.Error(), "written", r.written)
+			errs = append(errs, fmt.Errorf("tenant %s: %w", tn.Name, err))
+		}
+	}
+	log.Info("incident export finished", "tenants", len(e.Tenants), "failed", len(errs), "written", total,
+		"duration_ms", e.now().Sub(now).Milliseconds(), "past_due", t.PastDue)
+	return errors.Join(errs...)
+}
+
+func (e *Exporter) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+type run struct {
+	e        *Exporter
+	t        Tenant
+	log      *slog.Logger
+	deadline time.Time
+	cp       Checkpoint
+	ver      string
+	written  int
+	pages    int
+}
+
+func (r *run) key() string { return "incident-export/" + r.t.Client.API() + "/" + r.t.Name + ".json" }
+
+func (r *run) load(ctx context.Context) error {
+	b, ver, err := r.e.State.Get(ctx, r.key())
+	if errors.Is(err, state.ErrNotFound) {
+		r.cp = Checkpoint{Version: 1, Tenant: r.t.Name, API: r.t.Client.API(), Since: r.e.now().Add(-r.e.Lookback).UTC()}
+		r.log.Info("first run: starting from the look-back", "since", r.cp.Since)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &r.cp); err != nil {
+		return fmt.Errorf("checkpoint %s is not valid JSON: %w (delete it to restart from the look-back)", r.key(), err)
+	}
+	r.ver = ver
+	return nil
+}
+
+func (r *run) save(ctx context.Context) error {
+	r.cp.Updated = r.e.now().UTC()
+	b, _ := json.Marshal(r.cp)
+	// The checkpoint is written even when the run is out of time.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	ver, err := r.e.State.Put(sctx, r.key(), b, r.ver)
+	if errors.Is(err, state.ErrConflict) {
+		return ErrConcurrentRun
+	}
+	if err != nil {
+		return err
+	}
+	r.ver = ver
+	return nil
+}
+
+// objectName is deterministic in the version: tenant, day, incident, last update.
+func objectName(tenant string, in *defender.Incident) string {
+	lu := in.LastUpdate.UTC()
+	return fmt.Sprintf("%s/%s/%s_%s.json", tenant, lu.Format("2006/01/02"), in.ID, lu.Format("20060102T150405.0000000Z"))
+}
+
+// fresh drops what the checkpoint says was already written.
+func (r *run) fresh(items []*defender.Incident) []*defender.Incident {
+	var out []*defender.Incident
+	for _, in := range items {
+		if in.LastUpdate.Before(r.cp.Since) || in.LastUpdate.Equal(r.cp.Since) && slices.Contains(r.cp.IDs, in.ID) {
+			continue
+		}
+		out = append(out, in)
+	}
+	return out
+}
+
+func (r *run) write(ctx context.Context, items []*defender.Incident) error {
+	if len(items) == 0 {
+		return nil
+	}
+	objs := make([]sink.Object, len(items))
+	for i, in := range items {
+		data := make([]byte, 0, len(in.Raw)+1)
+		objs[i] = sink.Object{Name: objectName(r.t.Name, in), Data: append(append(data, in.Raw...), '\n')}
+	}
+	if err := r.e.Sink.Write(ctx, objs); err != nil {
+		return fmt.Errorf("writing to %s: %w", r.e.Sink, err)
+	}
+	r.written += len(items)
+	r.cp.Written += int64(len(items))
+	return nil
+}
+
+// advance moves the checkpoint past written versions.
+func (r *run) advance(items []*defender.Incident) {
+	for _, in := range items {
+		switch {
+		case in.LastUpdate.After(r.cp.Since):
+			r.cp.Since, r.cp.IDs = in.LastUpdate, []string{in.ID}
+		case in.LastUpdate.Equal(r.cp.Since) && !slices.Contains(r.cp.IDs, in.ID):
+			r.cp.IDs = append(r.cp.IDs, in.ID)
+		}
+	}
+}
+
+func (r *run) export(ctx context.Context) error {
+	if err := r.load(ctx); err != nil {
+		return err
+	}
+	if r.t.Client.API() == "xdr" {
+		return r.exportWindows(ctx)
+	}
+	return r.exportKeyset(ctx)
+}
+
+// exportKeyset reads Graph one page per query, oldest update first.
+func (r *run) exportKeyset(ctx context.Context) error {
+	skip := 0
+	for {
+		if r.e.now().After(r.deadline) {
+			r.behind()
+			return nil
+		}
+		opts := defender.ListOptions{Since: r.cp.Since, OrderByLastUpdate: true, WithAlerts: true, PageSize: r.e.PageSize, Skip: skip}
+		page, err := firstPage(ctx, r.t.Client, opts)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+				r.behind()
+				return nil
+			}
+			return err
+		}
+		size := r.e.PageSize
+		if size == 0 {
+			size = 50
+		}
+		items := page.Incidents
+		fresh := r.fresh(items)
+		if err := r.write(ctx, fresh); err != nil {
+			return err // the checkpoint stays: nothing is lost
+		}
+		r.advance(fresh)
+		if err := r.save(ctx); err != nil {
+			return err
+		}
+		r.pages++
+		// A full page entirely at Since (a tie larger than a page): skip the
+		// part of the tie already written instead of reading it again.
+		skip = 0
+		if len(items) == size && allAt(items, r.cp.Since) {
+			skip = len(r.cp.IDs)
+		}
+		r.progress(len(items), len(fresh), page.Requests)
+		if len(items) < size {
+			r.log.Info("caught up", "checkpoint", r.cp.Since, "lag_s", int(r.e.now().Sub(r.cp.Since).Seconds()), "written", r.written, "pages", r.pages)
+			return nil
+		}
+	}
+}
+
+func allAt(items []*defender.Incident, t time.Time) bool {
+	for _, in := range items {
+		if !in.LastUpdate.Equal(t) {
+			return false
+		}
+	}
+	return true
+}
+
+// exportWindows scans the XDR API in windows [Since, Since+W) while they lie
+// in the past, then the open window [Since, ∞). A window is read whole (its
+// order does not matter) before the checkpoint moves.
+func (r *run) exportWindows(ctx context.Context) error {
+	for {
+		if r.e.now().After(r.deadline) {
+			r.behind()
+			return nil
+		}
+		before := r.cp.Since.Add(r.e.XDRWindow)
+		open := !before.Before(r.e.now().Add(-5 * time.Minute))
+		opts := defender.ListOptions{Since: r.cp.Since, WithAlerts: true, PageSize: r.e.PageSize}
+		if !open {
+			opts.Before = before
+		}
+		var seen []*defender.Incident
+		complete := true
+		for page, err := range r.t.Client.Incidents(ctx, opts) {
+			if err != nil {
+				if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+					complete = false
+					break
+				}
+				return err
+			}
+			fresh := r.fresh(page.Incidents)
+			if err := r.write(ctx, fresh); err != nil {
+				return err
+			}
+			for _, in := range page.Incidents {
+				seen = append(seen, &defender.Incident{ID: in.ID, LastUpdate: in.LastUpdate})
+			}
+			r.pages++
+			r.progress(len(page.Incidents), len(fresh), page.Requests)
+		}
+		if !complete {
+			r.behind()
+			return nil
+		}
+		if open {
+			r.advance(seen)
+		} else {
+			r.cp.Since, r.cp.IDs = before, nil
+		}
+		if err := r.save(ctx); err != nil {
+			return err
+		}
+		if open {
+			r.log.Info("caught up", "checkpoint", r.cp.Since, "lag_s", int(r.e.now().Sub(r.cp.Since).Seconds()), "written", r.written, "pages", r.pages)
+			return nil
+		}
+	}
+}
+
+func (r *run) progress(fetched, written, requests int) {
+	r.log.Info("export page", "fetched", fetched, "written", written, "requests", requests, "checkpoint", r.cp.Since,
+		"lag_s", int(r.e.now().Sub(r.cp.Since).Seconds()))
+}
+
+func (r *run) behind() {
+	r.log.Warn("stopping before the deadline; the next run continues", "checkpoint", r.cp.Since,
+		"behind_s", int(r.e.now().Sub(r.cp.Since).Seconds()), "written", r.written, "pages", r.pages)
+}
+
+// firstPage runs a listing and keeps only its first page.
+func firstPage(ctx context.Context, c defender.Client, o defender.ListOptions) (*defender.Page, error) {
+	for p, err := range c.Incidents(ctx, o) {
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
+	return &defender.Page{}, nil
+}

@@ -1,0 +1,99 @@
+package incidentexport_test
+
+import (
+	"encoding/json"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/defender-functions/defender-functions/infra/local/devstack"
+)
+
+// exported reads a file sink: (incident, lastUpdate) → how many objects hold it.
+func exported(t testing.TB, dir, tenant string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	root := filepath.Join(dir, tenant)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if os.IsNotExist(err) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() || strings.HasSuffix(p, ".tmp") {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		var in struct {
+			ID                 string            `json:"id"`
+			IncidentID         json.Number       `json:"incidentId"`
+			LastUpdateDateTime time.Time         `json:"lastUpdateDateTime"`
+			LastUpdateTime     time.Time         `json:"lastUpdateTime"`
+			Alerts             []json.RawMessage `json:"alerts"`
+		}
+		if err := json.Unmarshal(b, &in); err != nil {
+			t.Fatalf("%s is not one JSON incident: %v", p, err)
+		}
+		id, lu := in.ID, in.LastUpdateDateTime
+		if id == "" {
+			id, lu = string(in.IncidentID), in.LastUpdateTime
+		}
+		if len(in.Alerts) == 0 {
+			t.Fatalf("%s has no alerts", p)
+		}
+		// The name is derived from the content.
+		want := id + "_" + lu.UTC().Format("20060102T150405.0000000Z") + ".json"
+		if filepath.Base(p) != want {
+			t.Fatalf("%s holds %s", p, want)
+		}
+		got[id+"@"+lu.UTC().Format(time.RFC3339Nano)]++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// verify proves the sink against the devstack: no version twice, nothing
+// the devstack did not produce, and the current version of every incident
+// updated since `since`.
+func verify(t testing.TB, s *devstack.Stack, dir, tenantName, tenantID string, since time.Time) int {
+	t.Helper()
+	got := exported(t, dir, tenantName)
+	produced := map[string]bool{}
+	for id, versions := range s.History(tenantID) {
+		for _, v := range versions {
+			produced[strconv.FormatInt(id, 10)+"@"+v.UTC().Format(time.RFC3339Nano)] = true
+		}
+	}
+	for k, n := range got {
+		if n != 1 {
+			t.Fatalf("version %s exported %d times", k, n)
+		}
+		if !produced[k] {
+			t.Fatalf("version %s was never produced by the devstack", k)
+		}
+	}
+	missing := 0
+	for _, v := range s.Incidents(tenantID) {
+		if v.LastUpdate.Before(since) {
+			continue
+		}
+		if got[strconv.FormatInt(v.ID, 10)+"@"+v.LastUpdate.UTC().Format(time.RFC3339Nano)] != 1 {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Fatalf("%d incidents' current versions are missing from the sink", missing)
+	}
+	return len(got)
+}

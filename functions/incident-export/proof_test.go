@@ -1,0 +1,164 @@
+package incidentexport_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/defender-functions/defender-functions/infra/local/devstack"
+)
+
+// buildHandler builds the real custom-handler binary.
+func buildHandler(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "handler")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/handler").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freePort(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// handlerProc is one start of the handler, as the Functions host starts it.
+type handlerProc struct {
+	cmd  *exec.Cmd
+	url  string
+	done chan struct{}
+}
+
+func startHandler(t testing.TB, bin string, env []string, logs io.Writer) *handlerProc {
+	t.Helper()
+	port := freePort(t)
+	cmd := exec.Command(bin)
+	cmd.Env = append(env, "FUNCTIONS_CUSTOMHANDLER_PORT="+port)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &handlerProc{cmd: cmd, url: "http://127.0.0.1:" + port, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(p.done) }()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if resp, err := http.Get(p.url + "/"); err == nil {
+			resp.Body.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the handler did not answer GET /")
+		}
+	}
+}
+
+var timerPayload = `{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"ScheduleStatus":{"Last":"0001-01-01T00:00:00","Next":"%s","LastUpdated":"0001-01-01T00:00:00"},"IsPastDue":false}},"Metadata":{"sys":{"MethodName":"incident-export","UtcNow":"%s","RandGuid":"9a1b6f1e-4c52-4a7e-9e8b-3f0c2d7a1b55"}}}`
+
+func (p *handlerProc) runExport() (int, error) {
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	req, _ := http.NewRequest("POST", p.url+"/incident-export", bytes.NewReader([]byte(fmt.Sprintf(timerPayload, now, now))))
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("X-Azure-Functions-InvocationId", fmt.Sprint(rand.Int()))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// TestExactlyOnceUnderKills is the export's guarantee, on the real binary:
+// 5k incidents that keep changing (batches sharing a timestamp), 10 % 5xx and
+// some 429s, and the handler SIGKILLed at random points across 30 runs.
+// The sink holds no version twice, nothing the devstack did not produce, and
+// every version current when changes pause, by the next completed run.
+func TestExactlyOnceUnderKills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the kill matrix runs in the full suite")
+	}
+	dir := t.TempDir()
+	s := devstack.Start(t, devstack.Options{Incidents: 5000, Dir: filepath.Join(dir, "local"),
+		Faults: devstack.Faults{ErrorRate: 0.10, ThrottleRate: 0.02, TruncateRate: 0.02}})
+	bin := buildHandler(t)
+	sinkDir := filepath.Join(dir, "export")
+	env := os.Environ()
+	for k, v := range s.Settings() {
+		env = append(env, k+"="+v)
+	}
+	env = append(env, "EXPORT_SINK=file://"+sinkDir, "STATE_STORE=file://"+filepath.Join(dir, "state"), "EXPORT_LOOKBACK=960h", "EXPORT_MAX_RUN=90s")
+	logs := &syncBuf{}
+
+	var mu sync.Mutex
+	changing := true
+	stop := make(chan struct{})
+	go func() {
+		r := rand.New(rand.NewPCG(7, 7))
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Duration(40+r.IntN(80)) * time.Millisecond):
+			}
+			mu.Lock()
+			if changing {
+				s.Mutate(1 + r.IntN(4))
+			}
+			mu.Unlock()
+		}
+	}()
+	defer close(stop)
+	pause := func(p bool) { mu.Lock(); changing = !p; mu.Unlock() }
+
+	r := rand.New(rand.NewPCG(1, 2))
+	completed, killed := 0, 0
+	since := time.Now().Add(-960 * time.Hour)
+	for run := 1; run <= 30; run++ {
+		p := startHandler(t, bin, env, logs)
+		if run%3 == 0 {
+			// Let this one finish.
+			if st, err := p.runExport(); err != nil || st != 200 {
+				t.Fatalf("run %d: %d %v", run, st, err)
+			}
+			completed++
+		} else {
+			go p.runExport()
+			time.Sleep(time.Duration(r.IntN(1200)) * time.Millisecond)
+			p.cmd.Process.Signal(syscall.SIGKILL)
+			killed++
+		}
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+		if run%10 == 0 {
+			// Changes pause: the next completed run exports every current version.
+			pause(true)
+			p := startHandler(t, bin, env, logs)
+			if st, err := p.runExport(); err != nil || st != 200 {
+				t.Fatalf("run %d after pause: %d %v", run, st, err)
+			}
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			<-p.done
+			n := verify(t, s, sinkDir, devstack.DefaultTenantID, devstack.DefaultTenantID, since)
+			t.Logf("after %d runs (%d killed): %d versions exported, each once", run, killed, n)
+			pause(false)
+		}
+	}
+	if completed == 0 || killed < 15 {
+		t.Fatalf("completed %d, killed %d", completed, killed)
+	}
+}

@@ -1,0 +1,146 @@
+// Command pack assembles the deployables: dist/azure (the Function App:
+// host.json, the handler, one folder per function with its function.json)
+// and its zip, and the Lambda zips (bootstrap at the root). It writes zips
+// itself so the handler's exec bit survives on any OS (zips made on Windows
+// lose it) and so nothing stray gets in.
+package main
+
+import (
+	"archive/zip"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"time"
+)
+
+func main() {
+	root := flag.String("root", ".", "the repository root")
+	out := flag.String("out", "dist", "output directory")
+	zips := flag.Bool("zip", false, "also write dist/azure.zip and the Lambda zips")
+	flag.Parse()
+	if err := pack(*root, *out, *zips); err != nil {
+		fmt.Fprintln(os.Stderr, "pack:", err)
+		os.Exit(1)
+	}
+}
+
+func goBuild(root, out, pkg, goarch string) error {
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", "lambda.norpc", "-ldflags", "-s -w", "-o", out, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	return cmd.Run()
+}
+
+func pack(root, out string, zips bool) error {
+	azure := filepath.Join(out, "azure")
+	if err := os.RemoveAll(azure); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(azure, 0o755); err != nil {
+		return err
+	}
+	if err := copyFile(filepath.Join(root, "host.json"), filepath.Join(azure, "host.json"), 0o644); err != nil {
+		return err
+	}
+	fns, err := filepath.Glob(filepath.Join(root, "functions", "*", "function.json"))
+	if err != nil {
+		return err
+	}
+	if len(fns) == 0 {
+		return fmt.Errorf("no functions/*/function.json under %s", root)
+	}
+	for _, f := range fns {
+		name := filepath.Base(filepath.Dir(f))
+		if err := os.MkdirAll(filepath.Join(azure, name), 0o755); err != nil {
+			return err
+		}
+		if err := copyFile(f, filepath.Join(azure, name, "function.json"), 0o644); err != nil {
+			return err
+		}
+	}
+	abs, _ := filepath.Abs(out)
+	if err := goBuild(root, filepath.Join(abs, "azure", "handler"), "./functions/cmd/handler", "amd64"); err != nil {
+		return err
+	}
+	lambda := filepath.Join(out, "lambda")
+	for _, arch := range []string{"arm64", "amd64"} {
+		if err := goBuild(root, filepath.Join(abs, "lambda", arch, "bootstrap"), "./functions/cmd/bootstrap", arch); err != nil {
+			return err
+		}
+	}
+	if !zips {
+		return nil
+	}
+	if err := zipDir(azure, filepath.Join(out, "azure.zip")); err != nil {
+		return err
+	}
+	if err := zipDir(filepath.Join(lambda, "arm64"), filepath.Join(out, "lambda.zip")); err != nil {
+		return err
+	}
+	return zipDir(filepath.Join(lambda, "amd64"), filepath.Join(out, "lambda-amd64.zip"))
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, mode)
+}
+
+// zipDir zips a directory's files with their modes, sorted, with a fixed time.
+func zipDir(dir, dst string) error {
+	var files []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, p)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	sort.Strings(files)
+	f, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	zw := zip.NewWriter(f)
+	for _, p := range files {
+		info, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		h, err := zip.FileInfoHeader(info)
+		if err != nil {
+			return err
+		}
+		h.Name = filepath.ToSlash(rel)
+		h.Method = zip.Deflate
+		h.Modified = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		w, err := zw.CreateHeader(h)
+		if err != nil {
+			return err
+		}
+		src, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(w, src)
+		src.Close()
+		if err != nil {
+			return err
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	return f.Sync()
+}

@@ -1,0 +1,54 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+	"github.com/defender-functions/defender-functions/shared/state"
+	"golang.org/x/sync/errgroup"
+)
+
+// BlobSink writes block blobs into a container. A blob upload is durable
+// when the service answers 201.
+type BlobSink struct {
+	c   *container.Client
+	url string
+}
+
+// NewBlobSink opens a container as a sink; it performs no I/O.
+func NewBlobSink(raw string, o state.BlobOptions) (*BlobSink, error) {
+	c, err := state.ContainerClient(raw, o)
+	if err != nil {
+		return nil, fmt.Errorf("sink: %w", err)
+	}
+	return &BlobSink{c: c, url: raw}, nil
+}
+
+func (s *BlobSink) String() string { return s.url }
+
+func (s *BlobSink) Write(ctx context.Context, objs []Object) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, o := range objs {
+		if err := checkName(o.Name); err != nil {
+			return err
+		}
+		g.Go(func() error {
+			_, err := s.c.NewBlockBlobClient(o.Name).Upload(ctx, streaming.NopCloser(bytes.NewReader(o.Data)), &blockblob.UploadOptions{
+				HTTPHeaders: &blob.HTTPHeaders{BlobContentType: ptr("application/json")},
+			})
+			if err != nil {
+				return fmt.Errorf("sink: upload %s: %w", o.Name, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,94 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"path"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/sync/errgroup"
+)
+
+// S3Options reach Amazon S3 or a compatible endpoint.
+type S3Options struct {
+	// Region defaults to AWS_REGION.
+	Region string
+	// Endpoint is an S3-compatible endpoint (s3rver, MinIO); empty is AWS.
+	Endpoint string
+	// HTTPClient carries the requests; nil is the SDK's default.
+	HTTPClient *http.Client
+}
+
+// S3Sink writes objects to a bucket under a prefix. PutObject answers 200
+// only once the object is stored durably.
+type S3Sink struct {
+	bucket, prefix string
+	opts           S3Options
+	mu             sync.Mutex
+	client         *s3.Client
+}
+
+// NewS3Sink prepares a sink; credentials come from the SDK's default chain
+// (the Lambda execution role in AWS), loaded on first use.
+func NewS3Sink(bucket, prefix string, o S3Options) (*S3Sink, error) {
+	if bucket == "" {
+		return nil, fmt.Errorf("EXPORT_SINK: s3://bucket/prefix names no bucket")
+	}
+	return &S3Sink{bucket: bucket, prefix: prefix, opts: o}, nil
+}
+
+func (s *S3Sink) String() string { return "s3://" + path.Join(s.bucket, s.prefix) }
+
+func (s *S3Sink) init(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client != nil {
+		return nil
+	}
+	var opts []func(*awsconfig.LoadOptions) error
+	if s.opts.Region != "" {
+		opts = append(opts, awsconfig.WithRegion(s.opts.Region))
+	}
+	if s.opts.HTTPClient != nil {
+		opts = append(opts, awsconfig.WithHTTPClient(s.opts.HTTPClient))
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return fmt.Errorf("sink: AWS configuration: %w", err)
+	}
+	s.client = s3.NewFromConfig(cfg, func(o *s3.Options) {
+		if s.opts.Endpoint != "" {
+			o.BaseEndpoint = aws.String(s.opts.Endpoint)
+			o.UsePathStyle = true
+		}
+	})
+	return nil
+}
+
+func (s *S3Sink) Write(ctx context.Context, objs []Object) error {
+	if err := s.init(ctx); err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, o := range objs {
+		if err := checkName(o.Name); err != nil {
+			return err
+		}
+		key := path.Join(s.prefix, o.Name)
+		g.Go(func() error {
+			_, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key),
+				Body: bytes.NewReader(o.Data), ContentType: aws.String("application/json")})
+			if err != nil {
+				return fmt.Errorf("sink: put s3://%s/%s: %w", s.bucket, key, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}

@@ -1,0 +1,63 @@
+// Package sink writes exported incident versions where the user wants them:
+// files, Azure Blob Storage or Amazon S3. Objects have deterministic names,
+// so writing the same version twice overwrites it; a write returns only once
+// the objects are durable.
+package sink
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path"
+	"strings"
+
+	"github.com/defender-functions/defender-functions/shared/state"
+)
+
+// Object is one exported document.
+type Object struct {
+	Name string // slash-separated, relative to the sink's root
+	Data []byte
+}
+
+// Sink stores objects durably.
+type Sink interface {
+	// Write stores every object; when it returns nil all of them are durable.
+	Write(ctx context.Context, objs []Object) error
+	// String names the sink for logs (never a credential).
+	String() string
+}
+
+// Options carry the credentials of the cloud sinks.
+type Options struct {
+	Blob state.BlobOptions
+	S3   S3Options
+}
+
+// Open returns the sink an EXPORT_SINK URL names.
+func Open(raw string, o Options) (Sink, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("EXPORT_SINK=%q is not a URL: %w", raw, err)
+	}
+	switch u.Scheme {
+	case "file":
+		if !path.IsAbs(u.Path) {
+			return nil, fmt.Errorf("EXPORT_SINK=%q: use an absolute path, file:///var/lib/defender-functions/export", raw)
+		}
+		return NewFileSink(u.Path)
+	case "https", "http":
+		return NewBlobSink(raw, o.Blob)
+	case "s3":
+		return NewS3Sink(u.Host, strings.Trim(u.Path, "/"), o.S3)
+	}
+	return nil, fmt.Errorf("EXPORT_SINK=%q: use file:///path, an Azure Blob container URL, or s3://bucket/prefix", raw)
+}
+
+// checkName refuses names that could escape the sink's root.
+func checkName(n string) error {
+	if n == "" || strings.HasPrefix(n, "/") || strings.Contains(n, "..") || strings.ContainsAny(n, "\\\x00") {
+		return fmt.Errorf("sink: invalid object name %q", n)
+	}
+	return nil
+}
