@@ -7,8 +7,9 @@ PKGS    := ./...
 
 .PHONY: run test vet bench devstack build package clean tools
 
-run:
-	$(GO) run ./infra/local/cmd/run -dir $(LOCAL) $(RUN_ARGS)
+run: build
+	rm -rf $(LOCAL)/export $(LOCAL)/state
+	$(GO) run ./infra/local/cmd/run -dir $(LOCAL) -app dist/azure $(RUN_ARGS)
 
 devstack:
 	$(GO) run ./infra/local/cmd/devstack -dir $(LOCAL) $(DEVSTACK_ARGS)

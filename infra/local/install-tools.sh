@@ -13,3 +13,13 @@ if [ -n "$missing" ]; then
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
 fi
+
+# The AWS Lambda Runtime Interface Emulator, pinned (its tags are not semver,
+# so the module proxy serves a pseudo-version), into .tools/.
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+RIE_VERSION=v0.0.0-20261030222936-bef5c4ba774d
+if [ ! -x "$ROOT/.tools/aws-lambda-rie" ] || [ "$(cat "$ROOT/.tools/aws-lambda-rie.version" 2>/dev/null)" != "$RIE_VERSION" ]; then
+	mkdir -p "$ROOT/.tools"
+	GOBIN="$ROOT/.tools" go install "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@$RIE_VERSION"
+	echo "$RIE_VERSION" > "$ROOT/.tools/aws-lambda-rie.version"
+fi

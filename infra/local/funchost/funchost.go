@@ -103,6 +103,9 @@ func Start(opts Options) (*Host, error) {
 	if opts.Addr == "" {
 		opts.Addr = "127.0.0.1:0"
 	}
+	if abs, err := filepath.Abs(opts.AppDir); err == nil {
+		opts.AppDir = abs
+	}
 	if opts.Env == nil {
 		opts.Env = os.Environ()
 	}

@@ -1,0 +1,119 @@
+package funchost_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/infra/local/funchost"
+)
+
+// appDir lays out a Function App as make build does, with the real handler.
+func appDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "handler"), "../../../functions/cmd/handler").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	copyFile(t, "../../../host.json", filepath.Join(dir, "host.json"))
+	for _, fn := range []string{"incident-export", "hunting-query", "ticket-webhook"} {
+		os.MkdirAll(filepath.Join(dir, fn), 0o755)
+		copyFile(t, "../../../functions/"+fn+"/function.json", filepath.Join(dir, fn, "function.json"))
+	}
+	return dir
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func settings(s *devstack.Stack, dir string, kv ...string) []string {
+	env := []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range s.Settings() {
+		env = append(env, k+"="+v)
+	}
+	env = append(env, "EXPORT_SINK=file://"+filepath.Join(dir, "export"), "STATE_STORE=file://"+filepath.Join(dir, "state"))
+	return append(env, kv...)
+}
+
+func exportedFiles(dir string) int {
+	files, _ := filepath.Glob(filepath.Join(dir, "export", devstack.DefaultTenantID, "*", "*", "*", "*.json"))
+	return len(files)
+}
+
+// Timers fire on their NCRONTAB schedule (read from the app setting) and on
+// demand, through the host's envelope, on the real handler.
+func TestTimers(t *testing.T) {
+	app := appDir(t)
+	dir := t.TempDir()
+	s := devstack.Start(t, devstack.Options{Incidents: 200, Dir: filepath.Join(dir, "local")})
+	h, err := funchost.Start(funchost.Options{AppDir: app, Env: settings(s, dir, "EXPORT_SCHEDULE=*/1 * * * * *"), Stdout: io.Discard, Stderr: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	for deadline := time.Now().Add(20 * time.Second); exportedFiles(dir) == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the schedule never fired the export")
+		}
+	}
+	res, err := h.Run(context.Background(), "incident-export")
+	if err != nil || res.Status != 200 || len(res.Logs) != 1 || !strings.HasPrefix(res.Logs[0], "incident-export completed in ") {
+		t.Fatalf("run: %v %+v", err, res)
+	}
+	resp, err := http.Post(h.URL+"/admin/functions/incident-export", "application/json", strings.NewReader(`{"input":""}`))
+	if err != nil || resp.StatusCode != 202 {
+		t.Fatalf("admin run: %v %d", err, resp.StatusCode)
+	}
+	if _, err := h.Run(context.Background(), "hunting-query"); err == nil {
+		t.Fatal("ran an HTTP function as a timer")
+	}
+}
+
+// HTTP reaches the handler forwarded or as the envelope; both give the same
+// answer. A misconfigured app answers 500 naming the settings to fix.
+func TestHTTPModes(t *testing.T) {
+	app := appDir(t)
+	for _, forwarding := range []bool{true, false} {
+		h, err := funchost.Start(funchost.Options{AppDir: app, Env: []string{"PATH=" + os.Getenv("PATH")}, Forwarding: &forwarding, NoTimers: true,
+			Stdout: io.Discard, Stderr: io.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			method, path string
+			status       int
+			body         string
+		}{
+			{"GET", "/api/hunting-query?name=x", 500, "Defender Functions is not configured: configuration: DEFENDER_TENANT_ID is required"},
+			{"POST", "/api/ticket-webhook/jira", 500, "Defender Functions is not configured"},
+			{"GET", "/api/ticket-webhook/jira", 405, ""},
+			{"GET", "/api/nothing", 404, ""},
+		} {
+			req, _ := http.NewRequest(tc.method, h.URL+tc.path, strings.NewReader(`{"a":1}`))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || !strings.HasPrefix(string(b), tc.body) {
+				t.Errorf("forwarding=%v %s %s: %d %q", forwarding, tc.method, tc.path, resp.StatusCode, b)
+			}
+		}
+		h.Close()
+	}
+}
