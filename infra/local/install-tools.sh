@@ -23,3 +23,13 @@ if [ ! -x "$ROOT/.tools/aws-lambda-rie" ] || [ "$(cat "$ROOT/.tools/aws-lambda-r
 	GOBIN="$ROOT/.tools" go install "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@$RIE_VERSION"
 	echo "$RIE_VERSION" > "$ROOT/.tools/aws-lambda-rie.version"
 fi
+
+# Azurite (Azure Blob Storage) and s3rver (Amazon S3), pinned, from npm.
+AZURITE_VERSION=3.37.0
+S3RVER_VERSION=3.7.1
+if [ "$(cat "$ROOT/.tools/node.versions" 2>/dev/null)" != "azurite@$AZURITE_VERSION s3rver@$S3RVER_VERSION" ]; then
+	command -v npm >/dev/null 2>&1 || { echo "install-tools: Node.js 20 with npm is required" >&2; exit 1; }
+	mkdir -p "$ROOT/.tools/node"
+	npm install --prefix "$ROOT/.tools/node" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" "s3rver@$S3RVER_VERSION"
+	echo "azurite@$AZURITE_VERSION s3rver@$S3RVER_VERSION" > "$ROOT/.tools/node.versions"
+fi

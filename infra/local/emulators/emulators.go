@@ -1,0 +1,126 @@
+// Package emulators starts the storage emulators that tests use as the real
+// services: Azurite for Azure Blob Storage and s3rver for Amazon S3. Both are
+// installed, pinned, by infra/local/install-tools.sh (make tools) into
+// .tools/node; each test gets its own process, data directory and port.
+package emulators
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// AzuriteAccount and AzuriteKey are Azurite's documented, public development
+// account: not a secret.
+const (
+	AzuriteAccount = "devstoreaccount1"
+	AzuriteKey     = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+// Azurite is a running Blob Storage emulator.
+type Azurite struct {
+	// ConnectionString is what AzureWebJobsStorage holds for it.
+	ConnectionString string
+	// BlobURL is the account's blob endpoint; containers are BlobURL + "/" + name.
+	BlobURL string
+}
+
+// S3 is a running S3 emulator; its credentials are s3rver's fixed S3RVER/S3RVER.
+type S3 struct {
+	Endpoint string
+}
+
+func root() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func bin(tb testing.TB, name string) string {
+	tb.Helper()
+	r, err := root()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := filepath.Join(r, ".tools", "node", "node_modules", ".bin", name)
+	if _, err := os.Stat(p); err != nil {
+		tb.Fatalf("%s is not installed: run make tools (%v)", name, err)
+	}
+	return p
+}
+
+func freePort(tb testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func start(tb testing.TB, port int, name string, args ...string) {
+	tb.Helper()
+	cmd := exec.Command(bin(tb, name), args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	tb.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-exited:
+			tb.Fatalf("%s exited:\n%s", name, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s did not start:\n%s", name, out.String())
+		}
+	}
+}
+
+// StartAzurite starts Azurite's blob service on loopback.
+func StartAzurite(tb testing.TB) *Azurite {
+	tb.Helper()
+	port := freePort(tb)
+	start(tb, port, "azurite-blob", "--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port),
+		"--silent", "--skipApiVersionCheck", "--loose", "--inMemoryPersistence")
+	url := fmt.Sprintf("http://127.0.0.1:%d/%s", port, AzuriteAccount)
+	return &Azurite{BlobURL: url,
+		ConnectionString: fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=%s;", AzuriteAccount, AzuriteKey, url)}
+}
+
+// StartS3 starts s3rver on loopback with the given buckets.
+func StartS3(tb testing.TB, buckets ...string) *S3 {
+	tb.Helper()
+	port := freePort(tb)
+	args := []string{"--directory", tb.TempDir(), "--port", strconv.Itoa(port), "--address", "127.0.0.1", "--silent"}
+	for _, b := range buckets {
+		args = append(args, "--configure-bucket", b)
+	}
+	start(tb, port, "s3rver", args...)
+	return &S3{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", port)}
+}

@@ -1,0 +1,88 @@
+package sink_test
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/defender-functions/defender-functions/infra/local/emulators"
+	"github.com/defender-functions/defender-functions/shared/sink"
+	"github.com/defender-functions/defender-functions/shared/state"
+)
+
+// Each sink stores objects under their names, a rewrite overwrites, and a
+// name that could escape the root is refused.
+func TestSinks(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	az := emulators.StartAzurite(t)
+	cc, _ := container.NewClientFromConnectionString(az.ConnectionString, "exports", nil)
+	if _, err := cc.Create(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	s3srv := emulators.StartS3(t, "exports")
+	t.Setenv("AWS_ACCESS_KEY_ID", "S3RVER")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "S3RVER")
+	t.Setenv("AWS_REGION", "us-east-1")
+
+	s3client := func() *s3.Client {
+		cfg, _ := awsconfig.LoadDefaultConfig(ctx)
+		return s3.NewFromConfig(cfg, func(o *s3.Options) { o.BaseEndpoint = aws.String(s3srv.Endpoint); o.UsePathStyle = true })
+	}()
+	read := map[string]func(name string) string{
+		"file": func(n string) string { b, _ := os.ReadFile(filepath.Join(dir, n)); return string(b) },
+		"blob": func(n string) string {
+			r, err := cc.NewBlobClient(n).DownloadStream(ctx, nil)
+			if err != nil {
+				return ""
+			}
+			b, _ := io.ReadAll(r.Body)
+			return string(b)
+		},
+		"s3": func(n string) string {
+			r, err := s3client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("exports"), Key: aws.String("defender/" + n)})
+			if err != nil {
+				return ""
+			}
+			b, _ := io.ReadAll(r.Body)
+			return string(b)
+		},
+	}
+	urls := map[string]string{"file": "file://" + dir, "blob": az.BlobURL + "/exports", "s3": "s3://exports/defender"}
+	for name, u := range urls {
+		t.Run(name, func(t *testing.T) {
+			s, err := sink.Open(u, sink.Options{Blob: state.BlobOptions{ConnectionString: az.ConnectionString}, S3: sink.S3Options{Endpoint: s3srv.Endpoint}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs := []sink.Object{{Name: "t/2026/11/26/1_a.json", Data: []byte("{\"v\":1}\n")}, {Name: "t/2026/11/26/2_b.json", Data: []byte("{\"v\":2}\n")}}
+			if err := s.Write(ctx, objs); err != nil {
+				t.Fatal(err)
+			}
+			objs[0].Data = []byte("{\"v\":3}\n")
+			if err := s.Write(ctx, objs[:1]); err != nil {
+				t.Fatal(err)
+			}
+			if got := read[name]("t/2026/11/26/1_a.json"); got != "{\"v\":3}\n" {
+				t.Fatalf("overwrite: %q", got)
+			}
+			if got := read[name]("t/2026/11/26/2_b.json"); got != "{\"v\":2}\n" {
+				t.Fatalf("second object: %q", got)
+			}
+			for _, bad := range []string{"../escape.json", "/abs.json", `a\b.json`} {
+				if err := s.Write(ctx, []sink.Object{{Name: bad, Data: []byte("x")}}); err == nil {
+					t.Errorf("name %q accepted", bad)
+				}
+			}
+		})
+	}
+	if _, err := sink.Open("ftp://x/y", sink.Options{}); err == nil {
+		t.Fatal("an ftp sink was accepted")
+	}
+}
