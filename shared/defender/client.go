@@ -57,6 +57,14 @@ func New(cfg *config.Config, tenant string, src credentials.Source, opts *Option
 	if o.RetryBase == 0 {
 		o.RetryBase = 500 * time.Millisecond
 	}
+	if o.Limits == nil && cfg.RateLimits != nil {
+		o.Limits = Limits{}
+		for b, rs := range cfg.RateLimits {
+			for _, r := range rs {
+				o.Limits[b] = append(o.Limits[b], Rate{r.Requests, r.Per})
+			}
+		}
+	}
 	base, err := url.Parse(cfg.APIURL)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", config.EnvAPIURL, err)

@@ -365,3 +365,26 @@ func mustTime(s string) time.Time {
 	}
 	return t
 }
+
+// DEFENDER_RATE_LIMITS replaces the documented pacing.
+func TestRateLimitsSetting(t *testing.T) {
+	t.Parallel()
+	s := start(t, devstack.Options{Incidents: 400})
+	for _, tc := range []struct {
+		setting string
+		slow    bool
+	}{{"off", false}, {"security=2/1s", true}} {
+		cfg := settings(t, s, "graph", "DEFENDER_RATE_LIMITS", tc.setting)
+		creds, _ := credentials.New(cfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
+		cl, _ := defender.New(cfg, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &defender.Options{HTTPClient: s.HTTPClient()})
+		start := time.Now()
+		if _, _, pages, err := listAll(t, context.Background(), cl, defender.ListOptions{PageSize: 50}); err != nil || pages != 8 {
+			t.Fatalf("%s: %d pages, %v", tc.setting, pages, err)
+		}
+		// 8 requests at 2 per second cannot take less than 3.5 s (a guarantee
+		// of the pacing, not a speed measurement).
+		if took := time.Since(start); tc.slow && took < 3500*time.Millisecond {
+			t.Fatalf("%s: 8 pages took only %s", tc.setting, took)
+		}
+	}
+}

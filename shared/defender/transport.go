@@ -55,6 +55,7 @@ var (
 )
 
 func pacer(key string, rates []Rate) []*rate.Limiter {
+	key += fmt.Sprint(rates) // clients with other limits pace apart
 	pacersMu.Lock()
 	defer pacersMu.Unlock()
 	if l, ok := pacers[key]; ok {

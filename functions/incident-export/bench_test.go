@@ -1,0 +1,106 @@
+package incidentexport_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// peakRSS reads a process's high-water resident set (VmHWM) in MiB.
+func peakRSS(pid int) float64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return float64(kb) / 1024
+		}
+	}
+	return -1
+}
+
+// devstackProcess runs the devstack command as its own process and returns its settings.
+func devstackProcess(b *testing.B, incidents int) map[string]string {
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "devstack")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../infra/local/cmd/devstack").CombinedOutput(); err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "-dir", dir, "-incidents", strconv.Itoa(incidents), "-no-rate-limits", "-change-every", "0")
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	envFile := filepath.Join(dir, "devstack.env")
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(envFile); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("devstack did not start")
+		}
+	}
+	env := map[string]string{}
+	raw, _ := os.ReadFile(envFile)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(k, "#") {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+// BenchmarkExport measures the whole path on the real handler process:
+// API → decode → file sink → checkpoint, without throttling; it reports
+// incidents exported per second and the handler's peak RSS.
+func BenchmarkExport(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			settings := devstackProcess(b, n)
+			bin := buildHandler(b)
+			for b.Loop() {
+				dir := b.TempDir()
+				env := os.Environ()
+				for k, v := range settings {
+					env = append(env, k+"="+v)
+				}
+				env = append(env, "EXPORT_SINK=file://"+filepath.Join(dir, "export"), "STATE_STORE=file://"+filepath.Join(dir, "state"),
+					"EXPORT_LOOKBACK=960h", "EXPORT_MAX_RUN=30m", "DEFENDER_RATE_LIMITS=off")
+				p := startHandler(b, bin, env, io.Discard)
+				start := time.Now()
+				if st, err := p.runExport(); err != nil || st != 200 {
+					b.Fatalf("export: %d %v", st, err)
+				}
+				took := time.Since(start)
+				rss := peakRSS(p.cmd.Process.Pid)
+				p.cmd.Process.Kill()
+				<-p.done
+				files := 0
+				filepath.WalkDir(filepath.Join(dir, "export"), func(_ string, d fs.DirEntry, err error) error {
+					if err == nil && !d.IsDir() {
+						files++
+					}
+					return nil
+				})
+				if files != n {
+					b.Fatalf("exported %d of %d", files, n)
+				}
+				b.ReportMetric(float64(n)/took.Seconds(), "incidents/s")
+				b.ReportMetric(rss, "peak-rss-MiB")
+			}
+		})
+	}
+}
