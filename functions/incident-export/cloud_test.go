@@ -110,9 +110,15 @@ func TestExportToS3(t *testing.T) {
 	if err := e.run(t, e.exporter(t, sk, nil)); err != nil {
 		t.Fatal(err)
 	}
+	dir := mirrorS3(t, srv.Endpoint)
+	verify(t, s, dir, devstack.DefaultTenantID, devstack.DefaultTenantID, time.Now().Add(-40*24*time.Hour))
+}
+
+// mirrorS3 copies the bucket's defender/ prefix into a directory, for verify.
+func mirrorS3(t *testing.T, endpoint string) string {
 	ctx := context.Background()
 	cfg, _ := awsconfig.LoadDefaultConfig(ctx)
-	client := s3.NewFromConfig(cfg, func(o *s3.Options) { o.BaseEndpoint = aws.String(srv.Endpoint); o.UsePathStyle = true })
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) { o.BaseEndpoint = aws.String(endpoint); o.UsePathStyle = true })
 	dir := t.TempDir()
 	p := s3.NewListObjectsV2Paginator(client, &s3.ListObjectsV2Input{Bucket: aws.String("exports"), Prefix: aws.String("defender/")})
 	for p.HasMorePages() {
@@ -126,10 +132,11 @@ func TestExportToS3(t *testing.T) {
 				t.Fatal(err)
 			}
 			data, _ := io.ReadAll(r.Body)
+			r.Body.Close()
 			f := filepath.Join(dir, strings.TrimPrefix(*o.Key, "defender/"))
 			os.MkdirAll(filepath.Dir(f), 0o755)
 			os.WriteFile(f, data, 0o644)
 		}
 	}
-	verify(t, s, dir, devstack.DefaultTenantID, devstack.DefaultTenantID, time.Now().Add(-40*24*time.Hour))
+	return dir
 }
