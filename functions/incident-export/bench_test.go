@@ -2,9 +2,11 @@ package incidentexport_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,13 +34,16 @@ func peakRSS(pid int) float64 {
 }
 
 // devstackProcess runs the devstack command as its own process and returns its settings.
-func devstackProcess(b *testing.B, incidents int) map[string]string {
+func devstackProcess(b *testing.B, incidents int, flags ...string) map[string]string {
 	dir := b.TempDir()
 	bin := filepath.Join(dir, "devstack")
 	if out, err := exec.Command("go", "build", "-o", bin, "../../infra/local/cmd/devstack").CombinedOutput(); err != nil {
 		b.Fatalf("build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "-dir", dir, "-incidents", strconv.Itoa(incidents), "-no-rate-limits", "-change-every", "0")
+	if flags == nil {
+		flags = []string{"-no-rate-limits"}
+	}
+	cmd := exec.Command(bin, append([]string{"-dir", dir, "-incidents", strconv.Itoa(incidents), "-change-every", "0"}, flags...)...)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -102,5 +107,43 @@ func BenchmarkExport(b *testing.B) {
 				b.ReportMetric(rss, "peak-rss-MiB")
 			}
 		})
+	}
+}
+
+// BenchmarkExportUnderRateLimit runs the export against the devstack's
+// documented Graph limit (150 requests a minute per app and tenant; the
+// devstack's time scale makes a minute last 15 s) with the client pacing at
+// the same limit. It reports the share of the limit achieved (limit × page
+// size) and the 429s the devstack served.
+func BenchmarkExportUnderRateLimit(b *testing.B) {
+	const scale = 4
+	settings := devstackProcess(b, 10_000, "-time-scale", strconv.Itoa(scale))
+	bin := buildHandler(b)
+	for b.Loop() {
+		dir := b.TempDir()
+		env := os.Environ()
+		for k, v := range settings {
+			env = append(env, k+"="+v)
+		}
+		env = append(env, "EXPORT_SINK=file://"+filepath.Join(dir, "export"), "STATE_STORE=file://"+filepath.Join(dir, "state"),
+			"EXPORT_LOOKBACK=960h", "EXPORT_MAX_RUN=30m", fmt.Sprintf("DEFENDER_RATE_LIMITS=security=150/%s", time.Minute/scale))
+		p := startHandler(b, bin, env, io.Discard)
+		start := time.Now()
+		if st, err := p.runExport(); err != nil || st != 200 {
+			b.Fatalf("export: %d %v", st, err)
+		}
+		took := time.Since(start)
+		p.cmd.Process.Kill()
+		<-p.done
+		resp, err := http.Get(settings["DEVSTACK_CONTROL_URL"] + "/control/counters")
+		if err != nil {
+			b.Fatal(err)
+		}
+		var counters map[string]map[string]int64
+		json.NewDecoder(resp.Body).Decode(&counters)
+		resp.Body.Close()
+		limit := 150.0 / (time.Minute / scale).Seconds() * 50 // incidents per second the limit allows
+		b.ReportMetric(10_000/took.Seconds()/limit*100, "%-of-limit")
+		b.ReportMetric(float64(counters["graph.incidents.list"]["429"]), "429s")
 	}
 }

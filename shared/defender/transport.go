@@ -63,7 +63,11 @@ func pacer(key string, rates []Rate) []*rate.Limiter {
 	}
 	var ls []*rate.Limiter
 	for _, r := range rates {
-		ls = append(ls, rate.NewLimiter(rate.Limit(float64(r.Requests)/r.Per.Seconds()), 1))
+		l := rate.NewLimiter(rate.Limit(float64(r.Requests)/r.Per.Seconds()), 1)
+		// Start empty: a full bucket's extra call would make N+1 calls in
+		// the server's first window, and earn a 429.
+		l.Allow()
+		ls = append(ls, l)
 	}
 	pacers[key] = ls
 	return ls
