@@ -388,3 +388,14 @@ func TestRateLimitsSetting(t *testing.T) {
 		}
 	}
 }
+
+// A response larger than the client's limit is refused, not buffered.
+func TestResponseSizeLimit(t *testing.T) {
+	t.Parallel()
+	s := start(t, devstack.Options{Incidents: 100})
+	c := client(t, s, settings(t, s, "graph"), &defender.Options{MaxResponseBytes: 4096})
+	_, _, _, err := listAll(t, context.Background(), c, defender.ListOptions{WithAlerts: true})
+	if !errors.Is(err, defender.ErrResponseTooLarge) {
+		t.Fatalf("err = %v", err)
+	}
+}
