@@ -231,6 +231,14 @@ func (r *run) exportKeyset(ctx context.Context) error {
 			size = 50
 		}
 		items := page.Incidents
+		if skip > 0 && !(len(items) == size && allAt(items, r.cp.Since)) {
+			// Leaving a tie read with $skip: the count may have stepped over a
+			// member (another one updated away shifts the rest). Settle the
+			// tie before the checkpoint can move past it.
+			if err := r.settleTie(ctx, r.cp.Since); err != nil {
+				return err
+			}
+		}
 		fresh := r.fresh(items)
 		if err := r.write(ctx, fresh); err != nil {
 			return err // the checkpoint stays: nothing is lost
@@ -250,6 +258,41 @@ func (r *run) exportKeyset(ctx context.Context) error {
 		if len(items) < size {
 			r.log.Info("caught up", "checkpoint", r.cp.Since, "lag_s", int(r.e.now().Sub(r.cp.Since).Seconds()), "written", r.written, "pages", r.pages)
 			return nil
+		}
+	}
+}
+
+// settleTie reads every incident still at exactly t (the checkpoint's
+// Since) and writes those not yet written; the tie only shrinks, so the
+// passes end.
+func (r *run) settleTie(ctx context.Context, t time.Time) error {
+	for pass := 0; ; pass++ {
+		var missed []*defender.Incident
+		known := map[string]bool{}
+		for _, id := range r.cp.IDs {
+			known[id] = true
+		}
+		for page, err := range r.t.Client.Incidents(ctx, defender.ListOptions{Since: t, Before: t.Add(100 * time.Nanosecond), OrderByLastUpdate: true, WithAlerts: true, PageSize: r.e.PageSize}) {
+			if err != nil {
+				return err
+			}
+			for _, in := range page.Incidents {
+				if in.LastUpdate.Equal(t) && !known[in.ID] {
+					missed = append(missed, in)
+					known[in.ID] = true
+				}
+			}
+		}
+		if len(missed) == 0 {
+			return nil
+		}
+		r.log.Info("tie re-read found incidents the skip stepped over", "at", t, "found", len(missed), "pass", pass)
+		if err := r.write(ctx, missed); err != nil {
+			return err
+		}
+		r.advance(missed)
+		if err := r.save(ctx); err != nil {
+			return err
 		}
 	}
 }

@@ -322,6 +322,15 @@ func (s *Stack) MutateTenant(tenantID string, n int) []int64 {
 	return st.mutate(time.Now(), n)
 }
 
+// Touch updates one incident (a tag is added), giving it a new lastUpdate.
+func (s *Stack) Touch(tenantID string, id int64) bool {
+	st := s.stores[tenantID]
+	if st == nil {
+		return false
+	}
+	return st.update(id, time.Now(), func(in *incident) { in.Tags = append(in.Tags, "touched") }) != nil
+}
+
 // IncidentCount returns how many incidents a tenant holds now.
 func (s *Stack) IncidentCount(tenantID string) int {
 	if st := s.stores[tenantID]; st != nil {
