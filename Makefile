@@ -21,7 +21,7 @@ tools:
 	./infra/local/install-tools.sh
 
 test: vet tools
-	$(GO) test -race -count=1 $(PKGS)
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
