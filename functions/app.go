@@ -14,6 +14,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	huntingquery "github.com/defender-functions/defender-functions/functions/hunting-query"
 	incidentexport "github.com/defender-functions/defender-functions/functions/incident-export"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
@@ -82,6 +83,18 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 		exportRun = func(context.Context, function.Timer) error { return err }
 	}
 	app.Timers[IncidentExport] = function.TimerSchedule{Schedule: "%" + config.EnvExportSchedule + "%", Func: exportRun}
+
+	catalog, err := huntingquery.BuiltinCatalog()
+	if err != nil {
+		return nil, err
+	}
+	hunter := &huntingquery.Hunter{Catalog: catalog, Clients: map[string]defender.Client{}, DefaultTenant: cfg.Tenants[0],
+		AllowAdhoc: cfg.HuntingAllowAdhoc, RequiredRole: cfg.HuntingRequiredRole, AdhocRole: cfg.HuntingAdhocRole,
+		MaxRows: cfg.HuntingMaxRows, Timeout: cfg.HuntingTimeout}
+	for _, c := range clients {
+		hunter.Clients[c.Name] = c.Client
+	}
+	app.HTTP[HuntingQuery] = function.HTTPRoute{Route: "hunting-query", Methods: []string{"get", "post"}, AuthLevel: "function", Func: hunter.Serve}
 	return app, nil
 }
 

@@ -103,6 +103,13 @@ type Config struct {
 	// RateLimits replace the documented client-side limits: nil keeps them,
 	// an empty map turns pacing off (DEFENDER_RATE_LIMITS=off).
 	RateLimits map[string][]RateLimit
+
+	// hunting-query settings.
+	HuntingAllowAdhoc   bool          // HUNTING_ALLOW_ADHOC: accept raw KQL
+	HuntingRequiredRole string        // HUNTING_REQUIRED_ROLE: callers must carry it
+	HuntingAdhocRole    string        // HUNTING_ADHOC_ROLE: callers of raw KQL must carry it
+	HuntingMaxRows      int           // HUNTING_MAX_ROWS: rows returned at most (the rest is flagged truncated)
+	HuntingTimeout      time.Duration // HUNTING_TIMEOUT: below the platform's HTTP limit (230 s in Azure)
 }
 
 // RateLimit is "Requests per Per" for one bucket of API operations.
@@ -144,6 +151,11 @@ const (
 	EnvS3Endpoint              = "EXPORT_S3_ENDPOINT"
 	EnvAWSRegion               = "AWS_REGION"
 	EnvRateLimits              = "DEFENDER_RATE_LIMITS"
+	EnvHuntingAllowAdhoc       = "HUNTING_ALLOW_ADHOC"
+	EnvHuntingRequiredRole     = "HUNTING_REQUIRED_ROLE"
+	EnvHuntingAdhocRole        = "HUNTING_ADHOC_ROLE"
+	EnvHuntingMaxRows          = "HUNTING_MAX_ROWS"
+	EnvHuntingTimeout          = "HUNTING_TIMEOUT"
 )
 
 // Defaults of the public cloud.
@@ -399,6 +411,26 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 			c.RateLimits[bucket] = append(c.RateLimits[bucket], RateLimit{count, d})
 		}
 	}
+
+	switch v := strings.ToLower(get(EnvHuntingAllowAdhoc, "false")); v {
+	case "true", "1", "yes":
+		c.HuntingAllowAdhoc = true
+	case "false", "0", "no":
+	default:
+		p = append(p, fmt.Sprintf("%s=%q: use true or false", EnvHuntingAllowAdhoc, v))
+	}
+	c.HuntingRequiredRole = get(EnvHuntingRequiredRole, "")
+	c.HuntingAdhocRole = get(EnvHuntingAdhocRole, "")
+	c.HuntingMaxRows = 10000
+	if v := get(EnvHuntingMaxRows, ""); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100000 {
+			p = append(p, fmt.Sprintf("%s=%q: use 1 to 100000 (the API returns at most 100,000 rows)", EnvHuntingMaxRows, v))
+		} else {
+			c.HuntingMaxRows = n
+		}
+	}
+	c.HuntingTimeout = duration(EnvHuntingTimeout, 200*time.Second, time.Second, 225*time.Second)
 
 	if len(p) > 0 {
 		return nil, p

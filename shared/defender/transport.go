@@ -63,11 +63,10 @@ func pacer(key string, rates []Rate) []*rate.Limiter {
 	}
 	var ls []*rate.Limiter
 	for _, r := range rates {
-		l := rate.NewLimiter(rate.Limit(float64(r.Requests)/r.Per.Seconds()), 1)
-		// Start empty: a full bucket's extra call would make N+1 calls in
-		// the server's first window, and earn a 429.
-		l.Allow()
-		ls = append(ls, l)
+		// Burst 1, starting full: the first call goes at once (hunting is
+		// interactive); at worst the server's first window sees one call
+		// too many, the single 429 the pacing may cause.
+		ls = append(ls, rate.NewLimiter(rate.Limit(float64(r.Requests)/r.Per.Seconds()), 1))
 	}
 	pacers[key] = ls
 	return ls

@@ -126,6 +126,9 @@ func lex(src string) ([]token, error) {
 			for j < len(src) && (unicode.IsLetter(rune(src[j])) || unicode.IsDigit(rune(src[j])) || src[j] == '_' || src[j] == '-' && j+1 < len(src) && unicode.IsLetter(rune(src[j+1])) && strings.HasPrefix(src[i:], "project-")) {
 				j++
 			}
+			if src[i:j] == "in" && j < len(src) && src[j] == '~' { // in~, case-insensitive in
+				j++
+			}
 			toks = append(toks, token{kind: tIdent, text: src[i:j]})
 			i = j
 		default:

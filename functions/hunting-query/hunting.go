@@ -1,0 +1,398 @@
+package huntingquery
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/defender-functions/defender-functions/shared/credentials"
+	"github.com/defender-functions/defender-functions/shared/defender"
+	"github.com/defender-functions/defender-functions/shared/function"
+)
+
+// Hunter serves hunting-query.
+type Hunter struct {
+	Catalog Catalog
+	// Clients are the configured tenants' API clients; DefaultTenant answers
+	// requests that name none.
+	Clients       map[string]defender.Client
+	DefaultTenant string
+	AllowAdhoc    bool
+	RequiredRole  string
+	AdhocRole     string
+	MaxRows       int
+	Timeout       time.Duration
+}
+
+const (
+	maxBody  = 64 << 10
+	maxQuery = 10000
+)
+
+type request struct {
+	Query      string                     `json:"query"`
+	Timespan   string                     `json:"timespan"`
+	Tenant     string                     `json:"tenant"`
+	Name       string                     `json:"name"`
+	Parameters map[string]json.RawMessage `json:"parameters"`
+}
+
+type outcome struct {
+	status int
+	rows   int
+}
+
+func apiErr(status int, code, msg string) *function.HTTPResponse {
+	b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	return &function.HTTPResponse{Status: status, Header: http.Header{"Content-Type": {"application/json; charset=utf-8"}}, Body: b}
+}
+
+// Serve is the function: GET lists the catalog, POST runs a query.
+func (h *Hunter) Serve(ctx context.Context, r *function.HTTPRequest) *function.HTTPResponse {
+	start := time.Now()
+	caller, what, tenant := "anonymous", "", ""
+	if r.Principal != nil && r.Principal.Name != "" {
+		caller = r.Principal.Name
+	}
+	resp, out := h.serve(ctx, r, &what, &tenant)
+	log := function.Logger(ctx).With("caller", caller, "query", what, "tenant", tenant)
+	if resp.Stream == nil {
+		log.Info("hunting-query", "status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds())
+		return resp
+	}
+	stream := resp.Stream
+	resp.Stream = func(w io.Writer) error {
+		err := stream(w)
+		outcome := "ok"
+		if err != nil {
+			outcome = "stream failed: " + err.Error()
+		}
+		log.Info("hunting-query", "status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds(), "outcome", outcome)
+		return err
+	}
+	return resp
+}
+
+func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest, what, tenant *string) (*function.HTTPResponse, *outcome) {
+	out := &outcome{}
+	if h.RequiredRole != "" {
+		if r.Principal == nil {
+			return apiErr(401, "Unauthenticated", "this endpoint needs an authenticated caller (App Service Authentication or an API Gateway authorizer) with the role "+h.RequiredRole), out
+		}
+		if !r.Principal.HasRole(h.RequiredRole) {
+			return apiErr(403, "Forbidden", "the caller lacks the role "+h.RequiredRole), out
+		}
+	}
+	if strings.EqualFold(r.Method, "GET") {
+		*what = "catalog"
+		return h.list(), out
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, _ := mime.ParseMediaType(ct); mt != "application/json" {
+			return apiErr(415, "UnsupportedMediaType", "send the request as application/json"), out
+		}
+	}
+	if len(r.Body) > maxBody {
+		return apiErr(413, "TooLarge", fmt.Sprintf("the request body is larger than %d bytes", maxBody)), out
+	}
+	var req request
+	dec := json.NewDecoder(bytes.NewReader(r.Body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return apiErr(400, "BadRequest", "the body must be a JSON object with query (and timespan, tenant) or name (and parameters): "+err.Error()), out
+	}
+	format, ok := negotiate(r.Header.Get("Accept"))
+	if !ok {
+		return apiErr(406, "NotAcceptable", "Accept must be application/json, application/x-ndjson or text/csv"), out
+	}
+	*tenant = req.Tenant
+	if *tenant == "" {
+		*tenant = h.DefaultTenant
+	}
+	client := h.Clients[*tenant]
+	if client == nil {
+		return apiErr(400, "UnknownTenant", fmt.Sprintf("tenant %q is not configured", req.Tenant)), out
+	}
+	if err := checkTimespan(req.Timespan); err != nil {
+		return apiErr(400, "BadTimespan", err.Error()), out
+	}
+	var kql string
+	switch {
+	case req.Name != "" && req.Query != "":
+		return apiErr(400, "BadRequest", "send either name (a catalog query) or query (ad-hoc KQL), not both"), out
+	case req.Name != "":
+		*what = req.Name
+		q := h.Catalog[req.Name]
+		if q == nil {
+			return apiErr(404, "UnknownQuery", fmt.Sprintf("no catalog query %q; GET this endpoint for the list", req.Name)), out
+		}
+		if len(q.Roles) > 0 && !anyRole(r.Principal, q.Roles) {
+			return apiErr(403, "Forbidden", fmt.Sprintf("query %s needs one of the roles %s", q.Name, strings.Join(q.Roles, ", "))), out
+		}
+		values, err := paramValues(req.Parameters)
+		if err != nil {
+			return apiErr(400, "BadParameter", err.Error()), out
+		}
+		if kql, err = q.Bind(values); err != nil {
+			return apiErr(400, "BadParameter", err.Error()), out
+		}
+	case req.Query != "":
+		sum := sha256.Sum256([]byte(req.Query))
+		*what = "adhoc:" + hex.EncodeToString(sum[:6])
+		if !h.AllowAdhoc {
+			return apiErr(403, "AdhocDisabled", "ad-hoc KQL is disabled: use a catalog query (GET lists them), or set HUNTING_ALLOW_ADHOC=true"), out
+		}
+		if h.AdhocRole != "" && !r.Principal.HasRole(h.AdhocRole) {
+			return apiErr(403, "Forbidden", "ad-hoc KQL needs the role "+h.AdhocRole), out
+		}
+		if len(req.Query) > maxQuery {
+			return apiErr(400, "QueryTooLong", fmt.Sprintf("the query is longer than %d characters", maxQuery)), out
+		}
+		kql = req.Query
+	default:
+		return apiErr(400, "BadRequest", "send name (a catalog query) or query (ad-hoc KQL)"), out
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, h.Timeout)
+	res, err := client.Hunt(ctx, defender.HuntQuery{Query: kql, Timespan: req.Timespan})
+	if err != nil {
+		cancel()
+		resp := upstreamError(err)
+		out.status = resp.Status
+		return resp, out
+	}
+	resp := &function.HTTPResponse{Status: 200, Header: http.Header{"Content-Type": {format}}}
+	resp.Stream = func(w io.Writer) error {
+		defer cancel()
+		defer res.Close()
+		return writeResult(w, format, res, h.MaxRows, out)
+	}
+	return resp, out
+}
+
+func anyRole(p *function.Principal, roles []string) bool {
+	for _, r := range roles {
+		if p.HasRole(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// paramValues accepts strings, numbers and lists of strings.
+func paramValues(in map[string]json.RawMessage) (map[string][]string, error) {
+	out := map[string][]string{}
+	for k, raw := range in {
+		var s string
+		var n json.Number
+		var list []string
+		switch {
+		case json.Unmarshal(raw, &s) == nil:
+			out[k] = []string{s}
+		case json.Unmarshal(raw, &n) == nil:
+			out[k] = []string{n.String()}
+		case json.Unmarshal(raw, &list) == nil:
+			out[k] = list
+		default:
+			return nil, fmt.Errorf("parameter %q must be a string, a number or a list of strings", k)
+		}
+	}
+	return out, nil
+}
+
+var isoDur = regexp.MustCompile(`^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$`)
+
+// checkTimespan accepts Graph's forms within the 30 days hunting keeps.
+func checkTimespan(s string) error {
+	if s == "" {
+		return nil
+	}
+	span := func(d string) (time.Duration, bool) {
+		m := isoDur.FindStringSubmatch(d)
+		if m == nil || d == "P" || d == "PT" {
+			return 0, false
+		}
+		var total time.Duration
+		for i, u := range []time.Duration{24 * time.Hour, time.Hour, time.Minute, time.Second} {
+			if m[i+1] != "" {
+				n, _ := strconv.Atoi(m[i+1])
+				total += time.Duration(n) * u
+			}
+		}
+		return total, true
+	}
+	bad := fmt.Errorf("timespan %q: use an ISO 8601 duration up to P30D, or an interval start/end, P7D/end, start/P7D", s)
+	a, b, two := strings.Cut(s, "/")
+	if !two {
+		if d, ok := span(a); ok {
+			if d <= 0 || d > maxTimespan {
+				return bad
+			}
+			return nil
+		}
+		if _, err := time.Parse(time.RFC3339, a); err == nil {
+			return nil
+		}
+		return bad
+	}
+	ta, errA := time.Parse(time.RFC3339, a)
+	tb, errB := time.Parse(time.RFC3339, b)
+	da, okA := span(a)
+	db, okB := span(b)
+	switch {
+	case errA == nil && errB == nil && !tb.Before(ta) && tb.Sub(ta) <= maxTimespan:
+	case okA && errB == nil && da <= maxTimespan:
+	case errA == nil && okB && db <= maxTimespan:
+	default:
+		return bad
+	}
+	return nil
+}
+
+func negotiate(accept string) (string, bool) {
+	if accept == "" {
+		return "application/json", true
+	}
+	for _, part := range strings.Split(accept, ",") {
+		mt, _, _ := mime.ParseMediaType(strings.TrimSpace(part))
+		switch mt {
+		case "application/json", "*/*", "application/*":
+			return "application/json", true
+		case "application/x-ndjson", "application/ndjson":
+			return "application/x-ndjson", true
+		case "text/csv":
+			return "text/csv", true
+		}
+	}
+	return "", false
+}
+
+// upstreamError maps the API's failures to what the caller can act on.
+func upstreamError(err error) *function.HTTPResponse {
+	var ae *defender.APIError
+	var ee *credentials.EntraError
+	var ve *credentials.VaultError
+	var pe *credentials.PermissionError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return apiErr(504, "Timeout", "the query did not finish in time; narrow it or its timespan")
+	case errors.As(err, &ae) && ae.StatusCode == 429:
+		resp := apiErr(429, "Throttled", "Defender's advanced-hunting quota is exhausted: "+ae.Message)
+		secs := int(ae.RetryAfter.Seconds())
+		if secs < 1 {
+			secs = 60
+		}
+		resp.Header.Set("Retry-After", strconv.Itoa(secs))
+		return resp
+	case errors.As(err, &ae) && ae.StatusCode == 400:
+		return apiErr(400, "BadQuery", ae.Message)
+	case errors.As(err, &ae) && (ae.StatusCode == 401 || ae.StatusCode == 403):
+		return apiErr(502, "AppNotAuthorized", "Defender refused the app: "+ae.Error())
+	case errors.As(err, &ee), errors.As(err, &ve), errors.As(err, &pe):
+		return apiErr(500, "Configuration", err.Error())
+	}
+	return apiErr(502, "Upstream", "advanced hunting failed: "+err.Error())
+}
+
+// writeResult streams the rows in the chosen format, stopping after max
+// rows; the JSON and NDJSON forms say when rows were left out.
+func writeResult(w io.Writer, format string, res *defender.HuntResult, max int, out *outcome) error {
+	bw := bufio.NewWriterSize(w, 32<<10)
+	defer bw.Flush()
+	var cw *csv.Writer
+	switch format {
+	case "application/json":
+		schema, _ := json.Marshal(res.Schema)
+		bw.WriteString(`{"schema":`)
+		bw.Write(schema)
+		bw.WriteString(`,"results":[`)
+	case "text/csv":
+		cw = csv.NewWriter(bw)
+		names := make([]string, len(res.Schema))
+		for i, c := range res.Schema {
+			names[i] = c.Name
+		}
+		cw.Write(names)
+	}
+	truncated := false
+	var streamErr error
+	for {
+		row, err := res.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			streamErr = err
+			break
+		}
+		if out.rows == max {
+			truncated = true
+			break
+		}
+		out.rows++
+		switch format {
+		case "application/json":
+			if out.rows > 1 {
+				bw.WriteByte(',')
+			}
+			bw.Write(row)
+		case "application/x-ndjson":
+			bw.Write(row)
+			bw.WriteByte('\n')
+		case "text/csv":
+			cw.Write(csvRow(res.Schema, row))
+		}
+	}
+	switch format {
+	case "application/json":
+		fmt.Fprintf(bw, `],"truncated":%t,"stats":{"rows":%d,"maxRows":%d}}`, truncated, out.rows, max)
+	case "application/x-ndjson":
+		if truncated {
+			fmt.Fprintf(bw, "{\"@truncated\":true,\"rows\":%d}\n", out.rows)
+		}
+	case "text/csv":
+		cw.Flush()
+	}
+	return streamErr
+}
+
+func csvRow(schema []defender.Column, row json.RawMessage) []string {
+	var m map[string]json.RawMessage
+	json.Unmarshal(row, &m)
+	out := make([]string, len(schema))
+	for i, c := range schema {
+		v := m[c.Name]
+		var s string
+		if json.Unmarshal(v, &s) == nil {
+			out[i] = s
+		} else if string(v) != "null" {
+			out[i] = string(v)
+		}
+	}
+	return out
+}
+
+// list is the catalog as the GET answers it.
+func (h *Hunter) list() *function.HTTPResponse {
+	qs := make([]*Query, 0, len(h.Catalog))
+	for _, q := range h.Catalog {
+		qs = append(qs, q)
+	}
+	sort.Slice(qs, func(i, j int) bool { return qs[i].Name < qs[j].Name })
+	b, _ := json.Marshal(map[string]any{"queries": qs, "adhoc": h.AllowAdhoc})
+	return &function.HTTPResponse{Status: 200, Header: http.Header{"Content-Type": {"application/json; charset=utf-8"}}, Body: b}
+}

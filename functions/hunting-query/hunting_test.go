@@ -1,0 +1,186 @@
+package huntingquery_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/defender-functions/defender-functions/functions"
+	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/shared/credentials"
+	"github.com/defender-functions/defender-functions/shared/customhandler"
+	"github.com/defender-functions/defender-functions/shared/function"
+	"github.com/defender-functions/defender-functions/shared/lambdahandler"
+)
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func newApp(t *testing.T, s *devstack.Stack, logs *syncBuf, kv ...string) *function.App {
+	t.Helper()
+	m := s.Settings()
+	m["DEFENDER_CREDENTIAL"], m["DEFENDER_CLIENT_SECRET"] = "env-secret", s.ClientSecret(devstack.DefaultClientID)
+	m["EXPORT_SINK"], m["STATE_STORE"] = "file://"+t.TempDir(), "file://"+t.TempDir()
+	m["DEFENDER_RATE_LIMITS"] = "off"
+	for i := 0; i < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	app, err := functions.New(func(k string) (string, bool) { v, ok := m[k]; return v, ok }, slog.New(slog.NewJSONHandler(logs, nil)),
+		&functions.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return app
+}
+
+func principal(roles ...string) string {
+	claims := []map[string]string{{"typ": "name", "val": "soar-playbook"}}
+	for _, r := range roles {
+		claims = append(claims, map[string]string{"typ": "roles", "val": r})
+	}
+	b, _ := json.Marshal(map[string]any{"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles"})
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func TestHuntingQuery(t *testing.T) {
+	s := devstack.Start(t, devstack.Options{})
+	logs := &syncBuf{}
+	h := customhandler.New(newApp(t, s, logs, "HUNTING_MAX_ROWS", "7"), customhandler.Options{})
+	adhoc := customhandler.New(newApp(t, s, logs, "HUNTING_ALLOW_ADHOC", "true", "HUNTING_ADHOC_ROLE", "Hunting.Adhoc"), customhandler.Options{TrustEasyAuth: true})
+	roleGated := customhandler.New(newApp(t, s, logs, "HUNTING_REQUIRED_ROLE", "Hunting.Run"), customhandler.Options{TrustEasyAuth: true})
+	type tc struct {
+		name       string
+		h          http.Handler
+		method     string
+		body       string
+		accept, ct string
+		principal  string
+		status     int
+		contains   string
+		upstream   bool // whether the API was called
+	}
+	for _, c := range []tc{
+		{"catalog", h, "GET", "", "", "", "", 200, `"name":"failed-logons"`, false},
+		{"catalog query", h, "POST", `{"name":"failed-logons","parameters":{"threshold":1,"lookback":"30d"}}`, "", "application/json", "", 200, `"schema":[{"name":"AccountName","type":"String"}`, true},
+		{"truncated", h, "POST", `{"name":"process-by-name","parameters":{"file":"powershell.exe","lookback":"30d"}}`, "application/json", "", "", 200, `],"truncated":true,"stats":{"rows":7,"maxRows":7}}`, true},
+		{"ndjson", h, "POST", `{"name":"encoded-powershell"}`, "application/x-ndjson", "", "", 200, `"ProcessCommandLine":"powershell.exe -nop -w hidden -enc SQBFAFgA"`, true},
+		{"csv", h, "POST", `{"name":"lolbin-downloads","parameters":{"lookback":"30d"}}`, "text/csv", "", "", 200, "Timestamp,DeviceName,AccountName,FileName,ProcessCommandLine\n", true},
+		{"bad parameter", h, "POST", `{"name":"failed-logons","parameters":{"threshold":"5 or 1==1"}}`, "", "", "", 400, `"threshold\": \"5 or 1==1\" is not an integer`, false},
+		{"missing parameter", h, "POST", `{"name":"process-by-name"}`, "", "", "", 400, `parameter \"file\" (string) is required`, false},
+		{"undeclared parameter", h, "POST", `{"name":"encoded-powershell","parameters":{"x":"1"}}`, "", "", "", 400, `has no parameter \"x\"`, false},
+		{"unknown query", h, "POST", `{"name":"nope"}`, "", "", "", 404, "no catalog query", false},
+		{"adhoc disabled", h, "POST", `{"query":"AlertInfo | take 1"}`, "", "", "", 403, "HUNTING_ALLOW_ADHOC=true", false},
+		{"both", h, "POST", `{"query":"AlertInfo","name":"failed-logons"}`, "", "", "", 400, "not both", false},
+		{"malformed", h, "POST", `{"name":`, "", "", "", 400, "must be a JSON object", false},
+		{"unknown field", h, "POST", `{"name":"failed-logons","limit":5}`, "", "", "", 400, `unknown field \"limit\"`, false},
+		{"content type", h, "POST", `{"name":"failed-logons"}`, "", "text/plain", "", 415, "application/json", false},
+		{"accept", h, "POST", `{"name":"failed-logons"}`, "application/xml", "", "", 406, "text/csv", false},
+		{"timespan too long", h, "POST", `{"name":"failed-logons","timespan":"P90D"}`, "", "", "", 400, "BadTimespan", false},
+		{"unknown tenant", h, "POST", `{"name":"failed-logons","tenant":"other.onmicrosoft.com"}`, "", "", "", 400, "not configured", false},
+		{"adhoc without role", adhoc, "POST", `{"query":"AlertInfo | take 1"}`, "", "", principal("Hunting.Run"), 403, "Hunting.Adhoc", false},
+		{"adhoc", adhoc, "POST", `{"query":"AlertInfo | project Title | take 2","timespan":"P7D"}`, "", "", principal("Hunting.Adhoc"), 200, `"stats":{"rows":2,`, true},
+		{"kql error", adhoc, "POST", `{"query":"NoSuchTable | take 1"}`, "", "", principal("Hunting.Adhoc"), 400, "Failed to resolve table or column expression named 'NoSuchTable'", true},
+		{"no principal", roleGated, "GET", "", "", "", "", 401, "Hunting.Run", false},
+		{"wrong role", roleGated, "GET", "", "", "", principal("Other"), 403, "Hunting.Run", false},
+		{"right role", roleGated, "GET", "", "", "", principal("Hunting.Run"), 200, "failed-logons", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := s.Counters().Get("graph.hunting", 0)
+			req := httptest.NewRequest(c.method, "/api/hunting-query", strings.NewReader(c.body))
+			if c.accept != "" {
+				req.Header.Set("Accept", c.accept)
+			}
+			if c.ct != "" {
+				req.Header.Set("Content-Type", c.ct)
+			}
+			if c.principal != "" {
+				req.Header.Set("X-MS-CLIENT-PRINCIPAL", c.principal)
+			}
+			w := httptest.NewRecorder()
+			c.h.ServeHTTP(w, req)
+			if w.Code != c.status || !strings.Contains(w.Body.String(), c.contains) {
+				t.Fatalf("%d %.400s\nwant %d containing %s", w.Code, w.Body, c.status, c.contains)
+			}
+			if called := s.Counters().Get("graph.hunting", 0) > before; called != c.upstream {
+				t.Fatalf("upstream called: %v, want %v", called, c.upstream)
+			}
+		})
+	}
+	// Throttling passes through with Retry-After.
+	s.SetFaults(devstack.Faults{ThrottleRate: 1})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("POST", "/api/hunting-query", strings.NewReader(`{"name":"encoded-powershell"}`)))
+	if w.Code != 429 || w.Header().Get("Retry-After") != "1" {
+		t.Fatalf("throttled: %d %s %v", w.Code, w.Body, w.Header())
+	}
+	s.SetFaults(devstack.Faults{})
+	// One audit line per request: caller, query, tenant, rows; never a row or a token.
+	out := logs.String()
+	var adhocLine, catalogLine bool
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var m map[string]any
+		json.Unmarshal([]byte(line), &m)
+		if m["msg"] != "hunting-query" || m["invocation_id"] == nil {
+			continue
+		}
+		q, _ := m["query"].(string)
+		adhocLine = adhocLine || m["caller"] == "soar-playbook" && strings.HasPrefix(q, "adhoc:") && m["status"] == 200.0 && m["rows"] == 2.0
+		catalogLine = catalogLine || q == "failed-logons" && m["tenant"] == devstack.DefaultTenantID && m["status"] == 200.0
+	}
+	if !adhocLine || !catalogLine {
+		t.Fatalf("audit lines missing:\n%s", out)
+	}
+	for _, secret := range s.Issued() {
+		if strings.Contains(out, secret) {
+			t.Fatal("a secret or token reached the log")
+		}
+	}
+	if strings.Contains(out, "SQBFAFgA") {
+		t.Fatal("result data reached the log")
+	}
+}
+
+// The same function through the host's envelope and through Lambda.
+func TestHuntingQueryEnvelopeAndLambda(t *testing.T) {
+	s := devstack.Start(t, devstack.Options{})
+	app := newApp(t, s, &syncBuf{})
+	env := `{"Data":{"req":{"Url":"http://localhost:7071/api/hunting-query","Method":"POST","Query":{},"Headers":{"Content-Type":["application/json"],"Accept":["application/x-ndjson"]},"Params":{},"Body":"{\"name\":\"encoded-powershell\"}"}},"Metadata":{"sys":{"MethodName":"hunting-query"}}}`
+	w := httptest.NewRecorder()
+	customhandler.New(app, customhandler.Options{}).ServeHTTP(w, httptest.NewRequest("POST", "/hunting-query", strings.NewReader(env)))
+	var res struct {
+		Outputs struct {
+			Res struct {
+				StatusCode string            `json:"statusCode"`
+				Headers    map[string]string `json:"headers"`
+				Body       string            `json:"body"`
+			} `json:"res"`
+		}
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &res); err != nil || res.Outputs.Res.StatusCode != "200" || res.Outputs.Res.Headers["Content-Type"] != "application/x-ndjson" ||
+		!strings.Contains(res.Outputs.Res.Body, "-enc SQBFAFgA") {
+		t.Fatalf("envelope: %s", w.Body)
+	}
+	ev := events.APIGatewayV2HTTPRequest{Version: "2.0", RawPath: "/hunting-query", Body: `{"name":"failed-logons","parameters":{"threshold":1,"lookback":"30d"}}`,
+		Headers: map[string]string{"content-type": "application/json"}}
+	ev.RequestContext.HTTP.Method = "POST"
+	ev.RequestContext.Stage = "$default"
+	payload, _ := json.Marshal(ev)
+	out, err := lambdahandler.New(app, lambdahandler.Options{}).Invoke(context.Background(), payload)
+	var resp events.APIGatewayV2HTTPResponse
+	if err != nil || json.Unmarshal(out, &resp) != nil || resp.StatusCode != 200 || !strings.Contains(resp.Body, `"truncated":false`) {
+		t.Fatalf("lambda: %v %s", err, out)
+	}
+}
