@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -103,7 +104,37 @@ func run(dir, appDir string, serve bool) error {
 	}
 	json.Unmarshal(cp, &c)
 	fmt.Printf("  checkpoint: since %s, %d versions written in all\n", c.Since.Format(time.RFC3339Nano), c.Written)
-	fmt.Println("\nhunting-query and ticket-webhook are not built yet (see the open issues).")
+	// 3. A hunting query, as a SOAR playbook would send it, through the host.
+	fmt.Println()
+	resp, err := http.Get(host.URL + "/api/hunting-query")
+	if err != nil {
+		return err
+	}
+	var cat struct {
+		Queries []struct{ Name string } `json:"queries"`
+	}
+	json.NewDecoder(resp.Body).Decode(&cat)
+	resp.Body.Close()
+	fmt.Printf("hunting-query catalog: %d named queries (GET %s/api/hunting-query)\n", len(cat.Queries), host.URL)
+	body := `{"name":"failed-logons","parameters":{"threshold":3,"lookback":"30d"}}`
+	resp, err = http.Post(host.URL+"/api/hunting-query", "application/json", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	var hunt struct {
+		Results []map[string]any `json:"results"`
+		Stats   struct{ Rows int } `json:"stats"`
+	}
+	json.NewDecoder(resp.Body).Decode(&hunt)
+	resp.Body.Close()
+	fmt.Printf("POST %s -> HTTP %d, %d rows\n", body, resp.StatusCode, hunt.Stats.Rows)
+	for i, row := range hunt.Results {
+		if i == 3 {
+			break
+		}
+		fmt.Printf("  %v: %v failures on %v devices\n", row["AccountName"], row["Failures"], row["Devices"])
+	}
+	fmt.Println("\nticket-webhook is not built yet (see the open issues).")
 
 	if !serve {
 		return nil
