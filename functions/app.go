@@ -77,10 +77,10 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 		}
 		clients = append(clients, incidentexport.Tenant{Name: t, Client: c})
 	}
-	exportRun, err := exporter(cfg, clients, o.HTTPClient)
-	if err != nil {
+	exportRun, exportErr := exporter(cfg, clients, o.HTTPClient)
+	if exportErr != nil {
 		// Only this function is unusable; the others still serve.
-		exportRun = func(context.Context, function.Timer) error { return err }
+		exportRun = func(context.Context, function.Timer) error { return exportErr }
 	}
 	app.Timers[IncidentExport] = function.TimerSchedule{Schedule: "%" + config.EnvExportSchedule + "%", Func: exportRun}
 

@@ -307,46 +307,76 @@ func allAt(items []*defender.Incident, t time.Time) bool {
 }
 
 // exportWindows scans the XDR API in windows [Since, Since+W) while they lie
-// in the past, then the open window [Since, ∞). A window is read whole (its
-// order does not matter) before the checkpoint moves.
+// in the past, then the open window [Since, ∞). Its order is undocumented
+// (the devstack, like the docs, lists newest-created first), so a window is
+// read whole before the checkpoint moves, with $skip paging, and:
+//   - a past window only loses members while it is read (an update moves an
+//     incident to now), which can shift an unread member past the $skip: it
+//     is re-read until a pass finds nothing new;
+//   - the open window only gains members, but an incident updated after it
+//     was read may carry an older lastUpdate than one read later: the
+//     checkpoint never passes the scan's start (less a clock-skew margin).
+//     Versions after the checkpoint are read again next run and overwrite
+//     themselves in the sink.
 func (r *run) exportWindows(ctx context.Context) error {
+	const skew = 2 * time.Minute
 	for {
 		if r.e.now().After(r.deadline) {
 			r.behind()
 			return nil
 		}
+		scanStart := r.e.now()
 		before := r.cp.Since.Add(r.e.XDRWindow)
-		open := !before.Before(r.e.now().Add(-5 * time.Minute))
+		open := !before.Before(scanStart.Add(-5 * time.Minute))
 		opts := defender.ListOptions{Since: r.cp.Since, WithAlerts: true, PageSize: r.e.PageSize}
 		if !open {
 			opts.Before = before
 		}
+		written := map[string]bool{}
 		var seen []*defender.Incident
-		complete := true
-		for page, err := range r.t.Client.Incidents(ctx, opts) {
-			if err != nil {
-				if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
-					complete = false
-					break
+		for pass := 0; ; pass++ {
+			newInPass := 0
+			for page, err := range r.t.Client.Incidents(ctx, opts) {
+				if err != nil {
+					if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+						r.behind()
+						return nil
+					}
+					return err
 				}
-				return err
+				var fresh []*defender.Incident
+				for _, in := range r.fresh(page.Incidents) {
+					if k := in.ID + "@" + in.LastUpdate.String(); !written[k] {
+						written[k] = true
+						fresh = append(fresh, in)
+					}
+				}
+				if err := r.write(ctx, fresh); err != nil {
+					return err
+				}
+				newInPass += len(fresh)
+				for _, in := range page.Incidents {
+					seen = append(seen, &defender.Incident{ID: in.ID, LastUpdate: in.LastUpdate})
+				}
+				r.pages++
+				r.progress(len(page.Incidents), len(fresh), page.Requests)
 			}
-			fresh := r.fresh(page.Incidents)
-			if err := r.write(ctx, fresh); err != nil {
-				return err
+			if open || newInPass == 0 {
+				break
 			}
-			for _, in := range page.Incidents {
-				seen = append(seen, &defender.Incident{ID: in.ID, LastUpdate: in.LastUpdate})
+			if pass > 0 {
+				r.log.Info("window re-read found versions a shift had hidden", "found", newInPass, "pass", pass)
 			}
-			r.pages++
-			r.progress(len(page.Incidents), len(fresh), page.Requests)
-		}
-		if !complete {
-			r.behind()
-			return nil
 		}
 		if open {
-			r.advance(seen)
+			limit := scanStart.Add(-skew)
+			var upTo []*defender.Incident
+			for _, in := range seen {
+				if !in.LastUpdate.After(limit) {
+					upTo = append(upTo, in)
+				}
+			}
+			r.advance(upTo)
 		} else {
 			r.cp.Since, r.cp.IDs = before, nil
 		}

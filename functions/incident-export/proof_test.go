@@ -99,11 +99,13 @@ func TestExactlyOnceUnderKills(t *testing.T) {
 	}
 	// The S3 sink is proven by TestExportToS3 without kills: s3rver's listing
 	// answers 500 once a client was killed in the middle of a PutObject.
-	for _, target := range []string{"file", "blob"} {
+	for _, target := range []string{"file", "blob", "xdr"} {
 		t.Run(target, func(t *testing.T) { killMatrix(t, target) })
 	}
 }
 
+// killMatrix runs the matrix with a sink; "xdr" is the file sink with the
+// XDR API (scanned in windows) instead of Graph.
 func killMatrix(t *testing.T, target string) {
 	dir := t.TempDir()
 	s := devstack.Start(t, devstack.Options{Incidents: 5000, Dir: filepath.Join(dir, "local"),
@@ -118,6 +120,9 @@ func killMatrix(t *testing.T, target string) {
 	// sinkView returns a directory holding what the sink holds.
 	sinkView := func() string { return sinkDir }
 	switch target {
+	case "xdr":
+		env = append(env, "EXPORT_SINK=file://"+sinkDir, "STATE_STORE=file://"+filepath.Join(dir, "state"),
+			"DEFENDER_API=xdr", "DEFENDER_API_URL="+s.XDRURL, "DEFENDER_RATE_LIMITS=off", "EXPORT_XDR_WINDOW=72h")
 	case "file":
 		env = append(env, "EXPORT_SINK=file://"+sinkDir, "STATE_STORE=file://"+filepath.Join(dir, "state"))
 	case "blob":
