@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -161,36 +159,10 @@ func BenchmarkStream100kRows(b *testing.B) {
 	}
 }
 
-// devstackProcess runs the devstack command as its own process.
+// devstackProcess runs the devstack as its own process, with sink and state settings.
 func devstackProcess(b *testing.B, flags ...string) map[string]string {
-	dir := b.TempDir()
-	bin := filepath.Join(dir, "devstack")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../infra/local/cmd/devstack").CombinedOutput(); err != nil {
-		b.Fatalf("build: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, append([]string{"-dir", dir, "-no-rate-limits", "-change-every", "0"}, flags...)...)
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	envFile := filepath.Join(dir, "devstack.env")
-	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
-		if _, err := os.Stat(envFile); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("devstack did not start")
-		}
-	}
-	env := map[string]string{}
-	raw, _ := os.ReadFile(envFile)
-	for _, line := range strings.Split(string(raw), "\n") {
-		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(k, "#") {
-			env[k] = v
-		}
-	}
-	env["EXPORT_SINK"], env["STATE_STORE"] = "file://"+dir+"/export", "file://"+dir+"/state"
+	env := devstack.StartProcess(b, append([]string{"-no-rate-limits"}, flags...)...)
+	env["EXPORT_SINK"], env["STATE_STORE"] = "file://"+b.TempDir(), "file://"+b.TempDir()
 	return env
 }
 

@@ -8,12 +8,13 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/defender-functions/defender-functions/infra/local/devstack"
 )
 
 // peakRSS reads a process's high-water resident set (VmHWM) in MiB.
@@ -33,39 +34,12 @@ func peakRSS(pid int) float64 {
 	return -1
 }
 
-// devstackProcess runs the devstack command as its own process and returns its settings.
+// devstackProcess runs the devstack as its own process with n incidents.
 func devstackProcess(b *testing.B, incidents int, flags ...string) map[string]string {
-	dir := b.TempDir()
-	bin := filepath.Join(dir, "devstack")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../infra/local/cmd/devstack").CombinedOutput(); err != nil {
-		b.Fatalf("build: %v\n%s", err, out)
-	}
 	if flags == nil {
 		flags = []string{"-no-rate-limits"}
 	}
-	cmd := exec.Command(bin, append([]string{"-dir", dir, "-incidents", strconv.Itoa(incidents), "-change-every", "0"}, flags...)...)
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	envFile := filepath.Join(dir, "devstack.env")
-	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
-		if _, err := os.Stat(envFile); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("devstack did not start")
-		}
-	}
-	env := map[string]string{}
-	raw, _ := os.ReadFile(envFile)
-	for _, line := range strings.Split(string(raw), "\n") {
-		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(k, "#") {
-			env[k] = v
-		}
-	}
-	return env
+	return devstack.StartProcess(b, append([]string{"-incidents", strconv.Itoa(incidents)}, flags...)...)
 }
 
 // BenchmarkExport measures the whole path on the real handler process:

@@ -1,7 +1,6 @@
 package defender_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -10,10 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -67,37 +63,7 @@ func BenchmarkDecodePage(b *testing.B) {
 // externalDevstack runs the devstack command as its own process, so the
 // heap measured here is the client's alone.
 func externalDevstack(b *testing.B, incidents int) (*config.Config, *http.Client) {
-	dir := b.TempDir()
-	bin := filepath.Join(dir, "devstack")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../infra/local/cmd/devstack").CombinedOutput(); err != nil {
-		b.Fatalf("build: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "-dir", dir, "-incidents", fmt.Sprint(incidents), "-no-rate-limits", "-change-every", "0")
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
-	envFile := filepath.Join(dir, "devstack.env")
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		if _, err := os.Stat(envFile); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("devstack did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	env := map[string]string{}
-	f, _ := os.Open(envFile)
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok && !strings.HasPrefix(k, "#") {
-			env[k] = v
-		}
-	}
-	f.Close()
+	env := devstack.StartProcess(b, "-incidents", fmt.Sprint(incidents), "-no-rate-limits")
 	b.Setenv("IDENTITY_ENDPOINT", env["IDENTITY_ENDPOINT"])
 	b.Setenv("IDENTITY_HEADER", env["IDENTITY_HEADER"])
 	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })

@@ -1,6 +1,14 @@
 package devstack
 
-import "testing"
+import (
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
 
 // Start starts a devstack for a test or benchmark and stops it when tb
 // ends. Unless opts.Limits says otherwise, it serves without rate limits:
@@ -16,4 +24,43 @@ func Start(tb testing.TB, opts Options) *Stack {
 	}
 	tb.Cleanup(func() { s.Close() })
 	return s
+}
+
+// StartProcess runs the devstack command as its own process, so a benchmark
+// measures the app alone, and returns the settings it wrote. It stops when
+// tb ends. flags are the command's (-incidents, -no-rate-limits, …); the
+// changer is off unless flags set -change-every.
+func StartProcess(tb testing.TB, flags ...string) map[string]string {
+	tb.Helper()
+	dir := tb.TempDir()
+	bin := filepath.Join(dir, "devstack")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/defender-functions/defender-functions/infra/local/cmd/devstack").CombinedOutput(); err != nil {
+		tb.Fatalf("build the devstack: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, append([]string{"-dir", dir, "-change-every", "0"}, flags...)...)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	envFile := filepath.Join(dir, "devstack.env")
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(envFile); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			tb.Fatal("the devstack did not start")
+		}
+	}
+	env := map[string]string{}
+	raw, err := os.ReadFile(envFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(k, "#") {
+			env[k] = v
+		}
+	}
+	return env
 }
