@@ -28,7 +28,7 @@ import (
 func buildHandler(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "handler")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/handler").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/defender-functions/defender-functions/functions/cmd/handler").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	return bin

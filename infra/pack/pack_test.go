@@ -6,12 +6,14 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/defender-functions/defender-functions/infra/local/emulators"
 )
 
 // The zips hold exactly what the platforms need, with the exec bit.
 func TestZipLayouts(t *testing.T) {
 	out := t.TempDir()
-	if err := pack("../..", out, true); err != nil {
+	if err := pack(emulators.RepoRoot(t), out, true); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {

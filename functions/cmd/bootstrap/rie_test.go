@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/infra/local/emulators"
 )
 
 // rie runs the built bootstrap under the AWS Lambda Runtime Interface Emulator.
@@ -24,13 +25,7 @@ type rie struct {
 
 func startRIE(t *testing.T, env []string) *rie {
 	t.Helper()
-	emu, err := filepath.Abs("../../../.tools/aws-lambda-rie")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(emu); err != nil {
-		t.Fatalf("the Runtime Interface Emulator is not installed: run make tools (%v)", err)
-	}
+	emu := emulators.Tool(t, "aws-lambda-rie")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bootstrap")
 	build := exec.Command("go", "build", "-tags", "lambda.norpc", "-o", bin, ".")
@@ -73,7 +68,8 @@ func (r *rie) invoke(t *testing.T, payload []byte) (int, []byte) {
 }
 
 func fixture(t *testing.T, name string) []byte {
-	b, err := os.ReadFile("../../../shared/lambdahandler/testdata/" + name)
+	// The Lambda event fixtures live beside the adapter that decodes them.
+	b, err := os.ReadFile(filepath.Join(emulators.RepoRoot(t), "shared", "lambdahandler", "testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}

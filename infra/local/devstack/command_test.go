@@ -15,7 +15,7 @@ func TestCommandStartsAndStops(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "devstack")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/devstack").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/defender-functions/defender-functions/infra/local/cmd/devstack").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, "-dir", filepath.Join(dir, "local"), "-incidents", "50")

@@ -1,7 +1,8 @@
 // Package emulators starts the storage emulators that tests use as the real
 // services: Azurite for Azure Blob Storage and s3rver for Amazon S3. Both are
 // installed, pinned, by infra/local/install-tools.sh (make tools) into
-// .tools/node; each test gets its own process, data directory and port.
+// .tools/node; each test gets its own process, data directory and port. It
+// also locates the repository's root and its other installed tools.
 package emulators
 
 import (
@@ -36,32 +37,32 @@ type S3 struct {
 	Endpoint string
 }
 
-func root() (string, error) {
+// RepoRoot is the module's root (where go.mod is), found from the test's
+// working directory, so tests reach repository files without relative paths.
+func RepoRoot(tb testing.TB) string {
+	tb.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
-		return "", err
+		tb.Fatal(err)
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
+			return dir
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", fmt.Errorf("no go.mod above the working directory")
+			tb.Fatal("no go.mod above the working directory")
 		}
 		dir = parent
 	}
 }
 
-func bin(tb testing.TB, name string) string {
+// Tool is the path of a test tool installed under .tools by make tools.
+func Tool(tb testing.TB, rel string) string {
 	tb.Helper()
-	r, err := root()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p := filepath.Join(r, ".tools", "node", "node_modules", ".bin", name)
+	p := filepath.Join(RepoRoot(tb), ".tools", filepath.FromSlash(rel))
 	if _, err := os.Stat(p); err != nil {
-		tb.Fatalf("%s is not installed: run make tools (%v)", name, err)
+		tb.Fatalf("%s is not installed: run make tools (%v)", rel, err)
 	}
 	return p
 }
@@ -77,7 +78,7 @@ func freePort(tb testing.TB) int {
 
 func start(tb testing.TB, port int, name string, args ...string) {
 	tb.Helper()
-	cmd := exec.Command(bin(tb, name), args...)
+	cmd := exec.Command(Tool(tb, "node/node_modules/.bin/"+name), args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

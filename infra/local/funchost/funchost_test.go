@@ -12,20 +12,21 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/funchost"
 )
 
 // appDir lays out a Function App as make build does, with the real handler.
 func appDir(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "handler"), "../../../functions/cmd/handler").CombinedOutput(); err != nil {
+	dir, root := t.TempDir(), emulators.RepoRoot(t)
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "handler"), "github.com/defender-functions/defender-functions/functions/cmd/handler").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	copyFile(t, "../../../host.json", filepath.Join(dir, "host.json"))
+	copyFile(t, filepath.Join(root, "host.json"), filepath.Join(dir, "host.json"))
 	for _, fn := range []string{"incident-export", "hunting-query", "ticket-webhook"} {
 		os.MkdirAll(filepath.Join(dir, fn), 0o755)
-		copyFile(t, "../../../functions/"+fn+"/function.json", filepath.Join(dir, fn, "function.json"))
+		copyFile(t, filepath.Join(root, "functions", fn, "function.json"), filepath.Join(dir, fn, "function.json"))
 	}
 	return dir
 }
