@@ -123,7 +123,7 @@ func (a *App) MatchHTTP(path, method string) (name string, route HTTPRoute, para
 		return "", HTTPRoute{}, nil, nil, false
 	}
 	for n, r := range a.HTTP {
-		p, match := matchRoute(r.Route, rel)
+		p, match := MatchRoute(r.Route, rel)
 		if !match {
 			continue
 		}
@@ -137,8 +137,10 @@ func (a *App) MatchHTTP(path, method string) (name string, route HTTPRoute, para
 	return "", HTTPRoute{}, nil, allowed, false
 }
 
-// matchRoute matches "a/{b}/{c?}" against a path relative to /api/.
-func matchRoute(route, path string) (map[string]string, bool) {
+// MatchRoute matches a function.json route such as "a/{b}/{c?}" (ASP.NET
+// Core syntax; constraints like {id:int} are accepted, not checked) against
+// a path relative to /api/, and returns the route's parameters.
+func MatchRoute(route, path string) (map[string]string, bool) {
 	rs := strings.Split(strings.Trim(route, "/"), "/")
 	ps := strings.Split(strings.Trim(path, "/"), "/")
 	if len(ps) == 1 && ps[0] == "" {

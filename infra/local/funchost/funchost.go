@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/defender-functions/defender-functions/shared/function"
 	"github.com/google/uuid"
 	"github.com/robfig/cron/v3"
 )
@@ -419,7 +420,7 @@ func (h *Host) api(w http.ResponseWriter, r *http.Request) {
 		if route == "" {
 			route = c.name
 		}
-		if p, ok := match(route, rel); ok {
+		if p, ok := function.MatchRoute(route, rel); ok {
 			f, params = c, p
 			break
 		}
@@ -451,23 +452,6 @@ func (h *Host) api(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.serveEnvelope(w, r, f, params)
-}
-
-func match(route, path string) (map[string]string, bool) {
-	rs := strings.Split(strings.Trim(route, "/"), "/")
-	ps := strings.Split(strings.Trim(path, "/"), "/")
-	if len(rs) != len(ps) {
-		return nil, false
-	}
-	params := map[string]string{}
-	for i, seg := range rs {
-		if strings.HasPrefix(seg, "{") {
-			params[strings.Trim(seg, "{}?")] = ps[i]
-		} else if !strings.EqualFold(seg, ps[i]) {
-			return nil, false
-		}
-	}
-	return params, true
 }
 
 // serveEnvelope builds Data.req as the host does and turns Outputs.res back
