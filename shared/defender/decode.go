@@ -11,16 +11,13 @@ import (
 )
 
 // readPage streams a list response: the value array is read one element at
-// a time, so memory is O(page), whatever the listing's size. Each element is
-// scanned once by the decoder and once more by decode; its raw bytes are cut
-// from a recording of the page instead of being re-read (a third scan).
+// a time, so memory is O(page), whatever the listing's size.
 func readPage(body io.Reader, each func(json.RawMessage) error) (next string, err error) {
-	return readPageInto(body, func(dec *json.Decoder, rec *recorder) error {
+	return readPageInto(json.NewDecoder(body), func(dec *json.Decoder) error {
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
 			return err
 		}
-		rec.buf, rec.base = rec.buf[:0], 0
 		return each(raw)
 	})
 }
@@ -50,9 +47,9 @@ func (r *recorder) slice(from, to int64) []byte {
 	return out
 }
 
-func readPageInto(body io.Reader, element func(*json.Decoder, *recorder) error) (next string, err error) {
-	rec := &recorder{r: body}
-	dec := json.NewDecoder(rec)
+// readPageInto walks a list response's envelope and hands each element of
+// "value" to element, which decodes it from dec.
+func readPageInto(dec *json.Decoder, element func(*json.Decoder) error) (next string, err error) {
 	if err := expectDelim(dec, '{'); err != nil {
 		return "", err
 	}
@@ -67,7 +64,7 @@ func readPageInto(body io.Reader, element func(*json.Decoder, *recorder) error) 
 				return "", err
 			}
 			for dec.More() {
-				if err := element(dec, rec); err != nil {
+				if err := element(dec); err != nil {
 					return "", err
 				}
 			}
@@ -92,9 +89,11 @@ func readPageInto(body io.Reader, element func(*json.Decoder, *recorder) error) 
 }
 
 // readIncidents decodes each element straight into its wire struct (one
-// scan after the decoder's own) and slices its raw bytes from the recording.
+// scan after the decoder's own) and cuts its raw bytes from a recording of
+// the page by the decoder's offsets, instead of a third scan.
 func readIncidents[W any](body io.Reader, normalize func(*W, json.RawMessage) (*Incident, error), each func(*Incident)) (string, error) {
-	return readPageInto(body, func(dec *json.Decoder, rec *recorder) error {
+	rec := &recorder{r: body}
+	return readPageInto(json.NewDecoder(rec), func(dec *json.Decoder) error {
 		start := dec.InputOffset()
 		var w W
 		if err := dec.Decode(&w); err != nil {
