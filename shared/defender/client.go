@@ -311,24 +311,31 @@ func (g *graph) Incident(ctx context.Context, id string) (*Incident, error) {
 	return in, err
 }
 
-func (g *graph) UpdateIncident(ctx context.Context, id string, u Update) (*Incident, error) {
+// patchBody is an Update as a PATCH body: the set fields only, enums in the
+// API's spelling (spell gets Graph's spelling and whether it is a
+// determination), tags under the API's name.
+func patchBody(u Update, spell func(v string, determination bool) string, tagsKey string) map[string]any {
 	body := map[string]any{}
 	if u.Status != nil {
-		body["status"] = Normalize(*u.Status, Statuses)
+		body["status"] = spell(Normalize(*u.Status, Statuses), false)
 	}
 	if u.AssignedTo != nil {
 		body["assignedTo"] = *u.AssignedTo
 	}
 	if u.Classification != nil {
-		body["classification"] = Normalize(*u.Classification, Classifications)
+		body["classification"] = spell(Normalize(*u.Classification, Classifications), false)
 	}
 	if u.Determination != nil {
-		body["determination"] = Normalize(*u.Determination, Determinations)
+		body["determination"] = spell(Normalize(*u.Determination, Determinations), true)
 	}
 	if u.Tags != nil {
-		body["customTags"] = *u.Tags
+		body[tagsKey] = *u.Tags
 	}
-	b, _ := json.Marshal(body)
+	return body
+}
+
+func (g *graph) UpdateIncident(ctx context.Context, id string, u Update) (*Incident, error) {
+	b, _ := json.Marshal(patchBody(u, func(v string, _ bool) string { return v }, "customTags"))
 	var in *Incident
 	_, err := g.t.do(ctx, request{method: "PATCH", url: g.base + "/v1.0/security/incidents/" + url.PathEscape(id), body: b, bucket: "security", retry429: true,
 		handle: func(resp *http.Response) error {
@@ -425,22 +432,7 @@ func (x *xdr) UpdateIncident(ctx context.Context, id string, u Update) (*Inciden
 }
 
 func (x *xdr) patch(ctx context.Context, id string, u Update, comment string) (*Incident, error) {
-	body := map[string]any{}
-	if u.Status != nil {
-		body["status"] = xdrSpelling(Normalize(*u.Status, Statuses), false)
-	}
-	if u.AssignedTo != nil {
-		body["assignedTo"] = *u.AssignedTo
-	}
-	if u.Classification != nil {
-		body["classification"] = xdrSpelling(Normalize(*u.Classification, Classifications), false)
-	}
-	if u.Determination != nil {
-		body["determination"] = xdrSpelling(Normalize(*u.Determination, Determinations), true)
-	}
-	if u.Tags != nil {
-		body["tags"] = *u.Tags
-	}
+	body := patchBody(u, xdrSpelling, "tags")
 	if comment != "" {
 		body["comment"] = comment
 	}
