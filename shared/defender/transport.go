@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/defender-functions/defender-functions/shared/credentials"
@@ -219,10 +220,8 @@ func backoff(base time.Duration, attempt int) time.Duration {
 
 func isTruncation(err error) bool {
 	var se *json.SyntaxError
-	return errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &se) || errors.Is(err, syscallECONNRESET) || strings.Contains(err.Error(), "connection reset")
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &se) || errors.Is(err, syscall.ECONNRESET)
 }
-
-var syscallECONNRESET = errors.New("connection reset by peer")
 
 // scrubURLError drops the URL's query (filters are not secret, but keep
 // errors short) and keeps the cause.

@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"sort"
@@ -32,6 +33,7 @@ type Options struct {
 type Handler struct {
 	app  *function.App
 	opts Options
+	log  *slog.Logger
 }
 
 // New returns the Lambda handler of app.
@@ -39,7 +41,7 @@ func New(app *function.App, opts Options) *Handler {
 	if opts.MaxBody == 0 {
 		opts.MaxBody = 1 << 20
 	}
-	return &Handler{app: app, opts: opts}
+	return &Handler{app: app, opts: opts, log: app.Log()}
 }
 
 // SchedulerInput is the Input an EventBridge Scheduler schedule sends; the
@@ -67,7 +69,7 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	if lc, ok := lambdacontext.FromContext(ctx); ok && lc.AwsRequestID != "" {
 		id = lc.AwsRequestID
 	}
-	ctx = function.WithInvocation(ctx, h.app.Log(), id)
+	ctx = function.WithInvocation(ctx, h.log, id)
 	var p probe
 	if err := json.Unmarshal(payload, &p); err != nil {
 		return nil, fmt.Errorf("the event is not a JSON object: %w", err)

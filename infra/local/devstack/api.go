@@ -302,7 +302,7 @@ func (s *Stack) list(kind apiKind, w http.ResponseWriter, r *http.Request, c *ca
 		fail(err)
 		return
 	}
-	if lq.preds, lq.after, lq.afterInc, err = parseFilter(q.Get("$filter"), fields); err != nil {
+	if lq.preds, lq.after, err = parseFilter(q.Get("$filter"), fields); err != nil {
 		fail(err)
 		return
 	}

@@ -192,14 +192,13 @@ type pred func(*incident) bool
 
 // listQuery is a parsed $filter/$orderby/$top/$skip.
 type listQuery struct {
-	preds    []pred
-	after    *time.Time // lastUpdate lower bound, used with the index
-	afterInc bool
-	orderBy  string // "update" or "created"
-	desc     bool
-	top      int
-	skip     int
-	count    bool
+	preds   []pred
+	after   *time.Time // lastUpdate lower bound, used with the index
+	orderBy string     // "update" or "created"
+	desc    bool
+	top     int
+	skip    int
+	count   bool
 }
 
 type fieldNames struct {
@@ -215,24 +214,23 @@ var (
 
 // parseFilter understands the subset both APIs document: comparisons of the
 // time fields (ge, gt, le, lt, eq) and eq/ne on enum fields, joined with "and".
-func parseFilter(f string, fn fieldNames) ([]pred, *time.Time, bool, error) {
+func parseFilter(f string, fn fieldNames) ([]pred, *time.Time, error) {
 	var preds []pred
 	var after *time.Time
-	var afterInc bool
 	if strings.TrimSpace(f) == "" {
-		return nil, nil, false, nil
+		return nil, nil, nil
 	}
 	for _, clause := range splitAnd(f) {
 		parts := strings.Fields(clause)
 		if len(parts) < 3 {
-			return nil, nil, false, &odataError{fmt.Sprintf("Invalid filter clause: syntax error in '%s'.", clause)}
+			return nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: syntax error in '%s'.", clause)}
 		}
 		field, op, val := parts[0], strings.ToLower(parts[1]), strings.Join(parts[2:], " ")
 		switch {
 		case field == fn.update || field == fn.created:
 			t, err := time.Parse(time.RFC3339Nano, strings.Trim(val, "'"))
 			if err != nil {
-				return nil, nil, false, &odataError{fmt.Sprintf("Invalid filter clause: the value '%s' is not a valid DateTimeOffset.", val)}
+				return nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: the value '%s' is not a valid DateTimeOffset.", val)}
 			}
 			get := func(in *incident) time.Time { return in.LastUpdate }
 			if field == fn.created {
@@ -251,25 +249,25 @@ func parseFilter(f string, fn fieldNames) ([]pred, *time.Time, bool, error) {
 			case "eq":
 				p = func(in *incident) bool { return get(in).Equal(t) }
 			default:
-				return nil, nil, false, &odataError{fmt.Sprintf("Invalid filter clause: operator '%s' is not supported for '%s'.", op, field)}
+				return nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: operator '%s' is not supported for '%s'.", op, field)}
 			}
 			preds = append(preds, p)
 			if field == fn.update && (op == "ge" || op == "gt") && (after == nil || t.After(*after)) {
 				tt := t
-				after, afterInc = &tt, op == "ge"
+				after = &tt
 			}
 		default:
 			set, ok := fn.extra[field]
 			if !ok {
-				return nil, nil, false, &odataError{fmt.Sprintf("Invalid filter clause: could not find a property named '%s' on type 'incident', or it does not support filtering.", field)}
+				return nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: could not find a property named '%s' on type 'incident', or it does not support filtering.", field)}
 			}
 			if op != "eq" && op != "ne" {
-				return nil, nil, false, &odataError{fmt.Sprintf("Invalid filter clause: operator '%s' is not supported for '%s'.", op, field)}
+				return nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: operator '%s' is not supported for '%s'.", op, field)}
 			}
 			var want string
 			if val != "null" {
 				if len(val) < 2 || val[0] != '\'' || val[len(val)-1] != '\'' {
-					return nil, nil, false, &odataError{fmt.Sprintf("Invalid filter clause: the value %s must be a quoted string.", val)}
+					return nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: the value %s must be a quoted string.", val)}
 				}
 				want = strings.ReplaceAll(val[1:len(val)-1], "''", "'")
 			}
@@ -279,7 +277,7 @@ func parseFilter(f string, fn fieldNames) ([]pred, *time.Time, bool, error) {
 					if e := parseEnum(want, set); e != "" {
 						want = e
 					} else {
-						return nil, nil, false, &odataError{fmt.Sprintf("Invalid filter clause: the string '%s' is not a valid enumeration type constant for '%s'.", want, field)}
+						return nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: the string '%s' is not a valid enumeration type constant for '%s'.", want, field)}
 					}
 				}
 				switch field {
@@ -297,7 +295,7 @@ func parseFilter(f string, fn fieldNames) ([]pred, *time.Time, bool, error) {
 			preds = append(preds, func(in *incident) bool { return strings.EqualFold(get(in), want) != neg })
 		}
 	}
-	return preds, after, afterInc, nil
+	return preds, after, nil
 }
 
 // splitAnd splits on " and " outside quotes.
