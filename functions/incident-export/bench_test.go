@@ -42,6 +42,19 @@ func devstackProcess(b *testing.B, incidents int, flags ...string) map[string]st
 	return devstack.StartProcess(b, append([]string{"-incidents", strconv.Itoa(incidents)}, flags...)...)
 }
 
+// handlerEnv is the handler's environment for a benchmark run: the
+// devstack's settings, a file sink and state under dir, a look-back covering
+// every generated incident, and extra settings.
+func handlerEnv(settings map[string]string, dir string, extra ...string) []string {
+	env := os.Environ()
+	for k, v := range settings {
+		env = append(env, k+"="+v)
+	}
+	env = append(env, "EXPORT_SINK=file://"+filepath.Join(dir, "export"), "STATE_STORE=file://"+filepath.Join(dir, "state"),
+		"EXPORT_LOOKBACK=960h", "EXPORT_MAX_RUN=30m")
+	return append(env, extra...)
+}
+
 // BenchmarkExport measures the whole path on the real handler process:
 // API → decode → file sink → checkpoint, without throttling; it reports
 // incidents exported per second and the handler's peak RSS.
@@ -52,13 +65,7 @@ func BenchmarkExport(b *testing.B) {
 			bin := buildHandler(b)
 			for b.Loop() {
 				dir := b.TempDir()
-				env := os.Environ()
-				for k, v := range settings {
-					env = append(env, k+"="+v)
-				}
-				env = append(env, "EXPORT_SINK=file://"+filepath.Join(dir, "export"), "STATE_STORE=file://"+filepath.Join(dir, "state"),
-					"EXPORT_LOOKBACK=960h", "EXPORT_MAX_RUN=30m", "DEFENDER_RATE_LIMITS=off")
-				p := startHandler(b, bin, env, io.Discard)
+				p := startHandler(b, bin, handlerEnv(settings, dir, "DEFENDER_RATE_LIMITS=off"), io.Discard)
 				start := time.Now()
 				if st, err := p.runExport(); err != nil || st != 200 {
 					b.Fatalf("export: %d %v", st, err)
@@ -95,13 +102,7 @@ func BenchmarkExportUnderRateLimit(b *testing.B) {
 	bin := buildHandler(b)
 	for b.Loop() {
 		dir := b.TempDir()
-		env := os.Environ()
-		for k, v := range settings {
-			env = append(env, k+"="+v)
-		}
-		env = append(env, "EXPORT_SINK=file://"+filepath.Join(dir, "export"), "STATE_STORE=file://"+filepath.Join(dir, "state"),
-			"EXPORT_LOOKBACK=960h", "EXPORT_MAX_RUN=30m", fmt.Sprintf("DEFENDER_RATE_LIMITS=security=150/%s", time.Minute/scale))
-		p := startHandler(b, bin, env, io.Discard)
+		p := startHandler(b, bin, handlerEnv(settings, dir, fmt.Sprintf("DEFENDER_RATE_LIMITS=security=150/%s", time.Minute/scale)), io.Discard)
 		start := time.Now()
 		if st, err := p.runExport(); err != nil || st != 200 {
 			b.Fatalf("export: %d %v", st, err)
