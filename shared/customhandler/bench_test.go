@@ -20,7 +20,9 @@ import (
 func BenchmarkInvocationOverhead(b *testing.B) {
 	app := &function.App{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		HTTP: map[string]function.HTTPRoute{"hunting-query": {Route: "hunting-query", Methods: []string{"get", "post"},
-			Func: func(context.Context, *function.HTTPRequest) *function.HTTPResponse { return &function.HTTPResponse{Status: 204} }}},
+			Func: func(context.Context, *function.HTTPRequest) *function.HTTPResponse {
+				return &function.HTTPResponse{Status: 204}
+			}}},
 		Timers: map[string]function.TimerSchedule{"incident-export": {Func: func(context.Context, function.Timer) error { return nil }}},
 	}
 	h := customhandler.New(app, customhandler.Options{})

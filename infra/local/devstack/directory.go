@@ -73,8 +73,8 @@ const (
 	// how a host outside Azure (AWS Lambda) reaches Key Vault, with a
 	// certificate or workload-identity federation.
 	VaultReaderClientID = "b8c4e2d1-5f3a-4e7b-9d60-3a1f8e2c4b95"
-	IdentityClientID  = "6a0d4f2e-91b7-4c35-8e2a-f4c1d9b07e53"
-	IdentityObjectID  = "c3e57a1b-0d94-4f2c-b86e-1a9f3d5e7c20"
+	IdentityClientID    = "6a0d4f2e-91b7-4c35-8e2a-f4c1d9b07e53"
+	IdentityObjectID    = "c3e57a1b-0d94-4f2c-b86e-1a9f3d5e7c20"
 	// DefaultSecretName is the vault secret holding the default app's client secret.
 	DefaultSecretName = "defender-client-secret"
 	// CertificateSecretName holds the default app's certificate and key as PEM.

@@ -122,7 +122,7 @@ func run(dir, appDir string, serve bool) error {
 		return err
 	}
 	var hunt struct {
-		Results []map[string]any `json:"results"`
+		Results []map[string]any   `json:"results"`
 		Stats   struct{ Rows int } `json:"stats"`
 	}
 	json.NewDecoder(resp.Body).Decode(&hunt)
