@@ -39,6 +39,11 @@ func main() {
 	flag.BoolVar(&verbose, "v", false, "log every request")
 	flag.Parse()
 
+	// Catch the signals before anything is started: a supervisor may send
+	// SIGTERM as soon as the env file appears.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
 	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug
@@ -67,8 +72,6 @@ Ctrl-C to stop.
 `, s.EntraURL, s.KeyVaultURL, s.GraphURL, s.XDRURL, s.IdentityEndpoint, s.ControlURL, s.CAFile(), opts.Dir, opts.Dir,
 		devstack.DefaultTenantID, s.IncidentCount(devstack.DefaultTenantID), devstack.PartnerTenantID, s.IncidentCount(devstack.PartnerTenantID), devstack.DefaultClientID)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	<-ctx.Done()
 	if err := s.Close(); err != nil {
 		fmt.Fprintln(os.Stderr, "devstack: stop:", err)
