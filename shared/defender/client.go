@@ -348,7 +348,7 @@ func (g *graph) UpdateIncident(ctx context.Context, id string, u Update) (*Incid
 
 func (g *graph) AddComment(ctx context.Context, id, text string) error {
 	b, _ := json.Marshal(map[string]string{"@odata.type": "microsoft.graph.security.alertComment", "comment": text})
-	_, err := g.t.do(ctx, request{method: "POST", url: g.base + "/v1.0/security/incidents/" + url.PathEscape(id) + "/comments", body: b, bucket: "security", retry429: true,
+	_, err := g.t.do(ctx, request{method: "POST", url: g.base + "/v1.0/security/incidents/" + url.PathEscape(id) + "/comments", body: b, bucket: "security", retry429: true, once: true,
 		handle: func(*http.Response) error { return nil }})
 	return err
 }
@@ -433,12 +433,14 @@ func (x *xdr) UpdateIncident(ctx context.Context, id string, u Update) (*Inciden
 
 func (x *xdr) patch(ctx context.Context, id string, u Update, comment string) (*Incident, error) {
 	body := patchBody(u, xdrSpelling, "tags")
+	once := false
 	if comment != "" {
 		body["comment"] = comment
+		once = true // a repeated PATCH would add the comment twice
 	}
 	b, _ := json.Marshal(body)
 	var in *Incident
-	_, err := x.t.do(ctx, request{method: "PATCH", url: x.base + "/api/incidents/" + url.PathEscape(id), body: b, bucket: "update", retry429: true,
+	_, err := x.t.do(ctx, request{method: "PATCH", url: x.base + "/api/incidents/" + url.PathEscape(id), body: b, bucket: "update", retry429: true, once: once,
 		handle: func(resp *http.Response) error {
 			var err error
 			in, err = decodeEntity(resp, func(r json.RawMessage) (*Incident, error) { return decodeXDRIncident(r, x.tenant) })

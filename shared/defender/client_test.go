@@ -399,3 +399,31 @@ func TestResponseSizeLimit(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// Adding a comment is not idempotent: after a 5xx the client does not send
+// it again (the API may have stored it); a field-only PATCH is retried.
+func TestCommentNotResentAfterServerError(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		api, endpoint, patchEndpoint string
+	}{{"graph", "graph.incidents.comment", "graph.incidents.update"}, {"xdr", "xdr.incidents.update", "xdr.incidents.update"}} {
+		s := start(t, devstack.Options{})
+		cl := client(t, s, settings(t, s, c.api), nil)
+		s.SetFaults(devstack.Faults{ErrorRate: 1})
+		err := cl.AddComment(context.Background(), "1012", "[Jira ABC-2] once")
+		if !errors.Is(err, defender.ErrUnavailable) {
+			t.Fatalf("%s: %v", c.api, err)
+		}
+		if n := s.Counters().Get(c.endpoint, 0); n != 1 {
+			t.Fatalf("%s: the comment was sent %d times, want 1", c.api, n)
+		}
+		s.Counters().Reset()
+		status := "inProgress"
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, err = cl.UpdateIncident(ctx, "1012", defender.Update{Status: &status})
+		cancel()
+		if err == nil || s.Counters().Get(c.patchEndpoint, 0) < 2 {
+			t.Fatalf("%s: a field-only PATCH was sent %d times (%v), want retries", c.api, s.Counters().Get(c.patchEndpoint, 0), err)
+		}
+	}
+}

@@ -101,6 +101,10 @@ type request struct {
 	handle func(*http.Response) error
 	// keepBody leaves the body open after a successful handle (streams).
 	keepBody bool
+	// once marks a call that is not idempotent (adding a comment): it is
+	// sent again only when the API certainly did not act on it (401, 429),
+	// never after a 5xx, a timeout or a cut connection. The caller decides.
+	once bool
 }
 
 // do runs a request with tokens, pacing and retries. It returns how many
@@ -151,6 +155,9 @@ func (t *transport) do(ctx context.Context, r request) (int, error) {
 				return sent, t.stop(ctx, last, ctx.Err())
 			}
 			last = fmt.Errorf("%s API: %s %s: %w", t.api, r.method, u.Path, scrubURLError(err))
+			if r.once {
+				return sent, last
+			}
 		case resp.StatusCode >= 200 && resp.StatusCode < 300:
 			err = r.handle(&http.Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: t.limit(resp.Body)})
 			if err == nil && r.keepBody {
@@ -174,7 +181,7 @@ func (t *transport) do(ctx context.Context, r request) (int, error) {
 				last = ae
 				continue
 			}
-			if !ae.Retryable() || (ae.StatusCode == 429 && !r.retry429) {
+			if !ae.Retryable() || (ae.StatusCode == 429 && !r.retry429) || (r.once && ae.StatusCode != 429) {
 				return sent, ae
 			}
 			last, wait = ae, ae.RetryAfter
