@@ -5,7 +5,14 @@ GO      ?= go
 LOCAL   ?= .local
 PKGS    := ./...
 
-.PHONY: run test vet bench devstack build package clean tools
+.PHONY: run test vet fuzz bench devstack build package clean tools
+
+# Fuzz targets: package and name. `make test` runs each for FUZZTIME; the
+# seed corpora under testdata/fuzz run with every plain `go test`.
+FUZZ     := ./shared/webhook:FuzzVerifyStandard ./shared/webhook:FuzzVerifyHub \
+            ./functions/ticket-webhook:FuzzParseJira ./functions/ticket-webhook:FuzzParseServiceNow \
+            ./functions/ticket-webhook:FuzzParseGeneric
+FUZZTIME ?= 5s
 
 run: build
 	rm -rf $(LOCAL)/export $(LOCAL)/state
@@ -22,6 +29,15 @@ tools:
 
 test: vet tools
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	$(MAKE) fuzz
+
+# Minimization is capped: on inputs of a few KB it would otherwise take the
+# whole run (Go's default is 60 s per new input).
+fuzz:
+	@for t in $(FUZZ); do \
+		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 0.5s "$${t%%:*}" || exit 1; \
+	done
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

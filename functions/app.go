@@ -11,17 +11,20 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	huntingquery "github.com/defender-functions/defender-functions/functions/hunting-query"
 	incidentexport "github.com/defender-functions/defender-functions/functions/incident-export"
+	ticketwebhook "github.com/defender-functions/defender-functions/functions/ticket-webhook"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/defender"
 	"github.com/defender-functions/defender-functions/shared/function"
 	"github.com/defender-functions/defender-functions/shared/sink"
 	"github.com/defender-functions/defender-functions/shared/state"
+	"github.com/defender-functions/defender-functions/shared/webhook"
 )
 
 // Names of the functions, as in Azure.
@@ -95,7 +98,53 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 		hunter.Clients[c.Name] = c.Client
 	}
 	app.HTTP[HuntingQuery] = function.HTTPRoute{Route: "hunting-query", Methods: []string{"get", "post"}, AuthLevel: "function", Func: hunter.Serve}
+
+	webhookServe, err := receiver(cfg, clients, o.HTTPClient)
+	if err != nil {
+		msg := "ticket-webhook is not configured: " + err.Error()
+		webhookServe = func(context.Context, *function.HTTPRequest) *function.HTTPResponse {
+			return function.Text(http.StatusInternalServerError, msg)
+		}
+	}
+	app.HTTP[TicketWebhook] = function.HTTPRoute{Route: "ticket-webhook/{provider}", Methods: []string{"post"}, AuthLevel: "function", Func: webhookServe}
 	return app, nil
+}
+
+func receiver(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Client) (function.HTTPFunc, error) {
+	if cfg.StateStore == "" {
+		return nil, fmt.Errorf("it needs %s (file:///path or an Azure Blob container URL) to remember deliveries", config.EnvStateStore)
+	}
+	mapping, err := ticketwebhook.LoadMapping(cfg.WebhookMappingFile)
+	if err != nil {
+		return nil, err
+	}
+	secrets := map[string][][]byte{}
+	for provider, s := range cfg.WebhookSecrets {
+		parse := webhook.ParseStandardSecrets
+		if provider == ticketwebhook.Jira {
+			parse = webhook.ParseSecrets
+		}
+		keys, err := parse(s.Reveal())
+		if err != nil {
+			return nil, fmt.Errorf("%s%s: %w", config.EnvWebhookSecretPrefix, strings.ToUpper(provider), err)
+		}
+		secrets[provider] = keys
+	}
+	blob, err := blobOptions(cfg, hc)
+	if err != nil {
+		return nil, err
+	}
+	st, err := state.Open(cfg.StateStore, blob)
+	if err != nil {
+		return nil, err
+	}
+	rc := &ticketwebhook.Receiver{Mapping: mapping, Secrets: secrets, Clients: map[string]defender.Client{}, DefaultTenant: cfg.Tenants[0],
+		State: st, Tolerance: cfg.WebhookTolerance, RetryWindow: cfg.WebhookRetryWindow, DedupeTTL: cfg.WebhookDedupeTTL,
+		Timeout: cfg.WebhookTimeout, MaxBody: cfg.WebhookMaxBody}
+	for _, t := range tenants {
+		rc.Clients[t.Name] = t.Client
+	}
+	return rc.Serve, nil
 }
 
 func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Client) (function.TimerFunc, error) {

@@ -110,7 +110,19 @@ type Config struct {
 	HuntingAdhocRole    string        // HUNTING_ADHOC_ROLE: callers of raw KQL must carry it
 	HuntingMaxRows      int           // HUNTING_MAX_ROWS: rows returned at most (the rest is flagged truncated)
 	HuntingTimeout      time.Duration // HUNTING_TIMEOUT: below the platform's HTTP limit (230 s in Azure)
+
+	// ticket-webhook settings. A provider without a secret is switched off.
+	WebhookSecrets     map[string]Secret // WEBHOOK_SECRET_JIRA, _SERVICENOW, _GENERIC: space-separated for rotation
+	WebhookMappingFile string            // WEBHOOK_MAPPING_FILE: empty = the built-in mapping
+	WebhookTolerance   time.Duration     // WEBHOOK_TOLERANCE: how far a signed timestamp may be from now
+	WebhookRetryWindow time.Duration     // WEBHOOK_RETRY_WINDOW: how old a Jira redelivery may be
+	WebhookDedupeTTL   time.Duration     // WEBHOOK_DEDUPE_TTL: how long a delivery ID is remembered
+	WebhookMaxBody     int               // WEBHOOK_MAX_BODY: bytes
+	WebhookTimeout     time.Duration     // WEBHOOK_TIMEOUT: an unfinished delivery answers 503 by then
 }
+
+// Webhook providers, as named in the route ticket-webhook/{provider}.
+var WebhookProviders = []string{"jira", "servicenow", "generic"}
 
 // RateLimit is "Requests per Per" for one bucket of API operations.
 type RateLimit struct {
@@ -156,6 +168,13 @@ const (
 	EnvHuntingAdhocRole        = "HUNTING_ADHOC_ROLE"
 	EnvHuntingMaxRows          = "HUNTING_MAX_ROWS"
 	EnvHuntingTimeout          = "HUNTING_TIMEOUT"
+	EnvWebhookSecretPrefix     = "WEBHOOK_SECRET_" // + JIRA, SERVICENOW, GENERIC
+	EnvWebhookMappingFile      = "WEBHOOK_MAPPING_FILE"
+	EnvWebhookTolerance        = "WEBHOOK_TOLERANCE"
+	EnvWebhookRetryWindow      = "WEBHOOK_RETRY_WINDOW"
+	EnvWebhookDedupeTTL        = "WEBHOOK_DEDUPE_TTL"
+	EnvWebhookMaxBody          = "WEBHOOK_MAX_BODY"
+	EnvWebhookTimeout          = "WEBHOOK_TIMEOUT"
 )
 
 // Defaults of the public cloud.
@@ -431,6 +450,35 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		}
 	}
 	c.HuntingTimeout = duration(EnvHuntingTimeout, 200*time.Second, time.Second, 225*time.Second)
+
+	c.WebhookSecrets = map[string]Secret{}
+	for _, prov := range WebhookProviders {
+		name := EnvWebhookSecretPrefix + strings.ToUpper(prov)
+		v, ok := lookup(name)
+		v = strings.TrimSpace(v)
+		if !ok || v == "" {
+			continue
+		}
+		if strings.HasPrefix(v, "@Microsoft.KeyVault(") {
+			p = append(p, name+" is an unresolved Key Vault reference: give the Function App's identity the 'Key Vault Secrets User' role on the vault and restart the app")
+			continue
+		}
+		c.WebhookSecrets[prov] = Secret(v)
+	}
+	c.WebhookMappingFile = get(EnvWebhookMappingFile, "")
+	c.WebhookTolerance = duration(EnvWebhookTolerance, 5*time.Minute, 30*time.Second, 15*time.Minute)
+	c.WebhookRetryWindow = duration(EnvWebhookRetryWindow, 2*time.Hour, time.Minute, 48*time.Hour)
+	c.WebhookDedupeTTL = duration(EnvWebhookDedupeTTL, 7*24*time.Hour, time.Hour, 90*24*time.Hour)
+	c.WebhookTimeout = duration(EnvWebhookTimeout, 25*time.Second, time.Second, 225*time.Second)
+	c.WebhookMaxBody = 1 << 20
+	if v := get(EnvWebhookMaxBody, ""); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1024 || n > 16<<20 {
+			p = append(p, fmt.Sprintf("%s=%q: use a size in bytes from 1024 to 16777216, such as 1048576", EnvWebhookMaxBody, v))
+		} else {
+			c.WebhookMaxBody = n
+		}
+	}
 
 	if len(p) > 0 {
 		return nil, p

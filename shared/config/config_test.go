@@ -125,3 +125,25 @@ func TestSecretNeverPrints(t *testing.T) {
 		t.Fatal("Reveal lost the value")
 	}
 }
+
+func TestWebhookSettings(t *testing.T) {
+	base := []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", "x"}
+	c, err := config.Load(env(append(base, "WEBHOOK_SECRET_JIRA", " jira-s3cr3t-0123456789 ", "WEBHOOK_SECRET_GENERIC", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WebhookSecrets["jira"].Reveal() != "jira-s3cr3t-0123456789" || c.WebhookSecrets["generic"] == "" || c.WebhookSecrets["servicenow"] != "" ||
+		c.WebhookTolerance != 5*time.Minute || c.WebhookDedupeTTL != 7*24*time.Hour || c.WebhookMaxBody != 1<<20 || c.WebhookTimeout != 25*time.Second {
+		t.Fatalf("%+v", c)
+	}
+	if js, _ := json.Marshal(c); strings.Contains(string(js), "s3cr3t") || strings.Contains(fmt.Sprintf("%+v", c), "s3cr3t") {
+		t.Fatal("a webhook secret prints")
+	}
+	_, err = config.Load(env(append(base, "WEBHOOK_TOLERANCE", "1h", "WEBHOOK_MAX_BODY", "10", "WEBHOOK_DEDUPE_TTL", "1m",
+		"WEBHOOK_SECRET_SERVICENOW", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/sn/)")...))
+	for _, want := range []string{"WEBHOOK_TOLERANCE=", "WEBHOOK_MAX_BODY=", "WEBHOOK_DEDUPE_TTL=", "WEBHOOK_SECRET_SERVICENOW is an unresolved Key Vault reference"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v, want it to mention %s", err, want)
+		}
+	}
+}

@@ -1,0 +1,366 @@
+// Package ticketwebhook is the ticket-webhook function: signed webhooks from
+// Jira Cloud, ServiceNow and any Standard Webhooks sender update Defender
+// incidents. Every delivery is verified before its body is read, applied
+// once, and never echoed back.
+package ticketwebhook
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/defender-functions/defender-functions/shared/credentials"
+	"github.com/defender-functions/defender-functions/shared/defender"
+	"github.com/defender-functions/defender-functions/shared/function"
+	"github.com/defender-functions/defender-functions/shared/state"
+	"github.com/defender-functions/defender-functions/shared/webhook"
+)
+
+// Providers, as in the route ticket-webhook/{provider}.
+const (
+	Jira       = "jira"
+	ServiceNow = "servicenow"
+	Generic    = "generic"
+)
+
+// Jira's delivery headers.
+const (
+	headerJiraID    = "X-Atlassian-Webhook-Identifier"
+	headerJiraRetry = "X-Atlassian-Webhook-Retry"
+	headerJiraFlow  = "X-Atlassian-Webhook-Flow"
+)
+
+// Receiver serves ticket-webhook.
+type Receiver struct {
+	Mapping *Mapping
+	// Secrets are each provider's keys (several during a rotation); a
+	// provider without keys is switched off.
+	Secrets map[string][][]byte
+	// Clients are the tenants' API clients; DefaultTenant serves a provider
+	// whose mapping names none.
+	Clients       map[string]defender.Client
+	DefaultTenant string
+	State         state.Store
+	// Tolerance bounds the age of a signed timestamp; RetryWindow the age of
+	// a Jira redelivery, whose body keeps the event's time.
+	Tolerance, RetryWindow time.Duration
+	// DedupeTTL is how long a delivery is remembered.
+	DedupeTTL time.Duration
+	// Timeout bounds the upstream work of one delivery.
+	Timeout time.Duration
+	MaxBody int
+	// Now is the clock (tests); nil is time.Now.
+	Now func() time.Time
+}
+
+// Outcome is the JSON answer to a sender.
+type Outcome struct {
+	Status   string   `json:"status"` // applied, unchanged, duplicate, ignored, rejected, failed
+	Provider string   `json:"provider,omitempty"`
+	Delivery string   `json:"delivery,omitempty"`
+	Ticket   string   `json:"ticket,omitempty"`
+	Tenant   string   `json:"tenant,omitempty"`
+	Incident string   `json:"incident,omitempty"`
+	Updated  []string `json:"updated,omitempty"`
+	Comment  string   `json:"comment,omitempty"` // added, exists
+	Reason   string   `json:"reason,omitempty"`
+	Notes    []string `json:"notes,omitempty"`
+	Error    *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error,omitempty"`
+
+	code       int
+	retryAfter time.Duration
+	cause      error // logged, never sent
+}
+
+func (o *Outcome) fail(code int, errCode, msg string) *Outcome {
+	o.code = code
+	o.Status = "rejected"
+	if code >= 500 {
+		o.Status = "failed"
+	}
+	o.Error = &struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}{errCode, msg}
+	return o
+}
+
+func (rc *Receiver) now() time.Time {
+	if rc.Now != nil {
+		return rc.Now()
+	}
+	return time.Now()
+}
+
+// Serve is the function.
+func (rc *Receiver) Serve(ctx context.Context, r *function.HTTPRequest) *function.HTTPResponse {
+	start := time.Now()
+	o := rc.serve(ctx, r)
+	attrs := []any{"provider", o.Provider, "delivery", o.Delivery, "ticket", o.Ticket, "tenant", o.Tenant, "incident", o.Incident,
+		"status", o.code, "outcome", o.Status, "duration_ms", time.Since(start).Milliseconds()}
+	if len(o.Updated) > 0 {
+		attrs = append(attrs, "updated", strings.Join(o.Updated, ","))
+	}
+	if o.Comment != "" {
+		attrs = append(attrs, "comment", o.Comment)
+	}
+	if o.Error != nil {
+		attrs = append(attrs, "error", o.Error.Code)
+	}
+	if o.cause != nil {
+		attrs = append(attrs, "cause", o.cause.Error())
+	}
+	log := function.Logger(ctx)
+	if o.code >= 500 {
+		log.Warn("ticket-webhook", attrs...)
+	} else {
+		log.Info("ticket-webhook", attrs...)
+	}
+	b, _ := json.Marshal(o)
+	h := http.Header{"Content-Type": {"application/json; charset=utf-8"}}
+	if o.retryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int((o.retryAfter+time.Second-1)/time.Second)))
+	}
+	return &function.HTTPResponse{Status: o.code, Header: h, Body: b}
+}
+
+func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome {
+	provider := strings.ToLower(r.Params["provider"])
+	o := &Outcome{code: 200}
+	switch provider {
+	case Jira, ServiceNow, Generic:
+		o.Provider = provider
+	default:
+		return o.fail(404, "UnknownProvider", "use /api/ticket-webhook/jira, /servicenow or /generic")
+	}
+	keys := rc.Secrets[provider]
+	if len(keys) == 0 {
+		return o.fail(404, "ProviderDisabled", fmt.Sprintf("the %s provider is off: set WEBHOOK_SECRET_%s to turn it on", provider, strings.ToUpper(provider)))
+	}
+	if len(r.Body) > rc.MaxBody {
+		return o.fail(413, "TooLarge", fmt.Sprintf("the body is larger than %d bytes (WEBHOOK_MAX_BODY)", rc.MaxBody))
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return o.fail(415, "UnsupportedMediaType", "send the body as application/json")
+	}
+	now := rc.now()
+
+	// Verification comes first: nothing of an unverified body is read.
+	var deliveryID string
+	switch provider {
+	case Jira:
+		if err := webhook.VerifyHub(keys, r.Header.Get(webhook.HeaderHubSignature), r.Body); err != nil {
+			return verifyFailed(o, err)
+		}
+		deliveryID = r.Header.Get(headerJiraID)
+	default:
+		d, err := webhook.VerifyStandard(keys, r.Header, r.Body, now, rc.Tolerance)
+		if err != nil {
+			return verifyFailed(o, err)
+		}
+		deliveryID = d.ID
+	}
+	if len(deliveryID) > 256 {
+		deliveryID = deliveryID[:256]
+	}
+	o.Delivery = deliveryID
+
+	var ch *Change
+	var err error
+	pm := &rc.Mapping.Generic
+	switch provider {
+	case Jira:
+		pm = &rc.Mapping.Jira
+		var at time.Time
+		ch, at, err = ParseJira(r.Body, rc.Mapping)
+		if err == nil {
+			err = rc.jiraAge(r.Header, now, at)
+		}
+	case ServiceNow:
+		pm = &rc.Mapping.ServiceNow
+		ch, err = ParseServiceNow(r.Body, rc.Mapping)
+	default:
+		ch, err = ParseGeneric(r.Body, rc.Mapping)
+	}
+	if errors.Is(err, webhook.ErrStale) {
+		return verifyFailed(o, err)
+	}
+	if err != nil {
+		return o.fail(400, "BadPayload", err.Error())
+	}
+	o.Ticket, o.Notes = ch.Ticket, ch.Notes
+
+	tenant := firstNonEmpty(ch.Tenant, pm.Tenant, rc.DefaultTenant)
+	client := rc.Clients[tenant]
+	if client == nil {
+		return o.fail(422, "UnknownTenant", fmt.Sprintf("tenant %q is not in DEFENDER_TENANT_ID", truncate(tenant, 64)))
+	}
+	o.Tenant = tenant
+	l := &ledger{st: rc.State, ttl: rc.DedupeTTL, lease: rc.Timeout + 30*time.Second, now: rc.now}
+
+	if ch.Ignored != "" {
+		o.Status, o.Reason, o.Incident = "ignored", ch.Ignored, ch.IncidentID
+		if ch.Linkable && ch.IncidentID != "" {
+			if err := l.setLink(ctx, provider, ch.Ticket, link{Incident: ch.IncidentID, Tenant: tenant}); err != nil {
+				return stateFailed(o, err)
+			}
+		}
+		return o
+	}
+
+	// The ledger keys: Jira's identifier is not signed, so its deliveries
+	// are also known by the hash of the signed body (a replay of the same
+	// bytes under a new identifier is still a duplicate).
+	var primary, secondary string
+	switch provider {
+	case Jira:
+		sum := sha256.Sum256(r.Body)
+		primary = deliveryKey(provider, "body", hex.EncodeToString(sum[:]))
+		if deliveryID != "" {
+			secondary = deliveryKey(provider, "id", deliveryID)
+		}
+	default:
+		primary = deliveryKey(provider, "id", deliveryID)
+	}
+	if secondary != "" {
+		seen, err := l.seen(ctx, secondary)
+		if err != nil {
+			return stateFailed(o, err)
+		}
+		if seen {
+			o.Status, o.Reason = "duplicate", "this delivery was applied before"
+			return o
+		}
+	}
+	c, res, err := l.claim(ctx, primary)
+	switch {
+	case err != nil:
+		return stateFailed(o, err)
+	case res == duplicate:
+		o.Status, o.Reason = "duplicate", "this delivery was applied before"
+		return o
+	case res == busy:
+		o.retryAfter = 30 * time.Second
+		return o.fail(503, "InProgress", "the same delivery is being applied right now; retry later")
+	}
+
+	id := ch.IncidentID
+	if id == "" {
+		k, err := l.link(ctx, provider, ch.Ticket)
+		if err != nil {
+			l.release(ctx, c)
+			return stateFailed(o, err)
+		}
+		if k != nil && k.Tenant == tenant {
+			id = k.Incident
+		}
+	}
+	if id == "" {
+		l.release(ctx, c)
+		o.Status, o.Reason = "ignored", "the ticket names no Defender incident"
+		return o
+	}
+	o.Incident = id
+
+	actx, cancel := context.WithTimeout(ctx, rc.Timeout)
+	updated, comment, err := apply(actx, client, id, ch, pm.marker(ch.Ticket))
+	cancel()
+	o.Updated, o.Comment = updated, comment
+	if err != nil {
+		l.release(ctx, c)
+		return upstreamFailed(o, err)
+	}
+	o.Status = "applied"
+	if len(updated) == 0 && comment != "added" {
+		o.Status = "unchanged"
+	}
+	// Bookkeeping after the change: a failure here leaves a change that a
+	// redelivery finds already made (nothing to PATCH, the comment exists).
+	if err := l.done(ctx, c, o.Status); err != nil {
+		o.cause = fmt.Errorf("recording the delivery: %w", err)
+	}
+	if secondary != "" {
+		l.mark(ctx, secondary, o.Status)
+	}
+	if ch.Linkable {
+		l.setLink(ctx, provider, ch.Ticket, link{Incident: id, Tenant: tenant})
+	}
+	return o
+}
+
+// jiraAge checks the event time the signed body states. Jira keeps it on
+// redeliveries and on its slower "Secondary" flow, which may be older than
+// the tolerance; those may be as old as the retry window (the ledger makes
+// a replay within it a no-op).
+func (rc *Receiver) jiraAge(h http.Header, now, at time.Time) error {
+	limit := rc.Tolerance
+	if n, _ := strconv.Atoi(h.Get(headerJiraRetry)); n > 0 || strings.EqualFold(h.Get(headerJiraFlow), "Secondary") {
+		limit = rc.RetryWindow
+	}
+	if age := now.Sub(at); age > limit || age < -rc.Tolerance {
+		return fmt.Errorf("%w: the event is from %s, %s from this host's clock (allowed %s)", webhook.ErrStale, at.UTC().Format(time.RFC3339), age.Round(time.Second), limit)
+	}
+	return nil
+}
+
+func verifyFailed(o *Outcome, err error) *Outcome {
+	switch {
+	case errors.Is(err, webhook.ErrMissing), errors.Is(err, webhook.ErrMalformed):
+		return o.fail(400, "BadSignatureHeaders", err.Error())
+	case errors.Is(err, webhook.ErrStale):
+		return o.fail(401, "Stale", err.Error())
+	}
+	return o.fail(401, "InvalidSignature", err.Error())
+}
+
+func stateFailed(o *Outcome, err error) *Outcome {
+	o.cause, o.retryAfter = err, 30*time.Second
+	return o.fail(503, "StateUnavailable", "the state store could not be reached; retry later")
+}
+
+// upstreamFailed answers what the sender should do: retry (5xx) or not (4xx).
+func upstreamFailed(o *Outcome, err error) *Outcome {
+	o.cause = err
+	var ae *defender.APIError
+	var re *redirectedError
+	var ee *credentials.EntraError
+	switch {
+	case errors.As(err, &re):
+		return o.fail(422, "IncidentMerged", re.Error())
+	case errors.As(err, &ae) && ae.StatusCode == 404:
+		return o.fail(422, "IncidentNotFound", fmt.Sprintf("incident %s does not exist in tenant %s", o.Incident, o.Tenant))
+	case errors.As(err, &ae) && ae.StatusCode == 400:
+		return o.fail(422, "Rejected", "Defender refused the change: "+ae.Message)
+	case errors.As(err, &ae) && (ae.StatusCode == 401 || ae.StatusCode == 403):
+		o.retryAfter = 5 * time.Minute
+		return o.fail(502, "NotPermitted", "the app may not update incidents: grant it SecurityIncident.ReadWrite.All (Graph) or Incident.ReadWrite.All (XDR) with admin consent")
+	case errors.As(err, &ae) && ae.RetryAfter > 0:
+		o.retryAfter = ae.RetryAfter
+	case errors.As(err, &ee) && !ee.Transient():
+		o.retryAfter = 5 * time.Minute
+		return o.fail(502, "CredentialsRejected", "Entra ID or Key Vault refused the app's credentials; see the function's log")
+	default:
+		o.retryAfter = 30 * time.Second
+	}
+	return o.fail(503, "UpstreamUnavailable", "Defender could not be reached or asked to slow down; retry later")
+}
+
+func firstNonEmpty(v ...string) string {
+	for _, s := range v {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
