@@ -1,12 +1,15 @@
 // Command run is `make run`: the whole product, locally, with no Azure
 // tenant. It starts the devstack, points the app settings at it, starts the
 // local Functions host on the built Function App (dist/azure: host.json, the
-// handler, the function folders) and shows what exists working: the token
-// flow of the original guide, then the incident export run twice.
+// handler, the function folders) and shows each function working: the token
+// flow of the original guide, the incident export run twice, a hunting
+// query, and a signed Jira webhook resolving an incident.
 package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -16,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +28,8 @@ import (
 	"github.com/defender-functions/defender-functions/infra/local/funchost"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
+	"github.com/defender-functions/defender-functions/shared/defender"
+	"github.com/defender-functions/defender-functions/shared/webhook"
 )
 
 func main() {
@@ -49,6 +55,16 @@ func run(dir, appDir string, serve bool) error {
 	settings := s.Settings()
 	for k, v := range settings {
 		os.Setenv(k, v)
+	}
+	// The Jira webhook secret lives in this process's environment only (it
+	// is passed to the host, never written or printed). Set
+	// WEBHOOK_SECRET_JIRA yourself to send your own deliveries with -serve.
+	jiraSecret := os.Getenv(config.EnvWebhookSecretPrefix + "JIRA")
+	if jiraSecret == "" {
+		b := make([]byte, 32)
+		rand.Read(b)
+		jiraSecret = base64.RawURLEncoding.EncodeToString(b)
+		os.Setenv(config.EnvWebhookSecretPrefix+"JIRA", jiraSecret)
 	}
 
 	// 1. The guide's flow with the product's code: secret from Key Vault, token, roles.
@@ -134,7 +150,11 @@ func run(dir, appDir string, serve bool) error {
 		}
 		fmt.Printf("  %v: %v failures on %v devices\n", row["AccountName"], row["Failures"], row["Devices"])
 	}
-	fmt.Println("\nticket-webhook is not built yet (see the open issues).")
+
+	// 4. Jira resolves an incident through a signed webhook.
+	if err := jiraDemo(s, cfg, creds, host.URL, []byte(jiraSecret)); err != nil {
+		return err
+	}
 
 	if !serve {
 		return nil
@@ -143,6 +163,71 @@ func run(dir, appDir string, serve bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()
+	return nil
+}
+
+// jiraDemo sends what Jira Cloud sends when an analyst closes a ticket as
+// a false positive and comments, then a redelivery and a forgery.
+func jiraDemo(s *devstack.Stack, cfg *config.Config, creds *credentials.Credentials, hostURL string, secret []byte) error {
+	fmt.Println("\n== ticket-webhook: Jira closes SOC-17 as \"Done\", resolution \"False positive\"")
+	client, err := defender.New(cfg, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), nil)
+	if err != nil {
+		return err
+	}
+	var id string
+	for _, v := range s.Incidents(cfg.Tenants[0]) {
+		in, err := client.Incident(context.Background(), strconv.FormatInt(v.ID, 10))
+		if err != nil {
+			return err
+		}
+		if in.Status != "resolved" && in.Status != "redirected" {
+			id = in.ID
+			fmt.Printf("incident %s before: status %s, classification %s, %d comments\n", id, in.Status, in.Classification, len(in.Comments))
+			break
+		}
+	}
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	send := func(name, fixture, delivery string, key []byte) error {
+		b, err := os.ReadFile(filepath.Join("functions", "ticket-webhook", "testdata", fixture))
+		if err != nil {
+			return err
+		}
+		body := strings.NewReplacer("1764165600000", now, "defender-1001", "defender-"+id, "[Defender 1001]", "[Defender "+id+"]").Replace(string(b))
+		req, _ := http.NewRequest("POST", hostURL+"/api/ticket-webhook/jira", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json; charset=UTF-8")
+		req.Header.Set("X-Atlassian-Webhook-Identifier", delivery)
+		req.Header.Set(webhook.HeaderHubSignature, webhook.SignHub(key, []byte(body)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Printf("%-40s HTTP %d %s\n", name, resp.StatusCode, strings.TrimSpace(string(answer)))
+		return nil
+	}
+	for _, d := range []struct {
+		name, fixture, delivery string
+		key                     []byte
+	}{
+		{"issue updated (Done, False positive)", "jira-issue-updated-done.json", "run-1", secret},
+		{"comment created", "jira-comment-created.json", "run-2", secret},
+		{"the comment, redelivered", "jira-comment-created.json", "run-2", secret},
+		{"a forged delivery", "jira-issue-updated-done.json", "run-3", []byte("not-the-secret-0123456789")},
+	} {
+		if err := send(d.name, d.fixture, d.delivery, d.key); err != nil {
+			return err
+		}
+	}
+	in, err := client.Incident(context.Background(), id)
+	if err != nil {
+		return err
+	}
+	last := ""
+	if len(in.Comments) > 0 {
+		last = in.Comments[len(in.Comments)-1].Text
+	}
+	fmt.Printf("incident %s after: status %s, classification %s, determination %s, %d comments, the last: %q\n", id, in.Status, in.Classification, in.Determination, len(in.Comments), last)
 	return nil
 }
 
