@@ -5,7 +5,7 @@ GO      ?= go
 LOCAL   ?= .local
 PKGS    := ./...
 
-.PHONY: run test vet fuzz bench devstack build package clean tools
+.PHONY: run test vet fuzz bench devstack doctor build package clean tools
 
 # Fuzz targets: package and name. `make test` runs each for FUZZTIME; the
 # seed corpora under testdata/fuzz run with every plain `go test`.
@@ -20,6 +20,11 @@ run: build
 
 devstack:
 	$(GO) run ./infra/local/cmd/devstack -dir $(LOCAL) $(DEVSTACK_ARGS)
+
+# The preflight, with the settings in the environment (source .local/devstack.env
+# to point it at a running `make devstack`).
+doctor:
+	$(GO) run ./functions/cmd/doctor
 
 vet:
 	$(GO) vet $(PKGS)

@@ -130,7 +130,7 @@ func receiver(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 		}
 		secrets[provider] = keys
 	}
-	blob, err := blobOptions(cfg, hc)
+	blob, err := BlobOptions(cfg, hc)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +158,7 @@ func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("incident-export needs %v", missing)
 	}
-	blob, err := blobOptions(cfg, hc)
+	blob, err := BlobOptions(cfg, hc)
 	if err != nil {
 		return nil, err
 	}
@@ -175,9 +175,9 @@ func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 	return e.Run, nil
 }
 
-// blobOptions follow the Functions conventions: AzureWebJobsStorage as a
+// BlobOptions follow the Functions conventions: AzureWebJobsStorage as a
 // connection string, or identity-based with the managed identity.
-func blobOptions(cfg *config.Config, hc *http.Client) (state.BlobOptions, error) {
+func BlobOptions(cfg *config.Config, hc *http.Client) (state.BlobOptions, error) {
 	o := state.BlobOptions{ConnectionString: cfg.StorageConnStr.Reveal(), HTTPClient: hc}
 	if o.ConnectionString == "" {
 		miOpts := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: azcore.ClientOptions{Transport: hc}}

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -227,7 +228,7 @@ func TestJiraDoneFalsePositiveEndToEnd(t *testing.T) {
 			}
 			// Redeliveries: the same identifier, and the same signed body under
 			// another identifier. Neither reaches Defender.
-			before := r.apiCalls()
+			before, beforeState := r.apiCalls(), r.stateFiles(t)
 			for _, d := range []delivery{done, comment, r.jiraDelivery(t, "jira-comment-created.json", "9b1c5d7e-0003", now)} {
 				d.body = append([]byte(nil), d.body...)
 				if d.header.Get("X-Atlassian-Webhook-Identifier") == "9b1c5d7e-0003" {
@@ -241,6 +242,9 @@ func TestJiraDoneFalsePositiveEndToEnd(t *testing.T) {
 			}
 			if n := r.apiCalls() - before; n != 0 {
 				t.Fatalf("redeliveries made %d API calls", n)
+			}
+			if !reflect.DeepEqual(beforeState, r.stateFiles(t)) {
+				t.Fatal("redeliveries changed the state store")
 			}
 			// The same comment in a new delivery (after the ledger forgot it,
 			// or sent twice by Jira) finds it on the incident.

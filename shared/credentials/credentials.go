@@ -42,6 +42,7 @@ type Options struct {
 // Credentials are built once per process from the configuration.
 type Credentials struct {
 	cfg     *config.Config
+	m       *material
 	sources map[string]*source
 }
 
@@ -86,7 +87,7 @@ func New(cfg *config.Config, opts *Options) (*Credentials, error) {
 		}
 		m.identity = mi
 	}
-	c := &Credentials{cfg: cfg, sources: map[string]*source{}}
+	c := &Credentials{cfg: cfg, m: m, sources: map[string]*source{}}
 	for _, t := range cfg.Tenants {
 		x := newExchanger(cfg, t, o.HTTPClient, o.Now)
 		s := &source{tenant: t, m: m, x: x, log: o.Logger}
@@ -102,6 +103,20 @@ func (c *Credentials) Source(tenant string) Source {
 		return s.entry
 	}
 	return nil
+}
+
+// CheckVault reads the app's credential from Key Vault (or returns the copy
+// read within the TTL) and returns its version, for a preflight check.
+// used is false when the credential mode does not use Key Vault.
+func (c *Credentials) CheckVault(ctx context.Context) (version string, used bool, err error) {
+	if c.m.vault == nil {
+		return "", false, nil
+	}
+	sv, err := c.m.vault.get(ctx)
+	if err != nil {
+		return "", true, err
+	}
+	return sv.version, true, nil
 }
 
 // Tenants are the configured tenants, home tenant first.

@@ -47,6 +47,9 @@ func (e *EntraError) Error() string {
 	return b.String()
 }
 
+// Advice says what to do about the failure, when something is known.
+func (e *EntraError) Advice() string { return e.hint }
+
 // Rejected reports whether Entra ID rejected the client's credential itself
 // (a wrong, expired or rotated secret or certificate): the case where the
 // credential is re-read from Key Vault once.

@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/defender-functions/defender-functions/functions/doctor"
 	"github.com/defender-functions/defender-functions/infra/local/devstack"
 	"github.com/defender-functions/defender-functions/infra/local/funchost"
 	"github.com/defender-functions/defender-functions/shared/config"
@@ -67,8 +68,12 @@ func run(dir, appDir string, serve bool) error {
 		os.Setenv(config.EnvWebhookSecretPrefix+"JIRA", jiraSecret)
 	}
 
-	// 1. The guide's flow with the product's code: secret from Key Vault, token, roles.
-	fmt.Println("== app-only token (the guide's flow)")
+	// 1. doctor: the guide's flow with the product's code (secret from Key
+	// Vault through the managed identity, token, roles), the API, storage.
+	fmt.Println("== doctor (the preflight an operator runs with the app's settings: go run ./functions/cmd/doctor)")
+	if !doctor.Run(context.Background(), os.LookupEnv, os.Stdout, nil) {
+		return fmt.Errorf("doctor failed")
+	}
 	cfg, err := config.FromEnv()
 	if err != nil {
 		return err
@@ -76,17 +81,6 @@ func run(dir, appDir string, serve bool) error {
 	creds, err := credentials.New(cfg, nil)
 	if err != nil {
 		return err
-	}
-	tok, err := creds.Source(cfg.Tenants[0]).Token(context.Background())
-	if err != nil {
-		return err
-	}
-	claims, _ := credentials.ParseClaims(tok.AccessToken)
-	fmt.Printf("secret read from Key Vault %q with the managed identity; token for %s, roles %s\n", cfg.SecretName, claims.Audience, strings.Join(claims.Roles, ","))
-	if err := credentials.CheckRoles(cfg, cfg.Tenants[0], claims, credentials.IncidentExport, credentials.HuntingQuery, credentials.TicketWebhook); err != nil {
-		fmt.Println("permission check:", err)
-	} else {
-		fmt.Println("permission check: the roles cover incident-export, hunting-query and ticket-webhook")
 	}
 
 	// 2. The Function App under the local host.
@@ -234,6 +228,9 @@ func jiraDemo(s *devstack.Stack, cfg *config.Config, creds *credentials.Credenti
 func countFiles(dir string) (int, string) {
 	n, sample := 0, ""
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() && d.Name() == "_doctor" {
+			return filepath.SkipDir // doctor's write check, not an incident
+		}
 		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".json") {
 			n++
 			if sample == "" {

@@ -1,0 +1,278 @@
+// Package doctor is the preflight of a deployment: run with the functions'
+// own settings, it checks in order everything they depend on and prints one
+// plain line per check, with the fix under each failure.
+package doctor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/defender-functions/defender-functions/functions"
+	"github.com/defender-functions/defender-functions/shared/config"
+	"github.com/defender-functions/defender-functions/shared/credentials"
+	"github.com/defender-functions/defender-functions/shared/defender"
+	"github.com/defender-functions/defender-functions/shared/sink"
+	"github.com/defender-functions/defender-functions/shared/state"
+)
+
+// Options tune Run; the zero value is right for a deployment.
+type Options struct {
+	// HTTPClient carries every request; nil is the functions' default.
+	HTTPClient *http.Client
+	// Timeout bounds each check.
+	Timeout time.Duration
+}
+
+type report struct {
+	out    io.Writer
+	failed bool
+}
+
+func (r *report) ok(check, format string, a ...any) {
+	fmt.Fprintf(r.out, "ok    %-12s %s\n", check, fmt.Sprintf(format, a...))
+}
+
+func (r *report) fail(check string, err error, fix string) {
+	r.failed = true
+	fmt.Fprintf(r.out, "FAIL  %-12s %v\n", check, err)
+	if fix != "" {
+		fmt.Fprintf(r.out, "      %-12s fix: %s\n", "", fix)
+	}
+}
+
+func (r *report) skip(check, why string) {
+	r.failed = true
+	fmt.Fprintf(r.out, "skip  %-12s %s\n", check, why)
+}
+
+// Run checks the deployment that lookup's settings describe and reports
+// whether everything passed.
+func Run(ctx context.Context, lookup func(string) (string, bool), out io.Writer, opts *Options) bool {
+	o := Options{}
+	if opts != nil {
+		o = *opts
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = credentials.DefaultHTTPClient()
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 30 * time.Second
+	}
+	r := &report{out: out}
+	step := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, o.Timeout) }
+
+	// 1. Configuration.
+	cfg, err := config.Load(lookup)
+	if err != nil {
+		var p config.Problems
+		if errors.As(err, &p) {
+			for _, line := range p {
+				r.fail("config", errors.New(line), "")
+			}
+		} else {
+			r.fail("config", err, "")
+		}
+		return false
+	}
+	enabled := []string{credentials.HuntingQuery}
+	if cfg.ExportSink != "" {
+		enabled = append([]string{credentials.IncidentExport}, enabled...)
+	}
+	if len(cfg.WebhookSecrets) > 0 {
+		enabled = append(enabled, credentials.TicketWebhook)
+	}
+	r.ok("config", "%s API at %s, app %s, tenant(s) %s, credential %s; functions %s", cfg.API, cfg.APIURL, cfg.ClientID,
+		strings.Join(cfg.Tenants, ","), cfg.Credential, strings.Join(enabled, ", "))
+
+	creds, err := credentials.New(cfg, &credentials.Options{HTTPClient: o.HTTPClient, Cache: credentials.NewCache(nil)})
+	if err != nil {
+		r.fail("credentials", err, "check "+config.EnvVaultAccess+" and the identity settings it needs")
+		return false
+	}
+
+	// 2. Key Vault.
+	c, cancel := step()
+	version, used, err := creds.CheckVault(c)
+	cancel()
+	vaultOK := err == nil
+	switch {
+	case !used:
+		r.ok("key vault", "not used (%s=%s)", config.EnvCredential, cfg.Credential)
+	case err != nil:
+		r.fail("key vault", err, vaultFix(cfg, err))
+	default:
+		r.ok("key vault", "secret %q readable at %s (version %s)", cfg.SecretName, cfg.KeyVaultURL, version)
+	}
+
+	// 3. Tokens, 4. roles, 5. the API: per tenant.
+	for _, t := range cfg.Tenants {
+		if !vaultOK {
+			r.skip("token", "tenant "+t+": needs the Key Vault secret")
+			r.skip("roles", "tenant "+t+": needs a token")
+			r.skip("api", "tenant "+t+": needs a token")
+			continue
+		}
+		c, cancel := step()
+		tok, err := creds.Source(t).Token(c)
+		cancel()
+		if err != nil {
+			r.fail("token", fmt.Errorf("tenant %s: %w", t, err), tokenFix(cfg, t, err))
+			r.skip("roles", "tenant "+t+": needs a token")
+			r.skip("api", "tenant "+t+": needs a token")
+			continue
+		}
+		claims, err := credentials.ParseClaims(tok.AccessToken)
+		if err != nil {
+			r.fail("token", fmt.Errorf("tenant %s: the token cannot be read: %w", t, err), "")
+			continue
+		}
+		r.ok("token", "tenant %s: app-only token for %s, valid until %s", t, claims.Audience, tok.Expiry.UTC().Format(time.RFC3339))
+		if err := credentials.CheckRoles(cfg, t, claims, enabled...); err != nil {
+			r.fail("roles", err, rolesFix(err))
+			r.skip("api", "tenant "+t+": needs the roles")
+			continue
+		}
+		r.ok("roles", "tenant %s: %s cover %s", t, strings.Join(claims.Roles, ", "), strings.Join(enabled, ", "))
+		client, err := defender.New(cfg, t, creds.Source(t), &defender.Options{HTTPClient: o.HTTPClient})
+		if err != nil {
+			r.fail("api", err, "")
+			continue
+		}
+		c, cancel = step()
+		n, err := firstPage(c, client)
+		cancel()
+		if err != nil {
+			r.fail("api", fmt.Errorf("tenant %s: %w", t, err), apiFix(cfg, err))
+			continue
+		}
+		r.ok("api", "tenant %s: %s answered a one-incident read (%d returned)", t, cfg.APIURL, n)
+	}
+
+	// 6. Where the functions write.
+	blob, err := functions.BlobOptions(cfg, o.HTTPClient)
+	if err != nil {
+		r.fail("storage", err, "set "+config.EnvStorage+" or give the app a managed identity")
+		return false
+	}
+	if cfg.StateStore == "" {
+		r.ok("state store", "not set (%s): incident-export and ticket-webhook need it", config.EnvStateStore)
+	} else {
+		c, cancel := step()
+		err := checkState(c, cfg.StateStore, blob)
+		cancel()
+		if err != nil {
+			r.fail("state store", err, storageFix(config.EnvStateStore, cfg.StateStore))
+		} else {
+			r.ok("state store", "%s is writable", cfg.StateStore)
+		}
+	}
+	if cfg.ExportSink == "" {
+		r.ok("sink", "not set (%s): incident-export is off", config.EnvExportSink)
+	} else {
+		c, cancel := step()
+		err := checkSink(c, cfg, blob)
+		cancel()
+		if err != nil {
+			r.fail("sink", err, storageFix(config.EnvExportSink, cfg.ExportSink))
+		} else {
+			r.ok("sink", "%s is writable (wrote _doctor/check.json)", cfg.ExportSink)
+		}
+	}
+	return !r.failed
+}
+
+func firstPage(ctx context.Context, c defender.Client) (int, error) {
+	for page, err := range c.Incidents(ctx, defender.ListOptions{PageSize: 1}) {
+		if err != nil {
+			return 0, err
+		}
+		return len(page.Incidents), nil
+	}
+	return 0, nil
+}
+
+func checkState(ctx context.Context, raw string, blob state.BlobOptions) error {
+	st, err := state.Open(raw, blob)
+	if err != nil {
+		return err
+	}
+	const key = "doctor/check"
+	_, ver, err := st.Get(ctx, key)
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		return err
+	}
+	data := []byte(`{"checkedAt":"` + time.Now().UTC().Format(time.RFC3339) + `"}`)
+	if _, err := st.Put(ctx, key, data, ver); err != nil {
+		return err
+	}
+	return st.Delete(ctx, key)
+}
+
+func checkSink(ctx context.Context, cfg *config.Config, blob state.BlobOptions) error {
+	sk, err := sink.Open(cfg.ExportSink, sink.Options{Blob: blob, S3: sink.S3Options{Region: cfg.S3Region, Endpoint: cfg.S3Endpoint}})
+	if err != nil {
+		return err
+	}
+	return sk.Write(ctx, []sink.Object{{Name: "_doctor/check.json", Data: []byte(`{"checkedAt":"` + time.Now().UTC().Format(time.RFC3339) + `"}`)}})
+}
+
+func vaultFix(cfg *config.Config, err error) string {
+	var ve *credentials.VaultError
+	if errors.As(err, &ve) {
+		switch ve.StatusCode {
+		case 0:
+			return fmt.Sprintf("make %s (%s) reachable from here: its URI, DNS, the vault's firewall or private endpoint; and check %s=%s", config.EnvKeyVaultURL, cfg.KeyVaultURL, config.EnvVaultAccess, cfg.VaultAccess)
+		case 403:
+			return "assign the identity the 'Key Vault Secrets User' role on the vault (az role assignment create --role 'Key Vault Secrets User' --assignee <principal ID> --scope <vault ID>)"
+		case 404:
+			return fmt.Sprintf("store the app's client secret: az keyvault secret set --vault-name <vault> --name %s --value <secret Value>", cfg.SecretName)
+		}
+	}
+	return "see the message above"
+}
+
+func tokenFix(cfg *config.Config, tenant string, err error) string {
+	var ee *credentials.EntraError
+	if errors.As(err, &ee) && ee.Advice() != "" {
+		return ee.Advice()
+	}
+	return fmt.Sprintf("check %s, %s and that Entra ID (%s) is reachable", config.EnvTenantID, config.EnvClientID, cfg.AuthorityHost)
+}
+
+func rolesFix(err error) string {
+	var pe *credentials.PermissionError
+	if !errors.As(err, &pe) {
+		return ""
+	}
+	if pe.WrongAudience != "" {
+		return fmt.Sprintf("set %s and %s for the same API", config.EnvAPI, config.EnvAPIURL)
+	}
+	var roles []string
+	for _, m := range pe.Missing {
+		roles = append(roles, m.AnyOf[0])
+	}
+	return fmt.Sprintf("add %s as application permissions, then have an administrator of the tenant open %s", strings.Join(roles, ", "), pe.ConsentURL)
+}
+
+func apiFix(cfg *config.Config, err error) string {
+	var ae *defender.APIError
+	switch {
+	case errors.As(err, &ae) && ae.Advice != "":
+		return ae.Advice
+	case errors.As(err, &ae) && ae.StatusCode == 403:
+		return "grant the app's permissions with admin consent, and check the tenant has Microsoft Defender XDR"
+	}
+	return fmt.Sprintf("make %s reachable from here", cfg.APIURL)
+}
+
+func storageFix(setting, value string) string {
+	if strings.HasPrefix(value, "file://") {
+		return fmt.Sprintf("%s=%s must be a directory this process can create and write", setting, value)
+	}
+	return fmt.Sprintf("check %s=%s exists, and that the identity has 'Storage Blob Data Contributor' on it (or the S3 write permission)", setting, value)
+}
