@@ -47,12 +47,12 @@ func TestDoctor(t *testing.T) {
 		}},
 		{name: "wrong secret in Key Vault", before: func() { s.PutSecret(devstack.DefaultSecretName, "not-the-app-secret") },
 			after: func() { s.PutSecret(devstack.DefaultSecretName, s.ClientSecret(devstack.DefaultClientID)) }, want: []string{
-			"ok    key vault",
-			"FAIL  token        tenant " + devstack.DefaultTenantID + ": entra id refused a token",
-			"fix: the client secret is wrong (AADSTS7000215): the Key Vault secret \"" + devstack.DefaultSecretName + "\" must hold a current secret's Value",
-			"skip  roles", "skip  api",
-			"ok    state store", "ok    sink",
-		}},
+				"ok    key vault",
+				"FAIL  token        tenant " + devstack.DefaultTenantID + ": entra id refused a token",
+				"fix: the client secret is wrong (AADSTS7000215): the Key Vault secret \"" + devstack.DefaultSecretName + "\" must hold a current secret's Value",
+				"skip  roles", "skip  api",
+				"ok    state store", "ok    sink",
+			}},
 		{name: "missing role", env: []string{"DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_ID", devstack.ReaderClientID,
 			"DEFENDER_CLIENT_SECRET", s.ClientSecret(devstack.ReaderClientID)}, want: []string{
 			"ok    key vault    not used (DEFENDER_CREDENTIAL=env-secret)",
