@@ -465,6 +465,7 @@ func TestThroughTheAdapters(t *testing.T) {
 	d := r.jiraDelivery(t, "jira-issue-updated-done.json", "9b1c5d7e-4001", now)
 	req, _ := http.NewRequest("POST", srv.URL+"/api/ticket-webhook/jira", bytes.NewReader(d.body))
 	req.Header = d.header.Clone()
+	req.Header.Set("X-Azure-Functions-InvocationId", "inv-forwarded-1")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -473,6 +474,19 @@ func TestThroughTheAdapters(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(b), `"status":"applied"`) {
 		t.Fatalf("forwarded: %d %s", resp.StatusCode, b)
+	}
+	// Every line this first invocation logged carries its ID, the shared
+	// services' lines too (Key Vault is not used here; the token is).
+	var msgs []string
+	for _, line := range strings.Split(strings.TrimSpace(r.logs.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil || m["invocation_id"] != "inv-forwarded-1" {
+			t.Fatalf("log line without the invocation ID: %s", line)
+		}
+		msgs = append(msgs, m["msg"].(string))
+	}
+	if strings.Join(msgs, ",") != "token acquired,ticket-webhook,http function" {
+		t.Fatalf("log lines: %v", msgs)
 	}
 
 	// The envelope: headers are arrays, the body is the raw text.

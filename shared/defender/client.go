@@ -17,6 +17,7 @@ import (
 
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
+	"github.com/defender-functions/defender-functions/shared/function"
 )
 
 // Options tune New. The zero value is right for production.
@@ -177,7 +178,7 @@ func fallbackPage(ctx context.Context, t *transport, u string, decode func(io.Re
 		nu.RawQuery = nq.Encode()
 		next = nu.String()
 	}
-	t.log.Info("$expand=alerts failed; alerts fetched per incident", "incidents", len(p.Incidents))
+	function.LoggerOr(ctx, t.log).Info("$expand=alerts failed; alerts fetched per incident", "incidents", len(p.Incidents))
 	if err := after(ctx, p); err != nil {
 		return nil, err
 	}

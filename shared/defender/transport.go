@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/shared/credentials"
+	"github.com/defender-functions/defender-functions/shared/function"
 	"golang.org/x/time/rate"
 )
 
@@ -195,7 +196,7 @@ func (t *transport) do(ctx context.Context, r request) (int, error) {
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			return sent, t.stop(ctx, last, context.DeadlineExceeded)
 		}
-		t.log.Debug("retrying", "api", t.api, "path", u.Path, "attempt", attempt, "wait", wait, "error", last)
+		function.LoggerOr(ctx, t.log).Debug("retrying", "api", t.api, "path", u.Path, "attempt", attempt, "wait", wait, "error", last)
 		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

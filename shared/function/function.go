@@ -194,6 +194,16 @@ func Logger(ctx context.Context) *slog.Logger {
 }
 
 // Text is a plain-text response.
+// LoggerOr is the invocation's logger when ctx carries one, else fallback:
+// shared services (credentials, the API client) log under the invocation
+// that caused the work.
+func LoggerOr(ctx context.Context, fallback *slog.Logger) *slog.Logger {
+	if l, ok := ctx.Value(ctxKey{}).(*slog.Logger); ok {
+		return l
+	}
+	return fallback
+}
+
 func Text(status int, msg string) *HTTPResponse {
 	return &HTTPResponse{Status: status, Header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte(msg)}
 }
