@@ -6,15 +6,12 @@ package functions
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"strings"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	huntingquery "github.com/defender-functions/defender-functions/functions/hunting-query"
 	incidentexport "github.com/defender-functions/defender-functions/functions/incident-export"
 	ticketwebhook "github.com/defender-functions/defender-functions/functions/ticket-webhook"
@@ -176,17 +173,15 @@ func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 }
 
 // BlobOptions follow the Functions conventions: AzureWebJobsStorage as a
-// connection string, or identity-based with the managed identity.
+// connection string (Azurite, development), or identity-based: the managed
+// identity in Azure, the bootstrap app of KEY_VAULT_CREDENTIAL elsewhere
+// (on Lambda the state can live in an Azure Blob container).
 func BlobOptions(cfg *config.Config, hc *http.Client) (state.BlobOptions, error) {
 	o := state.BlobOptions{ConnectionString: cfg.StorageConnStr.Reveal(), HTTPClient: hc}
 	if o.ConnectionString == "" {
-		miOpts := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: azcore.ClientOptions{Transport: hc}}
-		if cfg.ManagedIdentityClientID != "" {
-			miOpts.ID = azidentity.ClientID(cfg.ManagedIdentityClientID)
-		}
-		cred, err := azidentity.NewManagedIdentityCredential(miOpts)
+		cred, err := credentials.AzureCredential(cfg, hc)
 		if err != nil {
-			return o, errors.New("blob storage: no AzureWebJobsStorage connection string and no managed identity")
+			return o, fmt.Errorf("blob storage: no AzureWebJobsStorage connection string, and no identity: %w", err)
 		}
 		o.Credential = cred
 	}

@@ -188,6 +188,13 @@ func knownAuthority(host string) bool {
 // vaultCredential is how this process reaches Key Vault. Never
 // DefaultAzureCredential: its probing order (environment, CLI, IMDS) makes a
 // production identity depend on what happens to be installed.
+// AzureCredential is the process's own identity for Azure resources (Key
+// Vault, Blob Storage), as KEY_VAULT_CREDENTIAL says: the managed identity
+// in Azure, a bootstrap app's certificate or federation elsewhere (Lambda).
+func AzureCredential(cfg *config.Config, hc *http.Client) (azcore.TokenCredential, error) {
+	return vaultCredential(cfg, hc)
+}
+
 func vaultCredential(cfg *config.Config, hc *http.Client) (azcore.TokenCredential, error) {
 	opts := azClientOptions(cfg, hc)
 	disco := !knownAuthority(cfg.AuthorityHost)

@@ -1,0 +1,307 @@
+// Defender Functions on Azure: a Linux Flex Consumption Function App running the custom handler
+// (dist/azure.zip), its system-assigned managed identity, a Key Vault (RBAC) holding the Defender
+// app's secret, storage reached by identity (host storage, the exports and the state), and
+// Application Insights. Deploy with the commands in README.md ("Deploy to Azure").
+
+@description('Location of every resource.')
+param location string = resourceGroup().location
+
+@description('Prefix of the resource names (3-11 lower-case letters and digits).')
+@minLength(3)
+@maxLength(11)
+param namePrefix string
+
+@description('graph (Microsoft Graph security API) or xdr (Defender XDR API, retired by Microsoft on 2027-02-01).')
+@allowed(['graph', 'xdr'])
+param defenderApi string = 'graph'
+
+@description('Entra ID tenant ID of the Defender tenant (a comma-separated list for a multi-tenant partner app).')
+param defenderTenantId string = subscription().tenantId
+
+@description('Application (client) ID of the Defender app registration (docs/app-registration.md).')
+param defenderClientId string
+
+@description('The app\'s client secret. Leave empty to store it later: az keyvault secret set --name defender-client-secret.')
+@secure()
+param defenderClientSecret string = ''
+
+@description('NCRONTAB schedule of incident-export.')
+param exportSchedule string = '0 */5 * * * *'
+
+@description('How far back the first export starts.')
+param exportLookback string = '168h'
+
+@description('Role every hunting-query caller must carry (App Service Authentication); empty: function key only.')
+param huntingRequiredRole string = ''
+
+@description('Role callers of raw KQL must carry.')
+param huntingAdhocRole string = ''
+
+@description('Accept raw KQL in hunting-query.')
+param huntingAllowAdhoc bool = false
+
+@description('Webhook providers to turn on; each needs its secret in the vault: jira-webhook-secret, servicenow-webhook-secret, generic-webhook-secret.')
+param webhookProviders array = []
+
+@description('Flex Consumption scale-out limit.')
+param maximumInstanceCount int = 40
+
+var suffix = uniqueString(resourceGroup().id, namePrefix)
+var storageName = take('${namePrefix}st${suffix}', 24)
+var vaultName = take('${namePrefix}-kv-${suffix}', 24)
+var appName = '${namePrefix}-func-${suffix}'
+var vaultUri = 'https://${vaultName}${environment().suffixes.keyvaultDns}/'
+var blobEndpoint = 'https://${storageName}.blob.${environment().suffixes.storage}'
+var apiUrl = defenderApi == 'xdr' ? 'https://api.security.microsoft.com' : environment().resourceManager == 'https://management.azure.com/' ? 'https://graph.microsoft.com' : environment().graph
+var kvSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
+var blobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var blobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+var webhookSecret = {
+  jira: '@Microsoft.KeyVault(VaultName=${vaultName};SecretName=jira-webhook-secret)'
+  servicenow: '@Microsoft.KeyVault(VaultName=${vaultName};SecretName=servicenow-webhook-secret)'
+  generic: '@Microsoft.KeyVault(VaultName=${vaultName};SecretName=generic-webhook-secret)'
+}
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: storageName
+  location: location
+  sku: { name: 'Standard_LRS' }
+  kind: 'StorageV2'
+  properties: {
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false // identity only
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: 'deployment'
+}
+
+resource exportsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: 'exports'
+}
+
+resource stateContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: 'state'
+}
+
+// Delivery records of ticket-webhook expire logically after WEBHOOK_DEDUPE_TTL; remove them later.
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'webhook-deliveries'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: { blobTypes: ['blockBlob'], prefixMatch: ['state/webhook-deliveries/'] }
+            actions: { baseBlob: { delete: { daysAfterModificationGreaterThan: 30 } } }
+          }
+        }
+      ]
+    }
+  }
+}
+
+resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: '${namePrefix}-logs-${suffix}'
+  location: location
+  properties: { retentionInDays: 30, sku: { name: 'PerGB2018' } }
+}
+
+resource insights 'Microsoft.Insights/components@2020-02-02' = {
+  name: '${namePrefix}-ai-${suffix}'
+  location: location
+  kind: 'web'
+  properties: { Application_Type: 'web', WorkspaceResourceId: logs.id }
+}
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: vaultName
+  location: location
+  properties: {
+    tenantId: subscription().tenantId
+    sku: { family: 'A', name: 'standard' }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    enablePurgeProtection: true
+  }
+}
+
+resource clientSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(defenderClientSecret)) {
+  parent: vault
+  name: 'defender-client-secret'
+  properties: { value: defenderClientSecret }
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: '${namePrefix}-plan-${suffix}'
+  location: location
+  kind: 'functionapp'
+  sku: { tier: 'FlexConsumption', name: 'FC1' }
+  properties: { reserved: true }
+}
+
+resource app 'Microsoft.Web/sites@2024-04-01' = {
+  name: appName
+  location: location
+  kind: 'functionapp,linux'
+  identity: { type: 'SystemAssigned' }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${blobEndpoint}/deployment'
+          authentication: { type: 'SystemAssignedIdentity' }
+        }
+      }
+      scaleAndConcurrency: { maximumInstanceCount: maximumInstanceCount, instanceMemoryMB: 2048 }
+      runtime: { name: 'custom', version: '1.0' }
+    }
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      appSettings: [
+        { name: 'AzureWebJobsStorage__accountName'
+          value: storage.name }
+        { name: 'AzureWebJobsStorage__credential'
+          value: 'managedidentity' }
+        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+          value: insights.properties.ConnectionString }
+        { name: 'DEFENDER_API'
+          value: defenderApi }
+        { name: 'DEFENDER_TENANT_ID'
+          value: defenderTenantId }
+        { name: 'DEFENDER_CLIENT_ID'
+          value: defenderClientId }
+        { name: 'DEFENDER_CREDENTIAL'
+          value: 'keyvault-secret' }
+        { name: 'DEFENDER_SECRET_NAME'
+          value: 'defender-client-secret' }
+        { name: 'DEFENDER_SECRET_TTL'
+          value: '1h' }
+        { name: 'DEFENDER_TOKEN_VERSION'
+          value: 'v2' }
+        { name: 'DEFENDER_API_URL'
+          value: apiUrl }
+        { name: 'DEFENDER_ASSERTION_ALG'
+          value: 'PS256' }
+        { name: 'DEFENDER_RATE_LIMITS'
+          value: 'documented' }
+        { name: 'AZURE_AUTHORITY_HOST'
+          value: environment().authentication.loginEndpoint }
+        { name: 'KEY_VAULT_URL'
+          value: vaultUri }
+        { name: 'KEY_VAULT_CREDENTIAL'
+          value: 'managed-identity' }
+        { name: 'MANAGED_IDENTITY_CLIENT_ID'
+          value: '' }
+        { name: 'EXPORT_SINK'
+          value: '${blobEndpoint}/exports' }
+        { name: 'STATE_STORE'
+          value: '${blobEndpoint}/state' }
+        { name: 'EXPORT_SCHEDULE'
+          value: exportSchedule }
+        { name: 'EXPORT_LOOKBACK'
+          value: exportLookback }
+        { name: 'EXPORT_MAX_RUN'
+          value: '4m' }
+        { name: 'EXPORT_PAGE_SIZE'
+          value: '' }
+        { name: 'EXPORT_XDR_WINDOW'
+          value: '6h' }
+        { name: 'HUNTING_ALLOW_ADHOC'
+          value: string(huntingAllowAdhoc) }
+        { name: 'HUNTING_REQUIRED_ROLE'
+          value: huntingRequiredRole }
+        { name: 'HUNTING_ADHOC_ROLE'
+          value: huntingAdhocRole }
+        { name: 'HUNTING_MAX_ROWS'
+          value: '10000' }
+        { name: 'HUNTING_TIMEOUT'
+          value: '200s' }
+        { name: 'WEBHOOK_SECRET_JIRA'
+          value: contains(webhookProviders, 'jira') ? webhookSecret.jira : '' }
+        { name: 'WEBHOOK_SECRET_SERVICENOW'
+          value: contains(webhookProviders, 'servicenow') ? webhookSecret.servicenow : '' }
+        { name: 'WEBHOOK_SECRET_GENERIC'
+          value: contains(webhookProviders, 'generic') ? webhookSecret.generic : '' }
+        { name: 'WEBHOOK_MAPPING_FILE'
+          value: '' }
+        { name: 'WEBHOOK_TOLERANCE'
+          value: '5m' }
+        { name: 'WEBHOOK_RETRY_WINDOW'
+          value: '2h' }
+        { name: 'WEBHOOK_DEDUPE_TTL'
+          value: '168h' }
+        { name: 'WEBHOOK_MAX_BODY'
+          value: '1048576' }
+        { name: 'WEBHOOK_TIMEOUT'
+          value: '25s' }
+      ]
+    }
+  }
+}
+
+resource vaultAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: vault
+  name: guid(vault.id, app.id, kvSecretsUser)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', kvSecretsUser)
+    principalId: app.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The host's own storage (leases, timers, deployment package) needs Blob Data Owner.
+resource hostStorageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: storage
+  name: guid(storage.id, app.id, blobDataOwner)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', blobDataOwner)
+    principalId: app.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The exports and the state, by name, so that moving host storage elsewhere keeps them writable.
+resource exportsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: exportsContainer
+  name: guid(exportsContainer.id, app.id, blobDataContributor)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', blobDataContributor)
+    principalId: app.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource stateAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: stateContainer
+  name: guid(stateContainer.id, app.id, blobDataContributor)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', blobDataContributor)
+    principalId: app.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+output functionAppName string = app.name
+output keyVaultName string = vault.name
+output hostName string = app.properties.defaultHostName
+output principalId string = app.identity.principalId

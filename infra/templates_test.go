@@ -1,0 +1,179 @@
+// Package infra_test checks the deployment templates against the code: the
+// settings the code reads, the runtime, handler and resources.
+package infra_test
+
+import (
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/awslabs/goformation/v7"
+	"github.com/awslabs/goformation/v7/cloudformation/serverless"
+
+	"github.com/defender-functions/defender-functions/shared/config"
+)
+
+// settingsRead is every setting config.Load reads, recorded as it reads.
+func settingsRead(t *testing.T) map[string]bool {
+	seen := map[string]bool{}
+	config.Load(func(k string) (string, bool) { seen[k] = true; return "", false })
+	if len(seen) < 40 {
+		t.Fatalf("only %d settings recorded", len(seen))
+	}
+	return seen
+}
+
+// Settings that belong to one platform only, and why.
+var notOn = map[string]map[string]string{
+	"azure": {
+		config.EnvClientSecret:         "env-secret is for local development",
+		config.EnvVaultClientID:        "Azure reaches Key Vault with the managed identity",
+		config.EnvVaultTenantID:        "Azure reaches Key Vault with the managed identity",
+		config.EnvVaultCertificatePath: "Azure reaches Key Vault with the managed identity",
+		config.EnvVaultCertificatePass: "Azure reaches Key Vault with the managed identity",
+		config.EnvFederatedTokenFile:   "Azure reaches Key Vault with the managed identity",
+		config.EnvS3Endpoint:           "S3-compatible endpoints are for the emulators",
+		config.EnvAWSRegion:            "set by Lambda",
+		config.EnvStorage:              "identity-based storage: AzureWebJobsStorage__accountName",
+	},
+	"aws": {
+		config.EnvClientSecret:            "env-secret is for local development",
+		config.EnvManagedIdentityClientID: "no managed identity on Lambda",
+		config.EnvVaultCertificatePass:    "the layer's PEM has no password",
+		config.EnvFederatedTokenFile:      "the certificate is used, not federation",
+		config.EnvS3Endpoint:              "S3-compatible endpoints are for the emulators",
+		config.EnvAWSRegion:               "reserved: Lambda sets it",
+		config.EnvStorage:                 "the state's Blob container is reached with the bootstrap app",
+		config.EnvStorageAccount:          "a Functions host setting",
+	},
+}
+
+// Platform settings the templates may carry besides the code's.
+var platform = map[string]bool{
+	"FUNCTIONS_WORKER_RUNTIME": true, "FUNCTIONS_EXTENSION_VERSION": true, "APPLICATIONINSIGHTS_CONNECTION_STRING": true,
+	"AzureWebJobsStorage__credential": true, "AzureWebJobsStorage__blobServiceUri": true, "AzureWebJobsStorage__queueServiceUri": true,
+	"AzureWebJobsStorage__tableServiceUri": true, "WEBSITE_RUN_FROM_PACKAGE": true,
+}
+
+func compare(t *testing.T, where string, got map[string]bool, skip map[string]string) {
+	t.Helper()
+	var missing, extra []string
+	for name := range settingsRead(t) {
+		if _, ok := skip[name]; !ok && !got[name] {
+			missing = append(missing, name)
+		}
+	}
+	read := settingsRead(t)
+	for name := range got {
+		if !read[name] && !platform[name] {
+			extra = append(extra, name)
+		}
+		if reason, ok := skip[name]; ok && got[name] {
+			extra = append(extra, name+" ("+reason+")")
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	if len(missing) > 0 || len(extra) > 0 {
+		t.Errorf("%s: missing settings %v; settings the code does not read here %v", where, missing, extra)
+	}
+}
+
+func TestSAMTemplate(t *testing.T) {
+	tpl, err := goformation.Open("aws/template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fns := tpl.GetAllServerlessFunctionResources()
+	if len(fns) != 1 {
+		t.Fatalf("%d functions", len(fns))
+	}
+	var fn *serverless.Function
+	for _, f := range fns {
+		fn = f
+	}
+	if fn.Runtime == nil || *fn.Runtime != "provided.al2023" || fn.Handler == nil || *fn.Handler != "bootstrap" ||
+		len(fn.Architectures) != 1 || fn.Architectures[0] != "arm64" {
+		t.Fatalf("runtime %v handler %v architectures %v", fn.Runtime, fn.Handler, fn.Architectures)
+	}
+	if fn.CodeUri == nil || fn.CodeUri.String == nil || *fn.CodeUri.String != "../../dist/lambda/arm64/" {
+		t.Fatalf("CodeUri %+v", fn.CodeUri)
+	}
+	routes := map[string]string{}
+	for name, ev := range fn.Events {
+		switch {
+		case ev.Properties.HttpApiEvent != nil:
+			h := ev.Properties.HttpApiEvent
+			routes[*h.Method+" "+*h.Path] = name
+		default:
+			t.Fatalf("event %s of an unexpected type", name)
+		}
+	}
+	for _, want := range []string{"GET /hunting-query", "POST /hunting-query", "POST /ticket-webhook/{provider}"} {
+		if routes[want] == "" {
+			t.Errorf("no event for %s (have %v)", want, routes)
+		}
+	}
+	sched, err := tpl.GetSchedulerScheduleWithName("IncidentExportSchedule")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sched.Target == nil || sched.Target.Input == nil || *sched.Target.Input != `{"source":"scheduler","function":"incident-export"}` {
+		t.Fatalf("schedule target %+v", sched.Target)
+	}
+	if _, err := tpl.GetS3BucketWithName("ExportBucket"); err != nil {
+		t.Error(err)
+	}
+	if _, err := tpl.GetServerlessHttpApiWithName("HttpApi"); err != nil {
+		t.Error(err)
+	}
+	got := map[string]bool{}
+	if fn.Environment == nil {
+		t.Fatal("no environment")
+	}
+	for k := range fn.Environment.Variables {
+		got[k] = true
+	}
+	compare(t, "infra/aws/template.yaml", got, notOn["aws"])
+}
+
+// The Bicep file's app settings: name/value pairs in appSettings.
+func TestBicepSettings(t *testing.T) {
+	b, err := os.ReadFile("azure/main.bicep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\{\s*name:\s*'([A-Za-z0-9_]+)'\s*\n?\s*value:`).FindAllStringSubmatch(string(b), -1) {
+		got[m[1]] = true
+	}
+	compare(t, "infra/azure/main.bicep", got, notOn["azure"])
+	for _, want := range []string{"Microsoft.Web/sites", "FlexConsumption", "'custom'", "SystemAssigned", "Microsoft.KeyVault/vaults",
+		"enableRbacAuthorization: true", "4633458b-17de-408a-b874-0445c86b69e6", "Microsoft.Insights/components",
+		"ba92f5b4-2d11-453d-a403-e96b0029c9fe", "'exports'", "'state'"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("main.bicep lacks %s", want)
+		}
+	}
+}
+
+// The README's settings table names every setting, and nothing else.
+func TestReadmeSettings(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		first := strings.Split(line, "|")[1]
+		for _, m := range regexp.MustCompile("`([A-Za-z0-9_]+)`").FindAllStringSubmatch(first, -1) {
+			got[m[1]] = true
+		}
+	}
+	compare(t, "README.md", got, nil)
+}
