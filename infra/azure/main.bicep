@@ -15,6 +15,9 @@ param namePrefix string
 @allowed(['graph', 'xdr'])
 param defenderApi string = 'graph'
 
+@description('API base URL; empty: the public cloud\'s (https://graph.microsoft.us for GCC High, a regional XDR host).')
+param defenderApiUrl string = ''
+
 @description('Entra ID tenant ID of the Defender tenant (a comma-separated list for a multi-tenant partner app).')
 param defenderTenantId string = subscription().tenantId
 
@@ -52,7 +55,7 @@ var vaultName = take('${namePrefix}-kv-${suffix}', 24)
 var appName = '${namePrefix}-func-${suffix}'
 var vaultUri = 'https://${vaultName}${environment().suffixes.keyvaultDns}/'
 var blobEndpoint = 'https://${storageName}.blob.${environment().suffixes.storage}'
-var apiUrl = defenderApi == 'xdr' ? 'https://api.security.microsoft.com' : environment().resourceManager == 'https://management.azure.com/' ? 'https://graph.microsoft.com' : environment().graph
+var apiUrl = !empty(defenderApiUrl) ? defenderApiUrl : defenderApi == 'xdr' ? 'https://api.security.microsoft.com' : 'https://graph.microsoft.com'
 var kvSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 var blobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var blobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
