@@ -1,9 +1,12 @@
 # Defender Functions. `make run` shows the product on the offline devstack;
 # `make test` runs every test. Everything they need is installed by them.
 
+SHELL   := /bin/bash
 GO      ?= go
 LOCAL   ?= .local
 PKGS    := ./...
+# The secrets audit's directory: what the devstacks issued and every log the tests captured.
+AUDIT   := $(LOCAL)/audit
 
 .PHONY: run test vet fuzz bench devstack doctor build package clean tools
 
@@ -33,7 +36,10 @@ tools:
 	./infra/local/install-tools.sh
 
 test: vet tools
-	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	rm -rf $(AUDIT) && mkdir -p $(AUDIT)
+	set -o pipefail; DEVSTACK_AUDIT_DIR=$(abspath $(AUDIT)) $(GO) test -race -count=1 -timeout 30m $(PKGS) 2>&1 | tee $(AUDIT)/go-test-output.txt
+	$(GO) run ./infra/local/cmd/audit $(AUDIT)
+	rm -rf $(AUDIT)
 	$(MAKE) fuzz
 
 # Minimization is capped: on inputs of a few KB it would otherwise take the

@@ -2,6 +2,7 @@ package doctor_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -91,7 +92,7 @@ func TestDoctor(t *testing.T) {
 				m[c.env[i]] = c.env[i+1]
 			}
 			var out strings.Builder
-			pass := doctor.Run(context.Background(), func(k string) (string, bool) { v, ok := m[k]; return v, ok }, &out, &doctor.Options{HTTPClient: s.HTTPClient()})
+			pass := doctor.Run(context.Background(), func(k string) (string, bool) { v, ok := m[k]; return v, ok }, io.MultiWriter(&out, devstack.AuditLog()), &doctor.Options{HTTPClient: s.HTTPClient()})
 			if pass != c.pass {
 				t.Fatalf("passed = %v, want %v:\n%s", pass, c.pass, out.String())
 			}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -39,7 +40,7 @@ func newApp(t *testing.T, s *devstack.Stack, logs *syncBuf, kv ...string) *funct
 	for i := 0; i < len(kv); i += 2 {
 		m[kv[i]] = kv[i+1]
 	}
-	app, err := functions.New(func(k string) (string, bool) { v, ok := m[k]; return v, ok }, slog.New(slog.NewJSONHandler(logs, nil)),
+	app, err := functions.New(func(k string) (string, bool) { v, ok := m[k]; return v, ok }, slog.New(slog.NewJSONHandler(io.MultiWriter(logs, devstack.AuditLog()), nil)),
 		&functions.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"strconv"
@@ -87,7 +88,7 @@ func (e *env) exporter(t testing.TB, sk sink.Sink, st state.Store) *incidentexpo
 }
 
 func (e *env) run(t testing.TB, x *incidentexport.Exporter) error {
-	ctx := function.WithInvocation(context.Background(), slog.New(slog.NewJSONHandler(e.logs, nil)), "test")
+	ctx := function.WithInvocation(context.Background(), slog.New(slog.NewJSONHandler(io.MultiWriter(e.logs, devstack.AuditLog()), nil)), "test")
 	return x.Run(ctx, function.Timer{ScheduledTime: time.Now()})
 }
 

@@ -55,6 +55,7 @@ func startHandler(t testing.TB, bin string, env []string, logs io.Writer) *handl
 	port := freePort(t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(env, "FUNCTIONS_CUSTOMHANDLER_PORT="+port)
+	logs = io.MultiWriter(logs, devstack.AuditLog())
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -79,7 +79,7 @@ func newRig(t *testing.T, api string, kv ...string) *rig {
 	}
 	m["DEFENDER_CLIENT_SECRET"] = s.ClientSecret(m["DEFENDER_CLIENT_ID"])
 	r.settings = m
-	app, err := functions.New(func(k string) (string, bool) { v, ok := m[k]; return v, ok }, slog.New(slog.NewJSONHandler(r.logs, nil)),
+	app, err := functions.New(func(k string) (string, bool) { v, ok := m[k]; return v, ok }, slog.New(slog.NewJSONHandler(io.MultiWriter(r.logs, devstack.AuditLog()), nil)),
 		&functions.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -26,7 +27,7 @@ var (
 	logMu  sync.Mutex
 	logBuf bytes.Buffer
 	stacks []*devstack.Stack
-	logger = slog.New(slog.NewJSONHandler(syncWriter{}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logger = slog.New(slog.NewJSONHandler(io.MultiWriter(syncWriter{}, devstack.AuditLog()), &slog.HandlerOptions{Level: slog.LevelDebug}))
 )
 
 type syncWriter struct{}

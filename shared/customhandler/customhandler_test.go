@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"github.com/defender-functions/defender-functions/infra/local/devstack"
 	"io"
 	"log/slog"
 	"net/http"
@@ -35,7 +36,7 @@ func (a *recorderApp) app() *function.App {
 		return &function.HTTPResponse{Status: 202, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(`{"ok":true}`)}
 	}
 	return &function.App{
-		Logger: slog.New(slog.NewJSONHandler(&a.logs, nil)),
+		Logger: slog.New(slog.NewJSONHandler(io.MultiWriter(&a.logs, devstack.AuditLog()), nil)),
 		HTTP: map[string]function.HTTPRoute{
 			"hunting-query":  {Route: "hunting-query", Methods: []string{"get", "post"}, Func: echo},
 			"ticket-webhook": {Route: "ticket-webhook/{provider}", Methods: []string{"post"}, Func: echo},

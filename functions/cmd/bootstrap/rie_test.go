@@ -40,7 +40,8 @@ func startRIE(t *testing.T, env []string) *rie {
 	cmd.Dir = dir
 	cmd.Env = append(env, "AWS_LAMBDA_FUNCTION_TIMEOUT=60", "AWS_LAMBDA_FUNCTION_NAME=defender-functions")
 	r := &rie{url: "http://" + addr + "/2015-03-31/functions/function/invocations", out: &bytes.Buffer{}}
-	cmd.Stdout, cmd.Stderr = r.out, r.out
+	w := io.MultiWriter(r.out, devstack.AuditLog())
+	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

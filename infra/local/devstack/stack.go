@@ -284,6 +284,7 @@ func (s *Stack) Close() error {
 	}
 	close(s.stop)
 	s.wg.Wait()
+	s.recordIssued()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var errs []error

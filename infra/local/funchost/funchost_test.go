@@ -61,7 +61,7 @@ func TestTimers(t *testing.T) {
 	app := appDir(t)
 	dir := t.TempDir()
 	s := devstack.Start(t, devstack.Options{Incidents: 200, Dir: filepath.Join(dir, "local")})
-	h, err := funchost.Start(funchost.Options{AppDir: app, Env: settings(s, dir, "EXPORT_SCHEDULE=*/1 * * * * *"), Stdout: io.Discard, Stderr: io.Discard})
+	h, err := funchost.Start(funchost.Options{AppDir: app, Env: settings(s, dir, "EXPORT_SCHEDULE=*/1 * * * * *"), Stdout: devstack.AuditLog(), Stderr: devstack.AuditLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestHTTPModes(t *testing.T) {
 	app := appDir(t)
 	for _, forwarding := range []bool{true, false} {
 		h, err := funchost.Start(funchost.Options{AppDir: app, Env: []string{"PATH=" + os.Getenv("PATH")}, Forwarding: &forwarding, NoTimers: true,
-			Stdout: io.Discard, Stderr: io.Discard})
+			Stdout: devstack.AuditLog(), Stderr: devstack.AuditLog()})
 		if err != nil {
 			t.Fatal(err)
 		}
