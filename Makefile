@@ -50,8 +50,9 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 0.5s "$${t%%:*}" || exit 1; \
 	done
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+# Every benchmark in one run, then docs/benchmarks.md (figures beside goals) and its charts.
+bench: tools
+	$(GO) run ./infra/bench -out docs
 
 build:
 	$(GO) run ./infra/pack -out dist

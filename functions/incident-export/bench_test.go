@@ -59,7 +59,7 @@ func handlerEnv(settings map[string]string, dir string, extra ...string) []strin
 // API → decode → file sink → checkpoint, without throttling; it reports
 // incidents exported per second and the handler's peak RSS.
 func BenchmarkExport(b *testing.B) {
-	for _, n := range []int{10_000, 100_000} {
+	for _, n := range []int{1_000, 10_000, 100_000} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			settings := devstackProcess(b, n)
 			bin := buildHandler(b)

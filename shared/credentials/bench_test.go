@@ -97,3 +97,32 @@ func BenchmarkClockRead(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkTokenPerCall is the baseline the cache replaces: a token request
+// to Entra ID on every call, as the original guide's samples do (here over
+// loopback TLS to the devstack, so a real network adds to it), and, for the
+// keyvault-secret mode, the Key Vault read before it.
+func BenchmarkTokenPerCall(b *testing.B) {
+	id := uuid.NewString()
+	s := start(b, devstack.Options{IdentityClientID: id})
+	for _, mode := range []struct {
+		name string
+		kv   []string
+	}{
+		{"client-secret", []string{"DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", s.ClientSecret(devstack.DefaultClientID)}},
+		{"keyvault-secret", nil},
+	} {
+		b.Run(mode.name, func(b *testing.B) {
+			cfg := settings(b, s, id, mode.kv...)
+			for b.Loop() {
+				creds, err := credentials.New(cfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := creds.Source(cfg.Tenants[0]).Token(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,20 +21,33 @@ import (
 
 // rie runs the built bootstrap under the AWS Lambda Runtime Interface Emulator.
 type rie struct {
-	url string
-	out *bytes.Buffer
+	url  string
+	out  *bytes.Buffer
+	stop func()
 }
 
-func startRIE(t *testing.T, env []string) *rie {
+func startRIE(t testing.TB, env []string) *rie {
 	t.Helper()
-	emu := emulators.Tool(t, "aws-lambda-rie")
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "bootstrap")
+	return launchRIE(t, buildBootstrap(t), env)
+}
+
+// buildBootstrap builds the bootstrap as make build does.
+func buildBootstrap(t testing.TB) string {
+	bin := filepath.Join(t.TempDir(), "bootstrap")
 	build := exec.Command("go", "build", "-tags", "lambda.norpc", "-o", bin, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// launchRIE starts the emulator on a built bootstrap; the emulator starts
+// the bootstrap itself at the first invocation, as Lambda does.
+func launchRIE(t testing.TB, bin string, env []string) *rie {
+	t.Helper()
+	emu := emulators.Tool(t, "aws-lambda-rie")
+	dir := filepath.Dir(bin)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
@@ -45,7 +60,8 @@ func startRIE(t *testing.T, env []string) *rie {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	r.stop = sync.OnceFunc(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(r.stop)
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
@@ -57,7 +73,7 @@ func startRIE(t *testing.T, env []string) *rie {
 	}
 }
 
-func (r *rie) invoke(t *testing.T, payload []byte) (int, []byte) {
+func (r *rie) invoke(t testing.TB, payload []byte) (int, []byte) {
 	t.Helper()
 	resp, err := http.Post(r.url, "application/json", bytes.NewReader(payload))
 	if err != nil {
@@ -68,7 +84,7 @@ func (r *rie) invoke(t *testing.T, payload []byte) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-func fixture(t *testing.T, name string) []byte {
+func fixture(t testing.TB, name string) []byte {
 	// The Lambda event fixtures live beside the adapter that decodes them.
 	b, err := os.ReadFile(filepath.Join(emulators.RepoRoot(t), "shared", "lambdahandler", "testdata", name))
 	if err != nil {
@@ -136,5 +152,39 @@ func TestBootstrapMisconfiguredUnderRIE(t *testing.T) {
 	status, body = r.invoke(t, fixture(t, "eventbridge-scheduled-event.json"))
 	if status != 200 || !strings.Contains(string(body), `DEFENDER_TENANT_ID is required`) || !strings.Contains(string(body), "errorMessage") {
 		t.Fatalf("timer: %d %s", status, body)
+	}
+}
+
+// BenchmarkColdStart is the Lambda cold start under the emulator: from the
+// first invocation's request (the emulator then starts the bootstrap) to
+// its answer, for a request that needs no network (the hunting catalog);
+// then a warm invocation. Medians of 10 cold starts.
+func BenchmarkColdStart(b *testing.B) {
+	dir := b.TempDir()
+	s := devstack.Start(b, devstack.Options{Incidents: 10, Dir: filepath.Join(dir, "local")})
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range s.Settings() {
+		env = append(env, k+"="+v)
+	}
+	bin := buildBootstrap(b)
+	ev := []byte(`{"version":"2.0","routeKey":"$default","rawPath":"/hunting-query","rawQueryString":"","headers":{},"requestContext":{"http":{"method":"GET","path":"/hunting-query"},"stage":"$default"},"isBase64Encoded":false}`)
+	for b.Loop() {
+		var cold, warm []time.Duration
+		for range 10 {
+			r := launchRIE(b, bin, env)
+			start := time.Now()
+			if st, body := r.invoke(b, ev); st != 200 || !bytes.Contains(body, []byte(`\"statusCode\":200`)) && !bytes.Contains(body, []byte(`"statusCode":200`)) {
+				b.Fatalf("cold: %d %s\n%s", st, body, r.out)
+			}
+			cold = append(cold, time.Since(start))
+			start = time.Now()
+			r.invoke(b, ev)
+			warm = append(warm, time.Since(start))
+			r.stop()
+		}
+		sort.Slice(cold, func(i, j int) bool { return cold[i] < cold[j] })
+		sort.Slice(warm, func(i, j int) bool { return warm[i] < warm[j] })
+		b.ReportMetric(float64(cold[len(cold)/2].Microseconds())/1000, "cold-ms")
+		b.ReportMetric(float64(warm[len(warm)/2].Microseconds())/1000, "warm-ms")
 	}
 }

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Goal is one figure an issue promised, and how to judge it.
+type Goal struct {
+	Area, What  string
+	Bench, Unit string
+	Goal        string                          // as the issue states it; "" for a reference figure
+	Met         func(v float64, r Results) bool // nil: no goal
+	Format      func(v float64) string
+	Issue       int
+}
+
+func num(v float64) string {
+	switch {
+	case v == math.Trunc(v) && v < 1000:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 1000:
+		return commas(int64(math.Round(v)))
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func commas(n int64) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func ms(v float64) string { return num(v/1e6) + " ms" }
+func us(v float64) string { return num(v/1e3) + " µs" }
+func ns(v float64) string { return num(v) + " ns" }
+func unit(u string) func(float64) string {
+	return func(v float64) string { return num(v) + " " + u }
+}
+
+func atMost(limit float64) func(float64, Results) bool {
+	return func(v float64, _ Results) bool { return v <= limit }
+}
+func below(limit float64) func(float64, Results) bool {
+	return func(v float64, _ Results) bool { return v < limit }
+}
+func atLeast(limit float64) func(float64, Results) bool {
+	return func(v float64, _ Results) bool { return v >= limit }
+}
+
+// flat: the value at 100k is within 1.5× of the value at 10k.
+func flat(prefix, u string) func(float64, Results) bool {
+	return func(v float64, r Results) bool {
+		small, ok := r.Get(prefix+"/10000", u)
+		return ok && v <= 1.5*small
+	}
+}
+
+var goals = []Goal{
+	{"Devstack", "Graph incidents served per second (TLS, with alerts)", "ListThroughput/graph", "incidents/s", "≥ 20,000/s", atLeast(20000), unit("/s"), 2},
+	{"Devstack", "XDR incidents served per second", "ListThroughput/xdr", "incidents/s", "≥ 20,000/s", atLeast(20000), unit("/s"), 2},
+
+	{"Tokens", "cache hit, serial", "CacheHit/serial", "ns/op", "≤ 30 ns", atMost(30), ns, 3},
+	{"Tokens", "cache hit, serial: allocations", "CacheHit/serial", "allocs/op", "0", atMost(0), unit("allocs"), 3},
+	{"Tokens", "cache hit, parallel", "CacheHit/parallel", "ns/op", "≤ 30 ns", atMost(30), ns, 3},
+	{"Tokens", "cache hit, parallel: allocations", "CacheHit/parallel", "allocs/op", "0", atMost(0), unit("allocs"), 3},
+	{"Tokens", "x/oauth2 ReuseTokenSource hit, serial (reference)", "ReuseTokenSource/serial", "ns/op", "", nil, ns, 3},
+	{"Tokens", "x/oauth2 ReuseTokenSource hit, parallel (reference)", "ReuseTokenSource/parallel", "ns/op", "", nil, ns, 3},
+	{"Tokens", "one monotonic clock read: the floor of any expiry check (reference)", "ClockRead/serial", "ns/op", "", nil, ns, 3},
+	{"Tokens", "baseline: a token request per call, client secret (the guide's samples)", "TokenPerCall/client-secret", "ns/op", "", nil, ms, 10},
+	{"Tokens", "baseline: Key Vault read and token request per call", "TokenPerCall/keyvault-secret", "ns/op", "", nil, ms, 10},
+
+	{"API client", "Graph page decode and normalize", "DecodePage/graph", "incidents/s", "", nil, unit("/s"), 4},
+	{"API client", "Graph allocations per incident", "DecodePage/graph", "allocs/incident", "", nil, unit("allocs"), 4},
+	{"API client", "XDR page decode and normalize", "DecodePage/xdr", "incidents/s", "", nil, unit("/s"), 4},
+	{"API client", "peak heap listing 1k incidents", "ListHeap/1000", "peak-heap-MiB", "", nil, unit("MiB"), 4},
+	{"API client", "peak heap listing 10k incidents", "ListHeap/10000", "peak-heap-MiB", "", nil, unit("MiB"), 4},
+	{"API client", "peak heap listing 100k incidents", "ListHeap/100000", "peak-heap-MiB", "flat (≤ 1.5× the 10k figure)", flat("ListHeap", "peak-heap-MiB"), unit("MiB"), 4},
+
+	{"Runtime", "handler start until GET / answers (median of 20)", "StartToReady", "median-ms", "< 10 ms", below(10), unit("ms"), 5},
+	{"Runtime", "invocation overhead, timer envelope", "InvocationOverhead/timer-envelope", "ns/op", "< 50 µs", below(50000), us, 5},
+	{"Runtime", "invocation overhead, HTTP envelope", "InvocationOverhead/http-envelope", "ns/op", "< 50 µs", below(50000), us, 5},
+	{"Runtime", "invocation overhead, forwarded HTTP", "InvocationOverhead/http-forwarded", "ns/op", "< 50 µs", below(50000), us, 5},
+	{"Runtime", "Lambda cold start under the emulator (median of 10)", "ColdStart", "cold-ms", "", nil, unit("ms"), 10},
+	{"Runtime", "Lambda warm invocation under the emulator", "ColdStart", "warm-ms", "", nil, unit("ms"), 10},
+
+	{"Export", "whole path to the file sink, 1k incidents", "Export/1000", "incidents/s", "", nil, unit("/s"), 6},
+	{"Export", "whole path to the file sink, 10k incidents", "Export/10000", "incidents/s", "≥ 5,000/s", atLeast(5000), unit("/s"), 6},
+	{"Export", "whole path to the file sink, 100k incidents", "Export/100000", "incidents/s", "≥ 5,000/s", atLeast(5000), unit("/s"), 6},
+	{"Export", "handler peak RSS, 10k incidents", "Export/10000", "peak-rss-MiB", "< 64 MB", below(64), unit("MiB"), 6},
+	{"Export", "handler peak RSS, 100k incidents", "Export/100000", "peak-rss-MiB", "< 64 MB, flat in N", func(v float64, r Results) bool { return v < 64 && flat("Export", "peak-rss-MiB")(v, r) }, unit("MiB"), 6},
+	{"Export", "under the documented rate limit: share of limit × page size", "ExportUnderRateLimit", "%-of-limit", "≥ 95 %", atLeast(95), unit("%"), 6},
+	{"Export", "under the documented rate limit: 429s served", "ExportUnderRateLimit", "429s", "none after the first", atMost(1), unit(""), 6},
+
+	{"Hunting", "latency added over a direct API call, p99, 1 concurrent", "LatencyAdded/1", "added-p99-ms", "", nil, unit("ms"), 7},
+	{"Hunting", "latency added over a direct API call, p99, 10 concurrent", "LatencyAdded/10", "added-p99-ms", "", nil, unit("ms"), 7},
+	{"Hunting", "latency added over a direct API call, p99, 50 concurrent", "LatencyAdded/50", "added-p99-ms", "< 1 ms", below(1), unit("ms"), 7},
+	{"Hunting", "latency added, p50, 50 concurrent", "LatencyAdded/50", "added-p50-ms", "", nil, unit("ms"), 7},
+	{"Hunting", "heap growth while streaming 100k rows", "Stream100kRows", "peak-heap-growth-MiB", "flat (< 16 MiB for ~100 MiB streamed)", below(16), unit("MiB"), 7},
+
+	{"Webhooks", "Standard Webhooks verification, 9 KB body", "Verify/standard", "ns/op", "", nil, us, 8},
+	{"Webhooks", "X-Hub-Signature verification, 9 KB body", "Verify/hub", "ns/op", "", nil, us, 8},
+	{"Webhooks", "Jira payload parse and mapping", "ParseJira", "ns/op", "", nil, us, 8},
+}
+
+// Write renders benchmarks.md and its charts.
+func Write(dir string, r Results, machine string, at time.Time) error {
+	if err := os.MkdirAll(filepath.Join(dir, "benchmarks"), 0o755); err != nil {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Benchmarks\n\nGenerated by `make bench` on %s.\n\nMachine: %s. Absolute figures belong to this machine; "+
+		"the benchmarks that start processes share its CPUs with the devstack they talk to.\n\n", at.UTC().Format("2006-01-02 15:04 MST"), machine)
+	met, missed, missing := 0, 0, 0
+	area := ""
+	var unmet []string
+	for _, g := range goals {
+		if g.Area != area {
+			area = g.Area
+			fmt.Fprintf(&b, "\n## %s\n\n| measure | figure | goal | |\n|---|---:|---|---|\n", area)
+		}
+		v, ok := r.Get(g.Bench, g.Unit)
+		fig, mark := "not measured", ""
+		switch {
+		case !ok:
+			missing++
+			if g.Met != nil {
+				mark = "**not measured**"
+				unmet = append(unmet, g.What+" (not measured)")
+			}
+		default:
+			fig = g.Format(v)
+			if g.Met != nil {
+				if g.Met(v, r) {
+					mark, met = "met", met+1
+				} else {
+					mark, missed = "**not met**", missed+1
+					unmet = append(unmet, fmt.Sprintf("%s: %s against %s (#%d)", g.What, fig, g.Goal, g.Issue))
+				}
+			}
+		}
+		goal := g.Goal
+		if goal == "" {
+			goal = "reference"
+		}
+		fmt.Fprintf(&b, "| %s (`%s`) | %s | %s | %s |\n", g.What, g.Bench, fig, goal, mark)
+	}
+	fmt.Fprintf(&b, "\n## Summary\n\n%d goals met, %d not met, %d figures not measured in this run.\n", met, missed, missing)
+	if len(unmet) > 0 {
+		b.WriteString("\nNot met yet:\n\n")
+		for _, u := range unmet {
+			fmt.Fprintf(&b, "- %s\n", u)
+		}
+	}
+
+	charts := []chart{
+		{file: "throughput.svg", title: "Incidents per second against incidents listed", unit: "incidents/s", series: []series{
+			{"export, whole path (handler process)", "Export", "incidents/s"},
+			{"API client listing with alerts", "ListHeap", "incidents/s"},
+		}},
+		{file: "memory.svg", title: "Memory against incidents listed", unit: "MiB", series: []series{
+			{"export handler peak RSS", "Export", "peak-rss-MiB"},
+			{"API client peak heap", "ListHeap", "peak-heap-MiB"},
+		}},
+	}
+	b.WriteString("\n## Charts\n\n")
+	for _, c := range charts {
+		svg := c.render(r)
+		if err := os.WriteFile(filepath.Join(dir, "benchmarks", c.file), []byte(svg), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "![%s](benchmarks/%s)\n\n", c.title, c.file)
+	}
+	b.WriteString("The raw `go test -bench` output of this run is [benchmarks/raw.txt](benchmarks/raw.txt).\n")
+	return os.WriteFile(filepath.Join(dir, "benchmarks.md"), []byte(b.String()), 0o644)
+}
