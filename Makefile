@@ -8,7 +8,7 @@ PKGS    := ./...
 # The secrets audit's directory: what the devstacks issued and every log the tests captured.
 AUDIT   := $(LOCAL)/audit
 
-.PHONY: run test vet fuzz bench devstack doctor build package clean tools
+.PHONY: run test vet fuzz chaos bench devstack doctor build package clean tools
 
 # Fuzz targets: package and name. `make test` runs each for FUZZTIME; the
 # seed corpora under testdata/fuzz run with every plain `go test`.
@@ -49,6 +49,15 @@ fuzz:
 		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 0.5s "$${t%%:*}" || exit 1; \
 	done
+
+# The resilience suite at CHAOS_SCALE times the size make test runs it at: the export's
+# kill/fault matrix, outages and rotation under load, the HTTP functions under load; then
+# every fuzz target for a minute.
+CHAOS_SCALE ?= 4
+chaos: tools
+	CHAOS_SCALE=$(CHAOS_SCALE) $(GO) test -count=1 -timeout 90m -run 'TestExactlyOnceUnderKills' ./functions/incident-export/
+	CHAOS_SCALE=$(CHAOS_SCALE) $(GO) test -race -count=1 -timeout 30m ./infra/chaos/
+	$(MAKE) fuzz FUZZTIME=60s
 
 # Every benchmark in one run, then docs/benchmarks.md (figures beside goals) and its charts.
 bench: tools

@@ -302,6 +302,11 @@ func upstreamError(err error) *function.HTTPResponse {
 		return apiErr(400, "BadQuery", ae.Message)
 	case errors.As(err, &ae) && (ae.StatusCode == 401 || ae.StatusCode == 403):
 		return apiErr(502, "AppNotAuthorized", "Defender refused the app: "+ae.Error())
+	case errors.As(err, &ee) && ee.Transient(), errors.As(err, &ve) && (ve.StatusCode == 0 || ve.StatusCode >= 500 || ve.StatusCode == 429):
+		// An outage, not a mistake: the caller may retry.
+		resp := apiErr(503, "CredentialsUnavailable", "Entra ID or Key Vault is unavailable, and no valid token is cached: "+err.Error())
+		resp.Header.Set("Retry-After", "30")
+		return resp
 	case errors.As(err, &ee), errors.As(err, &ve), errors.As(err, &pe):
 		return apiErr(500, "Configuration", err.Error())
 	}

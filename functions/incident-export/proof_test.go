@@ -109,7 +109,10 @@ func TestExactlyOnceUnderKills(t *testing.T) {
 // XDR API (scanned in windows) instead of Graph.
 func killMatrix(t *testing.T, target string) {
 	dir := t.TempDir()
-	s := devstack.Start(t, devstack.Options{Incidents: 5000, Dir: filepath.Join(dir, "local"),
+	// make chaos runs the matrix at a larger scale (CHAOS_SCALE=4: 20k
+	// incidents, 120 runs); make test at 1.
+	scale := chaosScale()
+	s := devstack.Start(t, devstack.Options{Incidents: 5000 * scale, Dir: filepath.Join(dir, "local"),
 		Faults: devstack.Faults{ErrorRate: 0.10, ThrottleRate: 0.02, TruncateRate: 0.02}})
 	bin := buildHandler(t)
 	sinkDir := filepath.Join(dir, "export")
@@ -172,7 +175,7 @@ func killMatrix(t *testing.T, target string) {
 	r := rand.New(rand.NewPCG(1, 2))
 	completed, killed := 0, 0
 	since := time.Now().Add(-960 * time.Hour)
-	for run := 1; run <= 30; run++ {
+	for run := 1; run <= 30*scale; run++ {
 		p := startHandler(t, bin, env, logs)
 		if run%3 == 0 {
 			// Let this one finish.
@@ -202,7 +205,16 @@ func killMatrix(t *testing.T, target string) {
 			pause(false)
 		}
 	}
-	if completed == 0 || killed < 15 {
+	if completed == 0 || killed < 15*scale {
 		t.Fatalf("completed %d, killed %d", completed, killed)
 	}
+}
+
+// chaosScale is CHAOS_SCALE (default 1): how much larger the resilience
+// tests run under make chaos.
+func chaosScale() int {
+	if n, err := strconv.Atoi(os.Getenv("CHAOS_SCALE")); err == nil && n > 1 {
+		return n
+	}
+	return 1
 }
