@@ -23,15 +23,28 @@ func main() {
 	if port == "" {
 		port = "8080"
 	}
-	// No network I/O before listening: the host probes GET / within seconds.
-	app := functions.FromEnv(log)
-	h := customhandler.New(app, customhandler.Options{TrustEasyAuth: os.Getenv("WEBSITE_AUTH_ENABLED") == "True"})
+	// Listen first: the host probes GET / from the moment it starts the
+	// process, and building the app (no network I/O) can go on meanwhile;
+	// invocations wait the millisecond or two until it is ready.
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port))
 	if err != nil {
 		log.Error("listen", "error", err.Error())
 		os.Exit(1)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
+	var h http.Handler
+	ready := make(chan struct{})
+	go func() {
+		h = customhandler.New(functions.FromEnv(log), customhandler.Options{TrustEasyAuth: os.Getenv("WEBSITE_AUTH_ENABLED") == "True"})
+		close(ready)
+	}()
+	srv := &http.Server{ReadHeaderTimeout: 30 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" {
+			w.WriteHeader(http.StatusOK) // the host's readiness probe, whatever the method
+			return
+		}
+		<-ready
+		h.ServeHTTP(w, r)
+	})}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	go func() {
