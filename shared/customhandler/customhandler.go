@@ -138,18 +138,43 @@ type result struct {
 }
 
 func (h *handler) envelope(ctx context.Context, w http.ResponseWriter, r *http.Request, name string) {
-	var inv invocation
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4*h.opts.MaxBody+64<<10))
-	if err := dec.Decode(&inv); err != nil {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4*h.opts.MaxBody+64<<10))
+	if err != nil {
 		h.fail(ctx, w, name, fmt.Errorf("the host's invocation request is not the expected JSON envelope: %w", err))
 		return
 	}
 	if t, ok := h.app.Timers[name]; ok {
+		var inv invocation
+		if err := json.Unmarshal(body, &inv); err != nil {
+			h.fail(ctx, w, name, fmt.Errorf("the host's invocation request is not the expected JSON envelope: %w", err))
+			return
+		}
 		h.timer(ctx, w, name, t, inv)
 		return
 	}
 	if route, ok := h.app.HTTP[name]; ok {
-		h.httpEnvelope(ctx, w, name, route, inv)
+		// Decoded straight into the request's shape, in one pass: the
+		// metadata repeats what Data.req holds.
+		var inv struct {
+			Data struct {
+				Req *httpData `json:"req"`
+			} `json:"Data"`
+		}
+		if err := json.Unmarshal(body, &inv); err != nil {
+			var se *json.SyntaxError
+			if errors.As(err, &se) {
+				err = fmt.Errorf("the host's invocation request is not the expected JSON envelope: %w", err)
+			} else {
+				err = fmt.Errorf("HTTP data: %w", err)
+			}
+			h.fail(ctx, w, name, err)
+			return
+		}
+		if inv.Data.Req == nil {
+			h.fail(ctx, w, name, fmt.Errorf("Data has no %q binding", HTTPIn))
+			return
+		}
+		h.httpEnvelope(ctx, w, name, route, inv.Data.Req)
 		return
 	}
 	h.fail(ctx, w, name, fmt.Errorf("no function named %q", name))
@@ -243,18 +268,8 @@ type httpData struct {
 	Body    json.RawMessage     `json:"Body"`
 }
 
-func (h *handler) httpEnvelope(ctx context.Context, w http.ResponseWriter, name string, route function.HTTPRoute, inv invocation) {
-	raw, ok := inv.Data[HTTPIn]
-	if !ok {
-		h.fail(ctx, w, name, fmt.Errorf("Data has no %q binding", HTTPIn))
-		return
-	}
-	var d httpData
-	if err := json.Unmarshal(raw, &d); err != nil {
-		h.fail(ctx, w, name, fmt.Errorf("HTTP data: %w", err))
-		return
-	}
-	req, err := h.requestFromData(&d)
+func (h *handler) httpEnvelope(ctx context.Context, w http.ResponseWriter, name string, route function.HTTPRoute, d *httpData) {
+	req, err := h.requestFromData(d)
 	if err != nil {
 		h.fail(ctx, w, name, err)
 		return
