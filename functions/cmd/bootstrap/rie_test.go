@@ -97,11 +97,7 @@ func fixture(t testing.TB, name string) []byte {
 // events and answers HTTP events in API Gateway's shape.
 func TestBootstrapUnderRIE(t *testing.T) {
 	dir := t.TempDir()
-	s := devstack.Start(t, devstack.Options{Incidents: 200, Dir: filepath.Join(dir, "local")})
-	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range s.Settings() {
-		env = append(env, k+"="+v)
-	}
+	env := devstackEnv(t, dir, 200)
 	env = append(env, "EXPORT_SINK=file://"+filepath.Join(dir, "export"), "STATE_STORE=file://"+filepath.Join(dir, "state"))
 	r := startRIE(t, env)
 
@@ -160,12 +156,7 @@ func TestBootstrapMisconfiguredUnderRIE(t *testing.T) {
 // its answer, for a request that needs no network (the hunting catalog);
 // then a warm invocation. Medians of 10 cold starts.
 func BenchmarkColdStart(b *testing.B) {
-	dir := b.TempDir()
-	s := devstack.Start(b, devstack.Options{Incidents: 10, Dir: filepath.Join(dir, "local")})
-	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range s.Settings() {
-		env = append(env, k+"="+v)
-	}
+	env := devstackEnv(b, b.TempDir(), 10)
 	bin := buildBootstrap(b)
 	ev := []byte(`{"version":"2.0","routeKey":"$default","rawPath":"/hunting-query","rawQueryString":"","headers":{},"requestContext":{"http":{"method":"GET","path":"/hunting-query"},"stage":"$default"},"isBase64Encoded":false}`)
 	for b.Loop() {
@@ -187,4 +178,14 @@ func BenchmarkColdStart(b *testing.B) {
 		b.ReportMetric(float64(cold[len(cold)/2].Microseconds())/1000, "cold-ms")
 		b.ReportMetric(float64(warm[len(warm)/2].Microseconds())/1000, "warm-ms")
 	}
+}
+
+// devstackEnv starts a devstack and returns a process environment pointing at it.
+func devstackEnv(t testing.TB, dir string, incidents int) []string {
+	s := devstack.Start(t, devstack.Options{Incidents: incidents, Dir: filepath.Join(dir, "local")})
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range s.Settings() {
+		env = append(env, k+"="+v)
+	}
+	return env
 }
