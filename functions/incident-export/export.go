@@ -82,7 +82,7 @@ func (e *Exporter) Run(ctx context.Context, t function.Timer) error {
 	var errs []error
 	total := 0
 	for _, tn := range e.Tenants {
-		r := &run{e: e, t: tn, log: log.With("tenant", tn.Name, "api", tn.Client.API()), deadline: deadline.Add(-margin)}
+		r := &run{e: e, t: tn, log: log.With("tenant", tn.Name, "api", tn.Client.API()), deadline: deadline.Add(-margin), hard: deadline}
 		err := r.export(rctx)
 		total += r.written
 		switch {
@@ -109,7 +109,8 @@ type run struct {
 	e        *Exporter
 	t        Tenant
 	log      *slog.Logger
-	deadline time.Time
+	deadline time.Time // no new page is fetched after it
+	hard     time.Time // the run's end: a fetched page may still be written until then
 	cp       Checkpoint
 	ver      string
 	written  int
@@ -179,7 +180,11 @@ func (r *run) write(ctx context.Context, items []*defender.Incident) error {
 		data := make([]byte, 0, len(in.Raw)+1)
 		objs[i] = sink.Object{Name: objectName(r.t.Name, in), Data: append(append(data, in.Raw...), '\n')}
 	}
-	if err := r.e.Sink.Write(ctx, objs); err != nil {
+	// A page already fetched may be written past the fetch cut-off (the
+	// requests' context ends half a margin early), up to the run's end.
+	wctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), r.hard)
+	defer cancel()
+	if err := r.e.Sink.Write(wctx, objs); err != nil {
 		return fmt.Errorf("writing to %s: %w", r.e.Sink, err)
 	}
 	r.written += len(items)
@@ -220,7 +225,7 @@ func (r *run) exportKeyset(ctx context.Context) error {
 		opts := defender.ListOptions{Since: r.cp.Since, OrderByLastUpdate: true, WithAlerts: true, PageSize: r.e.PageSize, Skip: skip}
 		page, err := firstPage(ctx, r.t.Client, opts)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+			if outOfTime(ctx, err) {
 				r.behind()
 				return nil
 			}
@@ -236,11 +241,19 @@ func (r *run) exportKeyset(ctx context.Context) error {
 			// member (another one updated away shifts the rest). Settle the
 			// tie before the checkpoint can move past it.
 			if err := r.settleTie(ctx, r.cp.Since); err != nil {
+				if outOfTime(ctx, err) {
+					r.behind()
+					return nil
+				}
 				return err
 			}
 		}
 		fresh := r.fresh(items)
 		if err := r.write(ctx, fresh); err != nil {
+			if outOfTime(ctx, err) {
+				r.behind()
+				return nil
+			}
 			return err // the checkpoint stays: nothing is lost
 		}
 		r.advance(fresh)
@@ -352,6 +365,10 @@ func (r *run) exportWindows(ctx context.Context) error {
 					}
 				}
 				if err := r.write(ctx, fresh); err != nil {
+					if outOfTime(ctx, err) {
+						r.behind()
+						return nil
+					}
 					return err
 				}
 				newInPass += len(fresh)
@@ -388,6 +405,12 @@ func (r *run) exportWindows(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// outOfTime: the run's time ran out; it stops cleanly (the checkpoint only
+// ever moves past what was written, so nothing is lost).
+func outOfTime(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)
 }
 
 func (r *run) progress(fetched, written, requests int) {
