@@ -5,12 +5,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
 var (
-	timespanRe = regexp.MustCompile(`^([0-9]{1,6})(d|h|m|s)$`)
-	guidRe     = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	timespanRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^([0-9]{1,6})(d|h|m|s)$`) })
+	guidRe     = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	})
 )
 
 const (
@@ -43,7 +46,7 @@ func literal(p Param, vs []string) (string, error) {
 		}
 		return "datetime(" + t.UTC().Format(time.RFC3339Nano) + ")", nil
 	case "timespan":
-		m := timespanRe.FindStringSubmatch(strings.TrimSpace(vs[0]))
+		m := timespanRe().FindStringSubmatch(strings.TrimSpace(vs[0]))
 		if m == nil {
 			return "", fmt.Errorf("%q is not a timespan such as 7d, 12h, 30m or 90s", vs[0])
 		}
@@ -54,7 +57,7 @@ func literal(p Param, vs []string) (string, error) {
 		}
 		return m[1] + m[2], nil
 	case "guid":
-		if !guidRe.MatchString(strings.TrimSpace(vs[0])) {
+		if !guidRe().MatchString(strings.TrimSpace(vs[0])) {
 			return "", fmt.Errorf("%q is not a GUID", vs[0])
 		}
 		return `"` + strings.ToLower(strings.TrimSpace(vs[0])) + `"`, nil

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 )
 
 //go:embed queries/*.kql
@@ -42,9 +43,11 @@ type Query struct {
 type Catalog map[string]*Query
 
 var (
-	paramLine   = regexp.MustCompile(`^//\s*@param\s+([A-Za-z][A-Za-z0-9_]*)\s+(string|int|datetime|timespan|guid|list)(?:\s*=\s*(\S+))?\s*(.*)$`)
-	placeholder = regexp.MustCompile(`\{([A-Za-z][A-Za-z0-9_]*)\}`)
-	nameRe      = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+	paramLine = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^//\s*@param\s+([A-Za-z][A-Za-z0-9_]*)\s+(string|int|datetime|timespan|guid|list)(?:\s*=\s*(\S+))?\s*(.*)$`)
+	})
+	placeholder = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\{([A-Za-z][A-Za-z0-9_]*)\}`) })
+	nameRe      = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`) })
 )
 
 // BuiltinCatalog is the catalog shipped with the product.
@@ -77,7 +80,7 @@ func LoadCatalog(fsys fs.FS) (Catalog, error) {
 }
 
 func parseQuery(name, src string) (*Query, error) {
-	if !nameRe.MatchString(name) {
+	if !nameRe().MatchString(name) {
 		return nil, fmt.Errorf("query name %q: use lower-case letters, digits and dashes", name)
 	}
 	q := &Query{Name: name}
@@ -96,7 +99,7 @@ func parseQuery(name, src string) (*Query, error) {
 				}
 			}
 		case strings.HasPrefix(trimmed, "// @param"):
-			m := paramLine.FindStringSubmatch(trimmed)
+			m := paramLine().FindStringSubmatch(trimmed)
 			if m == nil {
 				return nil, fmt.Errorf("bad parameter line %q: use // @param <name> <string|int|datetime|timespan|guid|list> [= default] description", trimmed)
 			}
@@ -117,7 +120,7 @@ func parseQuery(name, src string) (*Query, error) {
 	if q.text == "" || q.Description == "" {
 		return nil, fmt.Errorf("a query needs a body and a // @description")
 	}
-	for _, m := range placeholder.FindAllStringSubmatch(q.text, -1) {
+	for _, m := range placeholder().FindAllStringSubmatch(q.text, -1) {
 		if q.param(m[1]) == nil {
 			return nil, fmt.Errorf("placeholder {%s} is not a declared parameter", m[1])
 		}
@@ -160,5 +163,5 @@ func (q *Query) Bind(values map[string][]string) (string, error) {
 		lits[p.Name] = lit
 	}
 	// One pass over the query text: a value is never scanned for placeholders.
-	return placeholder.ReplaceAllStringFunc(q.text, func(m string) string { return lits[m[1:len(m)-1]] }), nil
+	return placeholder().ReplaceAllStringFunc(q.text, func(m string) string { return lits[m[1:len(m)-1]] }), nil
 }

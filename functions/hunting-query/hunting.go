@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/defender-functions/defender-functions/shared/credentials"
@@ -214,7 +215,9 @@ func paramValues(in map[string]json.RawMessage) (map[string][]string, error) {
 	return out, nil
 }
 
-var isoDur = regexp.MustCompile(`^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$`)
+var isoDur = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$`)
+})
 
 // checkTimespan accepts Graph's forms within the 30 days hunting keeps.
 func checkTimespan(s string) error {
@@ -222,7 +225,7 @@ func checkTimespan(s string) error {
 		return nil
 	}
 	span := func(d string) (time.Duration, bool) {
-		m := isoDur.FindStringSubmatch(d)
+		m := isoDur().FindStringSubmatch(d)
 		if m == nil || d == "P" || d == "PT" {
 			return 0, false
 		}

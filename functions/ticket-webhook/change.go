@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Change is what one delivery asks of one Defender incident, already in
@@ -50,12 +51,12 @@ func IsPayloadError(err error) bool {
 	return errors.As(err, &p)
 }
 
-var incidentIDRe = regexp.MustCompile(`^[1-9][0-9]{0,18}$`)
+var incidentIDRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[1-9][0-9]{0,18}$`) })
 
 // incidentID checks an incident ID read from a ticket: Defender's are
 // positive integers (Graph sends them as strings, XDR as numbers).
 func incidentID(v string, where string) (string, error) {
-	if !incidentIDRe.MatchString(v) {
+	if !incidentIDRe().MatchString(v) {
 		return "", payloadErr("%s holds %q, which is not a Defender incident ID (a positive integer)", where, truncate(v, 40))
 	}
 	if _, err := strconv.ParseInt(v, 10, 64); err != nil {

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -197,9 +198,13 @@ func (p Problems) Error() string {
 }
 
 var (
-	guidRe   = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	domainRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$`)
-	nameRe   = regexp.MustCompile(`^[0-9A-Za-z-]{1,127}$`)
+	guidRe = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	})
+	domainRe = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$`)
+	})
+	nameRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9A-Za-z-]{1,127}$`) })
 )
 
 // FromEnv loads the configuration from the process environment.
@@ -237,7 +242,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 			one = strings.TrimSpace(one)
 			switch {
 			case one == "":
-			case !guidRe.MatchString(one) && !domainRe.MatchString(one):
+			case !guidRe().MatchString(one) && !domainRe().MatchString(one):
 				p = append(p, fmt.Sprintf("%s contains %q, which is neither a tenant ID (GUID) nor a domain such as contoso.onmicrosoft.com", EnvTenantID, one))
 			case seen[strings.ToLower(one)]:
 				p = append(p, fmt.Sprintf("%s lists %q twice", EnvTenantID, one))
@@ -252,7 +257,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	switch {
 	case c.ClientID == "":
 		p = append(p, EnvClientID+" is required: the application (client) ID of the app registration")
-	case !guidRe.MatchString(c.ClientID):
+	case !guidRe().MatchString(c.ClientID):
 		p = append(p, fmt.Sprintf("%s=%q is not an application (client) ID: copy the GUID from the app registration's Overview page", EnvClientID, c.ClientID))
 	}
 
@@ -264,7 +269,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	}
 
 	c.SecretName = get(EnvSecretName, "defender-client-secret")
-	if !nameRe.MatchString(c.SecretName) {
+	if !nameRe().MatchString(c.SecretName) {
 		p = append(p, fmt.Sprintf("%s=%q is not a Key Vault secret name (1-127 letters, digits and dashes)", EnvSecretName, c.SecretName))
 	}
 	c.KeyVaultURL = get(EnvKeyVaultURL, "")
@@ -329,7 +334,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 
 	c.VaultAccess = VaultAccess(strings.ToLower(get(EnvVaultAccess, string(VaultManagedIdentity))))
 	c.ManagedIdentityClientID = get(EnvManagedIdentityClientID, "")
-	if c.ManagedIdentityClientID != "" && !guidRe.MatchString(c.ManagedIdentityClientID) {
+	if c.ManagedIdentityClientID != "" && !guidRe().MatchString(c.ManagedIdentityClientID) {
 		p = append(p, fmt.Sprintf("%s=%q is not the client ID (GUID) of a user-assigned managed identity; leave it empty for the system-assigned identity", EnvManagedIdentityClientID, c.ManagedIdentityClientID))
 	}
 	c.VaultTenantID = get(EnvVaultTenantID, "")

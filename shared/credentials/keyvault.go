@@ -145,7 +145,7 @@ func vaultError(name string, err error) error {
 	return ve
 }
 
-var aadstsRe = regexp.MustCompile(`AADSTS\d+: [^\\"]*`)
+var aadstsRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`AADSTS\d+: [^\\"]*`) })
 
 // scrubAzError shortens an azidentity error to its first line and Entra's
 // AADSTS sentence: the SDK's multi-line errors carry raw response bodies.
@@ -155,7 +155,7 @@ func scrubAzError(err error) error {
 	if i := strings.IndexByte(msg, '\n'); i > 0 {
 		first = strings.TrimSpace(msg[:i])
 	}
-	if m := aadstsRe.FindString(msg); m != "" {
+	if m := aadstsRe().FindString(msg); m != "" {
 		first += " " + m
 	}
 	return errors.New(first)

@@ -13,6 +13,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 var (
@@ -33,11 +34,11 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 }
 
-var keyRe = regexp.MustCompile(`^[A-Za-z0-9._@-]+(/[A-Za-z0-9._@-]+)*$`)
+var keyRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9._@-]+(/[A-Za-z0-9._@-]+)*$`) })
 
 // CheckKey refuses keys that could escape the store's root.
 func CheckKey(key string) error {
-	if !keyRe.MatchString(key) || strings.Contains(key, "..") || len(key) > 512 {
+	if !keyRe().MatchString(key) || strings.Contains(key, "..") || len(key) > 512 {
 		return fmt.Errorf("state: invalid key %q", key)
 	}
 	return nil
