@@ -3,6 +3,7 @@ package ticketwebhook
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 
 	"github.com/defender-functions/defender-functions/shared/defender"
 )
@@ -66,7 +67,7 @@ func ParseGeneric(body []byte, m *Mapping) (*Change, error) {
 		}
 		return &n, nil
 	}
-	if c.Status, err = enum(d.Status, defender.Statuses, "status", func(s string) bool { return contains(settable, s) }); err != nil {
+	if c.Status, err = enum(d.Status, defender.Statuses, "status", func(s string) bool { return slices.Contains(settable, s) }); err != nil {
 		return nil, err
 	}
 	if c.Classification, err = enum(d.Classification, defender.Classifications, "classification", func(s string) bool {

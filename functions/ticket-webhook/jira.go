@@ -3,6 +3,7 @@ package ticketwebhook
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -184,7 +185,9 @@ func jiraIncident(f map[string]json.RawMessage, jm *ProviderMapping) (string, er
 				if err != nil {
 					return "", err
 				}
-				found = appendNew(found, id)
+				if !slices.Contains(found, id) {
+					found = append(found, id)
+				}
 			}
 		}
 	}
@@ -226,15 +229,6 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 		return "", false
 	}
 	return s[len(prefix):], true
-}
-
-func appendNew(list []string, v string) []string {
-	for _, x := range list {
-		if x == v {
-			return list
-		}
-	}
-	return append(list, v)
 }
 
 // scalar reads a JSON string, number, or an option object {"value": …}.

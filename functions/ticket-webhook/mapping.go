@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/defender-functions/defender-functions/shared/defender"
@@ -128,14 +129,14 @@ func (m *Mapping) check() error {
 		bad := func(format string, a ...any) { problems = append(problems, name+": "+fmt.Sprintf(format, a...)) }
 		for k, v := range p.Status {
 			if v != "" {
-				if p.Status[k] = defender.Normalize(v, defender.Statuses); !contains(settable, p.Status[k]) {
+				if p.Status[k] = defender.Normalize(v, defender.Statuses); !slices.Contains(settable, p.Status[k]) {
 					bad("status %q maps to %q: use active, inProgress or resolved", k, v)
 				}
 			}
 		}
 		for k, v := range p.StatusCategory {
 			if v != "" {
-				if p.StatusCategory[k] = defender.Normalize(v, defender.Statuses); !contains(settable, p.StatusCategory[k]) {
+				if p.StatusCategory[k] = defender.Normalize(v, defender.Statuses); !slices.Contains(settable, p.StatusCategory[k]) {
 					bad("status category %q maps to %q: use active, inProgress or resolved", k, v)
 				}
 			}
@@ -172,15 +173,6 @@ func (m *Mapping) check() error {
 		return fmt.Errorf("mapping: %s", strings.Join(problems, "; "))
 	}
 	return nil
-}
-
-func contains(set []string, v string) bool {
-	for _, s := range set {
-		if s == v {
-			return true
-		}
-	}
-	return false
 }
 
 // marker is a provider's comment prefix for one ticket.

@@ -187,13 +187,12 @@ func WithInvocation(ctx context.Context, log *slog.Logger, id string) context.Co
 
 // Logger returns the invocation's logger: every line carries its ID.
 func Logger(ctx context.Context) *slog.Logger {
-	if l, ok := ctx.Value(ctxKey{}).(*slog.Logger); ok {
+	if l := LoggerOr(ctx, nil); l != nil {
 		return l
 	}
 	return slog.New(slog.NewJSONHandler(stdout, nil))
 }
 
-// Text is a plain-text response.
 // LoggerOr is the invocation's logger when ctx carries one, else fallback:
 // shared services (credentials, the API client) log under the invocation
 // that caused the work.
@@ -204,6 +203,7 @@ func LoggerOr(ctx context.Context, fallback *slog.Logger) *slog.Logger {
 	return fallback
 }
 
+// Text is a plain-text response.
 func Text(status int, msg string) *HTTPResponse {
 	return &HTTPResponse{Status: status, Header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte(msg)}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,7 +142,7 @@ func TestVerifyHub(t *testing.T) {
 		want   error
 	}{
 		{"valid", good, body, [][]byte{secret}, nil},
-		{"valid, upper-case hex and algorithm", "SHA256=" + toUpper(good[len("sha256="):]), body, [][]byte{secret}, nil},
+		{"valid, upper-case hex and algorithm", "SHA256=" + strings.ToUpper(good[len("sha256="):]), body, [][]byte{secret}, nil},
 		{"rotation", good, body, [][]byte{[]byte("the-new-secret-0123456789"), secret}, nil},
 		{"wrong secret", good, body, [][]byte{[]byte("the-new-secret-0123456789")}, webhook.ErrSignature},
 		{"body changed", good, append([]byte(nil), append(body, ' ')...), [][]byte{secret}, webhook.ErrSignature},
@@ -161,16 +162,6 @@ func TestVerifyHub(t *testing.T) {
 	}
 }
 
-func toUpper(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c >= 'a' && c <= 'f' {
-			b[i] = c - 32
-		}
-	}
-	return string(b)
-}
-
 func TestParseSecrets(t *testing.T) {
 	if k, err := webhook.ParseStandardSecrets(specSecret + "  whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24="); err != nil || len(k) != 2 {
 		t.Fatalf("two secrets: %d, %v", len(k), err)
@@ -180,7 +171,7 @@ func TestParseSecrets(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%q accepted", bad)
 		}
-		if bad != "" && len(bad) > 8 && contains(err.Error(), bad[6:]) {
+		if bad != "" && len(bad) > 8 && strings.Contains(err.Error(), bad[6:]) {
 			t.Fatalf("the error repeats the secret: %v", err)
 		}
 	}
@@ -190,15 +181,4 @@ func TestParseSecrets(t *testing.T) {
 	if k, err := webhook.ParseSecrets("0123456789abcdef fedcba9876543210"); err != nil || len(k) != 2 {
 		t.Fatalf("plain secrets: %d, %v", len(k), err)
 	}
-}
-
-func contains(s, sub string) bool { return len(sub) > 0 && len(s) >= len(sub) && indexOf(s, sub) >= 0 }
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }

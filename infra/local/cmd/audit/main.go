@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -49,7 +50,7 @@ func audit(dir string, out *os.File) (int, error) {
 				continue // too short to be a secret or a token
 			}
 			p := v[:probe]
-			if !contains(byPrefix[p], v) {
+			if !slices.Contains(byPrefix[p], v) {
 				byPrefix[p] = append(byPrefix[p], v)
 				values++
 			}
@@ -94,13 +95,4 @@ func audit(dir string, out *os.File) (int, error) {
 		fmt.Fprintf(out, "  FAIL: %s holds %d issued values\n", f, n)
 	}
 	return len(found), nil
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
