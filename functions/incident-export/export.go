@@ -194,14 +194,22 @@ func (r *run) write(ctx context.Context, items []*defender.Incident) error {
 
 // advance moves the checkpoint past written versions.
 func (r *run) advance(items []*defender.Incident) {
+	r.cp.Since, r.cp.IDs = advance(r.cp.Since, r.cp.IDs, items)
+}
+
+// advance returns the checkpoint (since, ids) moved past items; ids is
+// never modified in place.
+func advance(since time.Time, ids []string, items []*defender.Incident) (time.Time, []string) {
+	ids = slices.Clip(ids)
 	for _, in := range items {
 		switch {
-		case in.LastUpdate.After(r.cp.Since):
-			r.cp.Since, r.cp.IDs = in.LastUpdate, []string{in.ID}
-		case in.LastUpdate.Equal(r.cp.Since) && !slices.Contains(r.cp.IDs, in.ID):
-			r.cp.IDs = append(r.cp.IDs, in.ID)
+		case in.LastUpdate.After(since):
+			since, ids = in.LastUpdate, []string{in.ID}
+		case in.LastUpdate.Equal(since) && !slices.Contains(ids, in.ID):
+			ids = append(ids, in.ID)
 		}
 	}
+	return since, ids
 }
 
 func (r *run) export(ctx context.Context) error {
@@ -214,26 +222,36 @@ func (r *run) export(ctx context.Context) error {
 	return r.exportKeyset(ctx)
 }
 
-// exportKeyset reads Graph one page per query, oldest update first.
+// exportKeyset reads Graph one page per query, oldest update first. The
+// next query depends only on the checkpoint this page leads to, so it is
+// sent while this page is written: the API and the sink work at once. A
+// page fetched ahead is dropped if this one cannot be written.
 func (r *run) exportKeyset(ctx context.Context) error {
+	size := r.e.PageSize
+	if size == 0 {
+		size = 50
+	}
+	ahead, stop := context.WithCancel(ctx)
+	defer stop()
+	var next <-chan fetched
 	skip := 0
 	for {
 		if r.e.now().After(r.deadline) {
 			r.behind()
 			return nil
 		}
-		opts := defender.ListOptions{Since: r.cp.Since, OrderByLastUpdate: true, WithAlerts: true, PageSize: r.e.PageSize, Skip: skip}
-		page, err := firstPage(ctx, r.t.Client, opts)
+		if next == nil {
+			next = r.fetch(ahead, r.cp.Since, skip)
+		}
+		res := <-next
+		next = nil
+		page, err := res.page, res.err
 		if err != nil {
 			if outOfTime(ctx, err) {
 				r.behind()
 				return nil
 			}
 			return err
-		}
-		size := r.e.PageSize
-		if size == 0 {
-			size = 50
 		}
 		items := page.Incidents
 		if skip > 0 && !(len(items) == size && allAt(items, r.cp.Since)) {
@@ -249,6 +267,16 @@ func (r *run) exportKeyset(ctx context.Context) error {
 			}
 		}
 		fresh := r.fresh(items)
+		since, ids := advance(r.cp.Since, r.cp.IDs, fresh)
+		// A full page entirely at the new Since (a tie larger than a page):
+		// skip the part of the tie already written instead of reading it again.
+		skip = 0
+		if len(items) == size && allAt(items, since) {
+			skip = len(ids)
+		}
+		if len(items) == size {
+			next = r.fetch(ahead, since, skip)
+		}
 		if err := r.write(ctx, fresh); err != nil {
 			if outOfTime(ctx, err) {
 				r.behind()
@@ -256,23 +284,34 @@ func (r *run) exportKeyset(ctx context.Context) error {
 			}
 			return err // the checkpoint stays: nothing is lost
 		}
-		r.advance(fresh)
+		r.cp.Since, r.cp.IDs = since, ids
 		if err := r.save(ctx); err != nil {
 			return err
 		}
 		r.pages++
-		// A full page entirely at Since (a tie larger than a page): skip the
-		// part of the tie already written instead of reading it again.
-		skip = 0
-		if len(items) == size && allAt(items, r.cp.Since) {
-			skip = len(r.cp.IDs)
-		}
 		r.progress(len(items), len(fresh), page.Requests)
 		if len(items) < size {
 			r.log.Info("caught up", "checkpoint", r.cp.Since, "lag_s", int(r.e.now().Sub(r.cp.Since).Seconds()), "written", r.written, "pages", r.pages)
 			return nil
 		}
 	}
+}
+
+type fetched struct {
+	page *defender.Page
+	err  error
+}
+
+// fetch requests the first page of incidents updated at or after since
+// (less skip) in the background.
+func (r *run) fetch(ctx context.Context, since time.Time, skip int) <-chan fetched {
+	ch := make(chan fetched, 1) // never blocks: a page nobody waits for is dropped
+	opts := defender.ListOptions{Since: since, OrderByLastUpdate: true, WithAlerts: true, PageSize: r.e.PageSize, Skip: skip}
+	go func() {
+		p, err := firstPage(ctx, r.t.Client, opts)
+		ch <- fetched{p, err}
+	}()
+	return ch
 }
 
 // settleTie reads every incident still at exactly t (the checkpoint's
