@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -345,6 +346,22 @@ func parseInt(v string, def int, what string) (int, error) {
 		return 0, &odataError{fmt.Sprintf("Invalid value '%s' for %s; it must be a non-negative integer.", v, what)}
 	}
 	return n, nil
+}
+
+// prerender renders every incident in one form, on every core.
+func (s *store) prerender(form int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	workers := runtime.GOMAXPROCS(0)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(s.byCreated); i += workers {
+				s.byCreated[i].render(form)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // page runs a query: it returns the matching page, whether more follow, and
