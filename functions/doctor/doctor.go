@@ -218,7 +218,13 @@ func checkSink(ctx context.Context, cfg *config.Config, blob state.BlobOptions) 
 	if err != nil {
 		return err
 	}
-	return sk.Write(ctx, []sink.Object{{Name: "_doctor/check.json", Data: []byte(`{"checkedAt":"` + time.Now().UTC().Format(time.RFC3339) + `"}`)}})
+	if err := sk.Write(ctx, []sink.Object{{Name: "_doctor/check.json", Data: []byte(`{"checkedAt":"` + time.Now().UTC().Format(time.RFC3339) + `"}`)}}); err != nil {
+		return err
+	}
+	if s, ok := sk.(sink.Syncer); ok {
+		return s.Sync(ctx)
+	}
+	return nil
 }
 
 func vaultFix(cfg *config.Config, err error) string {

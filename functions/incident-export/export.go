@@ -46,7 +46,13 @@ type Exporter struct {
 	Margin time.Duration
 	// XDRWindow is the length of one XDR scan window.
 	XDRWindow time.Duration
-	Now       func() time.Time
+	// CheckpointEvery is how often the checkpoint is saved while pages are
+	// written (default 1 s); it is saved when the run stops, too. Saving it
+	// with every page cost as much as writing the page to a local disk; a
+	// crash loses at most this much progress, which the next run writes
+	// again over itself.
+	CheckpointEvery time.Duration
+	Now             func() time.Time
 }
 
 // Checkpoint is a tenant's progress.
@@ -113,6 +119,8 @@ type run struct {
 	hard     time.Time // the run's end: a fetched page may still be written until then
 	cp       Checkpoint
 	ver      string
+	dirty    bool      // cp is ahead of the saved checkpoint
+	savedAt  time.Time // when the checkpoint was last saved (or the run began)
 	written  int
 	pages    int
 }
@@ -120,6 +128,7 @@ type run struct {
 func (r *run) key() string { return "incident-export/" + r.t.Client.API() + "/" + r.t.Name + ".json" }
 
 func (r *run) load(ctx context.Context) error {
+	r.savedAt = r.e.now()
 	b, ver, err := r.e.State.Get(ctx, r.key())
 	if errors.Is(err, state.ErrNotFound) {
 		r.cp = Checkpoint{Version: 1, Tenant: r.t.Name, API: r.t.Client.API(), Since: r.e.now().Add(-r.e.Lookback).UTC()}
@@ -151,6 +160,40 @@ func (r *run) save(ctx context.Context) error {
 	}
 	r.ver = ver
 	return nil
+}
+
+// commit makes what was written durable, then saves the checkpoint.
+func (r *run) commit(ctx context.Context) error {
+	if !r.dirty {
+		return nil
+	}
+	if s, ok := r.e.Sink.(sink.Syncer); ok {
+		sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), r.hard)
+		err := s.Sync(sctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("syncing %s: %w", r.e.Sink, err)
+		}
+	}
+	if err := r.save(ctx); err != nil {
+		return err
+	}
+	r.dirty, r.savedAt = false, r.e.now()
+	return nil
+}
+
+// moved records that the checkpoint advanced, and commits when the saved
+// one is CheckpointEvery old.
+func (r *run) moved(ctx context.Context) error {
+	r.dirty = true
+	every := r.e.CheckpointEvery
+	if every == 0 {
+		every = time.Second
+	}
+	if r.e.now().Sub(r.savedAt) < every {
+		return nil
+	}
+	return r.commit(ctx)
 }
 
 // objectName is deterministic in the version: tenant, day, incident, last update.
@@ -216,10 +259,17 @@ func (r *run) export(ctx context.Context) error {
 	if err := r.load(ctx); err != nil {
 		return err
 	}
+	var err error
 	if r.t.Client.API() == "xdr" {
-		return r.exportWindows(ctx)
+		err = r.exportWindows(ctx)
+	} else {
+		err = r.exportKeyset(ctx)
 	}
-	return r.exportKeyset(ctx)
+	if errors.Is(err, ErrConcurrentRun) {
+		return err
+	}
+	// However the run stopped, what it wrote is kept.
+	return errors.Join(err, r.commit(ctx))
 }
 
 // exportKeyset reads Graph one page per query, oldest update first. The
@@ -285,7 +335,7 @@ func (r *run) exportKeyset(ctx context.Context) error {
 			return err // the checkpoint stays: nothing is lost
 		}
 		r.cp.Since, r.cp.IDs = since, ids
-		if err := r.save(ctx); err != nil {
+		if err := r.moved(ctx); err != nil {
 			return err
 		}
 		r.pages++
@@ -343,7 +393,7 @@ func (r *run) settleTie(ctx context.Context, t time.Time) error {
 			return err
 		}
 		r.advance(missed)
-		if err := r.save(ctx); err != nil {
+		if err := r.moved(ctx); err != nil {
 			return err
 		}
 	}
@@ -436,7 +486,8 @@ func (r *run) exportWindows(ctx context.Context) error {
 		} else {
 			r.cp.Since, r.cp.IDs = before, nil
 		}
-		if err := r.save(ctx); err != nil {
+		r.dirty = true
+		if err := r.commit(ctx); err != nil {
 			return err
 		}
 		if open {

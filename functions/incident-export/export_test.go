@@ -344,3 +344,80 @@ func TestTieShrinkingUnderSkip(t *testing.T) {
 	}
 	verify(t, s, e.sinkDir, devstack.DefaultTenantID, devstack.DefaultTenantID, time.Now().Add(-40*24*time.Hour))
 }
+
+// countingState counts checkpoint writes.
+type countingState struct {
+	state.Store
+	mu   sync.Mutex
+	puts int
+}
+
+func (c *countingState) Put(ctx context.Context, k string, d []byte, v string) (string, error) {
+	c.mu.Lock()
+	c.puts++
+	c.mu.Unlock()
+	return c.Store.Put(ctx, k, d, v)
+}
+
+// syncFailing is the file sink whose flush fails.
+type syncFailing struct{ *sink.FileSink }
+
+func (syncFailing) Sync(context.Context) error { return errors.New("I/O error") }
+
+// The checkpoint is saved once per CheckpointEvery while pages are written
+// and once when the run stops; nothing is saved before the sink has synced,
+// and a failed sync leaves the checkpoint where it was.
+func TestCheckpointEvery(t *testing.T) {
+	t.Parallel()
+	s := devstack.Start(t, devstack.Options{Incidents: 1000})
+	for _, tc := range []struct {
+		name  string
+		every time.Duration
+		puts  int // -1: one per page
+	}{
+		{"every page", time.Nanosecond, -1},
+		{"only at the end", time.Hour, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, s, "graph")
+			cs := &countingState{Store: e.state}
+			x := e.exporter(t, nil, cs)
+			x.CheckpointEvery = tc.every
+			if err := e.run(t, x); err != nil {
+				t.Fatal(err)
+			}
+			want := tc.puts
+			if want < 0 {
+				want = strings.Count(e.logs.String(), `"msg":"export page"`)
+			}
+			if cs.puts != want || want < 1 {
+				t.Fatalf("%d checkpoint writes, want %d", cs.puts, want)
+			}
+			verify(t, s, e.sinkDir, devstack.DefaultTenantID, devstack.DefaultTenantID, time.Now().Add(-40*24*time.Hour))
+		})
+	}
+	t.Run("sync fails", func(t *testing.T) {
+		e := newEnv(t, s, "graph")
+		fs, err := sink.NewFileSink(e.sinkDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs := &countingState{Store: e.state}
+		x := e.exporter(t, syncFailing{fs}, cs)
+		x.CheckpointEvery = time.Nanosecond
+		if err := e.run(t, x); err == nil || !strings.Contains(err.Error(), "I/O error") {
+			t.Fatalf("err = %v", err)
+		}
+		if cs.puts != 0 {
+			t.Fatalf("%d checkpoint writes after a failed sync", cs.puts)
+		}
+		if _, _, err := e.state.Get(context.Background(), "incident-export/graph/"+devstack.DefaultTenantID+".json"); !errors.Is(err, state.ErrNotFound) {
+			t.Fatalf("checkpoint: %v", err)
+		}
+		// The next run, with a working disk, loses nothing and repeats nothing.
+		if err := e.run(t, e.exporter(t, nil, nil)); err != nil {
+			t.Fatal(err)
+		}
+		verify(t, s, e.sinkDir, devstack.DefaultTenantID, devstack.DefaultTenantID, time.Now().Add(-40*24*time.Hour))
+	})
+}

@@ -12,8 +12,8 @@ import (
 
 // FileSink writes one file per object under a directory. Each file is
 // written to a temporary name and renamed (a reader never sees half of
-// one); one syncfs per batch makes the whole batch durable at the cost of a
-// single flush instead of one fsync per file.
+// one). It is a Syncer: one syncfs makes everything written before it
+// durable, at the cost of a single flush instead of one fsync per file.
 type FileSink struct{ dir string }
 
 // NewFileSink opens (and creates) a directory sink.
@@ -62,6 +62,11 @@ func (s *FileSink) Write(ctx context.Context, objs []Object) error {
 			return fmt.Errorf("sink: %w", err)
 		}
 	}
+	return nil
+}
+
+// Sync makes every file written so far durable.
+func (s *FileSink) Sync(ctx context.Context) error {
 	d, err := os.Open(s.dir)
 	if err != nil {
 		return fmt.Errorf("sink: %w", err)

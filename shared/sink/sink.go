@@ -1,7 +1,7 @@
 // Package sink writes exported incident versions where the user wants them:
 // files, Azure Blob Storage or Amazon S3. Objects have deterministic names,
 // so writing the same version twice overwrites it; a write returns only once
-// the objects are durable.
+// the objects are durable, or, for a Syncer, once its Sync returns.
 package sink
 
 import (
@@ -26,6 +26,12 @@ type Sink interface {
 	Write(ctx context.Context, objs []Object) error
 	// String names the sink for logs (never a credential).
 	String() string
+}
+
+// Syncer is a Sink whose writes become durable only when Sync returns: the
+// file sink flushes once for many pages instead of once a page.
+type Syncer interface {
+	Sync(ctx context.Context) error
 }
 
 // Options carry the credentials of the cloud sinks.
