@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/shared/function"
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 )
 
@@ -124,10 +126,16 @@ func writeText(w http.ResponseWriter, status int, msg string) {
 	io.WriteString(w, msg)
 }
 
+// The host's envelopes are decoded with go-json-experiment (encoding/json/v2
+// as a module): decoding was half of an invocation's overhead, and v2 does it
+// in less than half the time. Names match without regard to case, as
+// encoding/json's did.
+var decodeOptions = jsonv2.JoinOptions(jsonv2.MatchCaseInsensitiveNames(true), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+
 // invocation is the host's envelope.
 type invocation struct {
-	Data     map[string]json.RawMessage `json:"Data"`
-	Metadata map[string]json.RawMessage `json:"Metadata"`
+	Data     map[string]jsontext.Value `json:"Data"`
+	Metadata map[string]jsontext.Value `json:"Metadata"`
 }
 
 // result is the host's expected answer.
@@ -145,7 +153,7 @@ func (h *handler) envelope(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	if t, ok := h.app.Timers[name]; ok {
 		var inv invocation
-		if err := json.Unmarshal(body, &inv); err != nil {
+		if err := jsonv2.Unmarshal(body, &inv, decodeOptions); err != nil {
 			h.fail(ctx, w, name, fmt.Errorf("the host's invocation request is not the expected JSON envelope: %w", err))
 			return
 		}
@@ -160,8 +168,8 @@ func (h *handler) envelope(ctx context.Context, w http.ResponseWriter, r *http.R
 				Req *httpData `json:"req"`
 			} `json:"Data"`
 		}
-		if err := json.Unmarshal(body, &inv); err != nil {
-			var se *json.SyntaxError
+		if err := jsonv2.Unmarshal(body, &inv, decodeOptions); err != nil {
+			var se *jsontext.SyntacticError
 			if errors.As(err, &se) {
 				err = fmt.Errorf("the host's invocation request is not the expected JSON envelope: %w", err)
 			} else {
@@ -234,7 +242,7 @@ func (h *handler) timer(ctx context.Context, w http.ResponseWriter, name string,
 	}
 	var ti timerInfo
 	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &ti); err != nil {
+		if err := jsonv2.Unmarshal(raw, &ti, decodeOptions); err != nil {
 			h.fail(ctx, w, name, fmt.Errorf("timer data: %w", err))
 			return
 		}
@@ -262,10 +270,10 @@ func (h *handler) timer(ctx context.Context, w http.ResponseWriter, name string,
 type httpData struct {
 	URL     string              `json:"Url"`
 	Method  string              `json:"Method"`
-	Query   json.RawMessage     `json:"Query"`
+	Query   jsontext.Value      `json:"Query"`
 	Headers map[string][]string `json:"Headers"`
 	Params  map[string]string   `json:"Params"`
-	Body    json.RawMessage     `json:"Body"`
+	Body    jsontext.Value      `json:"Body"`
 }
 
 func (h *handler) httpEnvelope(ctx context.Context, w http.ResponseWriter, name string, route function.HTTPRoute, d *httpData) {
@@ -316,7 +324,7 @@ func (h *handler) requestFromData(d *httpData) (*function.HTTPRequest, error) {
 	// Query is an object of strings (the docs' sample once showed it as a string).
 	if len(d.Query) > 0 && d.Query[0] == '{' {
 		var q map[string]string
-		if err := json.Unmarshal(d.Query, &q); err != nil {
+		if err := jsonv2.Unmarshal(d.Query, &q, decodeOptions); err != nil {
 			return nil, fmt.Errorf("HTTP data: Query: %w", err)
 		}
 		for k, v := range q {
@@ -325,7 +333,7 @@ func (h *handler) requestFromData(d *httpData) (*function.HTTPRequest, error) {
 	}
 	if len(d.Body) > 0 && string(d.Body) != "null" {
 		var s string
-		if err := json.Unmarshal(d.Body, &s); err != nil {
+		if err := jsonv2.Unmarshal(d.Body, &s, decodeOptions); err != nil {
 			// A JSON body the host passed as an object.
 			req.Body = []byte(d.Body)
 		} else {

@@ -205,3 +205,40 @@ func TestStreamedResponse(t *testing.T) {
 		t.Fatalf("%q", w.Body)
 	}
 }
+
+// A broken envelope fails the invocation (500) with what is wrong, and the
+// function does not run; names in another case are still understood.
+func TestBrokenEnvelopes(t *testing.T) {
+	for _, tc := range []struct {
+		name, path, body string
+		status           int
+		want             string // in the answer's Logs
+	}{
+		{"not JSON", "/hunting-query", `{"Data":`, 500, "hunting-query failed: the host's invocation request is not the expected JSON envelope"},
+		{"not JSON (timer)", "/incident-export", `Data`, 500, "incident-export failed: the host's invocation request is not the expected JSON envelope"},
+		{"no req binding", "/hunting-query", `{"Data":{},"Metadata":{}}`, 500, `hunting-query failed: Data has no "req" binding`},
+		{"headers of the wrong type", "/hunting-query", `{"Data":{"req":{"Url":"http://x/api/hunting-query","Method":"GET","Headers":"x"}}}`, 500, "hunting-query failed: HTTP data:"},
+		{"query of the wrong type", "/hunting-query", `{"Data":{"req":{"Url":"http://x/api/hunting-query","Method":"GET","Query":{"a":1}}}}`, 500, "hunting-query failed: HTTP data: Query:"},
+		{"timer data of the wrong type", "/incident-export", `{"Data":{"timer":{"IsPastDue":"yes"}}}`, 500, "incident-export failed: timer data:"},
+		{"unknown function", "/nothing", `{"Data":{}}`, 500, `nothing failed: no function named "nothing"`},
+		{"names in another case", "/hunting-query", `{"data":{"REQ":{"url":"http://x/api/hunting-query","method":"GET","query":{"name":"x"}}}}`, 200, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &recorderApp{}
+			req := httptest.NewRequest("POST", tc.path, strings.NewReader(tc.body))
+			w := httptest.NewRecorder()
+			customhandler.New(a.app(), customhandler.Options{}).ServeHTTP(w, req)
+			var res struct{ Logs []string }
+			json.Unmarshal(w.Body.Bytes(), &res)
+			if w.Code != tc.status || tc.want != "" && (len(res.Logs) != 1 || !strings.HasPrefix(res.Logs[0], tc.want)) {
+				t.Fatalf("%d %s, want %d and a log starting %q", w.Code, w.Body, tc.status, tc.want)
+			}
+			if ran := a.req != nil || !a.timer.ScheduledTime.IsZero(); ran != (tc.status == 200) {
+				t.Fatalf("the function ran: %v", ran)
+			}
+			if tc.status == 200 && (a.req.Method != "GET" || a.req.Query.Get("name") != "x") {
+				t.Fatalf("request %+v", a.req)
+			}
+		})
+	}
+}
