@@ -25,8 +25,9 @@ func main() {
 	}
 	// Listen first: the host probes GET / from the moment it starts the
 	// process, and building the app (no network I/O) can go on meanwhile;
-	// invocations wait the millisecond or two until it is ready.
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port))
+	// invocations wait the millisecond or two until it is ready. "tcp4":
+	// the host calls 127.0.0.1, and "tcp" would first probe the IPv6 stack.
+	ln, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", port))
 	if err != nil {
 		log.Error("listen", "error", err.Error())
 		os.Exit(1)
