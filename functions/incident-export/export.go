@@ -353,10 +353,11 @@ type fetched struct {
 }
 
 // fetch requests the first page of incidents updated at or after since
-// (less skip) in the background.
+// (less skip) in the background. Only each incident's ID and last update
+// are decoded (KeysOnly): the sink gets the document as the API sent it.
 func (r *run) fetch(ctx context.Context, since time.Time, skip int) <-chan fetched {
 	ch := make(chan fetched, 1) // never blocks: a page nobody waits for is dropped
-	opts := defender.ListOptions{Since: since, OrderByLastUpdate: true, WithAlerts: true, PageSize: r.e.PageSize, Skip: skip}
+	opts := defender.ListOptions{Since: since, OrderByLastUpdate: true, WithAlerts: true, KeysOnly: true, PageSize: r.e.PageSize, Skip: skip}
 	go func() {
 		p, err := firstPage(ctx, r.t.Client, opts)
 		ch <- fetched{p, err}
@@ -374,7 +375,7 @@ func (r *run) settleTie(ctx context.Context, t time.Time) error {
 		for _, id := range r.cp.IDs {
 			known[id] = true
 		}
-		for page, err := range r.t.Client.Incidents(ctx, defender.ListOptions{Since: t, Before: t.Add(100 * time.Nanosecond), OrderByLastUpdate: true, WithAlerts: true, PageSize: r.e.PageSize}) {
+		for page, err := range r.t.Client.Incidents(ctx, defender.ListOptions{Since: t, Before: t.Add(100 * time.Nanosecond), OrderByLastUpdate: true, WithAlerts: true, KeysOnly: true, PageSize: r.e.PageSize}) {
 			if err != nil {
 				return err
 			}
@@ -430,7 +431,7 @@ func (r *run) exportWindows(ctx context.Context) error {
 		scanStart := r.e.now()
 		before := r.cp.Since.Add(r.e.XDRWindow)
 		open := !before.Before(scanStart.Add(-5 * time.Minute))
-		opts := defender.ListOptions{Since: r.cp.Since, WithAlerts: true, PageSize: r.e.PageSize}
+		opts := defender.ListOptions{Since: r.cp.Since, WithAlerts: true, KeysOnly: true, PageSize: r.e.PageSize}
 		if !open {
 			opts.Before = before
 		}

@@ -217,7 +217,7 @@ func (g *graph) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, e
 	if o.WithAlerts {
 		after = g.attachAlerts
 	}
-	return listing(ctx, g.t, g.base+"/v1.0/security/incidents?"+q.Encode(), top, "security", pageDecoder("graph", ""), nil, after)
+	return listing(ctx, g.t, g.base+"/v1.0/security/incidents?"+q.Encode(), top, "security", pageDecoder("graph", "", o.KeysOnly), nil, after)
 }
 
 func filter(o ListOptions, updateField string) string {
@@ -411,7 +411,7 @@ func (x *xdr) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, err
 		}
 		return x.base + "/api/incidents?" + qq.Encode()
 	}
-	decode := pageDecoder("xdr", x.tenant)
+	decode := pageDecoder("xdr", x.tenant, o.KeysOnly)
 	// The XDR API documents no nextLink: page with $skip until a short page
 	// (and follow a nextLink if one comes).
 	return listing(ctx, x.t, at(o.Skip), top, "list", decode, func(skip int) string { return at(o.Skip + skip) }, nil)

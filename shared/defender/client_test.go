@@ -427,3 +427,35 @@ func TestCommentNotResentAfterServerError(t *testing.T) {
 		}
 	}
 }
+
+// KeysOnly lists the same incidents with the same raw documents; only the
+// identity and version are decoded.
+func TestKeysOnly(t *testing.T) {
+	t.Parallel()
+	s := start(t, devstack.Options{Incidents: 300})
+	for _, api := range []string{"graph", "xdr"} {
+		t.Run(api, func(t *testing.T) {
+			c := client(t, s, settings(t, s, api), nil)
+			full, _, _, err := listAll(t, context.Background(), c, defender.ListOptions{OrderByLastUpdate: true, WithAlerts: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys, _, _, err := listAll(t, context.Background(), c, defender.ListOptions{OrderByLastUpdate: true, WithAlerts: true, KeysOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(keys) != 300 || len(full) != 300 {
+				t.Fatalf("%d and %d incidents", len(full), len(keys))
+			}
+			for i, k := range keys {
+				f := full[i]
+				if k.ID != f.ID || !k.LastUpdate.Equal(f.LastUpdate) || !bytes.Equal(k.Raw, f.Raw) {
+					t.Fatalf("#%d: %s@%s, want %s@%s (raw equal %v)", i, k.ID, k.LastUpdate, f.ID, f.LastUpdate, bytes.Equal(k.Raw, f.Raw))
+				}
+				if k.Name != "" || len(k.Alerts) != 0 || len(f.Alerts) == 0 {
+					t.Fatalf("#%d: keys-only decoded %q with %d alerts", i, k.Name, len(k.Alerts))
+				}
+			}
+		})
+	}
+}

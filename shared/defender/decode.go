@@ -314,15 +314,41 @@ func normalizeXDR(w *xdrIncidentWire, raw json.RawMessage, tenant string) (*Inci
 	return in, nil
 }
 
+// keysWire is what ListOptions.KeysOnly decodes: an incident's identity and
+// version, in either API's names. Unmarshalling the alerts into structs was
+// 40 % of decoding a page; skipping them costs a fraction of that.
+type keysWire struct {
+	ID                 string     `json:"id"`
+	LastUpdateDateTime time.Time  `json:"lastUpdateDateTime"`
+	IncidentID         *xdrNumber `json:"incidentId"`
+	LastUpdateTime     time.Time  `json:"lastUpdateTime"`
+}
+
+func (w *keysWire) normalize(api, tenant string, raw json.RawMessage) (*Incident, error) {
+	if api == "xdr" {
+		var id xdrNumber
+		if w.IncidentID != nil {
+			id = *w.IncidentID
+		}
+		return normalizeXDR(&xdrIncidentWire{IncidentID: id, LastUpdateTime: w.LastUpdateTime}, raw, tenant)
+	}
+	return normalizeGraph(&graphIncidentWire{ID: w.ID, LastUpdateDateTime: w.LastUpdateDateTime}, raw)
+}
+
 // DecodePage decodes one list response of an API ("graph" or "xdr") from r.
 func DecodePage(api, tenant string, r io.Reader) ([]*Incident, error) {
 	var out []*Incident
-	_, err := pageDecoder(api, tenant)(r, func(in *Incident) { out = append(out, in) })
+	_, err := pageDecoder(api, tenant, false)(r, func(in *Incident) { out = append(out, in) })
 	return out, err
 }
 
 // pageDecoder reads one list response of an API, incident by incident.
-func pageDecoder(api, tenant string) func(io.Reader, func(*Incident)) (string, error) {
+func pageDecoder(api, tenant string, keysOnly bool) func(io.Reader, func(*Incident)) (string, error) {
+	if keysOnly {
+		return func(r io.Reader, each func(*Incident)) (string, error) {
+			return readIncidents(r, func(w *keysWire, raw json.RawMessage) (*Incident, error) { return w.normalize(api, tenant, raw) }, each)
+		}
+	}
 	if api == "xdr" {
 		return func(r io.Reader, each func(*Incident)) (string, error) {
 			return readIncidents(r, func(w *xdrIncidentWire, raw json.RawMessage) (*Incident, error) { return normalizeXDR(w, raw, tenant) }, each)

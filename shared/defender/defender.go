@@ -52,6 +52,10 @@ type ListOptions struct {
 	WithAlerts bool
 	// Skip starts the listing at this offset (keyset paging within a tie).
 	Skip int
+	// KeysOnly decodes only each incident's ID and last update (and its
+	// tenant on XDR); Raw still holds the whole document. For callers that
+	// store what the API sent, such as the export: it halves decoding.
+	KeysOnly bool
 }
 
 // Page is one page of incidents as the API returned it.
