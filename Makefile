@@ -31,6 +31,7 @@ doctor:
 
 vet:
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags nos3 ./shared/sink ./functions/cmd/handler
 
 tools:
 	./infra/local/install-tools.sh

@@ -17,6 +17,9 @@ import (
 	"time"
 )
 
+// AzureTags are the Azure handler's build tags.
+const AzureTags = "nos3"
+
 func main() {
 	root := flag.String("root", ".", "the repository root")
 	out := flag.String("out", "dist", "output directory")
@@ -28,8 +31,9 @@ func main() {
 	}
 }
 
-func goBuild(root, out, pkg, goarch string) error {
-	cmd := exec.Command("go", "build", "-trimpath", "-tags", "lambda.norpc", "-ldflags", "-s -w", "-o", out, pkg)
+// goBuild builds a static, stripped binary for linux/goarch.
+func goBuild(root, out, pkg, goarch, tags string) error {
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", tags, "-ldflags", "-s -w", "-o", out, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
@@ -64,12 +68,13 @@ func pack(root, out string, zips bool) error {
 		}
 	}
 	abs, _ := filepath.Abs(out)
-	if err := goBuild(root, filepath.Join(abs, "azure", "handler"), "./functions/cmd/handler", "amd64"); err != nil {
+	// The Azure handler leaves Amazon S3 out (shared/sink/s3_nos3.go says why).
+	if err := goBuild(root, filepath.Join(abs, "azure", "handler"), "./functions/cmd/handler", "amd64", AzureTags); err != nil {
 		return err
 	}
 	lambda := filepath.Join(out, "lambda")
 	for _, arch := range []string{"arm64", "amd64"} {
-		if err := goBuild(root, filepath.Join(abs, "lambda", arch, "bootstrap"), "./functions/cmd/bootstrap", arch); err != nil {
+		if err := goBuild(root, filepath.Join(abs, "lambda", arch, "bootstrap"), "./functions/cmd/bootstrap", arch, "lambda.norpc"); err != nil {
 			return err
 		}
 	}

@@ -2,10 +2,18 @@ package main
 
 import (
 	"archive/zip"
+	"debug/buildinfo"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
 )
@@ -52,4 +60,56 @@ func TestZipLayouts(t *testing.T) {
 			t.Errorf("%s is %s, want %s", p, got, arch)
 		}
 	}
+	// The Azure handler leaves the AWS SDK out (it starts faster); the
+	// Lambda bootstrap has it, for the S3 sink.
+	for p, wantAWS := range map[string]bool{"azure/handler": false, "lambda/arm64/bootstrap": true, "lambda/amd64/bootstrap": true} {
+		info, err := buildinfo.ReadFile(filepath.Join(out, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hasAWS := false
+		for _, d := range info.Deps {
+			hasAWS = hasAWS || strings.HasPrefix(d.Path, "github.com/aws/aws-sdk-go-v2")
+		}
+		if hasAWS != wantAWS {
+			t.Errorf("%s: AWS SDK linked in: %v, want %v", p, hasAWS, wantAWS)
+		}
+	}
+	// Asked for an S3 sink, the Azure handler's export says what to do.
+	if runtime.GOARCH == "amd64" {
+		port := freePort(t)
+		cmd := exec.Command(filepath.Join(out, "azure", "handler"))
+		cmd.Env = []string{"FUNCTIONS_CUSTOMHANDLER_PORT=" + port, "DEFENDER_TENANT_ID=contoso.onmicrosoft.com",
+			"DEFENDER_CLIENT_ID=2f6b9c3e-8a41-4d7e-b5c2-9e0f1a7d3c84", "KEY_VAULT_URL=https://kv.vault.azure.net/",
+			"EXPORT_SINK=s3://exports/defender", "STATE_STORE=file://" + t.TempDir()}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		var resp *http.Response
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			resp, err = http.Post("http://127.0.0.1:"+port+"/incident-export", "application/json", strings.NewReader(`{"Data":{"timer":{}},"Metadata":{}}`))
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 500 || !strings.Contains(string(body), "built without Amazon S3") {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+	}
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
