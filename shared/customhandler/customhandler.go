@@ -132,10 +132,10 @@ func writeText(w http.ResponseWriter, status int, msg string) {
 // encoding/json's did.
 var decodeOptions = jsonv2.JoinOptions(jsonv2.MatchCaseInsensitiveNames(true), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
 
-// invocation is the host's envelope.
+// invocation is the host's envelope; its Metadata repeats what the
+// functions need from Data, so it is not decoded.
 type invocation struct {
-	Data     map[string]jsontext.Value `json:"Data"`
-	Metadata map[string]jsontext.Value `json:"Metadata"`
+	Data map[string]jsontext.Value `json:"Data"`
 }
 
 // result is the host's expected answer.
