@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
 	"path"
 	"sync"
 
@@ -15,16 +14,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/sync/errgroup"
 )
-
-// S3Options reach Amazon S3 or a compatible endpoint.
-type S3Options struct {
-	// Region defaults to AWS_REGION.
-	Region string
-	// Endpoint is an S3-compatible endpoint (s3rver, MinIO); empty is AWS.
-	Endpoint string
-	// HTTPClient carries the requests; nil is the SDK's default.
-	HTTPClient *http.Client
-}
 
 // S3Sink writes objects to a bucket under a prefix. PutObject answers 200
 // only once the object is stored durably.

@@ -2,22 +2,12 @@
 
 package sink
 
-import (
-	"fmt"
-	"net/http"
-)
+import "fmt"
 
 // The Azure handler is built with the nos3 tag: Amazon S3 and the AWS SDK
 // are left out. The SDK's package initialisation and size made the process
 // start about 3 ms later (8.9 ms median against 6.5 here), and an Azure
 // Function App exports to Blob Storage; the Lambda bootstrap has S3.
-
-// S3Options reach Amazon S3 or a compatible endpoint.
-type S3Options struct {
-	Region     string
-	Endpoint   string
-	HTTPClient *http.Client
-}
 
 // NewS3Sink says that this build has no S3 sink, and what to do.
 func NewS3Sink(bucket, prefix string, o S3Options) (Sink, error) {

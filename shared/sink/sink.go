@@ -7,6 +7,7 @@ package sink
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 	"path"
 	"strings"
@@ -22,7 +23,8 @@ type Object struct {
 
 // Sink stores objects durably.
 type Sink interface {
-	// Write stores every object; when it returns nil all of them are durable.
+	// Write stores every object; when it returns nil all of them are
+	// durable (for a Syncer, once its Sync returns).
 	Write(ctx context.Context, objs []Object) error
 	// String names the sink for logs (never a credential).
 	String() string
@@ -32,6 +34,16 @@ type Sink interface {
 // file sink flushes once for many pages instead of once a page.
 type Syncer interface {
 	Sync(ctx context.Context) error
+}
+
+// S3Options reach Amazon S3 or a compatible endpoint (in builds with S3).
+type S3Options struct {
+	// Region defaults to AWS_REGION.
+	Region string
+	// Endpoint is an S3-compatible endpoint (s3rver, MinIO); empty is AWS.
+	Endpoint string
+	// HTTPClient carries the requests; nil is the SDK's default.
+	HTTPClient *http.Client
 }
 
 // Options carry the credentials of the cloud sinks.
