@@ -281,8 +281,8 @@ func (r *run) exportKeyset(ctx context.Context) error {
 	if size == 0 {
 		size = 50
 	}
-	ahead, stop := context.WithCancel(ctx)
-	defer stop()
+	ahead, cancelAhead := context.WithCancel(ctx)
+	defer cancelAhead()
 	var next <-chan fetched
 	skip := 0
 	for {
@@ -297,11 +297,7 @@ func (r *run) exportKeyset(ctx context.Context) error {
 		next = nil
 		page, err := res.page, res.err
 		if err != nil {
-			if outOfTime(ctx, err) {
-				r.behind()
-				return nil
-			}
-			return err
+			return r.stop(ctx, err)
 		}
 		items := page.Incidents
 		if skip > 0 && !(len(items) == size && allAt(items, r.cp.Since)) {
@@ -309,11 +305,7 @@ func (r *run) exportKeyset(ctx context.Context) error {
 			// member (another one updated away shifts the rest). Settle the
 			// tie before the checkpoint can move past it.
 			if err := r.settleTie(ctx, r.cp.Since); err != nil {
-				if outOfTime(ctx, err) {
-					r.behind()
-					return nil
-				}
-				return err
+				return r.stop(ctx, err)
 			}
 		}
 		fresh := r.fresh(items)
@@ -328,11 +320,7 @@ func (r *run) exportKeyset(ctx context.Context) error {
 			next = r.fetch(ahead, since, skip)
 		}
 		if err := r.write(ctx, fresh); err != nil {
-			if outOfTime(ctx, err) {
-				r.behind()
-				return nil
-			}
-			return err // the checkpoint stays: nothing is lost
+			return r.stop(ctx, err) // the checkpoint stays: nothing is lost
 		}
 		r.cp.Since, r.cp.IDs = since, ids
 		if err := r.moved(ctx); err != nil {
@@ -441,11 +429,7 @@ func (r *run) exportWindows(ctx context.Context) error {
 			newInPass := 0
 			for page, err := range r.t.Client.Incidents(ctx, opts) {
 				if err != nil {
-					if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
-						r.behind()
-						return nil
-					}
-					return err
+					return r.stop(ctx, err)
 				}
 				var fresh []*defender.Incident
 				for _, in := range r.fresh(page.Incidents) {
@@ -455,11 +439,7 @@ func (r *run) exportWindows(ctx context.Context) error {
 					}
 				}
 				if err := r.write(ctx, fresh); err != nil {
-					if outOfTime(ctx, err) {
-						r.behind()
-						return nil
-					}
-					return err
+					return r.stop(ctx, err)
 				}
 				newInPass += len(fresh)
 				for _, in := range page.Incidents {
@@ -498,10 +478,15 @@ func (r *run) exportWindows(ctx context.Context) error {
 	}
 }
 
-// outOfTime: the run's time ran out; it stops cleanly (the checkpoint only
-// ever moves past what was written, so nothing is lost).
-func outOfTime(ctx context.Context, err error) bool {
-	return ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)
+// stop returns err, unless the run's time ran out: then the run stops
+// cleanly, saying how far behind it is (the checkpoint only ever moves past
+// what was written, so nothing is lost).
+func (r *run) stop(ctx context.Context, err error) error {
+	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+		r.behind()
+		return nil
+	}
+	return err
 }
 
 func (r *run) progress(fetched, written, requests int) {
