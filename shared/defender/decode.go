@@ -126,20 +126,6 @@ func readIncidents[W any](body io.Reader, normalize func(*W, json.RawMessage) (*
 	})
 }
 
-func expectDelim(dec *json.Decoder, d json.Delim) error {
-	t, err := dec.Token()
-	if err != nil {
-		if err == io.EOF {
-			return io.ErrUnexpectedEOF
-		}
-		return err
-	}
-	if t != d {
-		return fmt.Errorf("unexpected JSON: got %v, want %v", t, d)
-	}
-	return nil
-}
-
 func expectKind(dec *jsontext.Decoder, k jsontext.Kind) error {
 	t, err := dec.ReadToken()
 	if err != nil {

@@ -1,12 +1,16 @@
 package defender
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strings"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // HuntResult streams an advanced-hunting result: the schema first, then the
@@ -17,7 +21,7 @@ type HuntResult struct {
 	Stats json.RawMessage
 
 	body     io.ReadCloser
-	dec      *json.Decoder
+	dec      *jsontext.Decoder
 	buffered []json.RawMessage // rows that came before the schema
 	done     bool
 }
@@ -33,24 +37,28 @@ func (h *HuntResult) Next() (json.RawMessage, error) {
 	if h.done {
 		return nil, io.EOF
 	}
-	if !h.dec.More() {
+	if h.dec.PeekKind() == ']' {
 		h.done = true
-		if err := expectDelim(h.dec, ']'); err != nil {
+		if err := expectKind(h.dec, ']'); err != nil {
 			return nil, err
 		}
 		// Drain the rest of the object so the connection can be reused.
-		for h.dec.More() {
-			var skip json.RawMessage
-			h.dec.Decode(&skip)
+		for h.dec.PeekKind() != '}' {
+			if _, err := h.dec.ReadToken(); err != nil {
+				break
+			}
+			if err := h.dec.SkipValue(); err != nil {
+				break
+			}
 		}
 		return nil, io.EOF
 	}
-	var row json.RawMessage
-	if err := h.dec.Decode(&row); err != nil {
+	row, err := h.dec.ReadValue()
+	if err != nil {
 		h.done = true
 		return nil, err
 	}
-	return row, nil
+	return bytes.Clone(row), nil
 }
 
 // Close releases the connection.
@@ -68,7 +76,7 @@ func hunt(ctx context.Context, t *transport, u string, body []byte) (*HuntResult
 		// interactive, and the API counts CPU as well as calls.
 		retry429: false,
 		handle: func(resp *http.Response) error {
-			h := &HuntResult{body: resp.Body, dec: json.NewDecoder(resp.Body)}
+			h := &HuntResult{body: resp.Body, dec: jsontext.NewDecoder(resp.Body, readOptions)}
 			if err := h.start(); err != nil {
 				return err
 			}
@@ -84,16 +92,16 @@ func hunt(ctx context.Context, t *transport, u string, body []byte) (*HuntResult
 // start reads up to the first row. Graph sends schema then results, XDR
 // Stats, Schema, Results; rows that arrive before the schema are buffered.
 func (h *HuntResult) start() error {
-	if err := expectDelim(h.dec, '{'); err != nil {
+	if err := expectKind(h.dec, '{'); err != nil {
 		return err
 	}
 	inResults := false
-	for h.dec.More() {
-		key, err := h.dec.Token()
+	for h.dec.PeekKind() != '}' {
+		key, err := h.dec.ReadToken()
 		if err != nil {
 			return err
 		}
-		switch strings.ToLower(key.(string)) {
+		switch strings.ToLower(key.String()) {
 		case "schema":
 			var cols []struct {
 				Name  string `json:"name"`
@@ -101,7 +109,7 @@ func (h *HuntResult) start() error {
 				NameX string `json:"Name"`
 				TypeX string `json:"Type"`
 			}
-			if err := h.dec.Decode(&cols); err != nil {
+			if err := jsonv2.UnmarshalDecode(h.dec, &cols); err != nil {
 				return err
 			}
 			for _, c := range cols {
@@ -116,31 +124,32 @@ func (h *HuntResult) start() error {
 				return nil
 			}
 		case "stats":
-			if err := h.dec.Decode(&h.Stats); err != nil {
+			v, err := h.dec.ReadValue()
+			if err != nil {
 				return err
 			}
+			h.Stats = bytes.Clone(v)
 		case "results":
-			if err := expectDelim(h.dec, '['); err != nil {
+			if err := expectKind(h.dec, '['); err != nil {
 				return err
 			}
 			if h.Schema != nil {
 				return nil
 			}
 			// Results before the schema: buffer them, then look for it.
-			for h.dec.More() {
-				var row json.RawMessage
-				if err := h.dec.Decode(&row); err != nil {
+			for h.dec.PeekKind() != ']' {
+				row, err := h.dec.ReadValue()
+				if err != nil {
 					return err
 				}
-				h.buffered = append(h.buffered, row)
+				h.buffered = append(h.buffered, bytes.Clone(row))
 			}
-			if err := expectDelim(h.dec, ']'); err != nil {
+			if err := expectKind(h.dec, ']'); err != nil {
 				return err
 			}
 			inResults = true
 		default:
-			var skip json.RawMessage
-			if err := h.dec.Decode(&skip); err != nil {
+			if err := h.dec.SkipValue(); err != nil {
 				return err
 			}
 		}
