@@ -1,6 +1,7 @@
 package defender_test
 
 import (
+	"io"
 	"strings"
 	"testing"
 
@@ -8,7 +9,8 @@ import (
 )
 
 // A list page decodes what the services may send and refuses what no page
-// can be, naming the problem.
+// can be, naming the problem; the same with KeysOnly, which reads an
+// incident by its own code.
 func TestDecodePageEdges(t *testing.T) {
 	t.Parallel()
 	const lu = `"lastUpdateDateTime":"2026-02-25T16:29:33.1234567Z"`
@@ -20,6 +22,7 @@ func TestDecodePageEdges(t *testing.T) {
 		{"empty page", "graph", `{"value":[]}`, "", ""},
 		{"envelope fields skipped, nextLink read", "graph", `{"@odata.context":"x","@odata.count":2,"value":[{"id":"1",` + lu + `}],"@odata.nextLink":"https://graph.microsoft.com/next"}`, "1", ""},
 		{"unknown and null fields", "graph", `{"value":[{"id":"1",` + lu + `,"assignedTo":null,"customTags":null,"newField":{"a":[1,2]}}]}`, "1", ""},
+		{"nested names are not the incident's", "graph", `{"value":[{"alerts":[{"id":"a1","lastUpdateDateTime":"2020-01-01T00:00:00Z"}],"id":"1",` + lu + `,"x":{"id":"y"}}]}`, "1", ""},
 		{"a repeated name keeps the last", "graph", `{"value":[{"id":"1","id":"2",` + lu + `}]}`, "2", ""},
 		{"invalid UTF-8 in free text", "graph", "{\"value\":[{\"id\":\"1\"," + lu + ",\"displayName\":\"bad \xff byte\"}]}", "1", ""},
 		{"whitespace between elements", "graph", "{ \"value\" : [ {\"id\":\"1\"," + lu + "} ,\n {\"id\":\"2\"," + lu + "} ] }", "1,2", ""},
@@ -36,24 +39,28 @@ func TestDecodePageEdges(t *testing.T) {
 		{"xdr id not an integer", "xdr", `{"value":[{"incidentId":1.5,"lastUpdateTime":"2020-09-06T14:46:57.29Z"}]}`, "", "is not a number"},
 		{"trailing garbage inside", "graph", `{"value":[{"id":"1",` + lu + `} x]}`, "", "invalid character"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := defender.DecodePage(tc.api, "t", strings.NewReader(tc.body))
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+		for mode, decode := range map[string]func(api, tenant string, r io.Reader) ([]*defender.Incident, error){
+			"full": defender.DecodePage, "keys": defender.DecodeKeysPage,
+		} {
+			t.Run(mode+"/"+tc.name, func(t *testing.T) {
+				got, err := decode(tc.api, "t", strings.NewReader(tc.body))
+				if tc.wantErr != "" {
+					if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+						t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+					}
+					return
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			var ids []string
-			for _, in := range got {
-				ids = append(ids, in.ID)
-			}
-			if s := strings.Join(ids, ","); s != tc.wantIDs {
-				t.Fatalf("ids %q, want %q", s, tc.wantIDs)
-			}
-		})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var ids []string
+				for _, in := range got {
+					ids = append(ids, in.ID)
+				}
+				if s := strings.Join(ids, ","); s != tc.wantIDs {
+					t.Fatalf("ids %q, want %q", s, tc.wantIDs)
+				}
+			})
+		}
 	}
 }
