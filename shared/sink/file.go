@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,10 +30,6 @@ func NewFileSink(dir string) (*FileSink, error) {
 func (s *FileSink) String() string { return "file://" + s.dir }
 
 func (s *FileSink) Write(ctx context.Context, objs []Object) error {
-	if len(objs) == 0 {
-		return nil
-	}
-	made := map[string]bool{}
 	for _, o := range objs {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -38,29 +37,65 @@ func (s *FileSink) Write(ctx context.Context, objs []Object) error {
 		if err := checkName(o.Name); err != nil {
 			return err
 		}
-		p := filepath.Join(s.dir, filepath.FromSlash(o.Name))
-		dir := filepath.Dir(p)
-		if !made[dir] {
+		if err := writeFile(filepath.Join(s.dir, filepath.FromSlash(o.Name)), o.Data); err != nil {
+			return fmt.Errorf("sink: write %s: %w", o.Name, err)
+		}
+	}
+	return nil
+}
+
+// writeFile writes data to a unique temporary name beside p (two runs may
+// write the same version at once) and renames it over p. It calls the
+// system directly: os.CreateTemp and os.Rename add an Lstat and a poller
+// registration to each file, a fifth of the export's time in the sink.
+func writeFile(p string, data []byte) error {
+	dir := filepath.Dir(p)
+	var tmp string
+	var fd int
+	for try := 0; ; try++ {
+		tmp = filepath.Join(dir, "."+filepath.Base(p)+"."+strconv.FormatUint(rand.Uint64(), 36)+".tmp")
+		var err error
+		fd, err = unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o640)
+		if err == nil {
+			break
+		}
+		switch {
+		case err == unix.ENOENT && try == 0: // the day's directory is new
 			if err := os.MkdirAll(dir, 0o750); err != nil {
-				return fmt.Errorf("sink: %w", err)
+				return err
 			}
-			made[dir] = true
+		case err == unix.EEXIST && try < 3:
+		case err == unix.EINTR:
+		default:
+			return &os.PathError{Op: "open", Path: tmp, Err: err}
 		}
-		// A unique temporary name: two runs may write the same version at once.
-		f, err := os.CreateTemp(dir, "."+filepath.Base(p)+".*.tmp")
+	}
+	werr := writeAll(fd, data)
+	cerr := unix.Close(fd)
+	if err := errors.Join(werr, cerr); err != nil {
+		unix.Unlink(tmp)
+		return err
+	}
+	if err := unix.Rename(tmp, p); err != nil {
+		unix.Unlink(tmp)
+		return &os.LinkError{Op: "rename", Old: tmp, New: p, Err: err}
+	}
+	return nil
+}
+
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
 		if err != nil {
-			return fmt.Errorf("sink: %w", err)
+			return err
 		}
-		_, werr := f.Write(o.Data)
-		cerr := f.Close()
-		if werr != nil || cerr != nil {
-			os.Remove(f.Name())
-			return fmt.Errorf("sink: write %s: %w", o.Name, errors.Join(werr, cerr))
+		if n == 0 {
+			return io.ErrShortWrite
 		}
-		if err := os.Rename(f.Name(), p); err != nil {
-			os.Remove(f.Name())
-			return fmt.Errorf("sink: %w", err)
-		}
+		b = b[n:]
 	}
 	return nil
 }

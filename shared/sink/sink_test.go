@@ -3,8 +3,10 @@ package sink_test
 import (
 	"context"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
@@ -95,5 +97,46 @@ func TestSinks(t *testing.T) {
 	}
 	if _, err := sink.Open("ftp://x/y", sink.Options{}); err == nil {
 		t.Fatal("an ftp sink was accepted")
+	}
+}
+
+// A file that cannot be written is an error naming it, and leaves nothing
+// behind: no temporary file, and the objects before it stay written.
+func TestFileSinkFailures(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		prepare func(dir string) // puts something in the way
+		obj     string
+	}{
+		{"a directory where the object goes", func(dir string) { os.MkdirAll(filepath.Join(dir, "t/2026/11/26/2_b.json/x"), 0o750) }, "t/2026/11/26/2_b.json"},
+		{"a file where its directory goes", func(dir string) {
+			os.MkdirAll(filepath.Join(dir, "t/2026/11"), 0o750)
+			os.WriteFile(filepath.Join(dir, "t/2026/11/27"), nil, 0o640)
+		}, "t/2026/11/27/2_b.json"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := sink.NewFileSink(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.prepare(dir)
+			err = s.Write(context.Background(), []sink.Object{{Name: "t/2026/11/26/1_a.json", Data: []byte("{}\n")}, {Name: tc.obj, Data: []byte("{}\n")}})
+			if err == nil || !strings.Contains(err.Error(), "sink: write "+tc.obj) {
+				t.Fatalf("error %v, want one naming %s", err, tc.obj)
+			}
+			t.Log(err)
+			var files []string
+			filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+				if err == nil && !d.IsDir() && d.Name() != "27" {
+					files = append(files, strings.TrimPrefix(p, dir+"/"))
+				}
+				return nil
+			})
+			if strings.Join(files, ",") != "t/2026/11/26/1_a.json" {
+				t.Fatalf("files after the failure: %q", files)
+			}
+		})
 	}
 }
