@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -81,15 +82,22 @@ func readPageInto(dec *jsontext.Decoder, element func(*jsontext.Decoder) error) 
 	return next, nil
 }
 
+// pageSizeHint sizes a page's buffer from the last page read (pages of one
+// listing are alike): one allocation instead of a doubling series, which
+// allocated three times the page.
+var pageSizeHint atomic.Int64
+
 // readIncidents reads a page whole (its bytes are kept anyway: they are the
 // incidents' Raw) and decodes each element straight into its wire struct.
 // Raw is the element's own slice of the page, cut by the decoder's offsets:
 // no second scan and no copy. jsontext parses a bytes.Buffer in place.
 func readIncidents[W any](body io.Reader, normalize func(*W, json.RawMessage) (*Incident, error), each func(*Incident)) (string, error) {
 	var buf bytes.Buffer
+	buf.Grow(int(pageSizeHint.Load()))
 	if _, err := buf.ReadFrom(body); err != nil {
 		return "", err
 	}
+	pageSizeHint.Store(int64(buf.Len() + buf.Len()/8 + bytes.MinRead))
 	page := buf.Bytes()
 	return readPageInto(jsontext.NewDecoder(&buf, readOptions), func(dec *jsontext.Decoder) error {
 		start := dec.InputOffset()
