@@ -52,19 +52,23 @@ func writeFile(p string, data []byte) error {
 	dir := filepath.Dir(p)
 	var tmp string
 	var fd int
-	for try := 0; ; try++ {
+	made, collisions := false, 0
+	for {
 		tmp = filepath.Join(dir, "."+filepath.Base(p)+"."+strconv.FormatUint(rand.Uint64(), 36)+".tmp")
 		var err error
-		fd, err = unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o640)
+		// 0600, as os.CreateTemp made them: incidents are for the sink's owner.
+		fd, err = unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 		if err == nil {
 			break
 		}
 		switch {
-		case err == unix.ENOENT && try == 0: // the day's directory is new
+		case err == unix.ENOENT && !made: // the day's directory is new
 			if err := os.MkdirAll(dir, 0o750); err != nil {
 				return err
 			}
-		case err == unix.EEXIST && try < 3:
+			made = true
+		case err == unix.EEXIST && collisions < 3:
+			collisions++
 		case err == unix.EINTR:
 		default:
 			return &os.PathError{Op: "open", Path: tmp, Err: err}

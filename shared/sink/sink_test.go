@@ -88,6 +88,13 @@ func TestSinks(t *testing.T) {
 			if got := read[name]("t/2026/11/26/2_b.json"); got != "{\"v\":2}\n" {
 				t.Fatalf("second object: %q", got)
 			}
+			if name == "file" {
+				// Incidents are for the sink's owner alone.
+				fi, err := os.Stat(filepath.Join(dir, "t/2026/11/26/2_b.json"))
+				if err != nil || fi.Mode().Perm() != 0o600 {
+					t.Fatalf("file mode %v (%v), want 0600", fi.Mode(), err)
+				}
+			}
 			for _, bad := range []string{"../escape.json", "/abs.json", `a\b.json`} {
 				if err := s.Write(ctx, []sink.Object{{Name: bad, Data: []byte("x")}}); err == nil {
 					t.Errorf("name %q accepted", bad)
