@@ -84,6 +84,8 @@ var goals = []Goal{
 	{"API client", "Graph page decode and normalize", "DecodePage/graph", "incidents/s", "", nil, unit("/s"), 4},
 	{"API client", "Graph allocations per incident", "DecodePage/graph", "allocs/incident", "", nil, unit("allocs"), 4},
 	{"API client", "XDR page decode and normalize", "DecodePage/xdr", "incidents/s", "", nil, unit("/s"), 4},
+	{"API client", "Graph page decode, ID and last update only (the export's KeysOnly)", "DecodePage/graph-keys", "incidents/s", "", nil, unit("/s"), 4},
+	{"API client", "XDR page decode, ID and last update only (the export's KeysOnly)", "DecodePage/xdr-keys", "incidents/s", "", nil, unit("/s"), 4},
 	{"API client", "peak heap listing 1k incidents", "ListHeap/1000", "peak-heap-MiB", "", nil, unit("MiB"), 4},
 	{"API client", "peak heap listing 10k incidents", "ListHeap/10000", "peak-heap-MiB", "", nil, unit("MiB"), 4},
 	{"API client", "peak heap listing 100k incidents", "ListHeap/100000", "peak-heap-MiB", "flat (≤ 1.5× the 10k figure)", flat("ListHeap", "peak-heap-MiB"), unit("MiB"), 4},
