@@ -2,20 +2,17 @@ package main
 
 import (
 	"archive/zip"
+	"context"
 	"debug/buildinfo"
 	"io"
-	"net"
-	"net/http"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
+	"github.com/defender-functions/defender-functions/infra/local/funchost"
 )
 
 // The zips hold exactly what the platforms need, with the exec bit.
@@ -77,39 +74,16 @@ func TestZipLayouts(t *testing.T) {
 	}
 	// Asked for an S3 sink, the Azure handler's export says what to do.
 	if runtime.GOARCH == "amd64" {
-		port := freePort(t)
-		cmd := exec.Command(filepath.Join(out, "azure", "handler"))
-		cmd.Env = []string{"FUNCTIONS_CUSTOMHANDLER_PORT=" + port, "DEFENDER_TENANT_ID=contoso.onmicrosoft.com",
-			"DEFENDER_CLIENT_ID=2f6b9c3e-8a41-4d7e-b5c2-9e0f1a7d3c84", "KEY_VAULT_URL=https://kv.vault.azure.net/",
-			"EXPORT_SINK=s3://exports/defender", "STATE_STORE=file://" + t.TempDir()}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { cmd.Process.Kill(); cmd.Wait() }()
-		var resp *http.Response
-		var err error
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			resp, err = http.Post("http://127.0.0.1:"+port+"/incident-export", "application/json", strings.NewReader(`{"Data":{"timer":{}},"Metadata":{}}`))
-			if err == nil || time.Now().After(deadline) {
-				break
-			}
-		}
+		h, err := funchost.Start(funchost.Options{AppDir: filepath.Join(out, "azure"), NoTimers: true, Stdout: io.Discard, Stderr: io.Discard,
+			Env: []string{"DEFENDER_TENANT_ID=contoso.onmicrosoft.com", "DEFENDER_CLIENT_ID=2f6b9c3e-8a41-4d7e-b5c2-9e0f1a7d3c84",
+				"KEY_VAULT_URL=https://kv.vault.azure.net/", "EXPORT_SINK=s3://exports/defender", "STATE_STORE=file://" + t.TempDir()}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 500 || !strings.Contains(string(body), "built without Amazon S3") {
-			t.Fatalf("%d %s", resp.StatusCode, body)
+		defer h.Close()
+		res, err := h.Run(context.Background(), "incident-export")
+		if res == nil || res.Status != 500 || !strings.Contains(strings.Join(res.Logs, "\n"), "built without Amazon S3") {
+			t.Fatalf("%+v %v", res, err)
 		}
 	}
-}
-
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
