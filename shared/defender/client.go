@@ -92,7 +92,7 @@ func odataTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.
 func odataString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // listing drives any API's paging: follow nextLink, else $skip until a short page.
-func listing(ctx context.Context, t *transport, first string, pageSize int, bucket string, decode func(io.Reader, func(*Incident)) (string, error),
+func listing(ctx context.Context, t *transport, first string, pageSize int, bucket string, decode func(io.Reader, func(*Incident)) (envelope, error),
 	withSkip func(skip int) string, after func(context.Context, *Page) error) iter.Seq2[*Page, error] {
 	return func(yield func(*Page, error) bool) {
 		u := first
@@ -102,12 +102,12 @@ func listing(ctx context.Context, t *transport, first string, pageSize int, buck
 			yield(nil, &IncompleteError{Pages: pages, Incidents: total, Through: through, Err: err})
 		}
 		for u != "" {
-			p := &Page{}
+			p := &Page{Count: -1}
 			var next string
 			n, err := t.do(ctx, request{method: "GET", url: u, bucket: bucket, retry429: true, handle: func(resp *http.Response) error {
 				p.Incidents = p.Incidents[:0]
-				var err error
-				next, err = decode(resp.Body, func(in *Incident) { p.Incidents = append(p.Incidents, in) })
+				env, err := decode(resp.Body, func(in *Incident) { p.Incidents = append(p.Incidents, in) })
+				next, p.Count = env.next, env.count
 				return err
 			}})
 			p.Requests += n
@@ -133,6 +133,7 @@ func listing(ctx context.Context, t *transport, first string, pageSize int, buck
 			if len(p.Incidents) > 0 {
 				through = p.Incidents[len(p.Incidents)-1].LastUpdate
 			}
+			p.More = next != "" || withSkip != nil && len(p.Incidents) == pageSize
 			if !yield(p, nil) {
 				return
 			}
@@ -153,17 +154,17 @@ type fallback struct {
 	next string
 }
 
-func fallbackPage(ctx context.Context, t *transport, u string, decode func(io.Reader, func(*Incident)) (string, error), after func(context.Context, *Page) error) (*fallback, error) {
+func fallbackPage(ctx context.Context, t *transport, u string, decode func(io.Reader, func(*Incident)) (envelope, error), after func(context.Context, *Page) error) (*fallback, error) {
 	pu, _ := url.Parse(u)
 	q := pu.Query()
 	q.Del("$expand")
 	pu.RawQuery = q.Encode()
-	p := &Page{AlertsFallback: true}
+	p := &Page{AlertsFallback: true, Count: -1}
 	var next string
 	n, err := t.do(ctx, request{method: "GET", url: pu.String(), bucket: "security", retry429: true, handle: func(resp *http.Response) error {
 		p.Incidents = p.Incidents[:0]
-		var err error
-		next, err = decode(resp.Body, func(in *Incident) { p.Incidents = append(p.Incidents, in) })
+		env, err := decode(resp.Body, func(in *Incident) { p.Incidents = append(p.Incidents, in) })
+		next, p.Count = env.next, env.count
 		return err
 	}})
 	p.Requests += n
@@ -194,10 +195,17 @@ type graph struct {
 
 func (g *graph) API() string { return string(config.Graph) }
 
+// Capabilities: Graph documents $count on incidents and a live tenant
+// honours it under $filter (research: defender-api.md §6.1a).
+func (g *graph) Capabilities() Capabilities { return Capabilities{PageMax: 50, Count: true} }
+
 func (g *graph) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, error] {
 	top := o.PageSize
 	if top <= 0 || top > 50 {
 		top = 50
+	}
+	if o.Top > 0 {
+		top = o.Top
 	}
 	q := url.Values{}
 	q.Set("$top", strconv.Itoa(top))
@@ -207,11 +215,17 @@ func (g *graph) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, e
 	if o.OrderByLastUpdate {
 		q.Set("$orderby", "lastUpdateDateTime asc")
 	}
+	if o.OrderBy != "" {
+		q.Set("$orderby", o.OrderBy)
+	}
 	if o.WithAlerts {
 		q.Set("$expand", "alerts")
 	}
 	if o.Skip > 0 {
 		q.Set("$skip", strconv.Itoa(o.Skip))
+	}
+	if o.Count {
+		q.Set("$count", "true")
 	}
 	var after func(context.Context, *Page) error
 	if o.WithAlerts {
@@ -249,7 +263,8 @@ func (g *graph) attachAlerts(ctx context.Context, p *Page) error {
 			n, err := g.t.do(ctx, request{method: "GET", url: u, bucket: "security", retry429: true, handle: func(resp *http.Response) error {
 				raws = raws[:0:0]
 				var err error
-				next, err = readPage(resp.Body, func(raw json.RawMessage) error { raws = append(raws, raw); return nil })
+				env, err := readPage(resp.Body, func(raw json.RawMessage) error { raws = append(raws, raw); return nil })
+				next = env.next
 				return err
 			}})
 			p.Requests += n
@@ -388,10 +403,17 @@ type xdr struct {
 
 func (x *xdr) API() string { return string(config.XDR) }
 
+// Capabilities: the XDR API documents $top up to 100 and no $count, so
+// ListOptions.Count is not sent to it.
+func (x *xdr) Capabilities() Capabilities { return Capabilities{PageMax: 100} }
+
 func (x *xdr) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, error] {
 	top := o.PageSize
 	if top <= 0 || top > 100 {
 		top = 100
+	}
+	if o.Top > 0 {
+		top = o.Top
 	}
 	q := url.Values{}
 	if f := filter(o, "lastUpdateTime"); f != "" {
@@ -399,6 +421,9 @@ func (x *xdr) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, err
 	}
 	if o.OrderByLastUpdate {
 		q.Set("$orderby", "lastUpdateTime asc")
+	}
+	if o.OrderBy != "" {
+		q.Set("$orderby", o.OrderBy)
 	}
 	q.Set("$top", strconv.Itoa(top))
 	at := func(skip int) string {

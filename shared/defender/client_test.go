@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -455,6 +457,46 @@ func TestKeysOnly(t *testing.T) {
 				if k.Name != "" || len(k.Alerts) != 0 || len(f.Alerts) == 0 {
 					t.Fatalf("#%d: keys-only decoded %q with %d alerts", i, k.Name, len(k.Alerts))
 				}
+			}
+		})
+	}
+}
+
+// Each page says whether the listing goes on and, when asked where the API
+// offers it, the filtered set's @odata.count.
+func TestListCountAndMore(t *testing.T) {
+	t.Parallel()
+	s := start(t, devstack.Options{Incidents: 230})
+	for _, tc := range []struct {
+		api       string
+		count     bool
+		wantCount int64
+		pages     []int
+	}{
+		{"graph", true, 230, []int{50, 50, 50, 50, 30}},
+		{"graph", false, -1, []int{50, 50, 50, 50, 30}},
+		{"xdr", true, -1, []int{100, 100, 30}}, // the XDR API documents no $count: not sent
+	} {
+		t.Run(fmt.Sprintf("%s/count=%v", tc.api, tc.count), func(t *testing.T) {
+			c := client(t, s, settings(t, s, tc.api), nil)
+			if got := c.Capabilities().Count; got != (tc.api == "graph") {
+				t.Fatalf("Capabilities().Count = %v", got)
+			}
+			var sizes []int
+			for p, err := range c.Incidents(context.Background(), defender.ListOptions{Count: tc.count, KeysOnly: true}) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				sizes = append(sizes, len(p.Incidents))
+				if p.Count != tc.wantCount {
+					t.Fatalf("page %d: Count = %d, want %d", len(sizes), p.Count, tc.wantCount)
+				}
+				if last := len(sizes) == len(tc.pages); p.More == last {
+					t.Fatalf("page %d of %d: More = %v", len(sizes), len(tc.pages), p.More)
+				}
+			}
+			if !slices.Equal(sizes, tc.pages) {
+				t.Fatalf("pages %v, want %v", sizes, tc.pages)
 			}
 		})
 	}

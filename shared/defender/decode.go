@@ -27,7 +27,7 @@ var readOptions = jsonv2.JoinOptions(jsontext.AllowDuplicateNames(true), jsontex
 // readPage streams a list response: the value array is read one element at
 // a time, so memory is O(page), whatever the listing's size. each gets a
 // copy of the element's bytes, which it may keep.
-func readPage(body io.Reader, each func(json.RawMessage) error) (next string, err error) {
+func readPage(body io.Reader, each func(json.RawMessage) error) (envelope, error) {
 	return readPageInto(jsontext.NewDecoder(body, readOptions), func(dec *jsontext.Decoder) error {
 		v, err := dec.ReadValue()
 		if err != nil {
@@ -37,49 +37,68 @@ func readPage(body io.Reader, each func(json.RawMessage) error) (next string, er
 	})
 }
 
+// envelope is what a list response says besides its elements.
+type envelope struct {
+	next  string // @odata.nextLink
+	count int64  // @odata.count, -1 when absent
+}
+
 // readPageInto walks a list response's envelope and hands each element of
 // "value" to element, which reads it from dec.
-func readPageInto(dec *jsontext.Decoder, element func(*jsontext.Decoder) error) (next string, err error) {
+func readPageInto(dec *jsontext.Decoder, element func(*jsontext.Decoder) error) (envelope, error) {
+	env := envelope{count: -1}
 	if err := expectKind(dec, '{'); err != nil {
-		return "", err
+		return env, err
 	}
 	for dec.PeekKind() != '}' {
 		name, err := dec.ReadToken()
 		if err != nil {
-			return "", err
+			return env, err
 		}
 		switch name.String() {
 		case "value":
 			if err := expectKind(dec, '['); err != nil {
-				return "", err
+				return env, err
 			}
 			for dec.PeekKind() != ']' {
 				if err := element(dec); err != nil {
-					return "", err
+					return env, err
 				}
 			}
 			if err := expectKind(dec, ']'); err != nil {
-				return "", err
+				return env, err
 			}
 		case "@odata.nextLink":
 			v, err := dec.ReadToken()
 			if err != nil {
-				return "", err
+				return env, err
 			}
 			if v.Kind() != '"' {
-				return "", fmt.Errorf("unexpected JSON: @odata.nextLink is %v, want a string", v.Kind())
+				return env, fmt.Errorf("unexpected JSON: @odata.nextLink is %v, want a string", v.Kind())
 			}
-			next = v.String()
+			env.next = v.String()
+		case "@odata.count":
+			v, err := dec.ReadToken()
+			if err != nil {
+				return env, err
+			}
+			// A count that is not a whole number is treated as absent: the
+			// caller then proves a listing complete without it.
+			if v.Kind() == '0' {
+				if n, err := strconv.ParseInt(v.String(), 10, 64); err == nil && n >= 0 {
+					env.count = n
+				}
+			}
 		default:
 			if err := dec.SkipValue(); err != nil {
-				return "", err
+				return env, err
 			}
 		}
 	}
 	if err := expectKind(dec, '}'); err != nil {
-		return "", err
+		return env, err
 	}
-	return next, nil
+	return env, nil
 }
 
 // pageSizeHint sizes a page's buffer from the last page read (pages of one
@@ -91,11 +110,11 @@ var pageSizeHint atomic.Int64
 // incidents' Raw) and decodes each element straight into its wire struct.
 // Raw is the element's own slice of the page, cut by the decoder's offsets:
 // no second scan and no copy. jsontext parses a bytes.Buffer in place.
-func readIncidents[W any](body io.Reader, normalize func(*W, json.RawMessage) (*Incident, error), each func(*Incident)) (string, error) {
+func readIncidents[W any](body io.Reader, normalize func(*W, json.RawMessage) (*Incident, error), each func(*Incident)) (envelope, error) {
 	var buf bytes.Buffer
 	buf.Grow(int(pageSizeHint.Load()))
 	if _, err := buf.ReadFrom(body); err != nil {
-		return "", err
+		return envelope{count: -1}, err
 	}
 	pageSizeHint.Store(int64(buf.Len() + buf.Len()/8 + bytes.MinRead))
 	page := buf.Bytes()
@@ -352,18 +371,18 @@ func DecodePage(api, tenant string, r io.Reader) ([]*Incident, error) {
 }
 
 // pageDecoder reads one list response of an API, incident by incident.
-func pageDecoder(api, tenant string, keysOnly bool) func(io.Reader, func(*Incident)) (string, error) {
+func pageDecoder(api, tenant string, keysOnly bool) func(io.Reader, func(*Incident)) (envelope, error) {
 	if keysOnly {
-		return func(r io.Reader, each func(*Incident)) (string, error) {
+		return func(r io.Reader, each func(*Incident)) (envelope, error) {
 			return readIncidents(r, func(w *keysWire, raw json.RawMessage) (*Incident, error) { return w.normalize(api, tenant, raw) }, each)
 		}
 	}
 	if api == "xdr" {
-		return func(r io.Reader, each func(*Incident)) (string, error) {
+		return func(r io.Reader, each func(*Incident)) (envelope, error) {
 			return readIncidents(r, func(w *xdrIncidentWire, raw json.RawMessage) (*Incident, error) { return normalizeXDR(w, raw, tenant) }, each)
 		}
 	}
-	return func(r io.Reader, each func(*Incident)) (string, error) {
+	return func(r io.Reader, each func(*Incident)) (envelope, error) {
 		return readIncidents(r, normalizeGraph, each)
 	}
 }

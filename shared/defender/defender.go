@@ -31,6 +31,18 @@ type Client interface {
 	Hunt(ctx context.Context, q HuntQuery) (*HuntResult, error)
 	// API says which backend this is.
 	API() string
+	// Capabilities says how the backend's listings may be read.
+	Capabilities() Capabilities
+}
+
+// Capabilities are what a backend's incident listing offers a scan.
+type Capabilities struct {
+	// PageMax is the largest page ($top) the API serves.
+	PageMax int
+	// Count: ListOptions.Count asks for @odata.count, the size of the
+	// filtered set at the moment of each request. A caller that relies on
+	// it still checks that it is plausible.
+	Count bool
 }
 
 // ListOptions select and shape an incident listing.
@@ -44,9 +56,18 @@ type ListOptions struct {
 	AssignedTo string
 	// PageSize is the $top of each request; 0 means the API's maximum.
 	PageSize int
-	// OrderByLastUpdate sorts by last update, oldest first (Graph documents
-	// $orderby; on the XDR API it is undocumented and sent as is).
+	// OrderByLastUpdate asks for last update order, oldest first. A live
+	// tenant accepts it on Graph and ignores it (research: defender-api.md
+	// §6.1a), and the XDR API does not document it: nothing may depend on it.
 	OrderByLastUpdate bool
+	// Count asks for @odata.count on every page (where Capabilities.Count).
+	Count bool
+	// OrderBy is a raw $orderby, in the API's field names, sent as is (the
+	// doctor's probe of what the API does with it).
+	OrderBy string
+	// Top is a raw $top, sent as is even past the API's maximum (the
+	// doctor's probe); it overrides PageSize.
+	Top int
 	// WithAlerts includes each incident's alerts (XDR always does; Graph
 	// uses $expand=alerts and falls back to alerts_v2 per incident).
 	WithAlerts bool
@@ -65,6 +86,11 @@ type Page struct {
 	Requests int
 	// AlertsFallback is true when alerts came from alerts_v2 because $expand failed.
 	AlertsFallback bool
+	// More: the listing goes on after this page (a nextLink came, or a full
+	// page on an API paged with $skip).
+	More bool
+	// Count is @odata.count as this page's response gave it, -1 when absent.
+	Count int64
 }
 
 // Incident is an incident normalized for logic, with the API's own JSON kept
