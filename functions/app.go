@@ -168,7 +168,7 @@ func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 		return nil, err
 	}
 	e := &incidentexport.Exporter{Tenants: tenants, Sink: sk, State: st, Lookback: cfg.ExportLookback, PageSize: cfg.ExportPageSize,
-		MaxRun: cfg.ExportMaxRun, XDRWindow: cfg.XDRWindow}
+		MaxRun: cfg.ExportMaxRun, Lag: cfg.ExportLag}
 	return e.Run, nil
 }
 

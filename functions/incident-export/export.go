@@ -2,22 +2,42 @@
 // writes every incident version created or updated since the last run to a
 // sink, exactly once.
 //
-// Each tenant's checkpoint is (Since, IDs already written at Since). Graph is
-// read in lastUpdateDateTime order with an inclusive lower bound, one page
-// per fresh query (keyset paging: no $skip across a set that changes under
-// it); the XDR API, which documents no order, is scanned in time windows and
-// its checkpoint moves only when a window is complete. A page goes to the
-// sink first, then the checkpoint advances. Sink names derive from the
-// version (tenant, incident, last update), so a page written again after a
-// crash overwrites itself. Checkpoints are written with optimistic
-// concurrency: of two overlapping runs, one stops without writing.
+// No listing order can be relied on: a live tenant accepts
+// $orderby=lastUpdateDateTime and ignores it, lists in an order that is not
+// chronological, and an update may become visible some time after its
+// lastUpdateDateTime. So the export reads time windows of lastUpdate as sets,
+// sends no $orderby, and proves each set read whole before its checkpoint
+// passes it:
+//
+//   - A window answered in one response is whole.
+//   - A window paged under @odata.count is whole when the count stayed the
+//     same on every page and as many distinct versions were read. A window
+//     that ends more than Lag ago can only lose members while it is read (an
+//     update moves an incident to now), so an unchanged count means an
+//     unchanged set; a window that changed is read again narrower.
+//   - Without a usable count, a window with more than a page is split in two
+//     by time; a single instant holding more than a page is read until a
+//     pass finds nothing new.
+//
+// Windows tile [Since, now-Lag): Since, the checkpoint, moves past a window
+// only once it is whole and written. The trailing Lag, which can still gain
+// late versions, is read each run and written, but it stays ahead of Since
+// and is read again next run; the versions already written there (and only
+// there: the state is bounded by the updates of one Lag) are kept in the
+// checkpoint so they are not written again. A page goes to the sink first,
+// then the checkpoint. Sink names derive from the version (tenant, incident,
+// last update), so a page written again after a crash overwrites itself.
+// Checkpoints are written with optimistic concurrency: of two overlapping
+// runs, one stops without writing.
 package incidentexport
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"slices"
 	"time"
@@ -42,10 +62,16 @@ type Exporter struct {
 	Lookback time.Duration
 	PageSize int
 	MaxRun   time.Duration
+	// Lag is how late an update may become visible to listings after its
+	// lastUpdate (replication lag and clock skew): the trailing Lag is read
+	// again by every run until it is older.
+	Lag time.Duration
 	// Margin is kept free before the deadline (default 15 s).
 	Margin time.Duration
-	// XDRWindow is the length of one XDR scan window.
-	XDRWindow time.Duration
+	// WindowPages is how many pages a window read under @odata.count aims
+	// at (default 20): larger windows cost fewer partial pages, smaller ones
+	// less to read again when a window changed while it was read.
+	WindowPages int
 	// CheckpointEvery is how often the checkpoint is saved while pages are
 	// written (default 1 s); it is saved when the run stops, too. Saving it
 	// with every page cost as much as writing the page to a local disk; a
@@ -57,15 +83,33 @@ type Exporter struct {
 
 // Checkpoint is a tenant's progress.
 type Checkpoint struct {
-	Version int       `json:"version"`
-	Tenant  string    `json:"tenant"`
-	API     string    `json:"api"`
-	Since   time.Time `json:"since"`
-	// IDs were written with lastUpdate == Since; the inclusive bound returns them again.
-	IDs     []string  `json:"idsAtSince"`
+	Version int    `json:"version"`
+	Tenant  string `json:"tenant"`
+	API     string `json:"api"`
+	// Since: every version updated before it that was visible Lag after
+	// its update has been written.
+	Since time.Time `json:"since"`
+	// Recent are the versions updated at or after Since already written.
+	Recent []Version `json:"recent,omitempty"`
+	// IDs is the position of a checkpoint of version 1 (keyset paging),
+	// read to continue from it.
+	IDs     []string  `json:"idsAtSince,omitempty"`
 	Written int64     `json:"written"`
 	Updated time.Time `json:"updated"`
 }
+
+// Version names one version of an incident.
+type Version struct {
+	ID         string    `json:"id"`
+	LastUpdate time.Time `json:"lastUpdate"`
+}
+
+// maxRecent bounds the checkpoint's Recent: past it the oldest are
+// dropped, and a re-read writes them again over themselves.
+const maxRecent = 100_000
+
+// tick is the resolution of the APIs' timestamps (seven fractional digits).
+const tick = 100 * time.Nanosecond
 
 // ErrConcurrentRun: another run changed the checkpoint; this one stopped.
 var ErrConcurrentRun = errors.New("another export run holds this tenant's checkpoint")
@@ -86,11 +130,12 @@ func (e *Exporter) Run(ctx context.Context, t function.Timer) error {
 	rctx, cancel := context.WithDeadline(ctx, deadline.Add(-margin/2))
 	defer cancel()
 	var errs []error
-	total := 0
+	total, requests := 0, 0
 	for _, tn := range e.Tenants {
 		r := &run{e: e, t: tn, log: log.With("tenant", tn.Name, "api", tn.Client.API()), deadline: deadline.Add(-margin), hard: deadline}
 		err := r.export(rctx)
 		total += r.written
+		requests += r.requests
 		switch {
 		case errors.Is(err, ErrConcurrentRun):
 			r.log.Warn("another run is exporting this tenant; this run stopped without writing state")
@@ -99,7 +144,7 @@ func (e *Exporter) Run(ctx context.Context, t function.Timer) error {
 			errs = append(errs, fmt.Errorf("tenant %s: %w", tn.Name, err))
 		}
 	}
-	log.Info("incident export finished", "tenants", len(e.Tenants), "failed", len(errs), "written", total,
+	log.Info("incident export finished", "tenants", len(e.Tenants), "failed", len(errs), "written", total, "requests", requests,
 		"duration_ms", e.now().Sub(now).Milliseconds(), "past_due", t.PastDue)
 	return errors.Join(errs...)
 }
@@ -111,6 +156,13 @@ func (e *Exporter) now() time.Time {
 	return time.Now()
 }
 
+type versionKey struct {
+	id string
+	lu int64
+}
+
+func keyOf(in *defender.Incident) versionKey { return versionKey{in.ID, in.LastUpdate.UnixNano()} }
+
 type run struct {
 	e        *Exporter
 	t        Tenant
@@ -118,20 +170,25 @@ type run struct {
 	deadline time.Time // no new page is fetched after it
 	hard     time.Time // the run's end: a fetched page may still be written until then
 	cp       Checkpoint
+	recent   map[versionKey]time.Time // written versions at or after cp.Since
 	ver      string
 	dirty    bool      // cp is ahead of the saved checkpoint
 	savedAt  time.Time // when the checkpoint was last saved (or the run began)
+	top      int       // page size
+	count    bool      // @odata.count is asked for and believed
 	written  int
 	pages    int
+	requests int
 }
 
 func (r *run) key() string { return "incident-export/" + r.t.Client.API() + "/" + r.t.Name + ".json" }
 
 func (r *run) load(ctx context.Context) error {
 	r.savedAt = r.e.now()
+	r.recent = map[versionKey]time.Time{}
 	b, ver, err := r.e.State.Get(ctx, r.key())
 	if errors.Is(err, state.ErrNotFound) {
-		r.cp = Checkpoint{Version: 1, Tenant: r.t.Name, API: r.t.Client.API(), Since: r.e.now().Add(-r.e.Lookback).UTC()}
+		r.cp = Checkpoint{Version: 2, Tenant: r.t.Name, API: r.t.Client.API(), Since: r.e.now().Add(-r.e.Lookback).UTC().Truncate(tick)}
 		r.log.Info("first run: starting from the look-back", "since", r.cp.Since)
 		return nil
 	}
@@ -142,11 +199,34 @@ func (r *run) load(ctx context.Context) error {
 		return fmt.Errorf("checkpoint %s is not valid JSON: %w (delete it to restart from the look-back)", r.key(), err)
 	}
 	r.ver = ver
+	if r.cp.Version < 2 {
+		// Keyset paging's position: its IDs were written at Since. It read
+		// in an order the API does not keep, so continue a Lag earlier.
+		for _, id := range r.cp.IDs {
+			r.recent[versionKey{id, r.cp.Since.UnixNano()}] = r.cp.Since
+		}
+		r.cp.Version, r.cp.IDs, r.cp.Since = 2, nil, r.cp.Since.Add(-r.e.Lag).Truncate(tick)
+		r.log.Info("checkpoint of version 1: continuing a lag before its position", "since", r.cp.Since)
+		return nil
+	}
+	for _, v := range r.cp.Recent {
+		r.recent[versionKey{v.ID, v.LastUpdate.UnixNano()}] = v.LastUpdate
+	}
 	return nil
 }
 
 func (r *run) save(ctx context.Context) error {
 	r.cp.Updated = r.e.now().UTC()
+	r.cp.Recent = r.cp.Recent[:0]
+	for k, lu := range r.recent {
+		r.cp.Recent = append(r.cp.Recent, Version{ID: k.id, LastUpdate: lu})
+	}
+	slices.SortFunc(r.cp.Recent, func(a, b Version) int {
+		if c := a.LastUpdate.Compare(b.LastUpdate); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
 	b, _ := json.Marshal(r.cp)
 	// The checkpoint is written even when the run is out of time.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -196,17 +276,30 @@ func (r *run) moved(ctx context.Context) error {
 	return r.commit(ctx)
 }
 
+// settle moves Since to t: the window before it is whole and written.
+func (r *run) settle(t time.Time) {
+	r.cp.Since = t
+	for k, lu := range r.recent {
+		if lu.Before(t) {
+			delete(r.recent, k)
+		}
+	}
+}
+
 // objectName is deterministic in the version: tenant, day, incident, last update.
 func objectName(tenant string, in *defender.Incident) string {
 	lu := in.LastUpdate.UTC()
 	return fmt.Sprintf("%s/%s/%s_%s.json", tenant, lu.Format("2006/01/02"), in.ID, lu.Format("20060102T150405.0000000Z"))
 }
 
-// fresh drops what the checkpoint says was already written.
+// fresh drops what was already written: before Since, or among the recent.
 func (r *run) fresh(items []*defender.Incident) []*defender.Incident {
 	var out []*defender.Incident
 	for _, in := range items {
-		if in.LastUpdate.Before(r.cp.Since) || in.LastUpdate.Equal(r.cp.Since) && slices.Contains(r.cp.IDs, in.ID) {
+		if in.LastUpdate.Before(r.cp.Since) {
+			continue
+		}
+		if _, ok := r.recent[keyOf(in)]; ok {
 			continue
 		}
 		out = append(out, in)
@@ -214,6 +307,7 @@ func (r *run) fresh(items []*defender.Incident) []*defender.Incident {
 	return out
 }
 
+// write puts versions in the sink and remembers them as written.
 func (r *run) write(ctx context.Context, items []*defender.Incident) error {
 	if len(items) == 0 {
 		return nil
@@ -230,41 +324,43 @@ func (r *run) write(ctx context.Context, items []*defender.Incident) error {
 	if err := r.e.Sink.Write(wctx, objs); err != nil {
 		return fmt.Errorf("writing to %s: %w", r.e.Sink, err)
 	}
+	for _, in := range items {
+		r.recent[keyOf(in)] = in.LastUpdate
+	}
+	if len(r.recent) > maxRecent {
+		r.trimRecent()
+	}
 	r.written += len(items)
 	r.cp.Written += int64(len(items))
 	return nil
 }
 
-// advance moves the checkpoint past written versions.
-func (r *run) advance(items []*defender.Incident) {
-	r.cp.Since, r.cp.IDs = advance(r.cp.Since, r.cp.IDs, items)
-}
-
-// advance returns the checkpoint (since, ids) moved past items; ids is
-// never modified in place.
-func advance(since time.Time, ids []string, items []*defender.Incident) (time.Time, []string) {
-	ids = slices.Clip(ids)
-	for _, in := range items {
-		switch {
-		case in.LastUpdate.After(since):
-			since, ids = in.LastUpdate, []string{in.ID}
-		case in.LastUpdate.Equal(since) && !slices.Contains(ids, in.ID):
-			ids = append(ids, in.ID)
+// trimRecent drops the oldest remembered versions past maxRecent.
+func (r *run) trimRecent() {
+	lus := make([]time.Time, 0, len(r.recent))
+	for _, lu := range r.recent {
+		lus = append(lus, lu)
+	}
+	slices.SortFunc(lus, time.Time.Compare)
+	cut := lus[len(lus)-maxRecent]
+	for k, lu := range r.recent {
+		if lu.Before(cut) {
+			delete(r.recent, k)
 		}
 	}
-	return since, ids
 }
 
 func (r *run) export(ctx context.Context) error {
 	if err := r.load(ctx); err != nil {
 		return err
 	}
-	var err error
-	if r.t.Client.API() == "xdr" {
-		err = r.exportWindows(ctx)
-	} else {
-		err = r.exportKeyset(ctx)
+	caps := r.t.Client.Capabilities()
+	r.top = caps.PageMax
+	if r.e.PageSize > 0 && r.e.PageSize < r.top {
+		r.top = r.e.PageSize
 	}
+	r.count = caps.Count
+	err := r.scan(ctx)
 	if errors.Is(err, ErrConcurrentRun) {
 		return err
 	}
@@ -272,67 +368,239 @@ func (r *run) export(ctx context.Context) error {
 	return errors.Join(err, r.commit(ctx))
 }
 
-// exportKeyset reads Graph one page per query, oldest update first. The
-// next query depends only on the checkpoint this page leads to, so it is
-// sent while this page is written: the API and the sink work at once. A
-// page fetched ahead is dropped if this one cannot be written.
-func (r *run) exportKeyset(ctx context.Context) error {
-	size := r.e.PageSize
-	if size == 0 {
-		size = 50
-	}
-	ahead, cancelAhead := context.WithCancel(ctx)
-	defer cancelAhead()
-	var next <-chan fetched
-	skip := 0
-	for {
+// errOutOfTime stops a scan before the deadline.
+var errOutOfTime = errors.New("out of time")
+
+// scan reads the settled windows, then the trailing Lag.
+func (r *run) scan(ctx context.Context) error {
+	start := r.e.now()
+	horizon := start.Add(-r.e.Lag).UTC().Truncate(tick)
+	width := horizon.Sub(r.cp.Since) // the first window: all of it, narrowed by what it holds
+	for r.cp.Since.Before(horizon) {
+		to := horizon
+		if width > 0 && r.cp.Since.Add(width).Before(horizon) {
+			to = r.cp.Since.Add(width)
+		}
+		w := window{from: r.cp.Since, to: to}
 		if r.e.now().After(r.deadline) {
-			r.behind()
+			r.behind(&w)
 			return nil
 		}
-		if next == nil {
-			next = r.fetch(ahead, r.cp.Since, skip)
-		}
-		res := <-next
-		next = nil
-		page, err := res.page, res.err
+		res, err := r.read(ctx, w)
 		if err != nil {
-			return r.stop(ctx, err)
+			return r.stop(ctx, err, &w)
 		}
-		items := page.Incidents
-		if skip > 0 && !(len(items) == size && allAt(items, r.cp.Since)) {
-			// Leaving a tie read with $skip: the count may have stepped over a
-			// member (another one updated away shifts the rest). Settle the
-			// tie before the checkpoint can move past it.
-			if err := r.settleTie(ctx, r.cp.Since); err != nil {
-				return r.stop(ctx, err)
-			}
+		if !res.whole {
+			width = res.narrower(w, r.top, r.target())
+			continue
 		}
-		fresh := r.fresh(items)
-		since, ids := advance(r.cp.Since, r.cp.IDs, fresh)
-		// A full page entirely at the new Since (a tie larger than a page):
-		// skip the part of the tie already written instead of reading it again.
-		skip = 0
-		if len(items) == size && allAt(items, since) {
-			skip = len(ids)
-		}
-		if len(items) == size {
-			next = r.fetch(ahead, since, skip)
-		}
-		if err := r.write(ctx, fresh); err != nil {
-			return r.stop(ctx, err) // the checkpoint stays: nothing is lost
-		}
-		r.cp.Since, r.cp.IDs = since, ids
+		r.settle(to)
+		r.log.Info("window whole", "from", w.from, "to", w.to, "versions", res.members, "passes", res.passes)
 		if err := r.moved(ctx); err != nil {
 			return err
 		}
+		width = res.wider(w, r.target())
+	}
+	if r.e.now().After(r.deadline) {
+		r.behind(nil)
+		return nil
+	}
+	// The trailing Lag: written now, read again until it is settled.
+	n, err := r.recentPass(ctx, horizon)
+	if err != nil {
+		return r.stop(ctx, err, nil)
+	}
+	r.log.Info("caught up", "checkpoint", r.cp.Since, "lag_s", int(r.e.now().Sub(r.cp.Since).Seconds()), "trailing", n,
+		"written", r.written, "pages", r.pages, "requests", r.requests)
+	return nil
+}
+
+// target is how many versions a window aims to hold.
+func (r *run) target() int {
+	if !r.count {
+		return max(r.top*3/4, 1) // one response, with room for the unexpected
+	}
+	pages := r.e.WindowPages
+	if pages <= 0 {
+		pages = 20
+	}
+	return r.top * pages
+}
+
+// window is [from, to) of lastUpdate.
+type window struct{ from, to time.Time }
+
+func (w window) String() string {
+	return w.from.Format(time.RFC3339Nano) + "/" + w.to.Format(time.RFC3339Nano)
+}
+
+// readResult is what reading a window found.
+type readResult struct {
+	whole   bool
+	changed bool // the window changed while it was paged
+	passes  int
+	members int   // versions in the window (whole), or seen so far
+	count   int64 // @odata.count of the first page, -1 unknown
+}
+
+// narrower is the next width for a window that was not read whole: one
+// that changed while it was paged is narrowed to about a page, which is
+// read in one response; one too large to page, to about target.
+func (res readResult) narrower(w window, top, target int) time.Duration {
+	d := w.to.Sub(w.from)
+	switch {
+	case res.changed && res.count > int64(top):
+		d = time.Duration(float64(d) * float64(top) / float64(res.count))
+	case !res.changed && res.count > int64(target):
+		d = time.Duration(float64(d) * float64(target) / float64(res.count))
+	default:
+		d /= 2
+	}
+	return max(d.Truncate(tick), tick)
+}
+
+// wider is the next width after a whole window: aimed at target members,
+// at most eight times the last.
+func (res readResult) wider(w window, target int) time.Duration {
+	d := w.to.Sub(w.from)
+	if res.members == 0 {
+		return 8 * d
+	}
+	f := min(float64(target)/float64(res.members), 8)
+	return max(time.Duration(float64(d)*f).Truncate(tick), tick)
+}
+
+// read reads window w and writes what was not written. A window that
+// cannot be proven whole is reported so; its writes stand.
+func (r *run) read(ctx context.Context, w window) (readResult, error) {
+	single := w.to.Sub(w.from) <= tick
+	opts := defender.ListOptions{Since: w.from, Before: w.to, WithAlerts: true, KeysOnly: true, PageSize: r.top, Count: r.count}
+	for pass := 0; ; pass++ {
+		res, err := r.pass(ctx, w, opts, single)
+		res.passes = pass + 1
+		if err != nil || res.whole || !single {
+			return res, err
+		}
+		// One instant holding more than a page, read again until whole.
+		if pass >= 8 {
+			return res, fmt.Errorf("the %d versions updated at %s could not be read whole in %d passes (they kept changing); the next run tries again",
+				res.members, w.from.Format(time.RFC3339Nano), pass+1)
+		}
+		r.log.Info("an instant with more than a page changed while it was read; reading it again", "at", w.from, "pass", pass+1)
+	}
+}
+
+// pass reads w once. One response is whole. Paged, it is whole when
+// @odata.count stayed the same on every page and as many distinct versions
+// came; without a count only a single instant is paged, and a pass that
+// finds nothing new ends it.
+func (r *run) pass(ctx context.Context, w window, opts defender.ListOptions, single bool) (readResult, error) {
+	res := readResult{count: -1}
+	distinct := map[versionKey]bool{}
+	newInPass := 0
+	steady := true
+	first := true
+	proceed := make(chan struct{})
+	for page, err := range ahead(ctx, proceed, func(ctx context.Context) iter.Seq2[*defender.Page, error] { return r.t.Client.Incidents(ctx, opts) }) {
+		if err != nil {
+			return res, err
+		}
+		r.requests += page.Requests
 		r.pages++
-		r.progress(len(items), len(fresh), page.Requests)
-		if len(items) < size {
-			r.log.Info("caught up", "checkpoint", r.cp.Since, "lag_s", int(r.e.now().Sub(r.cp.Since).Seconds()), "written", r.written, "pages", r.pages)
-			return nil
+		for _, in := range page.Incidents {
+			distinct[keyOf(in)] = true
+		}
+		if r.count && (page.Count < int64(len(page.Incidents)) || page.More && page.Count == int64(len(page.Incidents))) {
+			r.distrustCount(page.Count, len(page.Incidents))
+			steady = false
+		}
+		if first {
+			res.count = page.Count
+			if page.More && !single && (!r.count || page.Count > 2*int64(r.target())) {
+				// Too large to page: narrower, after writing what came.
+				err := r.writePage(ctx, w, page, &newInPass)
+				res.members = len(distinct)
+				return res, err
+			}
+		} else if page.Count != res.count {
+			steady = false
+		}
+		if err := r.writePage(ctx, w, page, &newInPass); err != nil {
+			return res, err
+		}
+		if first {
+			first = false
+			if !page.More {
+				res.whole, res.members = true, len(distinct)
+				return res, nil
+			}
+			close(proceed) // the rest of the window is read one page ahead
+		}
+		if !page.More {
+			break
+		}
+		if r.e.now().After(r.deadline) {
+			return res, errOutOfTime
 		}
 	}
+	res.members = len(distinct)
+	switch {
+	case r.count && steady && res.count >= 0 && int64(len(distinct)) == res.count:
+		res.whole = true
+	case r.count && res.count >= 0 && int64(len(distinct)) > res.count:
+		// More came than the count said, in a window that can only shrink.
+		r.distrustCount(res.count, len(distinct))
+	case !r.count && single && newInPass == 0:
+		res.whole = true
+	case r.count:
+		res.changed = true
+		r.log.Info("a window changed while it was read; reading it again narrower", "window", w.String(), "count", res.count, "read", len(distinct))
+	}
+	return res, nil
+}
+
+// distrustCount stops relying on @odata.count for the rest of the run.
+func (r *run) distrustCount(count int64, read int) {
+	if !r.count {
+		return
+	}
+	r.count = false
+	r.log.Warn("@odata.count is not usable here; windows are read one response each", "count", count, "read", read)
+}
+
+func (r *run) writePage(ctx context.Context, w window, page *defender.Page, newInPass *int) error {
+	fresh := r.fresh(page.Incidents)
+	if err := r.write(ctx, fresh); err != nil {
+		return err
+	}
+	*newInPass += len(fresh)
+	r.progress(w, len(page.Incidents), len(fresh), page.Requests)
+	return r.moved(ctx)
+}
+
+// recentPass reads the trailing Lag once, paged, and writes what is new.
+// It proves nothing: the next run reads it again once it is older.
+func (r *run) recentPass(ctx context.Context, from time.Time) (int, error) {
+	opts := defender.ListOptions{Since: from, WithAlerts: true, KeysOnly: true, PageSize: r.top}
+	proceed := make(chan struct{})
+	close(proceed)
+	n := 0
+	var none int
+	for page, err := range ahead(ctx, proceed, func(ctx context.Context) iter.Seq2[*defender.Page, error] { return r.t.Client.Incidents(ctx, opts) }) {
+		if err != nil {
+			return n, err
+		}
+		r.requests += page.Requests
+		r.pages++
+		n += len(page.Incidents)
+		if err := r.writePage(ctx, window{from: from}, page, &none); err != nil {
+			return n, err
+		}
+		if page.More && r.e.now().After(r.deadline) {
+			return n, errOutOfTime
+		}
+	}
+	return n, nil
 }
 
 type fetched struct {
@@ -340,140 +608,44 @@ type fetched struct {
 	err  error
 }
 
-// fetch requests the first page of incidents updated at or after since
-// (less skip) in the background. Only each incident's ID and last update
-// are decoded (KeysOnly): the sink gets the document as the API sent it.
-func (r *run) fetch(ctx context.Context, since time.Time, skip int) <-chan fetched {
-	ch := make(chan fetched, 1) // never blocks: a page nobody waits for is dropped
-	opts := defender.ListOptions{Since: since, OrderByLastUpdate: true, WithAlerts: true, KeysOnly: true, PageSize: r.e.PageSize, Skip: skip}
-	go func() {
-		p, err := firstPage(ctx, r.t.Client, opts)
-		ch <- fetched{p, err}
-	}()
-	return ch
-}
-
-// settleTie reads every incident still at exactly t (the checkpoint's
-// Since) and writes those not yet written; the tie only shrinks, so the
-// passes end.
-func (r *run) settleTie(ctx context.Context, t time.Time) error {
-	for pass := 0; ; pass++ {
-		var missed []*defender.Incident
-		known := map[string]bool{}
-		for _, id := range r.cp.IDs {
-			known[id] = true
-		}
-		for page, err := range r.t.Client.Incidents(ctx, defender.ListOptions{Since: t, Before: t.Add(100 * time.Nanosecond), OrderByLastUpdate: true, WithAlerts: true, KeysOnly: true, PageSize: r.e.PageSize}) {
-			if err != nil {
-				return err
-			}
-			for _, in := range page.Incidents {
-				if in.LastUpdate.Equal(t) && !known[in.ID] {
-					missed = append(missed, in)
-					known[in.ID] = true
+// ahead runs a listing one page ahead of its reader once proceed is
+// closed, so the API and the sink work at once; until then it stops after
+// the first page (whose reader may not want the next).
+func ahead(ctx context.Context, proceed <-chan struct{}, list func(context.Context) iter.Seq2[*defender.Page, error]) iter.Seq2[*defender.Page, error] {
+	return func(yield func(*defender.Page, error) bool) {
+		ctx, cancel := context.WithCancel(ctx)
+		ch := make(chan fetched) // unbuffered: one page in flight while one is read
+		go func() {
+			defer close(ch)
+			first := true
+			for p, err := range list(ctx) {
+				select {
+				case ch <- fetched{p, err}:
+				case <-ctx.Done():
+					return
 				}
-			}
-		}
-		if len(missed) == 0 {
-			return nil
-		}
-		r.log.Info("tie re-read found incidents the skip stepped over", "at", t, "found", len(missed), "pass", pass)
-		if err := r.write(ctx, missed); err != nil {
-			return err
-		}
-		r.advance(missed)
-		if err := r.moved(ctx); err != nil {
-			return err
-		}
-	}
-}
-
-func allAt(items []*defender.Incident, t time.Time) bool {
-	for _, in := range items {
-		if !in.LastUpdate.Equal(t) {
-			return false
-		}
-	}
-	return true
-}
-
-// exportWindows scans the XDR API in windows [Since, Since+W) while they lie
-// in the past, then the open window [Since, ∞). Its order is undocumented
-// (the devstack, like the docs, lists newest-created first), so a window is
-// read whole before the checkpoint moves, with $skip paging, and:
-//   - a past window only loses members while it is read (an update moves an
-//     incident to now), which can shift an unread member past the $skip: it
-//     is re-read until a pass finds nothing new;
-//   - the open window only gains members, but an incident updated after it
-//     was read may carry an older lastUpdate than one read later: the
-//     checkpoint never passes the scan's start (less a clock-skew margin).
-//     Versions after the checkpoint are read again next run and overwrite
-//     themselves in the sink.
-func (r *run) exportWindows(ctx context.Context) error {
-	const skew = 2 * time.Minute
-	for {
-		if r.e.now().After(r.deadline) {
-			r.behind()
-			return nil
-		}
-		scanStart := r.e.now()
-		before := r.cp.Since.Add(r.e.XDRWindow)
-		open := !before.Before(scanStart.Add(-5 * time.Minute))
-		opts := defender.ListOptions{Since: r.cp.Since, WithAlerts: true, KeysOnly: true, PageSize: r.e.PageSize}
-		if !open {
-			opts.Before = before
-		}
-		written := map[string]bool{}
-		var seen []*defender.Incident
-		for pass := 0; ; pass++ {
-			newInPass := 0
-			for page, err := range r.t.Client.Incidents(ctx, opts) {
 				if err != nil {
-					return r.stop(ctx, err)
+					return
 				}
-				var fresh []*defender.Incident
-				for _, in := range r.fresh(page.Incidents) {
-					if k := in.ID + "@" + in.LastUpdate.String(); !written[k] {
-						written[k] = true
-						fresh = append(fresh, in)
+				if first {
+					first = false
+					select {
+					case <-proceed:
+					case <-ctx.Done():
+						return
 					}
 				}
-				if err := r.write(ctx, fresh); err != nil {
-					return r.stop(ctx, err)
-				}
-				newInPass += len(fresh)
-				for _, in := range page.Incidents {
-					seen = append(seen, &defender.Incident{ID: in.ID, LastUpdate: in.LastUpdate})
-				}
-				r.pages++
-				r.progress(len(page.Incidents), len(fresh), page.Requests)
 			}
-			if open || newInPass == 0 {
-				break
+		}()
+		defer func() {
+			cancel()
+			for range ch {
 			}
-			if pass > 0 {
-				r.log.Info("window re-read found versions a shift had hidden", "found", newInPass, "pass", pass)
+		}()
+		for f := range ch {
+			if !yield(f.page, f.err) || f.err != nil {
+				return
 			}
-		}
-		if open {
-			limit := scanStart.Add(-skew)
-			var upTo []*defender.Incident
-			for _, in := range seen {
-				if !in.LastUpdate.After(limit) {
-					upTo = append(upTo, in)
-				}
-			}
-			r.advance(upTo)
-		} else {
-			r.cp.Since, r.cp.IDs = before, nil
-		}
-		r.dirty = true
-		if err := r.commit(ctx); err != nil {
-			return err
-		}
-		if open {
-			r.log.Info("caught up", "checkpoint", r.cp.Since, "lag_s", int(r.e.now().Sub(r.cp.Since).Seconds()), "written", r.written, "pages", r.pages)
-			return nil
 		}
 	}
 }
@@ -481,31 +653,23 @@ func (r *run) exportWindows(ctx context.Context) error {
 // stop returns err, unless the run's time ran out: then the run stops
 // cleanly, saying how far behind it is (the checkpoint only ever moves past
 // what was written, so nothing is lost).
-func (r *run) stop(ctx context.Context, err error) error {
-	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
-		r.behind()
+func (r *run) stop(ctx context.Context, err error, w *window) error {
+	if errors.Is(err, errOutOfTime) || ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+		r.behind(w)
 		return nil
 	}
 	return err
 }
 
-func (r *run) progress(fetched, written, requests int) {
-	r.log.Info("export page", "fetched", fetched, "written", written, "requests", requests, "checkpoint", r.cp.Since,
-		"lag_s", int(r.e.now().Sub(r.cp.Since).Seconds()))
+func (r *run) progress(w window, fetched, written, requests int) {
+	r.log.Info("export page", "fetched", fetched, "written", written, "requests", requests, "window_from", w.from,
+		"checkpoint", r.cp.Since, "lag_s", int(r.e.now().Sub(r.cp.Since).Seconds()))
 }
 
-func (r *run) behind() {
-	r.log.Warn("stopping before the deadline; the next run continues", "checkpoint", r.cp.Since,
-		"behind_s", int(r.e.now().Sub(r.cp.Since).Seconds()), "written", r.written, "pages", r.pages)
-}
-
-// firstPage runs a listing and keeps only its first page.
-func firstPage(ctx context.Context, c defender.Client, o defender.ListOptions) (*defender.Page, error) {
-	for p, err := range c.Incidents(ctx, o) {
-		if err != nil {
-			return nil, err
-		}
-		return p, nil
+func (r *run) behind(w *window) {
+	args := []any{"checkpoint", r.cp.Since, "behind_s", int(r.e.now().Sub(r.cp.Since).Seconds()), "written", r.written, "pages", r.pages, "requests", r.requests}
+	if w != nil {
+		args = append(args, "unfinished_window", w.String())
 	}
-	return &defender.Page{}, nil
+	r.log.Warn("stopping before the deadline; the next run continues", args...)
 }

@@ -63,6 +63,21 @@ func exported(t testing.TB, dir, tenant string) map[string]int {
 	return got
 }
 
+// missingCurrent counts the incidents updated since `since` whose current
+// version is not among got.
+func missingCurrent(s *devstack.Stack, got map[string]int, tenantID string, since time.Time) int {
+	missing := 0
+	for _, v := range s.Incidents(tenantID) {
+		if v.LastUpdate.Before(since) {
+			continue
+		}
+		if got[strconv.FormatInt(v.ID, 10)+"@"+v.LastUpdate.UTC().Format(time.RFC3339Nano)] != 1 {
+			missing++
+		}
+	}
+	return missing
+}
+
 // verify proves the sink against the devstack: no version twice, nothing
 // the devstack did not produce, and the current version of every incident
 // updated since `since`.
@@ -83,15 +98,7 @@ func verify(t testing.TB, s *devstack.Stack, dir, tenantName, tenantID string, s
 			t.Fatalf("version %s was never produced by the devstack", k)
 		}
 	}
-	missing := 0
-	for _, v := range s.Incidents(tenantID) {
-		if v.LastUpdate.Before(since) {
-			continue
-		}
-		if got[strconv.FormatInt(v.ID, 10)+"@"+v.LastUpdate.UTC().Format(time.RFC3339Nano)] != 1 {
-			missing++
-		}
-	}
+	missing := missingCurrent(s, got, tenantID, since)
 	if missing > 0 {
 		t.Fatalf("%d incidents' current versions are missing from the sink", missing)
 	}

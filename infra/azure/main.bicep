@@ -227,8 +227,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: '4m' }
         { name: 'EXPORT_PAGE_SIZE'
           value: '' }
-        { name: 'EXPORT_XDR_WINDOW'
-          value: '6h' }
+        { name: 'EXPORT_LAG'
+          value: '10m' }
         { name: 'HUNTING_ALLOW_ADHOC'
           value: string(huntingAllowAdhoc) }
         { name: 'HUNTING_REQUIRED_ROLE'

@@ -95,7 +95,7 @@ type Config struct {
 	ExportLookback time.Duration // EXPORT_LOOKBACK: how far back a first run starts
 	ExportPageSize int           // EXPORT_PAGE_SIZE: 0 = the API's maximum
 	ExportMaxRun   time.Duration // EXPORT_MAX_RUN: a run stops cleanly by then
-	XDRWindow      time.Duration // EXPORT_XDR_WINDOW: the XDR API is scanned in windows of this length
+	ExportLag      time.Duration // EXPORT_LAG: how late an update may become visible to listings
 	StorageConnStr Secret        // AzureWebJobsStorage: Blob connection string (Azurite, development)
 	StorageAccount string        // AzureWebJobsStorage__accountName: identity-based Blob access
 	S3Endpoint     string        // EXPORT_S3_ENDPOINT: an S3-compatible endpoint (s3rver, MinIO)
@@ -158,7 +158,7 @@ const (
 	EnvExportLookback          = "EXPORT_LOOKBACK"
 	EnvExportPageSize          = "EXPORT_PAGE_SIZE"
 	EnvExportMaxRun            = "EXPORT_MAX_RUN"
-	EnvXDRWindow               = "EXPORT_XDR_WINDOW"
+	EnvExportLag               = "EXPORT_LAG"
 	EnvStorage                 = "AzureWebJobsStorage"
 	EnvStorageAccount          = "AzureWebJobsStorage__accountName"
 	EnvS3Endpoint              = "EXPORT_S3_ENDPOINT"
@@ -397,7 +397,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	}
 	c.ExportLookback = duration(EnvExportLookback, 7*24*time.Hour, time.Minute, 90*24*time.Hour)
 	c.ExportMaxRun = duration(EnvExportMaxRun, 4*time.Minute, 10*time.Second, 10*time.Hour)
-	c.XDRWindow = duration(EnvXDRWindow, 6*time.Hour, time.Minute, 30*24*time.Hour)
+	c.ExportLag = duration(EnvExportLag, 10*time.Minute, 0, 24*time.Hour)
 	if v := get(EnvExportPageSize, ""); v != "" {
 		n, err := strconv.Atoi(v)
 		max := 50

@@ -302,11 +302,15 @@ func (s *Stack) list(kind apiKind, w http.ResponseWriter, r *http.Request, c *ca
 		fail(err)
 		return
 	}
-	if lq.preds, lq.after, err = parseFilter(q.Get("$filter"), fields); err != nil {
+	if lq.preds, lq.after, lq.before, err = parseFilter(q.Get("$filter"), fields); err != nil {
 		fail(err)
 		return
 	}
-	if lq.orderBy, lq.desc, err = parseOrderBy(q.Get("$orderby"), fields); err != nil {
+	if s.faults().RejectOrderBy && q.Has("$orderby") {
+		fail(fmt.Errorf("Order by '%s' is not supported.", q.Get("$orderby")))
+		return
+	}
+	if lq.orderBy, lq.desc, err = parseOrderBy(q.Get("$orderby"), fields, s.opts.DocumentedOrder); err != nil {
 		fail(err)
 		return
 	}
@@ -321,7 +325,7 @@ func (s *Stack) list(kind apiKind, w http.ResponseWriter, r *http.Request, c *ca
 		fail(fmt.Errorf("$expand is not supported; incidents always include their alerts"))
 		return
 	}
-	items, more, total := c.store.page(lq)
+	items, more, total := c.store.page(lq, time.Now())
 	form := formXDR
 	ctxURL := "https://api.security.microsoft.com/api/$metadata#Incidents"
 	if kind == apiGraph {

@@ -11,6 +11,7 @@
 package devstack
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -24,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -52,6 +54,12 @@ type Options struct {
 	Tenants []Tenant
 	// Apps replaces the default app registrations.
 	Apps []App
+	// DocumentedOrder makes incident listings behave as documented: newest
+	// created first, $orderby on the last update honoured. By default they
+	// behave as a live tenant was observed to: a stable order that is not
+	// chronological, $orderby on the last update accepted and ignored
+	// (research: defender-api.md §6.1a). createdDateTime is honoured in both.
+	DocumentedOrder bool
 	// Limits replaces the documented rate limits; an empty map disables them.
 	Limits RateLimits
 	// Faults starts the stack with faults already injected.
@@ -98,6 +106,15 @@ type Faults struct {
 	// ForeignNextLink, when set (an origin such as https://evil.example),
 	// makes every @odata.nextLink point there: a client must refuse it.
 	ForeignNextLink string `json:"foreignNextLink"`
+	// RejectOrderBy answers 400 to every $orderby, as the live service does
+	// for fields it cannot sort by.
+	RejectOrderBy bool `json:"rejectOrderBy"`
+	// LagShare is the share of new incident versions that listings show only
+	// LagMs after their lastUpdate (replication lag): until then they list
+	// the version before, or nothing for a new incident. GET shows the new
+	// one at once.
+	LagShare float64 `json:"lagShare"`
+	LagMs    int     `json:"lagMs"`
 }
 
 // Stack is a running devstack.
@@ -236,6 +253,7 @@ func New(opts Options) (*Stack, error) {
 			}
 		}
 		s.stores[t.ID] = newStore(opts.Seed, t.ID, t.Domain, n, firstID, anchor)
+		s.stores[t.ID].lag = s.replicationLag
 		if opts.Prerender {
 			s.stores[t.ID].prerender(formGraphPreferExpand)
 		}
@@ -358,7 +376,8 @@ type IncidentVersion struct {
 	LastUpdate time.Time
 }
 
-// Incidents lists every incident of a tenant as it is now, oldest update first.
+// Incidents lists every incident of a tenant in its latest version (listed
+// or still pending under the replication-lag fault), oldest update first.
 func (s *Stack) Incidents(tenantID string) []IncidentVersion {
 	st := s.stores[tenantID]
 	if st == nil {
@@ -366,10 +385,16 @@ func (s *Stack) Incidents(tenantID string) []IncidentVersion {
 	}
 	st.mu.RLock()
 	defer st.mu.RUnlock()
-	out := make([]IncidentVersion, len(st.byUpdate))
-	for i, in := range st.byUpdate {
-		out[i] = IncidentVersion{in.ID, in.LastUpdate}
+	out := make([]IncidentVersion, 0, len(st.byID))
+	for _, in := range st.byID {
+		out = append(out, IncidentVersion{in.ID, in.LastUpdate})
 	}
+	slices.SortFunc(out, func(a, b IncidentVersion) int {
+		if c := a.LastUpdate.Compare(b.LastUpdate); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
 	return out
 }
 
@@ -387,6 +412,15 @@ func (s *Stack) History(tenantID string) map[int64][]time.Time {
 		out[id] = append([]time.Time(nil), v...)
 	}
 	return out
+}
+
+// replicationLag draws how late a new version reaches the listings.
+func (s *Stack) replicationLag() time.Duration {
+	f := s.faults()
+	if f.LagShare > 0 && f.LagMs > 0 && s.faultRNG.Float64() < f.LagShare {
+		return time.Duration(f.LagMs) * time.Millisecond
+	}
+	return 0
 }
 
 // SetFaults replaces the injected faults.

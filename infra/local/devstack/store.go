@@ -1,10 +1,12 @@
 package devstack
 
 import (
+	"cmp"
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,22 +14,48 @@ import (
 	"time"
 )
 
-// store is one tenant's incidents, indexed by last update and by creation
-// so that a page costs O(log N + page), not O(N).
+// store is one tenant's incidents, indexed by last update, by creation and
+// in the listing's own order so that a page costs O(log N + page), not O(N).
+//
+// byID holds each incident's latest version (what GET and PATCH see); the
+// indexes hold the version listings see. They differ while an update is
+// pending: with the replication-lag fault on, a share of new versions
+// reach the listings only some time after their lastUpdate, and until then
+// a listing shows the one before (or, for a new incident, nothing).
 type store struct {
 	mu        sync.RWMutex
 	tenantID  string
 	domain    string
 	byID      map[int64]*incident
-	byUpdate  []*incident // ascending (LastUpdate, ID)
-	byCreated []*incident // ascending (Created, ID)
+	listed    map[int64]*incident // the version the indexes hold
+	byUpdate  []*incident         // ascending (LastUpdate, ID)
+	byCreated []*incident         // ascending (Created, ID)
+	byHash    []*incident         // ascending listKey: the undocumented order listings come in
+	pending   map[int64]pendingVersion
 	nextID    int64
 	clock     time.Time // the last update time handed out
 	rng       *rand.Rand
 	alertSeq  int
+	// lag says how late a new version becomes visible to listings (0: at once).
+	lag func() time.Duration
 	// history holds every version ever served, for tests' exactly-once proofs.
 	history map[int64][]time.Time
 }
+
+// pendingVersion is a version listings do not show yet.
+type pendingVersion struct {
+	in      *incident
+	visible time.Time
+}
+
+// listKey orders listings when no order is asked for (or an ignored one
+// is): the live service lists in a stable order that is not chronological
+// (research: defender-api.md §6.1a). A multiplicative hash of the ID is
+// stable across updates and unrelated to time, which is what a client must
+// not depend on.
+func listKey(id int64) uint64 { return uint64(id) * 0x9E3779B97F4A7C15 }
+
+func lessHash(a, b *incident) bool { return listKey(a.ID) < listKey(b.ID) }
 
 func seedFor(seed int64, tid string) *rand.Rand {
 	h := fnv.New64a()
@@ -37,7 +65,8 @@ func seedFor(seed int64, tid string) *rand.Rand {
 
 // newStore generates n incidents created over the 30 days before anchor.
 func newStore(seed int64, tid, domain string, n int, firstID int64, anchor time.Time) *store {
-	s := &store{tenantID: tid, domain: domain, byID: make(map[int64]*incident, n), nextID: firstID, rng: seedFor(seed, tid), history: map[int64][]time.Time{}}
+	s := &store{tenantID: tid, domain: domain, byID: make(map[int64]*incident, n), listed: make(map[int64]*incident, n), pending: map[int64]pendingVersion{},
+		nextID: firstID, rng: seedFor(seed, tid), history: map[int64][]time.Time{}}
 	span := 30 * 24 * time.Hour
 	for i := 0; i < n; i++ {
 		created := anchor.Add(-span + time.Duration(float64(span)*float64(i)/float64(max(n, 1)))).Add(time.Duration(s.rng.IntN(1000)) * time.Millisecond)
@@ -56,9 +85,12 @@ func newStore(seed int64, tid, domain string, n int, firstID int64, anchor time.
 	sortByCreated(s.byCreated)
 	for _, in := range s.byCreated {
 		s.history[in.ID] = []time.Time{in.LastUpdate}
+		s.listed[in.ID] = in
 	}
 	s.byUpdate = append([]*incident(nil), s.byCreated...)
 	sortByUpdate(s.byUpdate)
+	s.byHash = append([]*incident(nil), s.byCreated...)
+	sort.Slice(s.byHash, func(i, j int) bool { return lessHash(s.byHash[i], s.byHash[j]) })
 	if n > 0 {
 		s.clock = s.byUpdate[n-1].LastUpdate
 	}
@@ -104,10 +136,46 @@ func (s *store) tick(now time.Time) time.Time {
 	return t
 }
 
-// replace stores a new version of an incident (caller holds mu).
-func (s *store) replace(old, nu *incident) {
+// replace stores a new version of an incident (caller holds mu). It is
+// listed at once, or after the lag the replication fault draws for it.
+func (s *store) replace(nu *incident) {
 	s.byID[nu.ID] = nu
 	s.history[nu.ID] = append(s.history[nu.ID], nu.LastUpdate)
+	if s.lag != nil {
+		if d := s.lag(); d > 0 {
+			// A later version supersedes one still pending: that one is never listed.
+			s.pending[nu.ID] = pendingVersion{nu, nu.LastUpdate.Add(d)}
+			return
+		}
+	}
+	delete(s.pending, nu.ID)
+	s.list(nu)
+}
+
+// publish lists the pending versions whose time has come (caller holds mu).
+func (s *store) publish(now time.Time) {
+	for id, p := range s.pending {
+		if !p.visible.After(now) {
+			delete(s.pending, id)
+			s.list(p.in)
+		}
+	}
+}
+
+// duePending says whether publish has work (caller holds mu, read or write).
+func (s *store) duePending(now time.Time) bool {
+	for _, p := range s.pending {
+		if !p.visible.After(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// list puts a version in the indexes in place of the one they held.
+func (s *store) list(nu *incident) {
+	old := s.listed[nu.ID]
+	s.listed[nu.ID] = nu
 	if old != nil {
 		i := sort.Search(len(s.byUpdate), func(i int) bool { return !lessUpdate(s.byUpdate[i], old) })
 		if i < len(s.byUpdate) && s.byUpdate[i] == old {
@@ -120,13 +188,24 @@ func (s *store) replace(old, nu *incident) {
 		if j < len(s.byCreated) && s.byCreated[j].ID == old.ID {
 			s.byCreated[j] = nu
 		}
+		if h := sort.Search(len(s.byHash), func(h int) bool { return !lessHash(s.byHash[h], old) }); h < len(s.byHash) && s.byHash[h].ID == old.ID {
+			s.byHash[h] = nu
+		}
 	} else {
-		s.byCreated = append(s.byCreated, nu)
+		s.byCreated = insertSorted(s.byCreated, nu, func(a, b *incident) bool {
+			return a.Created.Before(b.Created) || a.Created.Equal(b.Created) && a.ID < b.ID
+		})
+		s.byHash = insertSorted(s.byHash, nu, lessHash)
 	}
-	i := sort.Search(len(s.byUpdate), func(i int) bool { return lessUpdate(nu, s.byUpdate[i]) })
-	s.byUpdate = append(s.byUpdate, nil)
-	copy(s.byUpdate[i+1:], s.byUpdate[i:])
-	s.byUpdate[i] = nu
+	s.byUpdate = insertSorted(s.byUpdate, nu, lessUpdate)
+}
+
+func insertSorted(list []*incident, in *incident, less func(a, b *incident) bool) []*incident {
+	i := sort.Search(len(list), func(i int) bool { return less(in, list[i]) })
+	list = append(list, nil)
+	copy(list[i+1:], list[i:])
+	list[i] = in
+	return list
 }
 
 // mutate changes up to n incidents in one batch that shares one timestamp,
@@ -146,13 +225,13 @@ func (s *store) mutate(now time.Time, n int) []int64 {
 			in := newIncident(s.rng, s.tenantID, s.domain, s.nextID, at, 1+s.rng.IntN(3))
 			in.LastUpdate = at
 			s.nextID++
-			s.replace(nil, in)
+			s.replace(in)
 			ids = append(ids, in.ID)
 			continue
 		}
 		// Recent incidents are the ones analysts work on.
 		idx := len(s.byCreated) - 1 - s.rng.IntN(min(len(s.byCreated), 500))
-		old := s.byCreated[idx]
+		old := s.byID[s.byCreated[idx].ID] // the latest version, listed or not
 		if seen[old.ID] {
 			continue
 		}
@@ -177,7 +256,7 @@ func (s *store) mutate(now time.Time, n int) []int64 {
 			nu.Alerts = append(nu.Alerts, &a)
 		}
 		nu.LastUpdate = at
-		s.replace(old, nu)
+		s.replace(nu)
 		ids = append(ids, nu.ID)
 	}
 	return ids
@@ -195,7 +274,8 @@ type pred func(*incident) bool
 type listQuery struct {
 	preds   []pred
 	after   *time.Time // lastUpdate lower bound, used with the index
-	orderBy string     // "update" or "created"
+	before  *time.Time // lastUpdate upper bound, used with the index
+	orderBy string     // "update", "created", or "" for the listing's own order
 	desc    bool
 	top     int
 	skip    int
@@ -215,23 +295,21 @@ var (
 
 // parseFilter understands the subset both APIs document: comparisons of the
 // time fields (ge, gt, le, lt, eq) and eq/ne on enum fields, joined with "and".
-func parseFilter(f string, fn fieldNames) ([]pred, *time.Time, error) {
-	var preds []pred
-	var after *time.Time
+func parseFilter(f string, fn fieldNames) (preds []pred, after, before *time.Time, err error) {
 	if strings.TrimSpace(f) == "" {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	for _, clause := range splitAnd(f) {
 		parts := strings.Fields(clause)
 		if len(parts) < 3 {
-			return nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: syntax error in '%s'.", clause)}
+			return nil, nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: syntax error in '%s'.", clause)}
 		}
 		field, op, val := parts[0], strings.ToLower(parts[1]), strings.Join(parts[2:], " ")
 		switch {
 		case field == fn.update || field == fn.created:
 			t, err := time.Parse(time.RFC3339Nano, strings.Trim(val, "'"))
 			if err != nil {
-				return nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: the value '%s' is not a valid DateTimeOffset.", val)}
+				return nil, nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: the value '%s' is not a valid DateTimeOffset.", val)}
 			}
 			get := func(in *incident) time.Time { return in.LastUpdate }
 			if field == fn.created {
@@ -250,25 +328,29 @@ func parseFilter(f string, fn fieldNames) ([]pred, *time.Time, error) {
 			case "eq":
 				p = func(in *incident) bool { return get(in).Equal(t) }
 			default:
-				return nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: operator '%s' is not supported for '%s'.", op, field)}
+				return nil, nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: operator '%s' is not supported for '%s'.", op, field)}
 			}
 			preds = append(preds, p)
-			if field == fn.update && (op == "ge" || op == "gt") && (after == nil || t.After(*after)) {
+			if field == fn.update && (op == "ge" || op == "gt" || op == "eq") && (after == nil || t.After(*after)) {
 				tt := t
 				after = &tt
+			}
+			if field == fn.update && (op == "lt" || op == "le" || op == "eq") && (before == nil || t.Before(*before)) {
+				tt := t.Add(time.Nanosecond) // an exclusive bound that keeps t
+				before = &tt
 			}
 		default:
 			set, ok := fn.extra[field]
 			if !ok {
-				return nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: could not find a property named '%s' on type 'incident', or it does not support filtering.", field)}
+				return nil, nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: could not find a property named '%s' on type 'incident', or it does not support filtering.", field)}
 			}
 			if op != "eq" && op != "ne" {
-				return nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: operator '%s' is not supported for '%s'.", op, field)}
+				return nil, nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: operator '%s' is not supported for '%s'.", op, field)}
 			}
 			var want string
 			if val != "null" {
 				if len(val) < 2 || val[0] != '\'' || val[len(val)-1] != '\'' {
-					return nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: the value %s must be a quoted string.", val)}
+					return nil, nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: the value %s must be a quoted string.", val)}
 				}
 				want = strings.ReplaceAll(val[1:len(val)-1], "''", "'")
 			}
@@ -278,7 +360,7 @@ func parseFilter(f string, fn fieldNames) ([]pred, *time.Time, error) {
 					if e := parseEnum(want, set); e != "" {
 						want = e
 					} else {
-						return nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: the string '%s' is not a valid enumeration type constant for '%s'.", want, field)}
+						return nil, nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: the string '%s' is not a valid enumeration type constant for '%s'.", want, field)}
 					}
 				}
 				switch field {
@@ -296,7 +378,7 @@ func parseFilter(f string, fn fieldNames) ([]pred, *time.Time, error) {
 			preds = append(preds, func(in *incident) bool { return strings.EqualFold(get(in), want) != neg })
 		}
 	}
-	return preds, after, nil
+	return preds, after, before, nil
 }
 
 // splitAnd splits on " and " outside quotes.
@@ -318,9 +400,18 @@ func splitAnd(f string) []string {
 	return append(out, strings.TrimSpace(f[start:]))
 }
 
-func parseOrderBy(v string, fn fieldNames) (string, bool, error) {
+// parseOrderBy reads $orderby. By default it behaves as a live tenant was
+// observed to (research: defender-api.md §6.1a): no $orderby lists in the
+// service's own order, not newest first; lastUpdate is accepted and
+// ignored; createdDateTime is honoured; any other field is a 400. With
+// documented set, the docs' reading: newest created first, lastUpdate
+// honoured.
+func parseOrderBy(v string, fn fieldNames, documented bool) (string, bool, error) {
 	if v == "" {
-		return "created", true, nil // newest first, as both APIs list by default
+		if documented {
+			return "created", true, nil // "the most recent incidents are displayed at the top"
+		}
+		return "", false, nil
 	}
 	first := strings.TrimSpace(strings.Split(v, ",")[0])
 	parts := strings.Fields(first)
@@ -330,6 +421,9 @@ func parseOrderBy(v string, fn fieldNames) (string, bool, error) {
 	}
 	switch parts[0] {
 	case fn.update:
+		if !documented {
+			return "", false, nil
+		}
 		return "update", desc, nil
 	case fn.created:
 		return "created", desc, nil
@@ -365,25 +459,47 @@ func (s *store) prerender(form int) {
 }
 
 // page runs a query: it returns the matching page, whether more follow, and
-// the total count when asked.
-func (s *store) page(q listQuery) (items []*incident, more bool, total int) {
+// the total count when asked. Pending versions whose time has come are
+// listed first.
+func (s *store) page(q listQuery, now time.Time) (items []*incident, more bool, total int) {
 	s.mu.RLock()
+	if s.duePending(now) {
+		s.mu.RUnlock()
+		s.mu.Lock()
+		s.publish(now)
+		s.mu.Unlock()
+		s.mu.RLock()
+	}
 	defer s.mu.RUnlock()
-	src := s.byCreated
-	if q.orderBy == "update" {
-		src = s.byUpdate
-	}
-	lo, hi, step := 0, len(src), 1
-	if q.orderBy == "update" && q.after != nil && !q.desc {
+	// The lastUpdate bounds narrow the scan to a range of byUpdate.
+	lo, hi := 0, len(s.byUpdate)
+	if q.after != nil {
 		t := *q.after
-		lo = sort.Search(len(src), func(i int) bool { return !src[i].LastUpdate.Before(t) })
+		lo = sort.Search(len(s.byUpdate), func(i int) bool { return !s.byUpdate[i].LastUpdate.Before(t) })
 	}
-	i := lo
+	if q.before != nil {
+		t := *q.before
+		hi = max(lo, sort.Search(len(s.byUpdate), func(i int) bool { return !s.byUpdate[i].LastUpdate.Before(t) }))
+	}
+	var src []*incident
+	switch {
+	case q.orderBy == "update":
+		src = s.byUpdate[lo:hi]
+	case q.orderBy == "created":
+		src = s.byCreated
+	case hi-lo <= len(s.byUpdate)/4:
+		// A narrow window: its members, put in the listing's order.
+		src = slices.Clone(s.byUpdate[lo:hi])
+		slices.SortFunc(src, func(a, b *incident) int { return cmp.Compare(listKey(a.ID), listKey(b.ID)) })
+	default:
+		src = s.byHash
+	}
+	i, step := 0, 1
 	if q.desc {
-		i, step = hi-1, -1
+		i, step = len(src)-1, -1
 	}
 	skipped := 0
-	for ; i >= lo && i < hi; i += step {
+	for ; i >= 0 && i < len(src); i += step {
 		in := src[i]
 		ok := true
 		for _, p := range q.preds {
@@ -435,6 +551,6 @@ func (s *store) update(id int64, now time.Time, fn func(*incident)) *incident {
 	nu := old.clone()
 	fn(nu)
 	nu.LastUpdate = s.tick(now)
-	s.replace(old, nu)
+	s.replace(nu)
 	return nu
 }

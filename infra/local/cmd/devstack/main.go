@@ -31,6 +31,7 @@ func main() {
 	flag.Float64Var(&opts.TimeScale, "time-scale", 1, "divide the rate-limit windows by this (60: a minute lasts a second)")
 	flag.BoolVar(&noLimit, "no-rate-limits", false, "serve without the documented rate limits")
 	flag.BoolVar(&opts.Prerender, "prerender", true, "encode every incident at start instead of on first request")
+	flag.BoolVar(&opts.DocumentedOrder, "documented-order", false, "list incidents as documented (newest first, $orderby=lastUpdateDateTime honoured) instead of as a live tenant was observed to")
 	flag.IntVar(&opts.Ports.Entra, "entra-port", 0, "Entra ID port (0 = any free port)")
 	flag.IntVar(&opts.Ports.KeyVault, "keyvault-port", 0, "Key Vault port")
 	flag.IntVar(&opts.Ports.Graph, "graph-port", 0, "Microsoft Graph port")
