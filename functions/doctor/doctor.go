@@ -45,6 +45,11 @@ func (r *report) fail(check string, err error, fix string) {
 	}
 }
 
+// note is a fact that is not a failure, said for what it means.
+func (r *report) note(check, format string, a ...any) {
+	fmt.Fprintf(r.out, "note  %-12s %s\n", check, fmt.Sprintf(format, a...))
+}
+
 func (r *report) skip(check, why string) {
 	r.failed = true
 	fmt.Fprintf(r.out, "skip  %-12s %s\n", check, why)
@@ -151,6 +156,11 @@ func Run(ctx context.Context, lookup func(string) (string, bool), out io.Writer,
 			continue
 		}
 		r.ok("api", "tenant %s: %s answered a one-incident read (%d returned)", t, cfg.APIURL, n)
+		if cfg.ExportSink != "" {
+			c, cancel = context.WithTimeout(ctx, 4*o.Timeout)
+			probeListing(c, r, t, client, cfg.ExportPageSize)
+			cancel()
+		}
 	}
 
 	// 6. Where the functions write.

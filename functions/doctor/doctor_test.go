@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -79,34 +80,84 @@ func TestDoctor(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if c.before != nil {
-				c.before()
-			}
-			if c.after != nil {
-				defer c.after()
-			}
-			m := s.Settings()
-			m["EXPORT_SINK"], m["STATE_STORE"] = "file://"+t.TempDir(), "file://"+t.TempDir()
-			m["WEBHOOK_SECRET_JIRA"] = "jira-webhook-secret-for-the-doctor"
-			for i := 0; i < len(c.env); i += 2 {
-				m[c.env[i]] = c.env[i+1]
-			}
-			var out strings.Builder
-			pass := doctor.Run(context.Background(), func(k string) (string, bool) { v, ok := m[k]; return v, ok }, io.MultiWriter(&out, devstack.AuditLog()), &doctor.Options{HTTPClient: s.HTTPClient()})
-			if pass != c.pass {
-				t.Fatalf("passed = %v, want %v:\n%s", pass, c.pass, out.String())
-			}
-			rest := out.String()
-			for _, w := range c.want {
-				i := strings.Index(rest, w)
-				if i < 0 {
-					t.Fatalf("no %q (in order) in:\n%s", w, out.String())
-				}
-				rest = rest[i+len(w):]
-			}
-			if strings.Contains(out.String(), "jira-webhook-secret-for-the-doctor") || strings.Contains(out.String(), s.ClientSecret(devstack.DefaultClientID)) {
-				t.Fatalf("a secret printed:\n%s", out.String())
-			}
+			runDoctor(t, s, c.env, c.before, c.after, c.pass, c.want)
 		})
+	}
+}
+
+// The listing probe says, read-only, how the tenant's listing behaves and
+// what that means for the export: as a live tenant was observed to, as
+// documented, and with every $orderby refused.
+func TestListingProbe(t *testing.T) {
+	t.Parallel()
+	filter := "ok    listing      tenant " + devstack.DefaultTenantID + ": $filter on lastUpdateDateTime: ge and lt exact at 100 ns"
+	top := "ok    listing      tenant " + devstack.DefaultTenantID + ": $top=50 served, $top=51 refused: pages of 50"
+	count := "@odata.count under $filter is the true total"
+	paging := "no repeats, no skips"
+	for _, c := range []struct {
+		name string
+		opts devstack.Options
+		env  []string
+		want []string
+	}{
+		{"observed", devstack.Options{}, nil, []string{top, filter,
+			"note  listing      tenant " + devstack.DefaultTenantID + ": $orderby=lastUpdateDateTime asc is accepted and ignored (as live tenants were seen to)", count, paging}},
+		{"documented", devstack.Options{DocumentedOrder: true}, nil, []string{top, filter,
+			"ok    listing      tenant " + devstack.DefaultTenantID + ": $orderby=lastUpdateDateTime asc is honoured (as documented)", count, paging}},
+		{"orderby refused", devstack.Options{Faults: devstack.Faults{RejectOrderBy: true}}, nil, []string{top, filter,
+			"note  listing      tenant " + devstack.DefaultTenantID + ": $orderby=lastUpdateDateTime is refused (400): the export sends no $orderby", count, paging}},
+		{"xdr", devstack.Options{}, []string{"DEFENDER_API", "xdr", "DEFENDER_API_URL", ""}, []string{
+			"ok    listing      tenant " + devstack.DefaultTenantID + ": $top=100 served, $top=101 refused: pages of 100",
+			"ok    listing      tenant " + devstack.DefaultTenantID + ": $filter on lastUpdateTime: ge and lt exact at 100 ns",
+			"$orderby=lastUpdateTime asc is accepted and ignored",
+			"the xdr API offers no @odata.count: the export reads each window in one response", paging}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := devstack.Start(t, c.opts)
+			env := slices.Clone(c.env)
+			if len(env) > 0 && env[len(env)-1] == "" {
+				env[len(env)-1] = s.XDRURL
+			}
+			env = append(env, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", s.ClientSecret(devstack.DefaultClientID))
+			runDoctor(t, s, env, nil, nil, true, c.want)
+		})
+	}
+}
+
+// runDoctor runs doctor with the devstack's settings changed by env (name,
+// value pairs) and checks that it passes or not, and prints want in order.
+func runDoctor(t *testing.T, s *devstack.Stack, env []string, before, after func(), wantPass bool, want []string) {
+	t.Helper()
+	if before != nil {
+		before()
+	}
+	if after != nil {
+		defer after()
+	}
+	m := s.Settings()
+	m["EXPORT_SINK"], m["STATE_STORE"] = "file://"+t.TempDir(), "file://"+t.TempDir()
+	m["WEBHOOK_SECRET_JIRA"] = "jira-webhook-secret-for-the-doctor"
+	m["DEFENDER_RATE_LIMITS"] = "off" // the probe reads a few pages; no need to pace them here
+	for i := 0; i < len(env); i += 2 {
+		m[env[i]] = env[i+1]
+	}
+	var out strings.Builder
+	pass := doctor.Run(context.Background(), func(k string) (string, bool) { v, ok := m[k]; return v, ok }, io.MultiWriter(&out, devstack.AuditLog()), &doctor.Options{HTTPClient: s.HTTPClient()})
+	if testing.Verbose() {
+		t.Log(out.String())
+	}
+	if pass != wantPass {
+		t.Fatalf("passed = %v, want %v:\n%s", pass, wantPass, out.String())
+	}
+	rest := out.String()
+	for _, w := range want {
+		i := strings.Index(rest, w)
+		if i < 0 {
+			t.Fatalf("no %q (in order) in:\n%s", w, out.String())
+		}
+		rest = rest[i+len(w):]
+	}
+	if strings.Contains(out.String(), "jira-webhook-secret-for-the-doctor") || strings.Contains(out.String(), s.ClientSecret(devstack.DefaultClientID)) {
+		t.Fatalf("a secret printed:\n%s", out.String())
 	}
 }
