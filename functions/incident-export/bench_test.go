@@ -58,7 +58,8 @@ func handlerEnv(settings map[string]string, dir string, extra ...string) []strin
 
 // BenchmarkExport measures the whole path on the real handler process:
 // API → decode → file sink → checkpoint, without throttling; it reports
-// incidents exported per second and the handler's peak RSS.
+// incidents exported per second, the handler's peak RSS, and the listing
+// requests it sent over the floor (versions ÷ page size).
 //
 // The exported trees are deleted only when the whole benchmark ends: this
 // machine's ext4 has no journal, and without one the inode allocator passes
@@ -82,11 +83,13 @@ func BenchmarkExport(b *testing.B) {
 				// system, its own and, without this, whatever the benchmarks
 				// before it (and the builds) left in the page cache.
 				unix.Sync()
+				resetCounters(b, settings)
 				start := time.Now()
 				if st, err := p.runExport(); err != nil || st != 200 {
 					b.Fatalf("export: %d %v", st, err)
 				}
 				took := time.Since(start)
+				requests := listRequests(b, settings, "graph")
 				rss := peakRSS(p.cmd.Process.Pid)
 				p.cmd.Process.Kill()
 				<-p.done
@@ -102,6 +105,89 @@ func BenchmarkExport(b *testing.B) {
 				}
 				b.ReportMetric(float64(n)/took.Seconds(), "incidents/s")
 				b.ReportMetric(rss, "peak-rss-MiB")
+				b.ReportMetric(float64(requests)/floor(n, 50), "requests/floor")
+			}
+		})
+	}
+}
+
+// floor is the fewest listing requests that can read n versions.
+func floor(n, pageSize int) float64 { return float64((n + pageSize - 1) / pageSize) }
+
+func control(b *testing.B, settings map[string]string, method, path string) *http.Response {
+	req, _ := http.NewRequest(method, settings["DEVSTACK_CONTROL_URL"]+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return resp
+}
+
+func resetCounters(b *testing.B, settings map[string]string) {
+	control(b, settings, "POST", "/control/counters/reset").Body.Close()
+}
+
+// listRequests is how many incident listings the devstack served an API
+// since the counters were reset, whatever their answer.
+func listRequests(b *testing.B, settings map[string]string, api string) int64 {
+	resp := control(b, settings, "GET", "/control/counters")
+	defer resp.Body.Close()
+	var counters map[string]map[string]int64
+	if err := json.NewDecoder(resp.Body).Decode(&counters); err != nil {
+		b.Fatal(err)
+	}
+	var n int64
+	for _, v := range counters[api+".incidents.list"] {
+		n += v
+	}
+	return n
+}
+
+// BenchmarkExportRequests counts what the export asks of the API, beside
+// the floor of one request per page of versions read: a backlog of 10k
+// incidents, then a steady-state run after 1 % of them changed (in batches
+// of four sharing a timestamp, as the devstack's changes come), for both
+// APIs (Graph pages of 50 under @odata.count; the XDR API, pages of 100
+// without a count, one response per window).
+func BenchmarkExportRequests(b *testing.B) {
+	const n = 10_000
+	for _, api := range []string{"graph", "xdr"} {
+		b.Run(api, func(b *testing.B) {
+			settings := devstackProcess(b, n)
+			bin := buildHandler(b)
+			pageSize := map[string]int{"graph": 50, "xdr": 100}[api]
+			for b.Loop() {
+				dir := b.TempDir()
+				extra := []string{"DEFENDER_RATE_LIMITS=off", "DEFENDER_API=" + api}
+				if api == "xdr" {
+					extra = append(extra, "DEFENDER_API_URL="+settings["DEVSTACK_XDR_URL"])
+				}
+				env := handlerEnv(settings, dir, extra...)
+				run := func() int64 {
+					p := startHandler(b, bin, env, io.Discard)
+					defer func() { p.cmd.Process.Kill(); <-p.done }()
+					resetCounters(b, settings)
+					if st, err := p.runExport(); err != nil || st != 200 {
+						b.Fatalf("export: %d %v", st, err)
+					}
+					return listRequests(b, settings, api)
+				}
+				backlog := run()
+				changed := map[string]bool{}
+				for len(changed) < n/100 {
+					resp := control(b, settings, "POST", "/control/mutate?n=4")
+					var out struct{ Changed []int64 }
+					json.NewDecoder(resp.Body).Decode(&out)
+					resp.Body.Close()
+					for _, id := range out.Changed {
+						changed[strconv.FormatInt(id, 10)] = true
+					}
+				}
+				steady := run()
+				b.ReportMetric(float64(backlog)/floor(n, pageSize), "backlog-requests/floor")
+				b.ReportMetric(float64(backlog), "backlog-requests")
+				b.ReportMetric(float64(steady), "steady-requests")
+				b.ReportMetric(floor(len(changed), pageSize), "steady-floor")
 			}
 		})
 	}

@@ -66,6 +66,14 @@ func flat(prefix, u string) func(float64, Results) bool {
 	}
 }
 
+// steadyGoal: at most 3 requests besides the pages the changes fill.
+func steadyGoal(name string) func(float64, Results) bool {
+	return func(v float64, r Results) bool {
+		f, ok := r.Get(name, "steady-floor")
+		return ok && v <= 3+f
+	}
+}
+
 var goals = []Goal{
 	{"Devstack", "Graph incidents served per second (TLS, with alerts)", "ListThroughput/graph", "incidents/s", "≥ 20,000/s", atLeast(20000), unit("/s"), 2},
 	{"Devstack", "XDR incidents served per second", "ListThroughput/xdr", "incidents/s", "≥ 20,000/s", atLeast(20000), unit("/s"), 2},
@@ -102,6 +110,13 @@ var goals = []Goal{
 	{"Export", "whole path to the file sink, 100k incidents", "Export/100000", "incidents/s", "≥ 5,000/s", atLeast(5000), unit("/s"), 6},
 	{"Export", "handler peak RSS, 10k incidents", "Export/10000", "peak-rss-MiB", "< 64 MB", below(64), unit("MiB"), 6},
 	{"Export", "handler peak RSS, 100k incidents", "Export/100000", "peak-rss-MiB", "< 64 MB, flat in N", func(v float64, r Results) bool { return v < 64 && flat("Export", "peak-rss-MiB")(v, r) }, unit("MiB"), 6},
+	{"Export", "listing requests over the floor (versions ÷ page size), 10k backlog, Graph", "ExportRequests/graph", "backlog-requests/floor", "≤ 1.25", atMost(1.25), unit("×"), 16},
+	{"Export", "listing requests, steady-state run after 1 % of 10k changed, Graph", "ExportRequests/graph", "steady-requests", "≤ 3 + the pages its changes fill", steadyGoal("ExportRequests/graph"), unit(""), 16},
+	{"Export", "pages the steady-state run's changes fill, Graph (its floor)", "ExportRequests/graph", "steady-floor", "", nil, unit(""), 16},
+	{"Export", "listing requests over the floor, 10k backlog, XDR API (no @odata.count: one response per window)", "ExportRequests/xdr", "backlog-requests/floor", "", nil, unit("×"), 16},
+	{"Export", "listing requests, steady-state run after 1 % of 10k changed, XDR API", "ExportRequests/xdr", "steady-requests", "≤ 3 + the pages its changes fill", steadyGoal("ExportRequests/xdr"), unit(""), 16},
+	{"Export", "pages the steady-state run's changes fill, XDR API (its floor)", "ExportRequests/xdr", "steady-floor", "", nil, unit(""), 16},
+	{"Export", "listing requests over the floor, whole path, 100k incidents", "Export/100000", "requests/floor", "", nil, unit("×"), 16},
 	{"Export", "under the documented rate limit: share of limit × page size", "ExportUnderRateLimit", "%-of-limit", "≥ 95 %", atLeast(95), unit("%"), 6},
 	{"Export", "under the documented rate limit: 429s served", "ExportUnderRateLimit", "429s", "none after the first", atMost(1), unit(""), 6},
 
