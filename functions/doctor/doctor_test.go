@@ -106,6 +106,8 @@ func TestListingProbe(t *testing.T) {
 			"ok    listing      tenant " + devstack.DefaultTenantID + ": $orderby=lastUpdateDateTime asc is honoured (as documented)", count, paging}},
 		{"orderby refused", devstack.Options{Faults: devstack.Faults{RejectOrderBy: true}}, nil, []string{top, filter,
 			"note  listing      tenant " + devstack.DefaultTenantID + ": $orderby=lastUpdateDateTime is refused (400): the export sends no $orderby", count, paging}},
+		{"count echoes the page", devstack.Options{Faults: devstack.Faults{CountEchoesTop: true}}, nil, []string{top, filter,
+			"note  listing      tenant " + devstack.DefaultTenantID + ": @odata.count under $filter says 1 for a window of", "reads each window in one response", paging}},
 		{"xdr", devstack.Options{}, []string{"DEFENDER_API", "xdr", "DEFENDER_API_URL", ""}, []string{
 			"ok    listing      tenant " + devstack.DefaultTenantID + ": $top=100 served, $top=101 refused: pages of 100",
 			"ok    listing      tenant " + devstack.DefaultTenantID + ": $filter on lastUpdateTime: ge and lt exact at 100 ns",

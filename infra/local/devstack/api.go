@@ -348,6 +348,9 @@ func (s *Stack) list(kind apiKind, w http.ResponseWriter, r *http.Request, c *ca
 	b.WriteString(`{"@odata.context":`)
 	writeJSONString(&b, ctxURL)
 	if lq.count {
+		if s.faults().CountEchoesTop {
+			total = len(items)
+		}
 		fmt.Fprintf(&b, `,"@odata.count":%d`, total)
 	}
 	b.WriteString(`,"value":[`)

@@ -115,6 +115,10 @@ type Faults struct {
 	// one at once.
 	LagShare float64 `json:"lagShare"`
 	LagMs    int     `json:"lagMs"`
+	// CountEchoesTop makes @odata.count the number of items in the page, as
+	// some Graph endpoints were seen to answer (research: defender-api.md
+	// §6.1a): a client must not take it for the filtered total.
+	CountEchoesTop bool `json:"countEchoesTop"`
 }
 
 // Stack is a running devstack.
