@@ -376,6 +376,7 @@ func (r *run) scan(ctx context.Context) error {
 	start := r.e.now()
 	horizon := start.Add(-r.e.Lag).UTC().Truncate(tick)
 	width := horizon.Sub(r.cp.Since) // the first window: all of it, narrowed by what it holds
+	normal := time.Duration(0)        // the width after the last whole window wider than an instant
 	for r.cp.Since.Before(horizon) {
 		to := horizon
 		if width > 0 && r.cp.Since.Add(width).Before(horizon) {
@@ -400,6 +401,13 @@ func (r *run) scan(ctx context.Context) error {
 			return err
 		}
 		width = res.wider(w, r.target())
+		if to.Sub(w.from) > tick {
+			normal = width
+		} else if normal > 0 {
+			// Past one crowded instant the data is as dense as before it:
+			// growing back from one tick would cost a request per step.
+			width = normal
+		}
 	}
 	if r.e.now().After(r.deadline) {
 		r.behind(nil)
@@ -439,13 +447,20 @@ type readResult struct {
 	whole   bool
 	changed bool // the window changed while it was paged
 	passes  int
+	// first is the earliest last update on an overflowing first page,
+	// and tie says that page was all at that one instant.
+	first time.Time
+	tie   bool
 	members int   // versions in the window (whole), or seen so far
 	count   int64 // @odata.count of the first page, -1 unknown
 }
 
 // narrower is the next width for a window that was not read whole: one
 // that changed while it was paged is narrowed to about a page, which is
-// read in one response; one too large to page, to about target.
+// read in one response; one too large to page, to about target. Without
+// a count, the first page's members say where the crowd is: a page all at
+// the window's first instant is a tie, read alone; otherwise the window
+// ends before the earliest member seen, if that halves it or more.
 func (res readResult) narrower(w window, top, target int) time.Duration {
 	d := w.to.Sub(w.from)
 	switch {
@@ -453,6 +468,10 @@ func (res readResult) narrower(w window, top, target int) time.Duration {
 		d = time.Duration(float64(d) * float64(top) / float64(res.count))
 	case !res.changed && res.count > int64(target):
 		d = time.Duration(float64(d) * float64(target) / float64(res.count))
+	case res.tie && res.first.Equal(w.from):
+		d = tick
+	case res.first.After(w.from) && res.first.Sub(w.from) < d/2:
+		d = res.first.Sub(w.from)
 	default:
 		d /= 2
 	}
@@ -518,6 +537,7 @@ func (r *run) pass(ctx context.Context, w window, opts defender.ListOptions, sin
 			res.count = page.Count
 			if page.More && !single && (!r.count || page.Count > 2*int64(r.target())) {
 				// Too large to page: narrower, after writing what came.
+				res.first, res.tie = crowd(page.Incidents)
 				err := r.writePage(ctx, w, page, &newInPass)
 				res.members = len(distinct)
 				return res, err
@@ -557,6 +577,24 @@ func (r *run) pass(ctx context.Context, w window, opts defender.ListOptions, sin
 		r.log.Info("a window changed while it was read; reading it again narrower", "window", w.String(), "count", res.count, "read", len(distinct))
 	}
 	return res, nil
+}
+
+// crowd returns the earliest last update among items, and whether all
+// share it.
+func crowd(items []*defender.Incident) (first time.Time, tie bool) {
+	if len(items) == 0 {
+		return first, false
+	}
+	first, tie = items[0].LastUpdate, true
+	for _, in := range items[1:] {
+		if !in.LastUpdate.Equal(first) {
+			tie = false
+		}
+		if in.LastUpdate.Before(first) {
+			first = in.LastUpdate
+		}
+	}
+	return first, tie
 }
 
 // distrustCount stops relying on @odata.count for the rest of the run.

@@ -91,7 +91,8 @@ func (p *handlerProc) runExport() (int, error) {
 }
 
 // TestExactlyOnceUnderKills is the export's guarantee, on the real binary:
-// 2.5k incidents that keep changing (batches sharing a timestamp), 10 % 5xx and
+// 2.5k incidents that keep changing (batches sharing a timestamp, now and
+// then more than a page of them), 10 % 5xx and
 // some 429s, and the handler SIGKILLed at random points across 30 runs.
 // The sink holds no version twice, nothing the devstack did not produce, and
 // every version current when changes pause, by the next completed run.
@@ -153,10 +154,10 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 		faults.LagShare, faults.LagMs = 0.3, lagMs
 		exportLag = "3s"
 	}
-	// Rate limits at ten times the documented pace, on both sides: the
+	// Rate limits at sixty times the documented pace, on both sides: the
 	// matrix proves correctness, and 429s are injected besides.
 	s := devstack.Start(t, devstack.Options{Incidents: 2500 * scale, Dir: filepath.Join(dir, "local"), Faults: faults, DocumentedOrder: tc.mode == orderDocumented,
-		TimeScale: 10})
+		TimeScale: 60})
 	sinkDir := filepath.Join(dir, "export")
 	env := os.Environ()
 	for k, v := range s.Settings() {
@@ -164,9 +165,11 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 	}
 	env = append(env, "EXPORT_LOOKBACK=960h", "EXPORT_MAX_RUN=90s", "EXPORT_LAG="+exportLag)
 	if tc.api == "xdr" {
-		env = append(env, "DEFENDER_API=xdr", "DEFENDER_API_URL="+s.XDRURL, "DEFENDER_RATE_LIMITS=list=500/1m")
+		// Pages of 40, so that the ties stay larger than a page while they
+		// settle: without a count, one instant is then paged and re-read.
+		env = append(env, "DEFENDER_API=xdr", "DEFENDER_API_URL="+s.XDRURL, "DEFENDER_RATE_LIMITS=list=3000/1m", "EXPORT_PAGE_SIZE=40")
 	} else {
-		env = append(env, "DEFENDER_RATE_LIMITS=security=1500/1m")
+		env = append(env, "DEFENDER_RATE_LIMITS=security=9000/1m")
 	}
 	// sinkView returns a directory holding what the sink holds.
 	sinkView := func() string { return sinkDir }
@@ -207,7 +210,13 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 			case <-time.After(time.Duration(40+r.IntN(80)) * time.Millisecond):
 			}
 			mu.Lock()
-			if changing {
+			switch {
+			case !changing:
+			case r.IntN(40) == 0:
+				// A tie larger than a page of either API: over a hundred
+				// incidents stamped with one lastUpdate.
+				s.Mutate(150)
+			default:
 				s.Mutate(1 + r.IntN(4))
 			}
 			mu.Unlock()
