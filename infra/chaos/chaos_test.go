@@ -55,6 +55,7 @@ func (c *clock) Advance(d time.Duration) {
 type env struct {
 	s     *devstack.Stack
 	app   *function.App
+	hc    *http.Client // the app's client to the devstack
 	clock *clock
 	key   []byte // the generic webhook secret
 	ids   []int  // incidents that were not merged into another: webhooks can update them
@@ -65,14 +66,14 @@ type env struct {
 func newEnv(t *testing.T, s *devstack.Stack) *env {
 	t.Setenv("IDENTITY_ENDPOINT", s.IdentityEndpoint)
 	t.Setenv("IDENTITY_HEADER", s.IdentityHeader())
-	e := &env{s: s, clock: &clock{t: time.Now()}, key: []byte("chaos-generic-webhook-key-0123456789")}
+	e := &env{s: s, hc: s.HTTPClient(), clock: &clock{t: time.Now()}, key: []byte("chaos-generic-webhook-key-0123456789")}
 	m := s.Settings()
 	m["STATE_STORE"] = "file://" + t.TempDir()
 	m["DEFENDER_RATE_LIMITS"] = "off"
 	m["WEBHOOK_SECRET_GENERIC"] = "whsec_" + base64.StdEncoding.EncodeToString(e.key)
 	app, err := functions.New(func(k string) (string, bool) { v, ok := m[k]; return v, ok },
 		slog.New(slog.NewJSONHandler(devstack.AuditLog(), nil)),
-		&functions.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(e.clock.Now)})
+		&functions.Options{HTTPClient: e.hc, Cache: credentials.NewCache(e.clock.Now)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,6 +283,9 @@ func TestHTTPFunctionsUnderLoad(t *testing.T) {
 	t.Logf("%d requests, %d workers, %s (%.0f/s), %d errors", total, workers, took.Round(time.Millisecond), float64(total)/took.Seconds(), errs.Load())
 	transport.CloseIdleConnections()
 	srv.Close()
+	// The app keeps idle connections to the devstack as any client does; how
+	// many depends on how the load overlapped. They are not the load's.
+	e.hc.CloseIdleConnections()
 	// Goroutines of the load are gone (the devstack's own remain).
 	var now int
 	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
