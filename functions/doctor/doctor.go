@@ -197,13 +197,11 @@ func Run(ctx context.Context, lookup func(string) (string, bool), out io.Writer,
 }
 
 func firstPage(ctx context.Context, c defender.Client) (int, error) {
-	for page, err := range c.Incidents(ctx, defender.ListOptions{PageSize: 1}) {
-		if err != nil {
-			return 0, err
-		}
-		return len(page.Incidents), nil
+	p, err := first(ctx, c, defender.ListOptions{PageSize: 1})
+	if err != nil {
+		return 0, err
 	}
-	return 0, nil
+	return len(p.Incidents), nil
 }
 
 func checkState(ctx context.Context, raw string, blob state.BlobOptions) error {
