@@ -3,15 +3,16 @@ package doctor_test
 import (
 	"context"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/defender-functions/defender-functions/functions/doctor"
 	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/infra/local/loopback"
 )
 
 // doctor against the devstack: everything passing, then each failure the
@@ -25,9 +26,11 @@ func TestDoctor(t *testing.T) {
 	dir := t.TempDir()
 	blocker := filepath.Join(dir, "a-file")
 	os.WriteFile(blocker, []byte("x"), 0o600)
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	closed := l.Addr().String()
-	l.Close()
+	port, err := loopback.Port() // nothing listens there
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "127.0.0.1:" + strconv.Itoa(port)
 
 	cases := []struct {
 		name   string

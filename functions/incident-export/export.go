@@ -376,7 +376,7 @@ func (r *run) scan(ctx context.Context) error {
 	start := r.e.now()
 	horizon := start.Add(-r.e.Lag).UTC().Truncate(tick)
 	width := horizon.Sub(r.cp.Since) // the first window: all of it, narrowed by what it holds
-	normal := time.Duration(0)        // the width after the last whole window wider than an instant
+	normal := time.Duration(0)       // the width after the last whole window wider than an instant
 	for r.cp.Since.Before(horizon) {
 		to := horizon
 		if width > 0 && r.cp.Since.Add(width).Before(horizon) {
@@ -449,8 +449,8 @@ type readResult struct {
 	passes  int
 	// first is the earliest last update on an overflowing first page,
 	// and tie says that page was all at that one instant.
-	first time.Time
-	tie   bool
+	first   time.Time
+	tie     bool
 	members int   // versions in the window (whole), or seen so far
 	count   int64 // @odata.count of the first page, -1 unknown
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
+	"github.com/defender-functions/defender-functions/infra/local/loopback"
 
 	"github.com/defender-functions/defender-functions/infra/local/devstack"
 )
@@ -35,15 +35,6 @@ func buildHandler(t testing.TB) string {
 	return bin
 }
 
-func freePort(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-}
-
 // handlerProc is one start of the handler, as the Functions host starts it.
 type handlerProc struct {
 	cmd  *exec.Cmd
@@ -53,25 +44,55 @@ type handlerProc struct {
 
 func startHandler(t testing.TB, bin string, env []string, logs io.Writer) *handlerProc {
 	t.Helper()
-	port := freePort(t)
-	cmd := exec.Command(bin)
-	cmd.Env = append(env, "FUNCTIONS_CUSTOMHANDLER_PORT="+port)
 	logs = io.MultiWriter(logs, devstack.AuditLog())
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &handlerProc{cmd: cmd, url: "http://127.0.0.1:" + port, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(p.done) }()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if resp, err := http.Get(p.url + "/"); err == nil {
-			resp.Body.Close()
+	for attempt := 1; ; attempt++ {
+		port, err := loopback.Port()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin)
+		cmd.Env = append(env, "FUNCTIONS_CUSTOMHANDLER_PORT="+strconv.Itoa(port))
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		p := &handlerProc{cmd: cmd, url: "http://127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{})}
+		go func() { cmd.Wait(); close(p.done) }()
+		if p.ready(20 * time.Second) {
 			return p
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-p.done:
+			if attempt < 3 {
+				continue // the port was taken meanwhile
+			}
+			t.Fatal("the handler exited before it answered GET /")
+		default:
 			t.Fatal("the handler did not answer GET /")
 		}
 	}
+}
+
+// ready waits for the handler to answer GET / as the host's probe does, and
+// to be running still (else the answer came from another process).
+func (p *handlerProc) ready(limit time.Duration) bool {
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		select {
+		case <-p.done:
+			return false
+		default:
+		}
+		if resp, err := http.Get(p.url + "/"); err == nil {
+			resp.Body.Close()
+			select {
+			case <-p.done:
+				return false
+			default:
+				return resp.StatusCode == http.StatusOK
+			}
+		}
+	}
+	return false
 }
 
 var timerPayload = `{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"ScheduleStatus":{"Last":"0001-01-01T00:00:00","Next":"%s","LastUpdated":"0001-01-01T00:00:00"},"IsPastDue":false}},"Metadata":{"sys":{"MethodName":"incident-export","UtcNow":"%s","RandGuid":"9a1b6f1e-4c52-4a7e-9e8b-3f0c2d7a1b55"}}}`

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/defender-functions/defender-functions/infra/local/devstack"
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
+	"github.com/defender-functions/defender-functions/infra/local/loopback"
 )
 
 // rie runs the built bootstrap under the AWS Lambda Runtime Interface Emulator.
@@ -48,9 +50,11 @@ func launchRIE(t testing.TB, bin string, env []string) *rie {
 	t.Helper()
 	emu := emulators.Tool(t, "aws-lambda-rie")
 	dir := filepath.Dir(bin)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	port, err := loopback.Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
 	cmd := exec.Command(emu, "--runtime-interface-emulator-address", addr, bin)
 	cmd.Dir = dir
 	cmd.Env = append(env, "AWS_LAMBDA_FUNCTION_TIMEOUT=60", "AWS_LAMBDA_FUNCTION_NAME=defender-functions")

@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -10,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/defender-functions/defender-functions/infra/local/loopback"
 )
 
 // BenchmarkStartToReady measures process start until GET / is answered, the
@@ -26,9 +27,11 @@ func BenchmarkStartToReady(b *testing.B) {
 	for b.Loop() {
 		var times []time.Duration
 		for i := 0; i < 20; i++ {
-			ln, _ := net.Listen("tcp", "127.0.0.1:0")
-			port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-			ln.Close()
+			p, err := loopback.Port()
+			if err != nil {
+				b.Fatal(err)
+			}
+			port := strconv.Itoa(p)
 			cmd := exec.Command(bin)
 			cmd.Env = append(os.Environ(), "FUNCTIONS_CUSTOMHANDLER_PORT="+port, "DEFENDER_TENANT_ID=contoso.onmicrosoft.com",
 				"DEFENDER_CLIENT_ID=2f6b9c3e-8a41-4d7e-b5c2-9e0f1a7d3c84", "KEY_VAULT_URL=https://kv.vault.azure.net/",

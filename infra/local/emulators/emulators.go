@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/defender-functions/defender-functions/infra/local/loopback"
 )
 
 // AzuriteAccount and AzuriteKey are Azurite's documented, public development
@@ -67,48 +69,70 @@ func Tool(tb testing.TB, rel string) string {
 	return p
 }
 
-func freePort(tb testing.TB) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func start(tb testing.TB, port int, name string, args ...string) {
+// start starts a node tool on a free loopback port, args giving its
+// arguments for a port, and returns the port once it accepts connections. A
+// tool that exits first (the port was taken meanwhile) starts again on
+// another.
+func start(tb testing.TB, name string, args func(port int) []string) int {
 	tb.Helper()
-	cmd := exec.Command(Tool(tb, "node/node_modules/.bin/"+name), args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	tb.Cleanup(func() { cmd.Process.Kill(); <-exited })
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			c.Close()
-			return
+	bin := Tool(tb, "node/node_modules/.bin/"+name)
+	for attempt := 1; ; attempt++ {
+		port, err := loopback.Port()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		cmd := exec.Command(bin, args(port)...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			tb.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		tb.Cleanup(func() { cmd.Process.Kill(); <-exited })
+		if up(port, exited, 30*time.Second) {
+			return port
 		}
 		select {
 		case <-exited:
+			if attempt < 3 {
+				continue
+			}
 			tb.Fatalf("%s exited:\n%s", name, out.String())
 		default:
-		}
-		if time.Now().After(deadline) {
 			tb.Fatalf("%s did not start:\n%s", name, out.String())
 		}
 	}
 }
 
+// up waits until port accepts connections while the process is running.
+func up(port int, exited <-chan struct{}, limit time.Duration) bool {
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-exited:
+			return false
+		default:
+		}
+		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			c.Close()
+			select {
+			case <-exited: // another process answered
+				return false
+			default:
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // StartAzurite starts Azurite's blob service on loopback.
 func StartAzurite(tb testing.TB) *Azurite {
 	tb.Helper()
-	port := freePort(tb)
-	start(tb, port, "azurite-blob", "--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port),
-		"--silent", "--skipApiVersionCheck", "--loose", "--inMemoryPersistence")
+	port := start(tb, "azurite-blob", func(port int) []string {
+		return []string{"--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port),
+			"--silent", "--skipApiVersionCheck", "--loose", "--inMemoryPersistence"}
+	})
 	url := fmt.Sprintf("http://127.0.0.1:%d/%s", port, AzuriteAccount)
 	return &Azurite{BlobURL: url,
 		ConnectionString: fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=%s;", AzuriteAccount, AzuriteKey, url)}
@@ -117,11 +141,13 @@ func StartAzurite(tb testing.TB) *Azurite {
 // StartS3 starts s3rver on loopback with the given buckets.
 func StartS3(tb testing.TB, buckets ...string) *S3 {
 	tb.Helper()
-	port := freePort(tb)
-	args := []string{"--directory", tb.TempDir(), "--port", strconv.Itoa(port), "--address", "127.0.0.1", "--silent"}
-	for _, b := range buckets {
-		args = append(args, "--configure-bucket", b)
-	}
-	start(tb, port, "s3rver", args...)
+	dir := tb.TempDir()
+	port := start(tb, "s3rver", func(port int) []string {
+		args := []string{"--directory", dir, "--port", strconv.Itoa(port), "--address", "127.0.0.1", "--silent"}
+		for _, b := range buckets {
+			args = append(args, "--configure-bucket", b)
+		}
+		return args
+	})
 	return &S3{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", port)}
 }

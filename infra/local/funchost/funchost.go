@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/defender-functions/defender-functions/infra/local/loopback"
 	"github.com/defender-functions/defender-functions/shared/function"
 	"github.com/google/uuid"
 	"github.com/robfig/cron/v3"
@@ -167,32 +168,10 @@ func Start(opts Options) (*Host, error) {
 		h.funcs[f.name] = f
 	}
 
-	// The handler, on a free loopback port.
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	exe := hostJSON.CustomHandler.Description.DefaultExecutablePath
-	if !filepath.IsAbs(exe) {
-		exe = filepath.Join(opts.AppDir, exe)
-	}
-	cmd := exec.Command(exe, hostJSON.CustomHandler.Description.Arguments...)
-	cmd.Dir = opts.AppDir
-	if wd := hostJSON.CustomHandler.Description.WorkingDirectory; wd != "" {
-		cmd.Dir = filepath.Join(opts.AppDir, wd)
-	}
-	workerID := uuid.NewString()
-	cmd.Env = append(append([]string{}, opts.Env...), "FUNCTIONS_CUSTOMHANDLER_PORT="+port, "FUNCTIONS_HTTPWORKER_PORT="+port,
-		"FUNCTIONS_CUSTOMHANDLER_WORKER_ID="+workerID, "FUNCTIONS_HTTPWORKER_ID="+workerID, "FUNCTIONS_APP_ROOT_PATH="+opts.AppDir)
-	cmd.Stdout, cmd.Stderr = opts.Stdout, opts.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("funchost: start %s: %w", exe, err)
-	}
-	h.handler = cmd
-	h.handlerURL = "http://127.0.0.1:" + port
-	go func() { cmd.Wait(); close(h.exited) }()
-	if err := h.waitReady(60 * time.Second); err != nil {
-		h.Close()
+	// The handler, on a free loopback port; picked again if the handler
+	// exits before it answers (another process took the port meanwhile).
+	if err := h.startHandler(hostJSON.CustomHandler.Description.DefaultExecutablePath, hostJSON.CustomHandler.Description.WorkingDirectory,
+		hostJSON.CustomHandler.Description.Arguments); err != nil {
 		return nil, err
 	}
 
@@ -255,27 +234,64 @@ func (h *Host) schedule(s string) (string, error) {
 	return s, nil
 }
 
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+// startHandler starts the custom handler as the host does, with
+// FUNCTIONS_CUSTOMHANDLER_PORT, and waits for it to answer GET /.
+func (h *Host) startHandler(exe, workDir string, args []string) error {
+	opts := h.opts
+	if !filepath.IsAbs(exe) {
+		exe = filepath.Join(opts.AppDir, exe)
 	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port), nil
+	var err error
+	for range 3 {
+		var port int
+		if port, err = loopback.Port(); err != nil {
+			return fmt.Errorf("funchost: %w", err)
+		}
+		cmd := exec.Command(exe, args...)
+		cmd.Dir = opts.AppDir
+		if workDir != "" {
+			cmd.Dir = filepath.Join(opts.AppDir, workDir)
+		}
+		workerID := uuid.NewString()
+		p := strconv.Itoa(port)
+		cmd.Env = append(append([]string{}, opts.Env...), "FUNCTIONS_CUSTOMHANDLER_PORT="+p, "FUNCTIONS_HTTPWORKER_PORT="+p,
+			"FUNCTIONS_CUSTOMHANDLER_WORKER_ID="+workerID, "FUNCTIONS_HTTPWORKER_ID="+workerID, "FUNCTIONS_APP_ROOT_PATH="+opts.AppDir)
+		cmd.Stdout, cmd.Stderr = opts.Stdout, opts.Stderr
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("funchost: start %s: %w", exe, err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		h.handler, h.handlerURL, h.exited = cmd, "http://127.0.0.1:"+p, exited
+		if err = h.waitReady(60 * time.Second); err == nil {
+			return nil
+		}
+		h.Close()
+		if !errors.Is(err, errExited) {
+			return err
+		}
+	}
+	return err
 }
 
-// waitReady polls GET / every 25 ms, as the host does; any answer is ready.
+var errExited = errors.New("funchost: the handler exited before it was ready")
+
 func (h *Host) waitReady(limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		select {
 		case <-h.exited:
-			return errors.New("funchost: the handler exited before it was ready")
+			return errExited
 		default:
 		}
 		resp, err := http.Get(h.handlerURL + "/")
 		if err == nil {
 			resp.Body.Close()
+			select {
+			case <-h.exited: // the answer came from another process
+				return errExited
+			default:
+			}
 			return nil
 		}
 		time.Sleep(25 * time.Millisecond)
