@@ -1,7 +1,8 @@
 // Package functions wires the configuration, the shared services and the
 // functions into one function.App, which the custom handler and the Lambda
-// bootstrap serve. Each function lives in its own folder beside its
-// function.json, named as it is named in Azure.
+// bootstrap serve. Each function lives in its own folder and declares
+// itself there (a function.Descriptor named Function); make build writes its
+// function.json from that declaration.
 package functions
 
 import (
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 
 	huntingquery "github.com/defender-functions/defender-functions/functions/hunting-query"
@@ -24,12 +26,28 @@ import (
 	"github.com/defender-functions/defender-functions/shared/webhook"
 )
 
-// Names of the functions, as in Azure.
-const (
-	IncidentExport = "incident-export"
-	HuntingQuery   = "hunting-query"
-	TicketWebhook  = "ticket-webhook"
-)
+// Functions are the app's functions, as each declares itself beside its
+// code.
+var Functions = []function.Descriptor{incidentexport.Function, huntingquery.Function, ticketwebhook.Function}
+
+// Requirements lists the application permissions that the named functions
+// need on api, from their descriptors.
+func Requirements(api config.API, names ...string) []credentials.RoleRequirement {
+	var out []credentials.RoleRequirement
+	for _, d := range Functions {
+		if !slices.Contains(names, d.Name) {
+			continue
+		}
+		roles := d.Roles.Graph
+		if api == config.XDR {
+			roles = d.Roles.XDR
+		}
+		if len(roles) > 0 {
+			out = append(out, credentials.RoleRequirement{Function: d.Name, AnyOf: roles})
+		}
+	}
+	return out
+}
 
 // Options replace what production builds itself (tests).
 type Options struct {
@@ -67,7 +85,7 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 	if err != nil {
 		return nil, err
 	}
-	app := &function.App{HTTP: map[string]function.HTTPRoute{}, Timers: map[string]function.TimerSchedule{}, Logger: log}
+	app := &function.App{Logger: log}
 
 	var clients []incidentexport.Tenant
 	for _, t := range cfg.Tenants {
@@ -82,7 +100,7 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 		// Only this function is unusable; the others still serve.
 		exportRun = func(context.Context, function.Timer) error { return exportErr }
 	}
-	app.Timers[IncidentExport] = function.TimerSchedule{Schedule: "%" + config.EnvExportSchedule + "%", Func: exportRun}
+	app.HandleTimer(incidentexport.Function, exportRun)
 
 	catalog, err := huntingquery.BuiltinCatalog()
 	if err != nil {
@@ -94,7 +112,7 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 	for _, c := range clients {
 		hunter.Clients[c.Name] = c.Client
 	}
-	app.HTTP[HuntingQuery] = function.HTTPRoute{Route: "hunting-query", Methods: []string{"get", "post"}, AuthLevel: "function", Func: hunter.Serve}
+	app.HandleHTTP(huntingquery.Function, hunter.Serve)
 
 	webhookServe, err := receiver(cfg, clients, o.HTTPClient)
 	if err != nil {
@@ -103,7 +121,7 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 			return function.Text(http.StatusInternalServerError, msg)
 		}
 	}
-	app.HTTP[TicketWebhook] = function.HTTPRoute{Route: "ticket-webhook/{provider}", Methods: []string{"post"}, AuthLevel: "function", Func: webhookServe}
+	app.HandleHTTP(ticketwebhook.Function, webhookServe)
 	return app, nil
 }
 
@@ -194,12 +212,13 @@ func Broken(cause error, log *slog.Logger) *function.App {
 	httpFail := func(context.Context, *function.HTTPRequest) *function.HTTPResponse {
 		return function.Text(http.StatusInternalServerError, msg)
 	}
-	return &function.App{Logger: log,
-		HTTP: map[string]function.HTTPRoute{
-			HuntingQuery:  {Route: "hunting-query", Methods: []string{"get", "post"}, AuthLevel: "function", Func: httpFail},
-			TicketWebhook: {Route: "ticket-webhook/{provider}", Methods: []string{"post"}, AuthLevel: "function", Func: httpFail},
-		},
-		Timers: map[string]function.TimerSchedule{
-			IncidentExport: {Schedule: "%EXPORT_SCHEDULE%", Func: func(context.Context, function.Timer) error { return cause }},
-		}}
+	app := &function.App{Logger: log}
+	for _, d := range Functions {
+		if d.HTTP != nil {
+			app.HandleHTTP(d, httpFail)
+		} else {
+			app.HandleTimer(d, func(context.Context, function.Timer) error { return cause })
+		}
+	}
+	return app
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/awslabs/goformation/v7"
 	"github.com/awslabs/goformation/v7/cloudformation/serverless"
 
+	"github.com/defender-functions/defender-functions/functions"
 	"github.com/defender-functions/defender-functions/shared/config"
 )
 
@@ -111,9 +112,24 @@ func TestSAMTemplate(t *testing.T) {
 			t.Fatalf("event %s of an unexpected type", name)
 		}
 	}
-	for _, want := range []string{"GET /hunting-query", "POST /hunting-query", "POST /ticket-webhook/{provider}"} {
-		if routes[want] == "" {
-			t.Errorf("no event for %s (have %v)", want, routes)
+	// Every HTTP function as its descriptor declares it, and nothing else.
+	want := map[string]bool{}
+	for _, d := range functions.Functions {
+		if d.HTTP == nil {
+			continue
+		}
+		for _, m := range d.HTTP.Methods {
+			want[strings.ToUpper(m)+" /"+d.HTTP.Route] = true
+		}
+	}
+	for r := range want {
+		if routes[r] == "" {
+			t.Errorf("no event for %s (have %v)", r, routes)
+		}
+	}
+	for r := range routes {
+		if !want[r] {
+			t.Errorf("event %s for no declared function", r)
 		}
 	}
 	sched, err := tpl.GetSchedulerScheduleWithName("IncidentExportSchedule")

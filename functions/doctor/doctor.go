@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/functions"
+	huntingquery "github.com/defender-functions/defender-functions/functions/hunting-query"
+	incidentexport "github.com/defender-functions/defender-functions/functions/incident-export"
+	ticketwebhook "github.com/defender-functions/defender-functions/functions/ticket-webhook"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/defender"
@@ -84,12 +87,12 @@ func Run(ctx context.Context, lookup func(string) (string, bool), out io.Writer,
 		}
 		return false
 	}
-	enabled := []string{credentials.HuntingQuery}
+	enabled := []string{huntingquery.Function.Name}
 	if cfg.ExportSink != "" {
-		enabled = append([]string{credentials.IncidentExport}, enabled...)
+		enabled = append([]string{incidentexport.Function.Name}, enabled...)
 	}
 	if len(cfg.WebhookSecrets) > 0 {
-		enabled = append(enabled, credentials.TicketWebhook)
+		enabled = append(enabled, ticketwebhook.Function.Name)
 	}
 	r.ok("config", "%s API at %s, app %s, tenant(s) %s, credential %s; functions %s", cfg.API, cfg.APIURL, cfg.ClientID,
 		strings.Join(cfg.Tenants, ","), cfg.Credential, strings.Join(enabled, ", "))
@@ -137,7 +140,7 @@ func Run(ctx context.Context, lookup func(string) (string, bool), out io.Writer,
 			continue
 		}
 		r.ok("token", "tenant %s: app-only token for %s, valid until %s", t, claims.Audience, tok.Expiry.UTC().Format(time.RFC3339))
-		if err := credentials.CheckRoles(cfg, t, claims, enabled...); err != nil {
+		if err := credentials.CheckRoles(cfg, t, claims, functions.Requirements(cfg.API, enabled...)); err != nil {
 			r.fail("roles", err, rolesFix(err))
 			r.skip("api", "tenant "+t+": needs the roles")
 			continue

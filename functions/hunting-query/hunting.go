@@ -25,6 +25,13 @@ import (
 	"github.com/defender-functions/defender-functions/shared/function"
 )
 
+// Function is hunting-query as the platforms bind it.
+var Function = function.Descriptor{
+	Name:  "hunting-query",
+	HTTP:  &function.HTTPBinding{Route: "hunting-query", Methods: []string{"get", "post"}, AuthLevel: "function"},
+	Roles: function.Roles{Graph: []string{"ThreatHunting.Read.All"}, XDR: []string{"AdvancedHunting.Read.All"}},
+}
+
 // Hunter serves hunting-query.
 type Hunter struct {
 	Catalog Catalog

@@ -48,6 +48,17 @@ import (
 	"github.com/defender-functions/defender-functions/shared/state"
 )
 
+// Function is incident-export as the platforms bind it. The schedule is the
+// EXPORT_SCHEDULE setting, which the host resolves.
+var Function = function.Descriptor{
+	Name:  "incident-export",
+	Timer: &function.TimerBinding{Schedule: "%EXPORT_SCHEDULE%"},
+	Roles: function.Roles{
+		Graph: []string{"SecurityIncident.Read.All", "SecurityIncident.ReadWrite.All"},
+		XDR:   []string{"Incident.Read.All", "Incident.ReadWrite.All"},
+	},
+}
+
 // Tenant is one tenant to export, with its API client.
 type Tenant struct {
 	Name   string

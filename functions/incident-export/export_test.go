@@ -438,13 +438,13 @@ func TestAppWiring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := app.Timers[functions.IncidentExport].Func(context.Background(), function.Timer{}); err != nil {
+	if err := app.Timers[incidentexport.Function.Name].Func(context.Background(), function.Timer{}); err != nil {
 		t.Fatal(err)
 	}
 	verify(t, s, strings.TrimPrefix(m["EXPORT_SINK"], "file://"), devstack.DefaultTenantID, devstack.DefaultTenantID, time.Now().Add(-7*24*time.Hour))
 	delete(m, "EXPORT_SINK")
 	app, _ = functions.New(func(k string) (string, bool) { v, ok := m[k]; return v, ok }, slog.New(slog.DiscardHandler), nil)
-	if err := app.Timers[functions.IncidentExport].Func(context.Background(), function.Timer{}); err == nil || !strings.Contains(err.Error(), "incident-export needs [EXPORT_SINK") {
+	if err := app.Timers[incidentexport.Function.Name].Func(context.Background(), function.Timer{}); err == nil || !strings.Contains(err.Error(), "incident-export needs [EXPORT_SINK") {
 		t.Fatalf("err = %v", err)
 	}
 }

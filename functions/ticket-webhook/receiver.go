@@ -24,6 +24,13 @@ import (
 	"github.com/defender-functions/defender-functions/shared/webhook"
 )
 
+// Function is ticket-webhook as the platforms bind it.
+var Function = function.Descriptor{
+	Name:  "ticket-webhook",
+	HTTP:  &function.HTTPBinding{Route: "ticket-webhook/{provider}", Methods: []string{"post"}, AuthLevel: "function"},
+	Roles: function.Roles{Graph: []string{"SecurityIncident.ReadWrite.All"}, XDR: []string{"Incident.ReadWrite.All"}},
+}
+
 // Providers, as in the route ticket-webhook/{provider}.
 const (
 	Jira       = "jira"

@@ -22,6 +22,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/defender-functions/defender-functions/functions"
+	ticketwebhook "github.com/defender-functions/defender-functions/functions/ticket-webhook"
 	"github.com/defender-functions/defender-functions/infra/local/devstack"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
@@ -187,7 +188,7 @@ type ticketwebhookOutcome struct {
 
 func (r *rig) send(t testing.TB, d delivery) answer {
 	t.Helper()
-	route := r.app.HTTP[functions.TicketWebhook]
+	route := r.app.HTTP[ticketwebhook.Function.Name]
 	resp := route.Func(function.WithInvocation(context.Background(), r.app.Log(), "test"), &function.HTTPRequest{Method: "POST",
 		Path: "/api/ticket-webhook/" + d.provider, Params: map[string]string{"provider": d.provider}, Header: d.header, Body: d.body})
 	var a answer

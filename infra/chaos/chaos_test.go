@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/functions"
+	huntingquery "github.com/defender-functions/defender-functions/functions/hunting-query"
+	ticketwebhook "github.com/defender-functions/defender-functions/functions/ticket-webhook"
 	"github.com/defender-functions/defender-functions/infra/local/devstack"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
@@ -101,7 +103,7 @@ func (e *env) incident(i int) int { return e.ids[i%len(e.ids)] }
 const huntBody = `{"name":"failed-logons","parameters":{"threshold":1,"lookback":"30d"}}`
 
 func (e *env) hunt() (int, string) {
-	resp := e.app.HTTP[functions.HuntingQuery].Func(function.WithInvocation(context.Background(), e.app.Log(), "chaos"), &function.HTTPRequest{Method: "POST", Path: "/api/hunting-query",
+	resp := e.app.HTTP[huntingquery.Function.Name].Func(function.WithInvocation(context.Background(), e.app.Log(), "chaos"), &function.HTTPRequest{Method: "POST", Path: "/api/hunting-query",
 		Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(huntBody)})
 	var body bytes.Buffer
 	body.Write(resp.Body)
@@ -123,7 +125,7 @@ func (e *env) delivery(id string, incident int) (http.Header, []byte) {
 
 func (e *env) deliver(id string, incident int) (int, string) {
 	h, body := e.delivery(id, incident)
-	resp := e.app.HTTP[functions.TicketWebhook].Func(function.WithInvocation(context.Background(), e.app.Log(), "chaos"), &function.HTTPRequest{Method: "POST",
+	resp := e.app.HTTP[ticketwebhook.Function.Name].Func(function.WithInvocation(context.Background(), e.app.Log(), "chaos"), &function.HTTPRequest{Method: "POST",
 		Params: map[string]string{"provider": "generic"}, Header: h, Body: body})
 	return resp.Status, string(resp.Body)
 }

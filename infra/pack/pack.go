@@ -1,5 +1,6 @@
 // Command pack assembles the deployables: dist/azure (the Function App:
-// host.json, the handler, one folder per function with its function.json)
+// host.json, the handler, one folder per function with the function.json
+// its descriptor declares)
 // and its zip, and the Lambda zips (bootstrap at the root). It writes zips
 // itself so the handler's exec bit survives on any OS (zips made on Windows
 // lose it) and so nothing stray gets in.
@@ -15,6 +16,8 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/defender-functions/defender-functions/functions"
 )
 
 // AzureTags are the Azure handler's build tags.
@@ -51,19 +54,16 @@ func pack(root, out string, zips bool) error {
 	if err := copyFile(filepath.Join(root, "host.json"), filepath.Join(azure, "host.json"), 0o644); err != nil {
 		return err
 	}
-	fns, err := filepath.Glob(filepath.Join(root, "functions", "*", "function.json"))
-	if err != nil {
-		return err
-	}
-	if len(fns) == 0 {
-		return fmt.Errorf("no functions/*/function.json under %s", root)
-	}
-	for _, f := range fns {
-		name := filepath.Base(filepath.Dir(f))
-		if err := os.MkdirAll(filepath.Join(azure, name), 0o755); err != nil {
+	// Each function's folder and function.json, from its descriptor.
+	for _, d := range functions.Functions {
+		fj, err := d.FunctionJSON()
+		if err != nil {
 			return err
 		}
-		if err := copyFile(f, filepath.Join(azure, name, "function.json"), 0o644); err != nil {
+		if err := os.MkdirAll(filepath.Join(azure, d.Name), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(azure, d.Name, "function.json"), fj, 0o644); err != nil {
 			return err
 		}
 	}

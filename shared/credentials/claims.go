@@ -69,40 +69,10 @@ func ParseClaims(accessToken string) (*Claims, error) {
 	return out, nil
 }
 
-// Function names whose permissions are checked.
-const (
-	IncidentExport = "incident-export"
-	HuntingQuery   = "hunting-query"
-	TicketWebhook  = "ticket-webhook"
-)
-
-// RoleRequirement is satisfied by any one of its roles.
+// RoleRequirement is what one function needs: any one of its roles.
 type RoleRequirement struct {
 	Function string
 	AnyOf    []string // the least privileged first
-}
-
-// Requirements lists the application permissions each function needs on an API.
-func Requirements(api config.API, functions ...string) []RoleRequirement {
-	table := map[config.API]map[string][]string{
-		config.Graph: {
-			IncidentExport: {"SecurityIncident.Read.All", "SecurityIncident.ReadWrite.All"},
-			HuntingQuery:   {"ThreatHunting.Read.All"},
-			TicketWebhook:  {"SecurityIncident.ReadWrite.All"},
-		},
-		config.XDR: {
-			IncidentExport: {"Incident.Read.All", "Incident.ReadWrite.All"},
-			HuntingQuery:   {"AdvancedHunting.Read.All"},
-			TicketWebhook:  {"Incident.ReadWrite.All"},
-		},
-	}
-	var out []RoleRequirement
-	for _, f := range functions {
-		if roles, ok := table[api][f]; ok {
-			out = append(out, RoleRequirement{Function: f, AnyOf: roles})
-		}
-	}
-	return out
 }
 
 // PermissionError says which application permissions a token lacks, or that
@@ -133,9 +103,9 @@ func (e *PermissionError) Error() string {
 		e.ClientID, strings.Join(parts, ", "), e.Tenant, api, e.ConsentURL, e.ConsentURLv2)
 }
 
-// CheckRoles checks that a token is for cfg's API and carries the roles the
-// given functions need.
-func CheckRoles(cfg *config.Config, tenant string, c *Claims, functions ...string) error {
+// CheckRoles checks that a token is for cfg's API and carries the roles of
+// the requirements (the functions' descriptors declare them).
+func CheckRoles(cfg *config.Config, tenant string, c *Claims, reqs []RoleRequirement) error {
 	e := &PermissionError{Tenant: tenant, ClientID: cfg.ClientID, API: cfg.API, WantAudience: cfg.Resource,
 		ConsentURL: AdminConsentURL(cfg.AuthorityHost, tenant, cfg.ClientID), ConsentURLv2: AdminConsentURLv2(cfg.AuthorityHost, tenant, cfg.ClientID, cfg.Resource)}
 	aud := strings.TrimSuffix(c.Audience, "/")
@@ -143,7 +113,7 @@ func CheckRoles(cfg *config.Config, tenant string, c *Claims, functions ...strin
 		e.WrongAudience = c.Audience
 		return e
 	}
-	for _, req := range Requirements(cfg.API, functions...) {
+	for _, req := range reqs {
 		ok := false
 		for _, r := range req.AnyOf {
 			if slices.Contains(c.Roles, r) {

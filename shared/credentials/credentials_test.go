@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/defender-functions/defender-functions/functions"
+
 	"github.com/defender-functions/defender-functions/infra/local/devstack"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
@@ -340,7 +342,7 @@ func TestEveryCredentialMode(t *testing.T) {
 					if c.Audience != api.aud || c.Version != wantVer || c.AppID != devstack.DefaultClientID || c.TenantID != devstack.DefaultTenantID {
 						t.Fatalf("claims %+v", c)
 					}
-					if err := credentials.CheckRoles(f.cfg, devstack.DefaultTenantID, c, credentials.IncidentExport, credentials.HuntingQuery, credentials.TicketWebhook); err != nil {
+					if err := credentials.CheckRoles(f.cfg, devstack.DefaultTenantID, c, functions.Requirements(f.cfg.API, "incident-export", "hunting-query", "ticket-webhook")); err != nil {
 						t.Fatal(err)
 					}
 				})
@@ -380,10 +382,10 @@ func TestMissingRoleNamedWithConsentLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := mustClaims(t, tok)
-	if err := credentials.CheckRoles(f.cfg, devstack.DefaultTenantID, c, credentials.IncidentExport); err != nil {
+	if err := credentials.CheckRoles(f.cfg, devstack.DefaultTenantID, c, functions.Requirements(f.cfg.API, "incident-export")); err != nil {
 		t.Fatalf("read is granted: %v", err)
 	}
-	err = credentials.CheckRoles(f.cfg, devstack.DefaultTenantID, c, credentials.IncidentExport, credentials.HuntingQuery, credentials.TicketWebhook)
+	err = credentials.CheckRoles(f.cfg, devstack.DefaultTenantID, c, functions.Requirements(f.cfg.API, "incident-export", "hunting-query", "ticket-webhook"))
 	var pe *credentials.PermissionError
 	if !errors.As(err, &pe) || len(pe.Missing) != 2 {
 		t.Fatalf("err = %v", err)
@@ -395,7 +397,7 @@ func TestMissingRoleNamedWithConsentLink(t *testing.T) {
 	}
 	// A token for the other API is named as such.
 	xdr := settings(t, s, id, "DEFENDER_API", "xdr")
-	err = credentials.CheckRoles(xdr, devstack.DefaultTenantID, c, credentials.IncidentExport)
+	err = credentials.CheckRoles(xdr, devstack.DefaultTenantID, c, functions.Requirements(xdr.API, "incident-export"))
 	if !errors.As(err, &pe) || pe.WrongAudience != devstack.GraphResource || !strings.Contains(err.Error(), `needs a token for "https://api.security.microsoft.com"`) {
 		t.Fatalf("wrong audience: %v", err)
 	}

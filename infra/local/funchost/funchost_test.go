@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/defender-functions/defender-functions/functions"
 	"github.com/defender-functions/defender-functions/infra/local/devstack"
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/funchost"
@@ -24,9 +25,15 @@ func appDir(t *testing.T) string {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	copyFile(t, filepath.Join(root, "host.json"), filepath.Join(dir, "host.json"))
-	for _, fn := range []string{"incident-export", "hunting-query", "ticket-webhook"} {
-		os.MkdirAll(filepath.Join(dir, fn), 0o755)
-		copyFile(t, filepath.Join(root, "functions", fn, "function.json"), filepath.Join(dir, fn, "function.json"))
+	for _, d := range functions.Functions {
+		fj, err := d.FunctionJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Join(dir, d.Name), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, d.Name, "function.json"), fj, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return dir
 }
