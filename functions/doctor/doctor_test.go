@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"github.com/defender-functions/defender-functions/functions/doctor"
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
 	"github.com/defender-functions/defender-functions/infra/local/loopback"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 )
 
 // doctor against the devstack: everything passing, then each failure the

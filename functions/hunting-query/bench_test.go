@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/functions"
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/customhandler"
 	"github.com/defender-functions/defender-functions/shared/defender"

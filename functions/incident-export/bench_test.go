@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 	"golang.org/x/sys/unix"
 )
 

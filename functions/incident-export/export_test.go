@@ -18,7 +18,7 @@ import (
 
 	"github.com/defender-functions/defender-functions/functions"
 	incidentexport "github.com/defender-functions/defender-functions/functions/incident-export"
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/defender"

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 )
 
 // exported reads a file sink: (incident, lastUpdate) → how many objects hold it.

@@ -22,7 +22,7 @@ import (
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/loopback"
 
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 )
 
 // buildHandler builds the real custom-handler binary.

@@ -23,7 +23,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/defender-functions/defender-functions/functions"
 	ticketwebhook "github.com/defender-functions/defender-functions/functions/ticket-webhook"
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/customhandler"

@@ -25,7 +25,7 @@ import (
 	"github.com/defender-functions/defender-functions/functions"
 	huntingquery "github.com/defender-functions/defender-functions/functions/hunting-query"
 	ticketwebhook "github.com/defender-functions/defender-functions/functions/ticket-webhook"
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/customhandler"

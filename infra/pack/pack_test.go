@@ -5,8 +5,11 @@ import (
 	"context"
 	"debug/buildinfo"
 	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -84,6 +87,36 @@ func TestZipLayouts(t *testing.T) {
 		res, err := h.Run(context.Background(), "incident-export")
 		if res == nil || res.Status != 500 || !strings.Contains(strings.Join(res.Logs, "\n"), "built without Amazon S3") {
 			t.Fatalf("%+v %v", res, err)
+		}
+	}
+}
+
+// What ships links nothing made for tests or for the local stack: no
+// devstack, no local host or emulator starter, no package testing. Each
+// binary is listed as pack builds it (its OS, architecture and tags).
+func TestShippedBinariesLeaveTheTestPartsOut(t *testing.T) {
+	const module = "github.com/defender-functions/defender-functions/"
+	for _, b := range []struct{ pkg, goarch, tags string }{
+		{"./functions/cmd/handler", "amd64", AzureTags},
+		{"./functions/cmd/bootstrap", "arm64", "lambda.norpc"},
+		{"./functions/cmd/bootstrap", "amd64", "lambda.norpc"},
+		{"./functions/cmd/doctor", "amd64", ""},
+	} {
+		cmd := exec.Command("go", "list", "-deps", "-tags", b.tags, b.pkg)
+		cmd.Dir = emulators.RepoRoot(t)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+b.goarch)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", b.pkg, err)
+		}
+		deps := strings.Fields(string(out))
+		if !slices.Contains(deps, module+"shared/function") {
+			t.Fatalf("%s: the listing misses the product's own packages: %v", b.pkg, deps)
+		}
+		for _, d := range deps {
+			if d == "testing" || strings.HasPrefix(d, module+"internal/") || strings.HasPrefix(d, module+"infra/") {
+				t.Errorf("%s (%s, tags %q) links %s", b.pkg, b.goarch, b.tags, d)
+			}
 		}
 	}
 }

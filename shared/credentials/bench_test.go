@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/google/uuid"
 	"golang.org/x/oauth2"

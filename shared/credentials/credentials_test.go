@@ -17,7 +17,7 @@ import (
 
 	"github.com/defender-functions/defender-functions/functions"
 
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/google/uuid"

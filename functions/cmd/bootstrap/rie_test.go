@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/loopback"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 )
 
 // rie runs the built bootstrap under the AWS Lambda Runtime Interface Emulator.

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/functions"
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/funchost"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 )
 
 // appDir lays out a Function App as make build does, with the real handler.

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 )
 
 func main() {

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 )

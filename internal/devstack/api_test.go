@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 )
 
 type page struct {

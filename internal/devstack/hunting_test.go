@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 )
 
 type graphHunt struct {

@@ -7,7 +7,11 @@
 // roles, $top limits, documented rate limits), answers with their error
 // bodies, injects faults on demand and counts what it served.
 //
-// Tests start it in-process with New; `make devstack` runs it as a program.
+// It exists so that the tests and `make run` exercise the product against
+// the services as they behave, offline, with no tenant; nothing shipped
+// links it (infra/pack's test checks each deployable's dependencies), and it
+// lives under internal/ so that no other module can. Tests start it
+// in-process with Start or New; `make devstack` runs it as a program.
 package devstack
 
 import (

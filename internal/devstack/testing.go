@@ -6,14 +6,24 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"testing"
 	"time"
 )
+
+// TB is the part of testing.TB the helpers use. It is spelled out so that
+// the devstack does not import package testing: it is linked only into tests
+// and the local tools, never into what ships.
+type TB interface {
+	Helper()
+	Cleanup(func())
+	TempDir() string
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
 
 // Start starts a devstack for a test or benchmark and stops it when tb
 // ends. Unless opts.Limits says otherwise, it serves without rate limits:
 // tests that exercise throttling opt in with DocumentedLimits.
-func Start(tb testing.TB, opts Options) *Stack {
+func Start(tb TB, opts Options) *Stack {
 	tb.Helper()
 	if opts.Limits == nil {
 		opts.Limits = NoLimits
@@ -30,7 +40,7 @@ func Start(tb testing.TB, opts Options) *Stack {
 // measures the app alone, and returns the settings it wrote. It stops when
 // tb ends. flags are the command's (-incidents, -no-rate-limits, …); the
 // changer is off unless flags set -change-every.
-func StartProcess(tb testing.TB, flags ...string) map[string]string {
+func StartProcess(tb TB, flags ...string) map[string]string {
 	tb.Helper()
 	dir := tb.TempDir()
 	bin := filepath.Join(dir, "devstack")

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/defender-functions/defender-functions/infra/local/devstack"
+	"github.com/defender-functions/defender-functions/internal/devstack"
 )
 
 // BenchmarkListThroughput measures incidents served per second by the list
