@@ -8,7 +8,7 @@ PKGS    := ./...
 # The secrets audit's directory: what the devstacks issued and every log the tests captured.
 AUDIT   := $(LOCAL)/audit
 
-.PHONY: run test vet fuzz chaos bench devstack doctor build package clean tools
+.PHONY: run test vet hygiene fuzz chaos bench devstack doctor build package clean tools
 
 # Fuzz targets: package and name. `make test` runs each for FUZZTIME; the
 # seed corpora under testdata/fuzz run with every plain `go test`.
@@ -36,7 +36,15 @@ vet:
 tools:
 	./infra/local/install-tools.sh
 
-test: vet tools
+# A tidy module, and nothing large tracked (a built binary was committed once).
+hygiene:
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+		big=$$(git ls-files -z | xargs -0 -r stat -c '%s %n' 2>/dev/null | awk '$$1 > 1048576 {print $$2 " (" $$1 " bytes)"}'); \
+		if [ -n "$$big" ]; then echo "tracked files over 1 MB (built output does not belong in git):"; echo "$$big"; exit 1; fi; \
+	fi
+
+test: hygiene vet tools
 	rm -rf $(AUDIT) && mkdir -p $(AUDIT)
 	set -o pipefail; DEVSTACK_AUDIT_DIR=$(abspath $(AUDIT)) $(GO) test -race -count=1 -timeout 30m $(PKGS) 2>&1 | tee $(AUDIT)/go-test-output.txt
 	$(GO) run ./infra/local/cmd/audit $(AUDIT)
