@@ -25,7 +25,7 @@ func probeListing(ctx context.Context, r *report, t string, c defender.Client, p
 	if pageSize <= 0 || pageSize > caps.PageMax {
 		pageSize = caps.PageMax
 	}
-	field := map[string]string{"graph": "lastUpdateDateTime", "xdr": "lastUpdateTime"}[c.API()]
+	field := caps.UpdatedField
 	line := func(ok bool, format string, a ...any) {
 		if ok {
 			r.ok("listing", "tenant %s: %s", t, fmt.Sprintf(format, a...))
@@ -75,7 +75,7 @@ func probeListing(ctx context.Context, r *report, t string, c defender.Client, p
 	line(true, "$filter on %s: ge and lt exact at 100 ns: windows tile with no gap and no overlap", field)
 
 	// $orderby on the last update: honoured, ignored, or refused.
-	ordered, err := first(ctx, c, defender.ListOptions{OrderBy: field + " asc", Top: pageSize})
+	ordered, err := first(ctx, c, defender.ListOptions{OrderByLastUpdate: true, Top: pageSize})
 	switch {
 	case isBadRequest(err):
 		line(false, "$orderby=%s is refused (400): the export sends no $orderby", field)

@@ -197,7 +197,9 @@ func (g *graph) API() string { return string(config.Graph) }
 
 // Capabilities: Graph documents $count on incidents and a live tenant
 // honours it under $filter (research: defender-api.md §6.1a).
-func (g *graph) Capabilities() Capabilities { return Capabilities{PageMax: 50, Count: true} }
+func (g *graph) Capabilities() Capabilities {
+	return Capabilities{PageMax: 50, Count: true, UpdatedField: "lastUpdateDateTime"}
+}
 
 func (g *graph) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, error] {
 	top := o.PageSize
@@ -214,9 +216,6 @@ func (g *graph) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, e
 	}
 	if o.OrderByLastUpdate {
 		q.Set("$orderby", "lastUpdateDateTime asc")
-	}
-	if o.OrderBy != "" {
-		q.Set("$orderby", o.OrderBy)
 	}
 	if o.WithAlerts {
 		q.Set("$expand", "alerts")
@@ -405,7 +404,9 @@ func (x *xdr) API() string { return string(config.XDR) }
 
 // Capabilities: the XDR API documents $top up to 100 and no $count, so
 // ListOptions.Count is not sent to it.
-func (x *xdr) Capabilities() Capabilities { return Capabilities{PageMax: 100} }
+func (x *xdr) Capabilities() Capabilities {
+	return Capabilities{PageMax: 100, UpdatedField: "lastUpdateTime"}
+}
 
 func (x *xdr) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, error] {
 	top := o.PageSize
@@ -421,9 +422,6 @@ func (x *xdr) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, err
 	}
 	if o.OrderByLastUpdate {
 		q.Set("$orderby", "lastUpdateTime asc")
-	}
-	if o.OrderBy != "" {
-		q.Set("$orderby", o.OrderBy)
 	}
 	q.Set("$top", strconv.Itoa(top))
 	at := func(skip int) string {

@@ -43,6 +43,9 @@ type Capabilities struct {
 	// filtered set at the moment of each request. A caller that relies on
 	// it still checks that it is plausible.
 	Count bool
+	// UpdatedField is the listing's last-update field, as $filter and
+	// $orderby name it (for messages that quote the request).
+	UpdatedField string
 }
 
 // ListOptions select and shape an incident listing.
@@ -58,13 +61,11 @@ type ListOptions struct {
 	PageSize int
 	// OrderByLastUpdate asks for last update order, oldest first. A live
 	// tenant accepts it on Graph and ignores it (research: defender-api.md
-	// §6.1a), and the XDR API does not document it: nothing may depend on it.
+	// §6.1a), and the XDR API does not document it: nothing may depend on
+	// it (the doctor probes what the API does with it).
 	OrderByLastUpdate bool
 	// Count asks for @odata.count on every page (where Capabilities.Count).
 	Count bool
-	// OrderBy is a raw $orderby, in the API's field names, sent as is (the
-	// doctor's probe of what the API does with it).
-	OrderBy string
 	// Top is a raw $top, sent as is even past the API's maximum (the
 	// doctor's probe); it overrides PageSize.
 	Top int
