@@ -5,11 +5,16 @@ package doctor
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/defender-functions/defender-functions/functions"
@@ -40,10 +45,13 @@ func (r *report) ok(check, format string, a ...any) {
 	fmt.Fprintf(r.out, "ok    %-12s %s\n", check, fmt.Sprintf(format, a...))
 }
 
+// fail reports a failed check and its fix. A fix that the failure already
+// says word for word (an Entra ID or API error carries its advice) is not
+// printed twice.
 func (r *report) fail(check string, err error, fix string) {
 	r.failed = true
 	fmt.Fprintf(r.out, "FAIL  %-12s %v\n", check, err)
-	if fix != "" {
+	if fix != "" && !strings.Contains(err.Error(), fix) {
 		fmt.Fprintf(r.out, "      %-12s fix: %s\n", "", fix)
 	}
 }
@@ -84,6 +92,9 @@ func Run(ctx context.Context, lookup func(string) (string, bool), out io.Writer,
 			}
 		} else {
 			r.fail("config", err, "")
+		}
+		for _, check := range []string{"key vault", "token", "roles", "api", "state store", "sink"} {
+			r.skip(check, "needs the configuration")
 		}
 		return false
 	}
@@ -243,6 +254,9 @@ func vaultFix(cfg *config.Config, err error) string {
 	if errors.As(err, &ve) {
 		switch ve.StatusCode {
 		case 0:
+			if fix := netFix(err, config.EnvKeyVaultURL); fix != "" {
+				return fix
+			}
 			return fmt.Sprintf("make %s (%s) reachable from here: its URI, DNS, the vault's firewall or private endpoint; and check %s=%s", config.EnvKeyVaultURL, cfg.KeyVaultURL, config.EnvVaultAccess, cfg.VaultAccess)
 		case 403:
 			return "assign the identity the 'Key Vault Secrets User' role on the vault (az role assignment create --role 'Key Vault Secrets User' --assignee <principal ID> --scope <vault ID>)"
@@ -257,6 +271,9 @@ func tokenFix(cfg *config.Config, tenant string, err error) string {
 	var ee *credentials.EntraError
 	if errors.As(err, &ee) && ee.Advice() != "" {
 		return ee.Advice()
+	}
+	if fix := netFix(err, config.EnvAuthorityHost); fix != "" {
+		return fix
 	}
 	return fmt.Sprintf("check %s, %s and that Entra ID (%s) is reachable", config.EnvTenantID, config.EnvClientID, cfg.AuthorityHost)
 }
@@ -284,8 +301,40 @@ func apiFix(cfg *config.Config, err error) string {
 	case errors.As(err, &ae) && ae.StatusCode == 403:
 		return "grant the app's permissions with admin consent, and check the tenant has Microsoft Defender XDR"
 	}
+	if fix := netFix(err, config.EnvAPIURL); fix != "" {
+		return fix
+	}
 	return fmt.Sprintf("make %s reachable from here", cfg.APIURL)
 }
+
+// netFix names what a transport failure means, or returns "": a server
+// certificate this machine does not trust (a private CA, the devstack's) or
+// nothing listening where setting points. Some SDK errors keep only the
+// text of the transport's error, so the text is read where the chain ends.
+func netFix(err error, setting string) string {
+	var unknown x509.UnknownAuthorityError
+	var verify *tls.CertificateVerificationError
+	if errors.As(err, &unknown) || errors.As(err, &verify) || strings.Contains(err.Error(), "x509: certificate signed by unknown authority") {
+		return "the server's TLS certificate is not trusted here: put the CA that issued it in the file SSL_CERT_FILE names " +
+			"(for the devstack, its ca.pem: `source .local/devstack.env` sets SSL_CERT_FILE)"
+	}
+	addr := ""
+	var op *net.OpError
+	if errors.Is(err, syscall.ECONNREFUSED) && errors.As(err, &op) && op.Addr != nil {
+		addr = op.Addr.String()
+	} else if m := refused.FindStringSubmatch(err.Error()); m != nil {
+		addr = m[1]
+	}
+	if addr == "" {
+		return ""
+	}
+	if host, _, e := net.SplitHostPort(addr); e == nil && net.ParseIP(host).IsLoopback() {
+		return fmt.Sprintf("nothing listens at %s: if %s points at the devstack, it is not running (start it with make devstack, then source .local/devstack.env)", addr, setting)
+	}
+	return fmt.Sprintf("nothing listens at %s: check %s and that the service is up", addr, setting)
+}
+
+var refused = regexp.MustCompile(`dial tcp ([^ ]+): connect: connection refused`)
 
 func storageFix(setting, value string) string {
 	if strings.HasPrefix(value, "file://") {

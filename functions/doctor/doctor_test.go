@@ -3,6 +3,7 @@ package doctor_test
 import (
 	"context"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -54,8 +55,9 @@ func TestDoctor(t *testing.T) {
 			after: func() { s.PutSecret(devstack.DefaultSecretName, s.ClientSecret(devstack.DefaultClientID)) }, want: []string{
 				"ok    key vault",
 				"FAIL  token        tenant " + devstack.DefaultTenantID + ": entra id refused a token",
-				"fix: the client secret is wrong (AADSTS7000215): the Key Vault secret \"" + devstack.DefaultSecretName + "\" must hold a current secret's Value",
-				"skip  roles", "skip  api",
+				// The failure carries its advice; no fix line repeats it.
+				"the client secret is wrong (AADSTS7000215): the Key Vault secret \"" + devstack.DefaultSecretName + "\" must hold a current secret's Value",
+				"\nskip  roles", "skip  api",
 				"ok    state store", "ok    sink",
 			}},
 		{name: "missing role", env: []string{"DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_ID", devstack.ReaderClientID,
@@ -68,7 +70,7 @@ func TestDoctor(t *testing.T) {
 		}},
 		{name: "unreachable Key Vault", env: []string{"KEY_VAULT_URL", "https://" + closed + "/"}, want: []string{
 			"FAIL  key vault    key vault: reading secret",
-			"fix: make KEY_VAULT_URL (https://" + closed + "/) reachable from here",
+			"fix: nothing listens at " + closed + ": if KEY_VAULT_URL points at the devstack, it is not running (start it with make devstack, then source .local/devstack.env)",
 			"skip  token",
 		}},
 		{name: "unwritable sink", env: []string{"EXPORT_SINK", "file://" + filepath.Join(blocker, "export")}, want: []string{
@@ -79,12 +81,38 @@ func TestDoctor(t *testing.T) {
 		}},
 		{name: "configuration", env: []string{"DEFENDER_CLIENT_ID", "my-app"}, want: []string{
 			`FAIL  config       DEFENDER_CLIENT_ID="my-app" is not an application (client) ID`,
+			"\nskip  key vault    needs the configuration", "skip  token", "skip  roles", "skip  api", "skip  state store", "skip  sink",
 		}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			runDoctor(t, s, c.env, c.before, c.after, c.pass, c.want)
 		})
+	}
+}
+
+// A client that does not trust the devstack's CA is told so, with the
+// setting that fixes it, whichever service it reaches first.
+func TestUntrustedCertificate(t *testing.T) {
+	t.Parallel()
+	s := devstack.Start(t, devstack.Options{})
+	m := s.Settings()
+	m["EXPORT_SINK"], m["STATE_STORE"] = "file://"+t.TempDir(), "file://"+t.TempDir()
+	var out strings.Builder
+	// The system's roots: the devstack's CA is not among them.
+	plain := &http.Client{Transport: &http.Transport{}}
+	for _, env := range [][]string{nil, {"DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", s.ClientSecret(devstack.DefaultClientID)}} {
+		out.Reset()
+		for i := 0; i < len(env); i += 2 {
+			m[env[i]] = env[i+1]
+		}
+		if doctor.Run(context.Background(), func(k string) (string, bool) { v, ok := m[k]; return v, ok }, io.MultiWriter(&out, devstack.AuditLog()), &doctor.Options{HTTPClient: plain}) {
+			t.Fatalf("passed:\n%s", out.String())
+		}
+		fix := "fix: the server's TLS certificate is not trusted here: put the CA that issued it in the file SSL_CERT_FILE names"
+		if !strings.Contains(out.String(), fix) || strings.Count(out.String(), "FAIL") != 1 {
+			t.Errorf("with %v, no single failure with %q in:\n%s", env, fix, out.String())
+		}
 	}
 }
 
