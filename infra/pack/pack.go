@@ -3,7 +3,8 @@
 // its descriptor declares)
 // and its zip, and the Lambda zips (bootstrap at the root). It writes zips
 // itself so the handler's exec bit survives on any OS (zips made on Windows
-// lose it) and so nothing stray gets in.
+// lose it) and so nothing stray gets in. With -local it lays out only the
+// Function App, its handler built for this machine, for make run.
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"time"
 
@@ -26,24 +28,48 @@ const AzureTags = "nos3"
 func main() {
 	root := flag.String("root", ".", "the repository root")
 	out := flag.String("out", "dist", "output directory")
-	zips := flag.Bool("zip", false, "also write dist/azure.zip and the Lambda zips")
+	var o options
+	flag.BoolVar(&o.Zip, "zip", false, "also write dist/azure.zip and the Lambda zips")
+	flag.BoolVar(&o.Local, "local", false, "only the Function App, its handler built for this machine (make run)")
 	flag.Parse()
-	if err := pack(*root, *out, *zips); err != nil {
+	if err := pack(*root, *out, o); err != nil {
 		fmt.Fprintln(os.Stderr, "pack:", err)
 		os.Exit(1)
 	}
 }
 
-// goBuild builds a static, stripped binary for linux/goarch.
-func goBuild(root, out, pkg, goarch, tags string) error {
-	cmd := exec.Command("go", "build", "-trimpath", "-tags", tags, "-ldflags", "-s -w", "-o", out, pkg)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	return cmd.Run()
+// options choose what pack writes.
+type options struct {
+	// Zip also writes the zips the platforms take.
+	Zip bool
+	// Local lays out only the Function App, its handler built for the
+	// machine pack runs on (make run), not for the platforms.
+	Local bool
 }
 
-func pack(root, out string, zips bool) error {
+// goBuild builds a static, stripped binary for goos/goarch. It says what it
+// builds and how long it took: a cold first build takes minutes here.
+func goBuild(root, out, pkg, goos, goarch, tags string) error {
+	rel := out
+	if r, err := filepath.Abs(root); err == nil {
+		if p, err := filepath.Rel(r, out); err == nil {
+			rel = p
+		}
+	}
+	fmt.Printf("pack: building %s (%s/%s) …\n", rel, goos, goarch)
+	start := time.Now()
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", tags, "-ldflags", "-s -w", "-o", out, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+goarch)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("build %s: %w", pkg, err)
+	}
+	fmt.Printf("pack: built %s in %.1fs\n", rel, time.Since(start).Seconds())
+	return nil
+}
+
+func pack(root, out string, o options) error {
 	azure := filepath.Join(out, "azure")
 	if err := os.RemoveAll(azure); err != nil {
 		return err
@@ -69,16 +95,23 @@ func pack(root, out string, zips bool) error {
 	}
 	abs, _ := filepath.Abs(out)
 	// The Azure handler leaves Amazon S3 out (shared/sink/s3_nos3.go says why).
-	if err := goBuild(root, filepath.Join(abs, "azure", "handler"), "./functions/cmd/handler", "amd64", AzureTags); err != nil {
+	goos, goarch := "linux", "amd64"
+	if o.Local {
+		goos, goarch = runtime.GOOS, runtime.GOARCH
+	}
+	if err := goBuild(root, filepath.Join(abs, "azure", "handler"), "./functions/cmd/handler", goos, goarch, AzureTags); err != nil {
 		return err
+	}
+	if o.Local {
+		return nil
 	}
 	lambda := filepath.Join(out, "lambda")
 	for _, arch := range []string{"arm64", "amd64"} {
-		if err := goBuild(root, filepath.Join(abs, "lambda", arch, "bootstrap"), "./functions/cmd/bootstrap", arch, "lambda.norpc"); err != nil {
+		if err := goBuild(root, filepath.Join(abs, "lambda", arch, "bootstrap"), "./functions/cmd/bootstrap", "linux", arch, "lambda.norpc"); err != nil {
 			return err
 		}
 	}
-	if !zips {
+	if !o.Zip {
 		return nil
 	}
 	if err := zipDir(azure, filepath.Join(out, "azure.zip")); err != nil {

@@ -21,7 +21,7 @@ import (
 // The zips hold exactly what the platforms need, with the exec bit.
 func TestZipLayouts(t *testing.T) {
 	out := t.TempDir()
-	if err := pack(emulators.RepoRoot(t), out, true); err != nil {
+	if err := pack(emulators.RepoRoot(t), out, options{Zip: true}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -117,6 +117,32 @@ func TestShippedBinariesLeaveTheTestPartsOut(t *testing.T) {
 			if d == "testing" || strings.HasPrefix(d, module+"internal/") || strings.HasPrefix(d, module+"infra/") {
 				t.Errorf("%s (%s, tags %q) links %s", b.pkg, b.goarch, b.tags, d)
 			}
+		}
+	}
+}
+
+// make run's layout: the Function App only, its handler for this machine.
+func TestLocalLayout(t *testing.T) {
+	out := t.TempDir()
+	if err := pack(emulators.RepoRoot(t), out, options{Local: true}); err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	filepath.WalkDir(out, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(out, p)
+			files = append(files, filepath.ToSlash(rel))
+		}
+		return err
+	})
+	want := []string{"azure/handler", "azure/host.json", "azure/hunting-query/function.json", "azure/incident-export/function.json", "azure/ticket-webhook/function.json"}
+	if !slices.Equal(files, want) {
+		t.Fatalf("files %v, want %v", files, want)
+	}
+	if runtime.GOOS == "linux" {
+		want := map[string]string{"amd64": "x86-64", "arm64": "aarch64"}[runtime.GOARCH]
+		if got := elfMachine(t, filepath.Join(out, "azure", "handler")); want != "" && got != want {
+			t.Errorf("the handler is %s, this machine %s", got, want)
 		}
 	}
 }

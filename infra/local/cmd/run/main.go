@@ -1,6 +1,6 @@
 // Command run is `make run`: the whole product, locally, with no Azure
 // tenant. It starts the devstack, points the app settings at it, starts the
-// local Functions host on the built Function App (dist/azure: host.json, the
+// local Functions host on the Function App that make run lays out (host.json, the
 // handler, the function folders) and shows each function working: the token
 // flow of the original guide, the incident export run twice, a hunting
 // query, and a signed Jira webhook resolving an incident.
@@ -15,12 +15,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -36,7 +38,7 @@ import (
 func main() {
 	serve := flag.Bool("serve", false, "keep everything running after the demo (timers fire on EXPORT_SCHEDULE; Ctrl-C to stop)")
 	dir := flag.String("dir", ".local", "where the devstack writes its settings and the export goes")
-	app := flag.String("app", "dist/azure", "the built Function App (make build)")
+	app := flag.String("app", ".local/app/azure", "the Function App, as make run lays it out (or make build's dist/azure)")
 	flag.Parse()
 	if err := run(*dir, *app, *serve); err != nil {
 		fmt.Fprintln(os.Stderr, "run:", err)
@@ -61,7 +63,8 @@ func run(dir, appDir string, serve bool) error {
 	// is passed to the host, never written or printed). Set
 	// WEBHOOK_SECRET_JIRA yourself to send your own deliveries with -serve.
 	jiraSecret := os.Getenv(config.EnvWebhookSecretPrefix + "JIRA")
-	if jiraSecret == "" {
+	ownSecret := jiraSecret != ""
+	if !ownSecret {
 		b := make([]byte, 32)
 		rand.Read(b)
 		jiraSecret = base64.RawURLEncoding.EncodeToString(b)
@@ -85,9 +88,13 @@ func run(dir, appDir string, serve bool) error {
 
 	// 2. The Function App under the local host.
 	fmt.Printf("\n== Function App %s under the local Functions host\n", appDir)
-	host, err := funchost.Start(funchost.Options{AppDir: appDir, Env: os.Environ(), NoTimers: !serve, Stdout: io.Discard, Stderr: os.Stderr})
+	// The functions' log lines stay quiet during the demo (its lines say
+	// what happened) and show once -serve keeps everything running.
+	logs := &gate{}
+	host, err := funchost.Start(funchost.Options{AppDir: appDir, Env: os.Environ(), NoTimers: !serve, Stdout: logs, Stderr: os.Stderr,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
-		return fmt.Errorf("%w (run `make build` first)", err)
+		return fmt.Errorf("%w (make run lays out the app: run it rather than this command alone)", err)
 	}
 	defer host.Close()
 	fmt.Printf("host listening on %s; handler started and ready\n", host.URL)
@@ -146,14 +153,18 @@ func run(dir, appDir string, serve bool) error {
 	}
 
 	// 4. Jira resolves an incident through a signed webhook.
-	if err := jiraDemo(s, cfg, creds, host.URL, []byte(jiraSecret)); err != nil {
+	id, err := jiraDemo(s, cfg, creds, host.URL, []byte(jiraSecret))
+	if err != nil {
 		return err
 	}
 
 	if !serve {
 		return nil
 	}
-	fmt.Printf("\nserving: the export fires on EXPORT_SCHEDULE; POST %s/admin/functions/incident-export runs it now. Ctrl-C to stop.\n", host.URL)
+	fmt.Printf("\nserving: the export fires on EXPORT_SCHEDULE; POST %s/admin/functions/incident-export runs it now.\n", host.URL)
+	fmt.Println(jiraHowTo(host.URL, id, ownSecret))
+	fmt.Println("The functions' log lines follow (one audit line per request). Ctrl-C to stop.")
+	logs.open(os.Stdout)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()
@@ -162,17 +173,17 @@ func run(dir, appDir string, serve bool) error {
 
 // jiraDemo sends what Jira Cloud sends when an analyst closes a ticket as
 // a false positive and comments, then a redelivery and a forgery.
-func jiraDemo(s *devstack.Stack, cfg *config.Config, creds *credentials.Credentials, hostURL string, secret []byte) error {
+func jiraDemo(s *devstack.Stack, cfg *config.Config, creds *credentials.Credentials, hostURL string, secret []byte) (string, error) {
 	fmt.Println("\n== ticket-webhook: Jira closes SOC-17 as \"Done\", resolution \"False positive\"")
 	client, err := defender.New(cfg, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), nil)
 	if err != nil {
-		return err
+		return "", err
 	}
 	var id string
 	for _, v := range s.Incidents(cfg.Tenants[0]) {
 		in, err := client.Incident(context.Background(), strconv.FormatInt(v.ID, 10))
 		if err != nil {
-			return err
+			return "", err
 		}
 		if in.Status != "resolved" && in.Status != "redirected" {
 			id = in.ID
@@ -210,19 +221,33 @@ func jiraDemo(s *devstack.Stack, cfg *config.Config, creds *credentials.Credenti
 		{"a forged delivery", "jira-issue-updated-done.json", "run-3", []byte("not-the-secret-0123456789")},
 	} {
 		if err := send(d.name, d.fixture, d.delivery, d.key); err != nil {
-			return err
+			return "", err
 		}
 	}
 	in, err := client.Incident(context.Background(), id)
 	if err != nil {
-		return err
+		return "", err
 	}
 	last := ""
 	if len(in.Comments) > 0 {
 		last = in.Comments[len(in.Comments)-1].Text
 	}
 	fmt.Printf("incident %s after: status %s, classification %s, determination %s, %d comments, the last: %q\n", id, in.Status, in.Classification, in.Determination, len(in.Comments), last)
-	return nil
+	return id, nil
+}
+
+// jiraHowTo says how to send a signed Jira delivery by hand. The secret is
+// never printed: with one this run generated, it says how to choose one.
+func jiraHowTo(hostURL, id string, ownSecret bool) string {
+	if !ownSecret {
+		return "To send Jira deliveries yourself, choose the secret: WEBHOOK_SECRET_JIRA=$(openssl rand -base64 32) make run RUN_ARGS=-serve\n" +
+			"(this run generated its own and does not print it)."
+	}
+	return fmt.Sprintf(`A signed Jira delivery, from another shell with the same WEBHOOK_SECRET_JIRA exported:
+  body=$(sed -e "s/1764165600000/$(date +%%s)000/" -e "s/defender-1001/defender-%[2]s/" -e "s/\\[Defender 1001\\]/[Defender %[2]s]/" functions/ticket-webhook/testdata/jira-issue-updated-done.json)
+  sig=$(printf %%s "$body" | openssl dgst -sha256 -hmac "$WEBHOOK_SECRET_JIRA" | sed 's/^.* //')
+  curl -s -X POST %[1]s/api/ticket-webhook/jira -H 'Content-Type: application/json' \
+    -H "X-Atlassian-Webhook-Identifier: $(date +%%s%%N)" -H "X-Hub-Signature: sha256=$sig" --data-binary "$body"`, hostURL, id)
 }
 
 func countFiles(dir string) (int, string) {
@@ -240,4 +265,21 @@ func countFiles(dir string) (int, string) {
 		return nil
 	})
 	return n, sample
+}
+
+// gate drops what is written to it until it is opened onto w.
+type gate struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (g *gate) open(w io.Writer) { g.mu.Lock(); g.w = w; g.mu.Unlock() }
+
+func (g *gate) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.w == nil {
+		return len(p), nil
+	}
+	return g.w.Write(p)
 }
