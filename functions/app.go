@@ -70,6 +70,9 @@ func FromEnv(log *slog.Logger) *function.App {
 
 // New builds the app from settings. It performs no network I/O.
 func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*function.App, error) {
+	// The shared services log with the context of the work they do; this
+	// handler adds the invocation's ID to their lines.
+	log = slog.New(function.LogHandler(log.Handler()))
 	cfg, err := config.Load(lookup)
 	if err != nil {
 		return nil, err

@@ -24,7 +24,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	"github.com/defender-functions/defender-functions/shared/config"
-	"github.com/defender-functions/defender-functions/shared/function"
 )
 
 // Options tune New. The zero value is right for production.
@@ -182,7 +181,7 @@ func (s *source) fetch(ctx context.Context) (*Token, error) {
 		tok, err = s.withVaultValue(ctx, sv)
 		var ee *EntraError
 		if errors.As(err, &ee) && ee.Rejected() {
-			function.LoggerOr(ctx, s.log).Warn("entra id rejected the credential from key vault; reading it again", "tenant", s.tenant, "aadsts", ee.AADSTS, "secret", cfg.SecretName, "version", sv.version)
+			s.log.WarnContext(ctx, "entra id rejected the credential from key vault; reading it again", "tenant", s.tenant, "aadsts", ee.AADSTS, "secret", cfg.SecretName, "version", sv.version)
 			nu, rerr := s.m.vault.reread(ctx, sv)
 			if rerr != nil {
 				return nil, errors.Join(err, rerr)
@@ -195,7 +194,7 @@ func (s *source) fetch(ctx context.Context) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	function.LoggerOr(ctx, s.log).Info("token acquired", "tenant", s.tenant, "scope", s.x.scope(), "expires", tok.Expiry.UTC().Format(time.RFC3339))
+	s.log.InfoContext(ctx, "token acquired", "tenant", s.tenant, "scope", s.x.scope(), "expires", tok.Expiry.UTC().Format(time.RFC3339))
 	return tok, nil
 }
 

@@ -17,7 +17,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	"github.com/defender-functions/defender-functions/shared/config"
-	"github.com/defender-functions/defender-functions/shared/function"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -91,7 +90,7 @@ func (v *vaultSecret) read(ctx context.Context, seen *secretValue) (*secretValue
 		v.mu.Lock()
 		v.cur = sv
 		v.mu.Unlock()
-		function.LoggerOr(ctx, v.log).Info("secret read from key vault", "secret", v.name, "version", sv.version)
+		v.log.InfoContext(ctx, "secret read from key vault", "secret", v.name, "version", sv.version)
 		return sv, nil
 	})
 	select {

@@ -17,7 +17,6 @@ import (
 
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
-	"github.com/defender-functions/defender-functions/shared/function"
 )
 
 // Options tune New. The zero value is right for production.
@@ -179,7 +178,7 @@ func fallbackPage(ctx context.Context, t *transport, u string, decode func(io.Re
 		nu.RawQuery = nq.Encode()
 		next = nu.String()
 	}
-	function.LoggerOr(ctx, t.log).Info("$expand=alerts failed; alerts fetched per incident", "incidents", len(p.Incidents))
+	t.log.InfoContext(ctx, "$expand=alerts failed; alerts fetched per incident", "incidents", len(p.Incidents))
 	if err := after(ctx, p); err != nil {
 		return nil, err
 	}

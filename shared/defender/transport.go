@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/shared/credentials"
-	"github.com/defender-functions/defender-functions/shared/function"
 	"golang.org/x/time/rate"
 )
 
@@ -196,7 +195,7 @@ func (t *transport) do(ctx context.Context, r request) (int, error) {
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			return sent, t.stop(ctx, last, context.DeadlineExceeded)
 		}
-		function.LoggerOr(ctx, t.log).Debug("retrying", "api", t.api, "path", u.Path, "attempt", attempt, "wait", wait, "error", last)
+		t.log.DebugContext(ctx, "retrying", "api", t.api, "path", u.Path, "attempt", attempt, "wait", wait, "error", last)
 		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -180,27 +180,69 @@ func MatchRoute(route, path string) (map[string]string, bool) {
 
 type ctxKey struct{}
 
-// WithInvocation puts the invocation's ID and logger in ctx.
+type invocation struct {
+	id  string
+	log *slog.Logger
+}
+
+// WithInvocation puts the invocation's ID and logger in ctx. The adapters
+// call it for every invocation; Logger(ctx) then writes lines that carry the
+// ID, and so does any logger whose handler comes from LogHandler when it is
+// given ctx (log.InfoContext(ctx, ...)).
 func WithInvocation(ctx context.Context, log *slog.Logger, id string) context.Context {
-	return context.WithValue(ctx, ctxKey{}, log.With("invocation_id", id))
+	return context.WithValue(ctx, ctxKey{}, invocation{id: id, log: log.With(invocationID, id)})
 }
 
 // Logger returns the invocation's logger: every line carries its ID.
 func Logger(ctx context.Context) *slog.Logger {
-	if l := LoggerOr(ctx, nil); l != nil {
-		return l
+	if inv, ok := ctx.Value(ctxKey{}).(invocation); ok {
+		return inv.log
 	}
 	return slog.New(slog.NewJSONHandler(stdout, nil))
 }
 
-// LoggerOr is the invocation's logger when ctx carries one, else fallback:
-// shared services (credentials, the API client) log under the invocation
-// that caused the work.
-func LoggerOr(ctx context.Context, fallback *slog.Logger) *slog.Logger {
-	if l, ok := ctx.Value(ctxKey{}).(*slog.Logger); ok {
-		return l
+const invocationID = "invocation_id"
+
+// LogHandler wraps h so that a line logged with an invocation's context
+// carries the invocation's ID. The shared services (credentials, the API
+// client) take a plain *slog.Logger and log with the context of the work;
+// the app gives them a logger over this handler, and they need not know
+// what an invocation is.
+func LogHandler(h slog.Handler) slog.Handler {
+	if _, ok := h.(*invocationHandler); ok {
+		return h
 	}
-	return fallback
+	return &invocationHandler{inner: h}
+}
+
+type invocationHandler struct {
+	inner slog.Handler
+	// tagged: the logger already carries an ID (Logger(ctx) derives from
+	// this handler with it), so records are not tagged twice.
+	tagged bool
+}
+
+func (h *invocationHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.inner.Enabled(ctx, l)
+}
+
+func (h *invocationHandler) Handle(ctx context.Context, r slog.Record) error {
+	if inv, ok := ctx.Value(ctxKey{}).(invocation); ok && !h.tagged {
+		r.AddAttrs(slog.String(invocationID, inv.id))
+	}
+	return h.inner.Handle(ctx, r)
+}
+
+func (h *invocationHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	tagged := h.tagged
+	for _, a := range attrs {
+		tagged = tagged || a.Key == invocationID
+	}
+	return &invocationHandler{inner: h.inner.WithAttrs(attrs), tagged: tagged}
+}
+
+func (h *invocationHandler) WithGroup(name string) slog.Handler {
+	return &invocationHandler{inner: h.inner.WithGroup(name), tagged: h.tagged}
 }
 
 // Text is a plain-text response.
