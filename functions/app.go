@@ -52,8 +52,9 @@ func Requirements(api config.API, names ...string) []credentials.RoleRequirement
 // Options replace what production builds itself (tests).
 type Options struct {
 	HTTPClient *http.Client
-	Cache      *credentials.Cache
-	Limits     defender.Limits
+	// Cache is the token cache; nil makes one the app owns.
+	Cache  *credentials.Cache
+	Limits defender.Limits
 }
 
 // FromEnv builds the app from the process environment. A configuration
@@ -90,9 +91,12 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 	}
 	app := &function.App{Logger: log}
 
+	// The app owns the process's shared state: the token cache (inside
+	// creds) and the pacers every client of a tenant shares.
+	pacers := defender.NewPacers()
 	var clients []incidentexport.Tenant
 	for _, t := range cfg.Tenants {
-		c, err := defender.New(cfg, t, creds.Source(t), &defender.Options{HTTPClient: o.HTTPClient, Limits: o.Limits, Logger: log})
+		c, err := defender.New(cfg, t, creds.Source(t), &defender.Options{HTTPClient: o.HTTPClient, Limits: o.Limits, Logger: log, Pacers: pacers})
 		if err != nil {
 			return nil, err
 		}

@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,9 +40,9 @@ type Key struct {
 	Authority, Tenant, ClientID, Scope string
 }
 
-// Cache holds one entry per Key, shared by every Source built on it. The
-// package keeps one (Shared) for the whole process, so warm invocations and
-// concurrent ones reuse the same tokens. It starts no goroutine: refreshes
+// Cache holds one entry per Key. The app owns one for the life of the
+// process (Credentials makes it), so warm invocations and concurrent ones
+// reuse the same tokens. It starts no goroutine: refreshes
 // happen on the calling path, because Lambda freezes a sandbox between
 // invocations.
 type Cache struct {
@@ -57,9 +58,6 @@ type Cache struct {
 var epoch = time.Now()
 
 func sinceEpoch() int64 { return int64(time.Since(epoch)) }
-
-// Shared is the process-wide token cache.
-var Shared = NewCache(nil)
 
 // NewCache makes a cache with its own clock (nil = time.Now), for tests.
 func NewCache(now func() time.Time) *Cache {
@@ -98,6 +96,7 @@ type state struct {
 }
 
 type entry struct {
+	owner any
 	cur   atomic.Pointer[state]
 	fetch fetchFunc
 	now   func() time.Time
@@ -106,17 +105,22 @@ type entry struct {
 	sf    singleflight.Group
 }
 
-// source returns the Source for key, creating its entry with fetch the first
-// time; later callers share the first fetcher.
-func (c *Cache) source(key Key, fetch fetchFunc) *entry {
+// source returns the entry for key, creating it with fetch. An entry
+// belongs to the owner that made it: another owner's fetch (other
+// credentials for the same app and tenant) would be ignored in silence, so
+// it is refused.
+func (c *Cache) source(key Key, owner any, fetch fetchFunc) (*entry, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.entries[key]
 	if e == nil {
-		e = &entry{fetch: fetch, now: c.now, mono: c.mono, real: c.real}
+		e = &entry{owner: owner, fetch: fetch, now: c.now, mono: c.mono, real: c.real}
 		c.entries[key] = e
 	}
-	return e
+	if e.owner != owner {
+		return nil, fmt.Errorf("credentials: this token cache already serves app %s in tenant %s for other credentials: give each set of credentials its own Cache", key.ClientID, key.Tenant)
+	}
+	return e, nil
 }
 
 // Token is the hot path. A call whose context ends before the token's

@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,7 +30,7 @@ func TestHitUnderDeadline(t *testing.T) {
 	t.Parallel()
 	c := NewCache(nil)
 	f := &counting{life: refreshIn(time.Hour)}
-	e := c.source(Key{Tenant: "a"}, f.fetch)
+	e, _ := c.source(Key{Tenant: "a"}, f, f.fetch)
 	var reads atomic.Int32
 	e.mono = func() int64 { reads.Add(1); return sinceEpoch() }
 	first, err := e.Token(context.Background())
@@ -65,7 +66,7 @@ func TestHitUnderDeadline(t *testing.T) {
 	// A token whose refresh time is 50 ms away: a call under a one-minute
 	// deadline reads the clock, and once the time has come, refreshes.
 	g := &counting{life: refreshIn(50 * time.Millisecond)}
-	e2 := c.source(Key{Tenant: "b"}, g.fetch)
+	e2, _ := c.source(Key{Tenant: "b"}, g, g.fetch)
 	old, _ := e2.Token(inside)
 	time.Sleep(60 * time.Millisecond)
 	if tok, _ := e2.Token(inside); tok == old || g.n.Load() != 2 {
@@ -79,7 +80,7 @@ func TestTestClockIgnoresDeadlines(t *testing.T) {
 	now := time.Now()
 	c := NewCache(func() time.Time { return now })
 	f := &counting{life: time.Hour}
-	e := c.source(Key{Tenant: "a"}, f.fetch)
+	e, _ := c.source(Key{Tenant: "a"}, f, f.fetch)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	first, _ := e.Token(ctx)
@@ -89,5 +90,25 @@ func TestTestClockIgnoresDeadlines(t *testing.T) {
 	now = now.Add(2 * time.Hour) // expired on the test clock, not on the real one
 	if tok, _ := e.Token(ctx); tok == first || f.n.Load() != 2 {
 		t.Fatalf("the test clock's expiry was ignored: same token %v, %d fetches", tok == first, f.n.Load())
+	}
+}
+
+// A second owner of the same key is refused, not silently given the first
+// owner's fetcher.
+func TestCacheRefusesASecondOwner(t *testing.T) {
+	c := NewCache(nil)
+	f, g := &counting{life: time.Hour}, &counting{life: time.Hour}
+	e, err := c.source(Key{Tenant: "a", ClientID: "app"}, f, f.fetch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := c.source(Key{Tenant: "a", ClientID: "app"}, f, f.fetch); err != nil || again != e {
+		t.Fatalf("the owner again: %v %v", again == e, err)
+	}
+	if _, err := c.source(Key{Tenant: "a", ClientID: "app"}, g, g.fetch); err == nil || !strings.Contains(err.Error(), "app app in tenant a for other credentials") {
+		t.Fatalf("a second owner: %v", err)
+	}
+	if _, err := c.source(Key{Tenant: "b", ClientID: "app"}, g, g.fetch); err != nil {
+		t.Fatalf("another key: %v", err)
 	}
 }

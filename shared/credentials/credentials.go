@@ -31,7 +31,8 @@ type Options struct {
 	// HTTPClient carries every request (Entra ID, Key Vault, managed
 	// identity). Nil means a client with timeouts that trusts the system roots.
 	HTTPClient *http.Client
-	// Cache holds the tokens; nil means Shared, the process-wide cache.
+	// Cache holds the tokens; nil makes one for these credentials. Tests
+	// give their own, on a fake clock.
 	Cache *Cache
 	// Logger receives what happened (never a secret or token); nil discards.
 	Logger *slog.Logger
@@ -56,7 +57,7 @@ func New(cfg *config.Config, opts *Options) (*Credentials, error) {
 		o.HTTPClient = DefaultHTTPClient()
 	}
 	if o.Cache == nil {
-		o.Cache = Shared
+		o.Cache = NewCache(nil)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -91,7 +92,11 @@ func New(cfg *config.Config, opts *Options) (*Credentials, error) {
 	for _, t := range cfg.Tenants {
 		x := newExchanger(cfg, t, o.HTTPClient, o.Now)
 		s := &source{tenant: t, m: m, x: x, log: o.Logger}
-		s.entry = o.Cache.source(Key{Authority: cfg.AuthorityHost, Tenant: t, ClientID: cfg.ClientID, Scope: x.scope()}, s.fetch)
+		e, err := o.Cache.source(Key{Authority: cfg.AuthorityHost, Tenant: t, ClientID: cfg.ClientID, Scope: x.scope()}, c, s.fetch)
+		if err != nil {
+			return nil, err
+		}
+		s.entry = e
 		c.sources[t] = s
 	}
 	return c, nil

@@ -34,6 +34,9 @@ type Options struct {
 	RetryBase time.Duration
 	// Logger receives retries and fallbacks; nil discards.
 	Logger *slog.Logger
+	// Pacers are shared with the other clients of the process (the app
+	// owns them); nil paces this client alone.
+	Pacers *Pacers
 }
 
 // New returns the client of cfg's API for one tenant, with tokens from src.
@@ -57,6 +60,9 @@ func New(cfg *config.Config, tenant string, src credentials.Source, opts *Option
 	if o.RetryBase == 0 {
 		o.RetryBase = 500 * time.Millisecond
 	}
+	if o.Pacers == nil {
+		o.Pacers = NewPacers()
+	}
 	if o.Limits == nil && cfg.RateLimits != nil {
 		o.Limits = Limits{}
 		for b, rs := range cfg.RateLimits {
@@ -71,7 +77,7 @@ func New(cfg *config.Config, tenant string, src credentials.Source, opts *Option
 	}
 	t := &transport{api: string(cfg.API), base: base, hc: o.HTTPClient, src: src, limits: o.Limits, maxBody: o.MaxResponseBytes,
 		attempts: o.MaxAttempts, retryBase: o.RetryBase, log: o.Logger, userAgent: "defender-functions/" + Version + " (+https://github.com/defender-functions/defender-functions)",
-		pacerKey: cfg.APIURL + "|" + tenant + "|" + cfg.ClientID}
+		pacers: o.Pacers, pacerKey: cfg.APIURL + "|" + tenant + "|" + cfg.ClientID}
 	if cfg.API == config.XDR {
 		if t.limits == nil {
 			t.limits = XDRLimits
@@ -229,7 +235,7 @@ func (g *graph) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, e
 	if o.WithAlerts {
 		after = g.attachAlerts
 	}
-	return listing(ctx, g.t, g.base+"/v1.0/security/incidents?"+q.Encode(), top, "security", pageDecoder("graph", "", o.KeysOnly), nil, after)
+	return listing(ctx, g.t, g.base+"/v1.0/security/incidents?"+q.Encode(), top, "security", pageDecoder("graph", "", o.KeysOnly, &g.t.pageHint), nil, after)
 }
 
 func filter(o ListOptions, updateField string) string {
@@ -433,7 +439,7 @@ func (x *xdr) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, err
 		}
 		return x.base + "/api/incidents?" + qq.Encode()
 	}
-	decode := pageDecoder("xdr", x.tenant, o.KeysOnly)
+	decode := pageDecoder("xdr", x.tenant, o.KeysOnly, &x.t.pageHint)
 	// The XDR API documents no nextLink: page with $skip until a short page
 	// (and follow a nextLink if one comes).
 	return listing(ctx, x.t, at(o.Skip), top, "list", decode, func(skip int) string { return at(o.Skip + skip) }, nil)

@@ -101,22 +101,21 @@ func readPageInto(dec *jsontext.Decoder, element func(*jsontext.Decoder) error) 
 	return env, nil
 }
 
-// pageSizeHint sizes a page's buffer from the last page read (pages of one
-// listing are alike): one allocation instead of a doubling series, which
-// allocated three times the page.
-var pageSizeHint atomic.Int64
-
 // readIncidents reads a page whole (its bytes are kept anyway: they are the
 // incidents' Raw) and decodes each element straight into its wire struct.
 // Raw is the element's own slice of the page, cut by the decoder's offsets:
 // no second scan and no copy. jsontext parses a bytes.Buffer in place.
-func readIncidents[W any](body io.Reader, normalize func(*W, json.RawMessage) (*Incident, error), each func(*Incident)) (envelope, error) {
+//
+// hint sizes the buffer from the last page its client read (pages of one
+// listing are alike): one allocation instead of a doubling series, which
+// allocated three times the page.
+func readIncidents[W any](body io.Reader, hint *atomic.Int64, normalize func(*W, json.RawMessage) (*Incident, error), each func(*Incident)) (envelope, error) {
 	var buf bytes.Buffer
-	buf.Grow(int(pageSizeHint.Load()))
+	buf.Grow(int(hint.Load()))
 	if _, err := buf.ReadFrom(body); err != nil {
 		return envelope{count: -1}, err
 	}
-	pageSizeHint.Store(int64(buf.Len() + buf.Len()/8 + bytes.MinRead))
+	hint.Store(int64(buf.Len() + buf.Len()/8 + bytes.MinRead))
 	page := buf.Bytes()
 	return readPageInto(jsontext.NewDecoder(&buf, readOptions), func(dec *jsontext.Decoder) error {
 		start := dec.InputOffset()
@@ -366,23 +365,24 @@ func (w *keysWire) normalize(api, tenant string, raw json.RawMessage) (*Incident
 // DecodePage decodes one list response of an API ("graph" or "xdr") from r.
 func DecodePage(api, tenant string, r io.Reader) ([]*Incident, error) {
 	var out []*Incident
-	_, err := pageDecoder(api, tenant, false)(r, func(in *Incident) { out = append(out, in) })
+	_, err := pageDecoder(api, tenant, false, new(atomic.Int64))(r, func(in *Incident) { out = append(out, in) })
 	return out, err
 }
 
-// pageDecoder reads one list response of an API, incident by incident.
-func pageDecoder(api, tenant string, keysOnly bool) func(io.Reader, func(*Incident)) (envelope, error) {
+// pageDecoder reads one list response of an API, incident by incident,
+// sizing its buffer by hint.
+func pageDecoder(api, tenant string, keysOnly bool, hint *atomic.Int64) func(io.Reader, func(*Incident)) (envelope, error) {
 	if keysOnly {
 		return func(r io.Reader, each func(*Incident)) (envelope, error) {
-			return readIncidents(r, func(w *keysWire, raw json.RawMessage) (*Incident, error) { return w.normalize(api, tenant, raw) }, each)
+			return readIncidents(r, hint, func(w *keysWire, raw json.RawMessage) (*Incident, error) { return w.normalize(api, tenant, raw) }, each)
 		}
 	}
 	if api == "xdr" {
 		return func(r io.Reader, each func(*Incident)) (envelope, error) {
-			return readIncidents(r, func(w *xdrIncidentWire, raw json.RawMessage) (*Incident, error) { return normalizeXDR(w, raw, tenant) }, each)
+			return readIncidents(r, hint, func(w *xdrIncidentWire, raw json.RawMessage) (*Incident, error) { return normalizeXDR(w, raw, tenant) }, each)
 		}
 	}
 	return func(r io.Reader, each func(*Incident)) (envelope, error) {
-		return readIncidents(r, normalizeGraph, each)
+		return readIncidents(r, hint, normalizeGraph, each)
 	}
 }

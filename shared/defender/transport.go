@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,18 +49,23 @@ var (
 	NoLimits = Limits{}
 )
 
-// pacers are shared by every client of the process, per API origin, tenant,
-// app and bucket, so concurrent invocations pace together.
-var (
-	pacersMu sync.Mutex
-	pacers   = map[string][]*rate.Limiter{}
-)
+// Pacers pace the calls of every client built with them, per API origin,
+// tenant, app and bucket, so that concurrent invocations of one process
+// share the documented limits. The app builds one for all its clients; a
+// client built without one paces alone.
+type Pacers struct {
+	mu sync.Mutex
+	m  map[string][]*rate.Limiter
+}
 
-func pacer(key string, rates []Rate) []*rate.Limiter {
+// NewPacers returns an empty set of pacers.
+func NewPacers() *Pacers { return &Pacers{m: map[string][]*rate.Limiter{}} }
+
+func (p *Pacers) get(key string, rates []Rate) []*rate.Limiter {
 	key += fmt.Sprint(rates) // clients with other limits pace apart
-	pacersMu.Lock()
-	defer pacersMu.Unlock()
-	if l, ok := pacers[key]; ok {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l, ok := p.m[key]; ok {
 		return l
 	}
 	var ls []*rate.Limiter
@@ -69,18 +75,21 @@ func pacer(key string, rates []Rate) []*rate.Limiter {
 		// too many, the single 429 the pacing may cause.
 		ls = append(ls, rate.NewLimiter(rate.Limit(float64(r.Requests)/r.Per.Seconds()), 1))
 	}
-	pacers[key] = ls
+	p.m[key] = ls
 	return ls
 }
 
 // transport sends requests to one API origin with one tenant's tokens.
 type transport struct {
-	api       string
-	base      *url.URL
-	hc        *http.Client
-	src       credentials.Source
-	limits    Limits
-	pacerKey  string
+	api      string
+	base     *url.URL
+	hc       *http.Client
+	src      credentials.Source
+	limits   Limits
+	pacers   *Pacers
+	pacerKey string
+	// pageHint is the size of the last page read (decode.go).
+	pageHint  atomic.Int64
 	userAgent string
 	maxBody   int64
 	attempts  int
@@ -118,7 +127,7 @@ func (t *transport) do(ctx context.Context, r request) (int, error) {
 		// The bearer token never leaves the configured origin.
 		return 0, fmt.Errorf("%w: %s is not on %s://%s", ErrForeignNextLink, u.Redacted(), t.base.Scheme, t.base.Host)
 	}
-	limiters := pacer(t.pacerKey+"|"+r.bucket, t.limits[r.bucket])
+	limiters := t.pacers.get(t.pacerKey+"|"+r.bucket, t.limits[r.bucket])
 	sent := 0
 	retried401 := false
 	var last error
