@@ -3,6 +3,7 @@ package huntingquery
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/csv"
@@ -59,9 +60,13 @@ type request struct {
 	Parameters map[string]json.RawMessage `json:"parameters"`
 }
 
+// outcome is what one request came to, for its log line: the query (a
+// catalog name, "catalog", or adhoc: and a hash of the KQL), the tenant,
+// the upstream status of a failure and the rows streamed.
 type outcome struct {
-	status int
-	rows   int
+	what, tenant string
+	status       int
+	rows         int
 }
 
 func apiErr(status int, code, msg string) *function.HTTPResponse {
@@ -72,12 +77,12 @@ func apiErr(status int, code, msg string) *function.HTTPResponse {
 // Serve is the function: GET lists the catalog, POST runs a query.
 func (h *Hunter) Serve(ctx context.Context, r *function.HTTPRequest) *function.HTTPResponse {
 	start := time.Now()
-	caller, what, tenant := "anonymous", "", ""
+	caller := "anonymous"
 	if r.Principal != nil && r.Principal.Name != "" {
 		caller = r.Principal.Name
 	}
-	resp, out := h.serve(ctx, r, &what, &tenant)
-	log := function.Logger(ctx).With("caller", caller, "query", what, "tenant", tenant)
+	resp, out := h.serve(ctx, r)
+	log := function.Logger(ctx).With("caller", caller, "query", out.what, "tenant", out.tenant)
 	if resp.Stream == nil {
 		log.Info("hunting-query", "status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds())
 		return resp
@@ -95,7 +100,7 @@ func (h *Hunter) Serve(ctx context.Context, r *function.HTTPRequest) *function.H
 	return resp
 }
 
-func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest, what, tenant *string) (*function.HTTPResponse, *outcome) {
+func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest) (*function.HTTPResponse, *outcome) {
 	out := &outcome{}
 	if h.RequiredRole != "" {
 		if r.Principal == nil {
@@ -106,7 +111,7 @@ func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest, what, tenan
 		}
 	}
 	if strings.EqualFold(r.Method, "GET") {
-		*what = "catalog"
+		out.what = "catalog"
 		return h.list(), out
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
@@ -127,11 +132,8 @@ func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest, what, tenan
 	if !ok {
 		return apiErr(406, "NotAcceptable", "Accept must be application/json, application/x-ndjson or text/csv"), out
 	}
-	*tenant = req.Tenant
-	if *tenant == "" {
-		*tenant = h.DefaultTenant
-	}
-	client := h.Clients[*tenant]
+	out.tenant = cmp.Or(req.Tenant, h.DefaultTenant)
+	client := h.Clients[out.tenant]
 	if client == nil {
 		return apiErr(400, "UnknownTenant", fmt.Sprintf("tenant %q is not configured", req.Tenant)), out
 	}
@@ -143,7 +145,7 @@ func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest, what, tenan
 	case req.Name != "" && req.Query != "":
 		return apiErr(400, "BadRequest", "send either name (a catalog query) or query (ad-hoc KQL), not both"), out
 	case req.Name != "":
-		*what = req.Name
+		out.what = req.Name
 		q := h.Catalog[req.Name]
 		if q == nil {
 			return apiErr(404, "UnknownQuery", fmt.Sprintf("no catalog query %q; GET this endpoint for the list", req.Name)), out
@@ -160,7 +162,7 @@ func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest, what, tenan
 		}
 	case req.Query != "":
 		sum := sha256.Sum256([]byte(req.Query))
-		*what = "adhoc:" + hex.EncodeToString(sum[:6])
+		out.what = "adhoc:" + hex.EncodeToString(sum[:6])
 		if !h.AllowAdhoc {
 			return apiErr(403, "AdhocDisabled", "ad-hoc KQL is disabled: use a catalog query (GET lists them), or set HUNTING_ALLOW_ADHOC=true"), out
 		}
@@ -325,9 +327,11 @@ func upstreamError(err error) *function.HTTPResponse {
 
 // writeResult streams the rows in the chosen format, stopping after max
 // rows; the JSON and NDJSON forms say when rows were left out.
+// writeResult streams the rows in format. It stops at the first failed
+// write (the caller went away) and returns it; a failure of the upstream
+// stream comes first.
 func writeResult(w io.Writer, format string, res *defender.HuntResult, max int, out *outcome) error {
 	bw := bufio.NewWriterSize(w, 32<<10)
-	defer bw.Flush()
 	var cw *csv.Writer
 	switch format {
 	case "application/json":
@@ -344,32 +348,36 @@ func writeResult(w io.Writer, format string, res *defender.HuntResult, max int, 
 		cw.Write(names)
 	}
 	truncated := false
-	var streamErr error
 	for {
 		row, err := res.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			streamErr = err
-			break
+			return err
 		}
 		if out.rows == max {
 			truncated = true
 			break
 		}
 		out.rows++
+		// bufio.Writer's errors stick: the first failed write fails every
+		// later one, so one check per row finds it.
+		var werr error
 		switch format {
 		case "application/json":
 			if out.rows > 1 {
 				bw.WriteByte(',')
 			}
-			bw.Write(row)
+			_, werr = bw.Write(row)
 		case "application/x-ndjson":
 			bw.Write(row)
-			bw.WriteByte('\n')
+			werr = bw.WriteByte('\n')
 		case "text/csv":
-			cw.Write(csvRow(res.Schema, row))
+			werr = cw.Write(csvRow(res.Schema, row))
+		}
+		if werr != nil {
+			return werr
 		}
 	}
 	switch format {
@@ -381,8 +389,11 @@ func writeResult(w io.Writer, format string, res *defender.HuntResult, max int, 
 		}
 	case "text/csv":
 		cw.Flush()
+		if err := cw.Error(); err != nil {
+			return err
+		}
 	}
-	return streamErr
+	return bw.Flush()
 }
 
 func csvRow(schema []defender.Column, row json.RawMessage) []string {

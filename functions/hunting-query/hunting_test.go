@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -30,6 +33,7 @@ type syncBuf struct {
 
 func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuf) Reset()                      { s.mu.Lock(); defer s.mu.Unlock(); s.b.Reset() }
 
 func newApp(t *testing.T, s *devstack.Stack, logs *syncBuf, kv ...string) *function.App {
 	t.Helper()
@@ -195,4 +199,72 @@ func settingsFor(tb testing.TB, s *devstack.Stack) *config.Config {
 		tb.Fatal(err)
 	}
 	return cfg
+}
+
+// A caller that goes away mid-stream ends the stream at the failed write:
+// the error is returned and logged, and the rest of the rows are not read.
+func TestStreamStopsAtAFailedWrite(t *testing.T) {
+	s := devstack.Start(t, devstack.Options{HuntingRows: 5000})
+	logs := &syncBuf{}
+	app := newApp(t, s, logs, "HUNTING_ALLOW_ADHOC", "true", "HUNTING_MAX_ROWS", "5000")
+	rows := regexp.MustCompile(`"rows":(\d+)`)
+	for _, format := range []string{"application/json", "application/x-ndjson", "text/csv"} {
+		t.Run(format, func(t *testing.T) {
+			stream := func(w io.Writer) (error, int) {
+				logs.Reset()
+				resp := app.HTTP["hunting-query"].Func(function.WithInvocation(context.Background(), app.Log(), "t"), &function.HTTPRequest{Method: "POST",
+					Header: http.Header{"Accept": {format}, "Content-Type": {"application/json"}},
+					Body:   []byte(`{"query":"DeviceProcessEvents | project Timestamp, DeviceName, FileName, ProcessCommandLine","timespan":"P30D"}`)})
+				if resp.Status != 200 || resp.Stream == nil {
+					t.Fatalf("%d %s", resp.Status, resp.Body)
+				}
+				err := resp.Stream(w)
+				m := rows.FindStringSubmatch(logs.String())
+				if m == nil {
+					t.Fatalf("no rows logged:\n%s", logs.String())
+				}
+				n, _ := strconv.Atoi(m[1])
+				return err, n
+			}
+			err, all := stream(io.Discard)
+			if err != nil || all < 1000 {
+				t.Fatalf("the whole stream: %v, %d rows", err, all)
+			}
+			w := &failingWriter{left: 64 << 10}
+			err, n := stream(w)
+			if !errors.Is(err, errGone) {
+				t.Fatalf("err = %v, want the write's", err)
+			}
+			if w.calls > 1 {
+				t.Errorf("%d writes after the failure", w.calls-1)
+			}
+			if !strings.Contains(logs.String(), `"outcome":"stream failed: the caller went away"`) {
+				t.Errorf("no failure logged:\n%s", logs.String())
+			}
+			if n >= all/2 {
+				t.Errorf("%d of %d rows read: the stream went on past the failed write", n, all)
+			}
+		})
+	}
+}
+
+var errGone = errors.New("the caller went away")
+
+// failingWriter accepts left bytes, then fails every write.
+type failingWriter struct {
+	left, calls int
+}
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.left <= 0 {
+		w.calls++
+		return 0, errGone
+	}
+	n := min(len(p), w.left)
+	w.left -= n
+	if n < len(p) {
+		w.calls++
+		return n, errGone
+	}
+	return n, nil
 }
