@@ -5,6 +5,7 @@
 package ticketwebhook
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -142,64 +143,27 @@ func (rc *Receiver) Serve(ctx context.Context, r *function.HTTPRequest) *functio
 	return &function.HTTPResponse{Status: o.code, Header: h, Body: b}
 }
 
+// serve verifies a delivery, parses it, and applies it once: each step is
+// a method below, in order.
 func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome {
-	provider := strings.ToLower(r.Params["provider"])
 	o := &Outcome{code: 200}
-	switch provider {
-	case Jira, ServiceNow, Generic:
-		o.Provider = provider
-	default:
-		return o.fail(404, "UnknownProvider", "use /api/ticket-webhook/jira, /servicenow or /generic")
-	}
-	keys := rc.Secrets[provider]
-	if len(keys) == 0 {
-		return o.fail(404, "ProviderDisabled", fmt.Sprintf("the %s provider is off: set WEBHOOK_SECRET_%s to turn it on", provider, strings.ToUpper(provider)))
-	}
-	if len(r.Body) > rc.MaxBody {
-		return o.fail(413, "TooLarge", fmt.Sprintf("the body is larger than %d bytes (WEBHOOK_MAX_BODY)", rc.MaxBody))
-	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		return o.fail(415, "UnsupportedMediaType", "send the body as application/json")
+	provider, keys, failed := rc.admit(r, o)
+	if failed != nil {
+		return failed
 	}
 	now := rc.now()
 
 	// Verification comes first: nothing of an unverified body is read.
-	var deliveryID string
-	switch provider {
-	case Jira:
-		if err := webhook.VerifyHub(keys, r.Header.Get(webhook.HeaderHubSignature), r.Body); err != nil {
-			return verifyFailed(o, err)
-		}
-		deliveryID = r.Header.Get(headerJiraID)
-	default:
-		d, err := webhook.VerifyStandard(keys, r.Header, r.Body, now, rc.Tolerance)
-		if err != nil {
-			return verifyFailed(o, err)
-		}
-		deliveryID = d.ID
+	deliveryID, err := rc.verify(r, provider, keys, now)
+	if err != nil {
+		return verifyFailed(o, err)
 	}
 	if len(deliveryID) > 256 {
 		deliveryID = deliveryID[:256]
 	}
 	o.Delivery = deliveryID
 
-	var ch *Change
-	var err error
-	pm := &rc.Mapping.Generic
-	switch provider {
-	case Jira:
-		pm = &rc.Mapping.Jira
-		var at time.Time
-		ch, at, err = ParseJira(r.Body, rc.Mapping)
-		if err == nil {
-			err = rc.jiraAge(r.Header, now, at)
-		}
-	case ServiceNow:
-		pm = &rc.Mapping.ServiceNow
-		ch, err = ParseServiceNow(r.Body, rc.Mapping)
-	default:
-		ch, err = ParseGeneric(r.Body, rc.Mapping)
-	}
+	ch, pm, err := rc.parse(r, provider, now)
 	if errors.Is(err, webhook.ErrStale) {
 		return verifyFailed(o, err)
 	}
@@ -208,7 +172,7 @@ func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome
 	}
 	o.Ticket, o.Notes = ch.Ticket, ch.Notes
 
-	tenant := firstNonEmpty(ch.Tenant, pm.Tenant, rc.DefaultTenant)
+	tenant := cmp.Or(ch.Tenant, pm.Tenant, rc.DefaultTenant)
 	client := rc.Clients[tenant]
 	if client == nil {
 		return o.fail(422, "UnknownTenant", fmt.Sprintf("tenant %q is not in DEFENDER_TENANT_ID", truncate(tenant, 64)))
@@ -225,21 +189,96 @@ func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome
 		}
 		return o
 	}
+	return rc.applyOnce(ctx, o, l, delivery{provider: provider, id: deliveryID, body: r.Body, change: ch, mapping: pm, tenant: tenant, client: client})
+}
 
-	// The ledger keys: Jira's identifier is not signed, so its deliveries
-	// are also known by the hash of the signed body (a replay of the same
-	// bytes under a new identifier is still a duplicate).
-	var primary, secondary string
+// admit checks what can be checked before verification: a known provider
+// that is turned on, the body's size and type.
+func (rc *Receiver) admit(r *function.HTTPRequest, o *Outcome) (provider string, keys [][]byte, failed *Outcome) {
+	provider = strings.ToLower(r.Params["provider"])
+	switch provider {
+	case Jira, ServiceNow, Generic:
+		o.Provider = provider
+	default:
+		return "", nil, o.fail(404, "UnknownProvider", "use /api/ticket-webhook/jira, /servicenow or /generic")
+	}
+	keys = rc.Secrets[provider]
+	if len(keys) == 0 {
+		return "", nil, o.fail(404, "ProviderDisabled", fmt.Sprintf("the %s provider is off: set WEBHOOK_SECRET_%s to turn it on", provider, strings.ToUpper(provider)))
+	}
+	if len(r.Body) > rc.MaxBody {
+		return "", nil, o.fail(413, "TooLarge", fmt.Sprintf("the body is larger than %d bytes (WEBHOOK_MAX_BODY)", rc.MaxBody))
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return "", nil, o.fail(415, "UnsupportedMediaType", "send the body as application/json")
+	}
+	return provider, keys, nil
+}
+
+// verify checks the delivery's signature and returns its ID.
+func (rc *Receiver) verify(r *function.HTTPRequest, provider string, keys [][]byte, now time.Time) (string, error) {
+	if provider == Jira {
+		if err := webhook.VerifyHub(keys, r.Header.Get(webhook.HeaderHubSignature), r.Body); err != nil {
+			return "", err
+		}
+		return r.Header.Get(headerJiraID), nil
+	}
+	d, err := webhook.VerifyStandard(keys, r.Header, r.Body, now, rc.Tolerance)
+	if err != nil {
+		return "", err
+	}
+	return d.ID, nil
+}
+
+// parse reads the verified body as the provider's change, with the
+// provider's mapping.
+func (rc *Receiver) parse(r *function.HTTPRequest, provider string, now time.Time) (*Change, *ProviderMapping, error) {
 	switch provider {
 	case Jira:
-		sum := sha256.Sum256(r.Body)
-		primary = deliveryKey(provider, "body", hex.EncodeToString(sum[:]))
-		if deliveryID != "" {
-			secondary = deliveryKey(provider, "id", deliveryID)
+		ch, at, err := ParseJira(r.Body, rc.Mapping)
+		if err == nil {
+			err = rc.jiraAge(r.Header, now, at)
 		}
+		return ch, &rc.Mapping.Jira, err
+	case ServiceNow:
+		ch, err := ParseServiceNow(r.Body, rc.Mapping)
+		return ch, &rc.Mapping.ServiceNow, err
 	default:
-		primary = deliveryKey(provider, "id", deliveryID)
+		ch, err := ParseGeneric(r.Body, rc.Mapping)
+		return ch, &rc.Mapping.Generic, err
 	}
+}
+
+// delivery is a verified, parsed delivery for a configured tenant.
+type delivery struct {
+	provider, id string
+	body         []byte
+	change       *Change
+	mapping      *ProviderMapping
+	tenant       string
+	client       defender.Client
+}
+
+// keys are the delivery's ledger keys. Jira's identifier is not signed, so
+// its deliveries are also known by the hash of the signed body (a replay of
+// the same bytes under a new identifier is still a duplicate).
+func (d delivery) keys() (primary, secondary string) {
+	if d.provider != Jira {
+		return deliveryKey(d.provider, "id", d.id), ""
+	}
+	sum := sha256.Sum256(d.body)
+	primary = deliveryKey(d.provider, "body", hex.EncodeToString(sum[:]))
+	if d.id != "" {
+		secondary = deliveryKey(d.provider, "id", d.id)
+	}
+	return primary, secondary
+}
+
+// applyOnce claims the delivery in the ledger, finds its incident, applies
+// the change and records the outcome. A delivery seen before is a
+// duplicate; one being applied elsewhere is answered 503 with Retry-After.
+func (rc *Receiver) applyOnce(ctx context.Context, o *Outcome, l *ledger, d delivery) *Outcome {
+	primary, secondary := d.keys()
 	if secondary != "" {
 		seen, err := l.seen(ctx, secondary)
 		if err != nil {
@@ -262,14 +301,15 @@ func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome
 		return o.fail(503, "InProgress", "the same delivery is being applied right now; retry later")
 	}
 
+	ch := d.change
 	id := ch.IncidentID
 	if id == "" {
-		k, err := l.link(ctx, provider, ch.Ticket)
+		k, err := l.link(ctx, d.provider, ch.Ticket)
 		if err != nil {
 			l.release(ctx, c)
 			return stateFailed(o, err)
 		}
-		if k != nil && k.Tenant == tenant {
+		if k != nil && k.Tenant == d.tenant {
 			id = k.Incident
 		}
 	}
@@ -281,7 +321,7 @@ func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome
 	o.Incident = id
 
 	actx, cancel := context.WithTimeout(ctx, rc.Timeout)
-	updated, comment, err := apply(actx, client, id, ch, pm.marker(ch.Ticket))
+	updated, comment, err := apply(actx, d.client, id, ch, d.mapping.marker(ch.Ticket))
 	cancel()
 	o.Updated, o.Comment = updated, comment
 	if err != nil {
@@ -301,7 +341,7 @@ func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome
 		l.mark(ctx, secondary, o.Status)
 	}
 	if ch.Linkable {
-		l.setLink(ctx, provider, ch.Ticket, link{Incident: id, Tenant: tenant})
+		l.setLink(ctx, d.provider, ch.Ticket, link{Incident: id, Tenant: d.tenant})
 	}
 	return o
 }
@@ -361,13 +401,4 @@ func upstreamFailed(o *Outcome, err error) *Outcome {
 		o.retryAfter = 30 * time.Second
 	}
 	return o.fail(503, "UpstreamUnavailable", "Defender could not be reached or asked to slow down; retry later")
-}
-
-func firstNonEmpty(v ...string) string {
-	for _, s := range v {
-		if s != "" {
-			return s
-		}
-	}
-	return ""
 }
