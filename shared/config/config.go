@@ -210,32 +210,71 @@ var (
 // FromEnv loads the configuration from the process environment.
 func FromEnv() (*Config, error) { return Load(os.LookupEnv) }
 
-// Load parses the settings that lookup returns.
+// Load parses the settings that lookup returns. Every problem is reported
+// at once, each naming its setting; each concern's settings are read by a
+// method of reader below.
 func Load(lookup func(string) (string, bool)) (*Config, error) {
-	var p Problems
-	get := func(name, def string) string {
-		v, ok := lookup(name)
-		v = strings.TrimSpace(v)
-		if !ok || v == "" {
-			return def
-		}
-		if strings.HasPrefix(v, "@Microsoft.KeyVault(") {
-			p = append(p, fmt.Sprintf("%s is an unresolved Key Vault reference: give the Function App's identity the 'Key Vault Secrets User' role on the vault, check the reference's SecretUri, and restart the app", name))
-			return def
-		}
-		return v
-	}
+	r := &reader{lookup: lookup}
 	c := &Config{}
+	r.identity(c)
+	r.vault(c)
+	r.export(c)
+	r.rateLimits(c)
+	r.hunting(c)
+	r.webhook(c)
+	if len(r.p) > 0 {
+		return nil, r.p
+	}
+	return c, nil
+}
 
-	switch api := strings.ToLower(get(EnvAPI, "graph")); api {
+// reader reads settings and collects the problems it finds.
+type reader struct {
+	lookup func(string) (string, bool)
+	p      Problems
+}
+
+// get is a setting's trimmed value, or def when it is unset or empty. An
+// unresolved Key Vault reference is a problem (the platform could not read
+// the secret), and reads as def.
+func (r *reader) get(name, def string) string {
+	v, ok := r.lookup(name)
+	v = strings.TrimSpace(v)
+	if !ok || v == "" {
+		return def
+	}
+	if strings.HasPrefix(v, "@Microsoft.KeyVault(") {
+		r.p = append(r.p, fmt.Sprintf("%s is an unresolved Key Vault reference: give the Function App's identity the 'Key Vault Secrets User' role on the vault, check the reference's SecretUri, and restart the app", name))
+		return def
+	}
+	return v
+}
+
+// duration is a duration setting within [lo, hi], or def.
+func (r *reader) duration(name string, def, lo, hi time.Duration) time.Duration {
+	v := r.get(name, "")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < lo || d > hi {
+		r.p = append(r.p, fmt.Sprintf("%s=%q: use a duration between %s and %s, such as %s", name, v, lo, hi, def))
+		return def
+	}
+	return d
+}
+
+// identity: the API, the tenants, the app and its credential, Entra ID.
+func (r *reader) identity(c *Config) {
+	switch api := strings.ToLower(r.get(EnvAPI, "graph")); api {
 	case "graph", "xdr":
 		c.API = API(api)
 	default:
-		p = append(p, fmt.Sprintf("%s=%q is not an API: use graph (Microsoft Graph security API) or xdr (Defender XDR API, retired 2027-02-01)", EnvAPI, api))
+		r.p = append(r.p, fmt.Sprintf("%s=%q is not an API: use graph (Microsoft Graph security API) or xdr (Defender XDR API, retired 2027-02-01)", EnvAPI, api))
 	}
 
-	if t := get(EnvTenantID, ""); t == "" {
-		p = append(p, EnvTenantID+" is required: the directory (tenant) ID of your Entra ID tenant, or a comma-separated list for a multi-tenant app")
+	if t := r.get(EnvTenantID, ""); t == "" {
+		r.p = append(r.p, EnvTenantID+" is required: the directory (tenant) ID of your Entra ID tenant, or a comma-separated list for a multi-tenant app")
 	} else {
 		seen := map[string]bool{}
 		for _, one := range strings.Split(t, ",") {
@@ -243,9 +282,9 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 			switch {
 			case one == "":
 			case !guidRe().MatchString(one) && !domainRe().MatchString(one):
-				p = append(p, fmt.Sprintf("%s contains %q, which is neither a tenant ID (GUID) nor a domain such as contoso.onmicrosoft.com", EnvTenantID, one))
+				r.p = append(r.p, fmt.Sprintf("%s contains %q, which is neither a tenant ID (GUID) nor a domain such as contoso.onmicrosoft.com", EnvTenantID, one))
 			case seen[strings.ToLower(one)]:
-				p = append(p, fmt.Sprintf("%s lists %q twice", EnvTenantID, one))
+				r.p = append(r.p, fmt.Sprintf("%s lists %q twice", EnvTenantID, one))
 			default:
 				seen[strings.ToLower(one)] = true
 				c.Tenants = append(c.Tenants, one)
@@ -253,57 +292,57 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		}
 	}
 
-	c.ClientID = get(EnvClientID, "")
+	c.ClientID = r.get(EnvClientID, "")
 	switch {
 	case c.ClientID == "":
-		p = append(p, EnvClientID+" is required: the application (client) ID of the app registration")
+		r.p = append(r.p, EnvClientID+" is required: the application (client) ID of the app registration")
 	case !guidRe().MatchString(c.ClientID):
-		p = append(p, fmt.Sprintf("%s=%q is not an application (client) ID: copy the GUID from the app registration's Overview page", EnvClientID, c.ClientID))
+		r.p = append(r.p, fmt.Sprintf("%s=%q is not an application (client) ID: copy the GUID from the app registration's Overview page", EnvClientID, c.ClientID))
 	}
 
-	c.Credential = Credential(strings.ToLower(get(EnvCredential, string(KeyVaultSecret))))
+	c.Credential = Credential(strings.ToLower(r.get(EnvCredential, string(KeyVaultSecret))))
 	switch c.Credential {
 	case KeyVaultSecret, KeyVaultCertificate, ManagedIdentityFederation, EnvSecret:
 	default:
-		p = append(p, fmt.Sprintf("%s=%q is not a credential mode: use keyvault-secret, keyvault-certificate, managed-identity-federation or env-secret", EnvCredential, c.Credential))
+		r.p = append(r.p, fmt.Sprintf("%s=%q is not a credential mode: use keyvault-secret, keyvault-certificate, managed-identity-federation or env-secret", EnvCredential, c.Credential))
 	}
 
-	c.SecretName = get(EnvSecretName, "defender-client-secret")
+	c.SecretName = r.get(EnvSecretName, "defender-client-secret")
 	if !nameRe().MatchString(c.SecretName) {
-		p = append(p, fmt.Sprintf("%s=%q is not a Key Vault secret name (1-127 letters, digits and dashes)", EnvSecretName, c.SecretName))
+		r.p = append(r.p, fmt.Sprintf("%s=%q is not a Key Vault secret name (1-127 letters, digits and dashes)", EnvSecretName, c.SecretName))
 	}
-	c.KeyVaultURL = get(EnvKeyVaultURL, "")
+	c.KeyVaultURL = r.get(EnvKeyVaultURL, "")
 	usesVault := c.Credential == KeyVaultSecret || c.Credential == KeyVaultCertificate
 	if usesVault {
 		if c.KeyVaultURL == "" {
-			p = append(p, fmt.Sprintf("%s is required with %s=%s: the vault URI, https://<vault>.vault.azure.net/", EnvKeyVaultURL, EnvCredential, c.Credential))
+			r.p = append(r.p, fmt.Sprintf("%s is required with %s=%s: the vault URI, https://<vault>.vault.azure.net/", EnvKeyVaultURL, EnvCredential, c.Credential))
 		} else if u, err := url.Parse(c.KeyVaultURL); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			p = append(p, fmt.Sprintf("%s=%q is not a vault URI: use https://<vault>.vault.azure.net/", EnvKeyVaultURL, c.KeyVaultURL))
+			r.p = append(r.p, fmt.Sprintf("%s=%q is not a vault URI: use https://<vault>.vault.azure.net/", EnvKeyVaultURL, c.KeyVaultURL))
 		}
 	}
-	if secret, ok := lookup(EnvClientSecret); ok && secret != "" {
+	if secret, ok := r.lookup(EnvClientSecret); ok && secret != "" {
 		if c.Credential != EnvSecret {
-			p = append(p, fmt.Sprintf("%s is set but %s=%s: remove the secret from the settings (keep it in Key Vault) or use env-secret for local development", EnvClientSecret, EnvCredential, c.Credential))
+			r.p = append(r.p, fmt.Sprintf("%s is set but %s=%s: remove the secret from the settings (keep it in Key Vault) or use env-secret for local development", EnvClientSecret, EnvCredential, c.Credential))
 		} else if strings.HasPrefix(secret, "@Microsoft.KeyVault(") {
-			p = append(p, EnvClientSecret+" is an unresolved Key Vault reference: grant the app's identity access to the vault, or use DEFENDER_CREDENTIAL=keyvault-secret")
+			r.p = append(r.p, EnvClientSecret+" is an unresolved Key Vault reference: grant the app's identity access to the vault, or use DEFENDER_CREDENTIAL=keyvault-secret")
 		}
 		c.ClientSecret = Secret(secret)
 	} else if c.Credential == EnvSecret {
-		p = append(p, fmt.Sprintf("%s is required with %s=env-secret (local development only)", EnvClientSecret, EnvCredential))
+		r.p = append(r.p, fmt.Sprintf("%s is required with %s=env-secret (local development only)", EnvClientSecret, EnvCredential))
 	}
 
-	c.AuthorityHost = strings.TrimRight(get(EnvAuthorityHost, DefaultAuthorityHost), "/")
+	c.AuthorityHost = strings.TrimRight(r.get(EnvAuthorityHost, DefaultAuthorityHost), "/")
 	if u, err := url.Parse(c.AuthorityHost); err != nil || u.Scheme != "https" || u.Host == "" {
-		p = append(p, fmt.Sprintf("%s=%q is not an https URL such as %s", EnvAuthorityHost, c.AuthorityHost, DefaultAuthorityHost))
+		r.p = append(r.p, fmt.Sprintf("%s=%q is not an https URL such as %s", EnvAuthorityHost, c.AuthorityHost, DefaultAuthorityHost))
 	}
 
-	switch v := strings.ToLower(get(EnvTokenVersion, "v2")); v {
+	switch v := strings.ToLower(r.get(EnvTokenVersion, "v2")); v {
 	case "v2", "2":
 		c.TokenVersion = 2
 	case "v1", "1":
 		c.TokenVersion = 1
 	default:
-		p = append(p, fmt.Sprintf("%s=%q: use v2 (scope) or v1 (resource)", EnvTokenVersion, v))
+		r.p = append(r.p, fmt.Sprintf("%s=%q: use v2 (scope) or v1 (resource)", EnvTokenVersion, v))
 	}
 
 	def := GraphURL
@@ -311,74 +350,68 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	if c.API == XDR {
 		def, c.Resource = XDRURL, XDRURL
 	}
-	c.APIURL = strings.TrimRight(get(EnvAPIURL, def), "/")
+	c.APIURL = strings.TrimRight(r.get(EnvAPIURL, def), "/")
 	if u, err := url.Parse(c.APIURL); err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" {
-		p = append(p, fmt.Sprintf("%s=%q is not an https base URL such as %s", EnvAPIURL, c.APIURL, def))
+		r.p = append(r.p, fmt.Sprintf("%s=%q is not an https base URL such as %s", EnvAPIURL, c.APIURL, def))
 	} else if c.API == Graph && nationalGraph[u.Hostname()] {
 		c.Resource = "https://" + u.Hostname()
 	}
+}
 
-	c.AssertionAlg = strings.ToUpper(get(EnvAssertionAlg, "PS256"))
+// vault: the Key Vault that holds the app's credential, and how it is reached.
+func (r *reader) vault(c *Config) {
+	c.AssertionAlg = strings.ToUpper(r.get(EnvAssertionAlg, "PS256"))
 	if c.AssertionAlg != "PS256" && c.AssertionAlg != "RS256" {
-		p = append(p, fmt.Sprintf("%s=%q: use PS256 (x5t#S256, the current Entra ID form) or RS256 (x5t)", EnvAssertionAlg, c.AssertionAlg))
+		r.p = append(r.p, fmt.Sprintf("%s=%q: use PS256 (x5t#S256, the current Entra ID form) or RS256 (x5t)", EnvAssertionAlg, c.AssertionAlg))
 	}
 	c.SecretTTL = time.Hour
-	if v := get(EnvSecretTTL, ""); v != "" {
+	if v := r.get(EnvSecretTTL, ""); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < time.Minute || d > 24*time.Hour {
-			p = append(p, fmt.Sprintf("%s=%q: use a duration between 1m and 24h, such as 1h", EnvSecretTTL, v))
+			r.p = append(r.p, fmt.Sprintf("%s=%q: use a duration between 1m and 24h, such as 1h", EnvSecretTTL, v))
 		} else {
 			c.SecretTTL = d
 		}
 	}
 
-	c.VaultAccess = VaultAccess(strings.ToLower(get(EnvVaultAccess, string(VaultManagedIdentity))))
-	c.ManagedIdentityClientID = get(EnvManagedIdentityClientID, "")
+	c.VaultAccess = VaultAccess(strings.ToLower(r.get(EnvVaultAccess, string(VaultManagedIdentity))))
+	c.ManagedIdentityClientID = r.get(EnvManagedIdentityClientID, "")
 	if c.ManagedIdentityClientID != "" && !guidRe().MatchString(c.ManagedIdentityClientID) {
-		p = append(p, fmt.Sprintf("%s=%q is not the client ID (GUID) of a user-assigned managed identity; leave it empty for the system-assigned identity", EnvManagedIdentityClientID, c.ManagedIdentityClientID))
+		r.p = append(r.p, fmt.Sprintf("%s=%q is not the client ID (GUID) of a user-assigned managed identity; leave it empty for the system-assigned identity", EnvManagedIdentityClientID, c.ManagedIdentityClientID))
 	}
-	c.VaultTenantID = get(EnvVaultTenantID, "")
+	c.VaultTenantID = r.get(EnvVaultTenantID, "")
 	if c.VaultTenantID == "" && len(c.Tenants) > 0 {
 		c.VaultTenantID = c.Tenants[0]
 	}
-	c.VaultClientID = get(EnvVaultClientID, "")
-	c.VaultCertificatePath = get(EnvVaultCertificatePath, "")
-	if v, ok := lookup(EnvVaultCertificatePass); ok {
+	c.VaultClientID = r.get(EnvVaultClientID, "")
+	c.VaultCertificatePath = r.get(EnvVaultCertificatePath, "")
+	if v, ok := r.lookup(EnvVaultCertificatePass); ok {
 		c.VaultCertificatePass = Secret(v)
 	}
-	c.FederatedTokenFile = get(EnvFederatedTokenFile, "")
-	needsVaultAccess := usesVault
+	c.FederatedTokenFile = r.get(EnvFederatedTokenFile, "")
+	needsVaultAccess := c.Credential == KeyVaultSecret || c.Credential == KeyVaultCertificate
 	switch c.VaultAccess {
 	case VaultManagedIdentity:
 	case VaultWorkloadIdentity:
 		if needsVaultAccess && (c.VaultClientID == "" || c.FederatedTokenFile == "") {
-			p = append(p, fmt.Sprintf("%s=workload-identity needs %s (the app trusted by Key Vault) and %s (the federated token's path)", EnvVaultAccess, EnvVaultClientID, EnvFederatedTokenFile))
+			r.p = append(r.p, fmt.Sprintf("%s=workload-identity needs %s (the app trusted by Key Vault) and %s (the federated token's path)", EnvVaultAccess, EnvVaultClientID, EnvFederatedTokenFile))
 		}
 	case VaultCertificate:
 		if needsVaultAccess && (c.VaultClientID == "" || c.VaultCertificatePath == "") {
-			p = append(p, fmt.Sprintf("%s=client-certificate needs %s and %s (a PEM or PFX file with the certificate and its key)", EnvVaultAccess, EnvVaultClientID, EnvVaultCertificatePath))
+			r.p = append(r.p, fmt.Sprintf("%s=client-certificate needs %s and %s (a PEM or PFX file with the certificate and its key)", EnvVaultAccess, EnvVaultClientID, EnvVaultCertificatePath))
 		}
 	default:
-		p = append(p, fmt.Sprintf("%s=%q: use managed-identity (Azure), workload-identity or client-certificate (hosts outside Azure)", EnvVaultAccess, c.VaultAccess))
+		r.p = append(r.p, fmt.Sprintf("%s=%q: use managed-identity (Azure), workload-identity or client-certificate (hosts outside Azure)", EnvVaultAccess, c.VaultAccess))
 	}
 	if c.Credential == ManagedIdentityFederation && c.VaultAccess != VaultManagedIdentity {
-		p = append(p, fmt.Sprintf("%s=managed-identity-federation needs an Azure managed identity; it cannot be combined with %s=%s", EnvCredential, EnvVaultAccess, c.VaultAccess))
+		r.p = append(r.p, fmt.Sprintf("%s=managed-identity-federation needs an Azure managed identity; it cannot be combined with %s=%s", EnvCredential, EnvVaultAccess, c.VaultAccess))
 	}
+}
 
-	duration := func(name string, def, lo, hi time.Duration) time.Duration {
-		v := get(name, "")
-		if v == "" {
-			return def
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil || d < lo || d > hi {
-			p = append(p, fmt.Sprintf("%s=%q: use a duration between %s and %s, such as %s", name, v, lo, hi, def))
-			return def
-		}
-		return d
-	}
-	c.ExportSink = get(EnvExportSink, "")
-	c.StateStore = get(EnvStateStore, "")
+// export: incident-export's sink, state, schedule and windows, and storage.
+func (r *reader) export(c *Config) {
+	c.ExportSink = r.get(EnvExportSink, "")
+	c.StateStore = r.get(EnvStateStore, "")
 	for _, s := range []struct{ name, v string }{{EnvExportSink, c.ExportSink}, {EnvStateStore, c.StateStore}} {
 		if s.v == "" {
 			continue
@@ -387,37 +420,40 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		ok := err == nil && (u.Scheme == "file" && strings.HasPrefix(u.Path, "/") || (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" ||
 			u.Scheme == "s3" && s.name == EnvExportSink && u.Host != "")
 		if !ok {
-			p = append(p, fmt.Sprintf("%s=%q: use file:///absolute/path, an Azure Blob container URL (https://<account>.blob.core.windows.net/<container>)%s", s.name, s.v,
+			r.p = append(r.p, fmt.Sprintf("%s=%q: use file:///absolute/path, an Azure Blob container URL (https://<account>.blob.core.windows.net/<container>)%s", s.name, s.v,
 				map[bool]string{true: ", or s3://bucket/prefix", false: ""}[s.name == EnvExportSink]))
 		}
 	}
-	c.ExportSchedule = get(EnvExportSchedule, "0 */5 * * * *")
+	c.ExportSchedule = r.get(EnvExportSchedule, "0 */5 * * * *")
 	if n := len(strings.Fields(c.ExportSchedule)); n != 6 && n != 5 {
-		p = append(p, fmt.Sprintf("%s=%q is not an NCRONTAB expression: six fields, {second} {minute} {hour} {day} {month} {day-of-week}, such as 0 */5 * * * *", EnvExportSchedule, c.ExportSchedule))
+		r.p = append(r.p, fmt.Sprintf("%s=%q is not an NCRONTAB expression: six fields, {second} {minute} {hour} {day} {month} {day-of-week}, such as 0 */5 * * * *", EnvExportSchedule, c.ExportSchedule))
 	}
-	c.ExportLookback = duration(EnvExportLookback, 7*24*time.Hour, time.Minute, 90*24*time.Hour)
-	c.ExportMaxRun = duration(EnvExportMaxRun, 4*time.Minute, 10*time.Second, 10*time.Hour)
-	c.ExportLag = duration(EnvExportLag, 10*time.Minute, 0, 24*time.Hour)
-	if v := get(EnvExportPageSize, ""); v != "" {
+	c.ExportLookback = r.duration(EnvExportLookback, 7*24*time.Hour, time.Minute, 90*24*time.Hour)
+	c.ExportMaxRun = r.duration(EnvExportMaxRun, 4*time.Minute, 10*time.Second, 10*time.Hour)
+	c.ExportLag = r.duration(EnvExportLag, 10*time.Minute, 0, 24*time.Hour)
+	if v := r.get(EnvExportPageSize, ""); v != "" {
 		n, err := strconv.Atoi(v)
 		max := 50
 		if c.API == XDR {
 			max = 100
 		}
 		if err != nil || n < 1 || n > max {
-			p = append(p, fmt.Sprintf("%s=%q: use 1 to %d (the %s API's maximum), or leave it empty", EnvExportPageSize, v, max, c.API))
+			r.p = append(r.p, fmt.Sprintf("%s=%q: use 1 to %d (the %s API's maximum), or leave it empty", EnvExportPageSize, v, max, c.API))
 		} else {
 			c.ExportPageSize = n
 		}
 	}
-	if v, ok := lookup(EnvStorage); ok && v != "" {
+	if v, ok := r.lookup(EnvStorage); ok && v != "" {
 		c.StorageConnStr = Secret(v)
 	}
-	c.StorageAccount = get(EnvStorageAccount, "")
-	c.S3Endpoint = get(EnvS3Endpoint, "")
-	c.S3Region = get(EnvAWSRegion, "")
+	c.StorageAccount = r.get(EnvStorageAccount, "")
+	c.S3Endpoint = r.get(EnvS3Endpoint, "")
+	c.S3Region = r.get(EnvAWSRegion, "")
+}
 
-	switch v := get(EnvRateLimits, "documented"); v {
+// rateLimits: the client-side pacing.
+func (r *reader) rateLimits(c *Config) {
+	switch v := r.get(EnvRateLimits, "documented"); v {
 	case "documented":
 	case "off":
 		c.RateLimits = map[string][]RateLimit{}
@@ -429,66 +465,67 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 			count, err1 := strconv.Atoi(n)
 			d, err2 := time.ParseDuration(per)
 			if !ok1 || !ok2 || err1 != nil || err2 != nil || count < 1 || d <= 0 {
-				p = append(p, fmt.Sprintf("%s=%q: use documented, off, or bucket=N/duration pairs such as security=150/1m,hunting=45/1m", EnvRateLimits, v))
+				r.p = append(r.p, fmt.Sprintf("%s=%q: use documented, off, or bucket=N/duration pairs such as security=150/1m,hunting=45/1m", EnvRateLimits, v))
 				break
 			}
 			c.RateLimits[bucket] = append(c.RateLimits[bucket], RateLimit{count, d})
 		}
 	}
+}
 
-	switch v := strings.ToLower(get(EnvHuntingAllowAdhoc, "false")); v {
+// hunting: hunting-query.
+func (r *reader) hunting(c *Config) {
+	switch v := strings.ToLower(r.get(EnvHuntingAllowAdhoc, "false")); v {
 	case "true", "1", "yes":
 		c.HuntingAllowAdhoc = true
 	case "false", "0", "no":
 	default:
-		p = append(p, fmt.Sprintf("%s=%q: use true or false", EnvHuntingAllowAdhoc, v))
+		r.p = append(r.p, fmt.Sprintf("%s=%q: use true or false", EnvHuntingAllowAdhoc, v))
 	}
-	c.HuntingRequiredRole = get(EnvHuntingRequiredRole, "")
-	c.HuntingAdhocRole = get(EnvHuntingAdhocRole, "")
+	c.HuntingRequiredRole = r.get(EnvHuntingRequiredRole, "")
+	c.HuntingAdhocRole = r.get(EnvHuntingAdhocRole, "")
 	c.HuntingMaxRows = 10000
-	if v := get(EnvHuntingMaxRows, ""); v != "" {
+	if v := r.get(EnvHuntingMaxRows, ""); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 100000 {
-			p = append(p, fmt.Sprintf("%s=%q: use 1 to 100000 (the API returns at most 100,000 rows)", EnvHuntingMaxRows, v))
+			r.p = append(r.p, fmt.Sprintf("%s=%q: use 1 to 100000 (the API returns at most 100,000 rows)", EnvHuntingMaxRows, v))
 		} else {
 			c.HuntingMaxRows = n
 		}
 	}
-	c.HuntingTimeout = duration(EnvHuntingTimeout, 200*time.Second, time.Second, 225*time.Second)
+	c.HuntingTimeout = r.duration(EnvHuntingTimeout, 200*time.Second, time.Second, 225*time.Second)
+}
 
+// webhook: ticket-webhook.
+func (r *reader) webhook(c *Config) {
 	c.WebhookSecrets = map[string]Secret{}
 	for _, prov := range WebhookProviders {
 		name := EnvWebhookSecretPrefix + strings.ToUpper(prov)
-		v, ok := lookup(name)
+		v, ok := r.lookup(name)
 		v = strings.TrimSpace(v)
 		if !ok || v == "" {
 			continue
 		}
 		if strings.HasPrefix(v, "@Microsoft.KeyVault(") {
-			p = append(p, name+" is an unresolved Key Vault reference: give the Function App's identity the 'Key Vault Secrets User' role on the vault and restart the app")
+			r.p = append(r.p, name+" is an unresolved Key Vault reference: give the Function App's identity the 'Key Vault Secrets User' role on the vault and restart the app")
 			continue
 		}
 		c.WebhookSecrets[prov] = Secret(v)
 	}
-	c.WebhookMappingFile = get(EnvWebhookMappingFile, "")
-	c.WebhookTolerance = duration(EnvWebhookTolerance, 5*time.Minute, 30*time.Second, 15*time.Minute)
-	c.WebhookRetryWindow = duration(EnvWebhookRetryWindow, 2*time.Hour, time.Minute, 48*time.Hour)
-	c.WebhookDedupeTTL = duration(EnvWebhookDedupeTTL, 7*24*time.Hour, time.Hour, 90*24*time.Hour)
-	c.WebhookTimeout = duration(EnvWebhookTimeout, 25*time.Second, time.Second, 225*time.Second)
+	c.WebhookMappingFile = r.get(EnvWebhookMappingFile, "")
+	c.WebhookTolerance = r.duration(EnvWebhookTolerance, 5*time.Minute, 30*time.Second, 15*time.Minute)
+	c.WebhookRetryWindow = r.duration(EnvWebhookRetryWindow, 2*time.Hour, time.Minute, 48*time.Hour)
+	c.WebhookDedupeTTL = r.duration(EnvWebhookDedupeTTL, 7*24*time.Hour, time.Hour, 90*24*time.Hour)
+	c.WebhookTimeout = r.duration(EnvWebhookTimeout, 25*time.Second, time.Second, 225*time.Second)
 	c.WebhookMaxBody = 1 << 20
-	if v := get(EnvWebhookMaxBody, ""); v != "" {
+	if v := r.get(EnvWebhookMaxBody, ""); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1024 || n > 16<<20 {
-			p = append(p, fmt.Sprintf("%s=%q: use a size in bytes from 1024 to 16777216, such as 1048576", EnvWebhookMaxBody, v))
+			r.p = append(r.p, fmt.Sprintf("%s=%q: use a size in bytes from 1024 to 16777216, such as 1048576", EnvWebhookMaxBody, v))
 		} else {
 			c.WebhookMaxBody = n
 		}
 	}
-
-	if len(p) > 0 {
-		return nil, p
-	}
-	return c, nil
 }
 
 // IsProblems reports whether err is a configuration error.
