@@ -96,62 +96,79 @@ func odataTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.
 
 func odataString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
-// listing drives any API's paging: follow nextLink, else $skip until a short page.
-func listing(ctx context.Context, t *transport, first string, pageSize int, bucket string, decode func(io.Reader, func(*Incident)) (envelope, error),
-	withSkip func(skip int) string, after func(context.Context, *Page) error) iter.Seq2[*Page, error] {
+// lister is one API's way of listing incidents: the bucket its requests
+// are paced in, how a page decodes, how it pages where there is no
+// nextLink, and how alerts are fetched when $expand=alerts fails.
+type lister struct {
+	t        *transport
+	bucket   string
+	pageSize int
+	decode   func(io.Reader, func(*Incident)) (envelope, error)
+	// withSkip is the URL of the page after skip incidents; nil: the API
+	// pages by nextLink alone.
+	withSkip func(skip int) string
+	// alerts fetches a page's alerts per incident; nil: no fallback.
+	alerts func(context.Context, *Page) error
+}
+
+// list drives the paging from first: follow nextLink, else $skip until a
+// short page.
+func (l lister) list(ctx context.Context, first string) iter.Seq2[*Page, error] {
 	return func(yield func(*Page, error) bool) {
 		u := first
 		pages, total := 0, 0
 		var through time.Time
-		fail := func(err error) {
-			yield(nil, &IncompleteError{Pages: pages, Incidents: total, Through: through, Err: err})
-		}
 		for u != "" {
-			p := &Page{Count: -1}
-			var next string
-			n, err := t.do(ctx, request{method: "GET", url: u, bucket: bucket, retry429: true, handle: func(resp *http.Response) error {
-				p.Incidents = p.Incidents[:0]
-				env, err := decode(resp.Body, func(in *Incident) { p.Incidents = append(p.Incidents, in) })
-				next, p.Count = env.next, env.count
-				return err
-			}})
-			p.Requests += n
+			p, next, err := l.page(ctx, u)
 			if err != nil {
-				var ae *APIError
-				if after != nil && errors.As(err, &ae) && ae.StatusCode >= 500 && strings.Contains(u, "expand=alerts") {
-					// Graph fails $expand=alerts for large incidents: read
-					// the page without it and fetch alerts per incident.
-					p2, ferr := fallbackPage(ctx, t, u, decode, after)
-					if ferr != nil {
-						fail(ferr)
-						return
-					}
-					p2.page.Requests += p.Requests
-					p, next = p2.page, p2.next
-				} else {
-					fail(err)
-					return
-				}
+				yield(nil, &IncompleteError{Pages: pages, Incidents: total, Through: through, Err: err})
+				return
 			}
 			pages++
 			total += len(p.Incidents)
 			if len(p.Incidents) > 0 {
 				through = p.Incidents[len(p.Incidents)-1].LastUpdate
 			}
-			p.More = next != "" || withSkip != nil && len(p.Incidents) == pageSize
+			skipping := l.withSkip != nil && len(p.Incidents) == l.pageSize
+			p.More = next != "" || skipping
 			if !yield(p, nil) {
 				return
 			}
 			switch {
 			case next != "":
 				u = next
-			case withSkip != nil && len(p.Incidents) == pageSize:
-				u = withSkip(total)
+			case skipping:
+				u = l.withSkip(total)
 			default:
 				u = ""
 			}
 		}
 	}
+}
+
+// page reads one page and its nextLink. Graph fails $expand=alerts for
+// large incidents (5xx): the page is then read without it and its alerts
+// fetched per incident.
+func (l lister) page(ctx context.Context, u string) (*Page, string, error) {
+	p := &Page{Count: -1}
+	var next string
+	n, err := l.t.do(ctx, request{method: "GET", url: u, bucket: l.bucket, retry429: true, handle: func(resp *http.Response) error {
+		p.Incidents = p.Incidents[:0]
+		env, err := l.decode(resp.Body, func(in *Incident) { p.Incidents = append(p.Incidents, in) })
+		next, p.Count = env.next, env.count
+		return err
+	}})
+	p.Requests += n
+	var ae *APIError
+	if err == nil || l.alerts == nil || !errors.As(err, &ae) || ae.StatusCode < 500 || !strings.Contains(u, "expand=alerts") {
+		return p, next, err
+	}
+	p2, err := fallbackPage(ctx, l.t, u, l.decode, l.alerts)
+	if err != nil {
+		return nil, "", err
+	}
+	p2.page.Requests += p.Requests
+	return p2.page, p2.next, nil
 }
 
 type fallback struct {
@@ -235,7 +252,8 @@ func (g *graph) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, e
 	if o.WithAlerts {
 		after = g.attachAlerts
 	}
-	return listing(ctx, g.t, g.base+"/v1.0/security/incidents?"+q.Encode(), top, "security", pageDecoder("graph", "", o.KeysOnly, &g.t.pageHint), nil, after)
+	l := lister{t: g.t, bucket: "security", pageSize: top, decode: pageDecoder("graph", "", o.KeysOnly, &g.t.pageHint), alerts: after}
+	return l.list(ctx, g.base+"/v1.0/security/incidents?"+q.Encode())
 }
 
 func filter(o ListOptions, updateField string) string {
@@ -442,7 +460,8 @@ func (x *xdr) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, err
 	decode := pageDecoder("xdr", x.tenant, o.KeysOnly, &x.t.pageHint)
 	// The XDR API documents no nextLink: page with $skip until a short page
 	// (and follow a nextLink if one comes).
-	return listing(ctx, x.t, at(o.Skip), top, "list", decode, func(skip int) string { return at(o.Skip + skip) }, nil)
+	l := lister{t: x.t, bucket: "list", pageSize: top, decode: decode, withSkip: func(skip int) string { return at(o.Skip + skip) }}
+	return l.list(ctx, at(o.Skip))
 }
 
 func (x *xdr) Incident(ctx context.Context, id string) (*Incident, error) {
