@@ -67,7 +67,8 @@ func (r *report) skip(check, why string) {
 }
 
 // Run checks the deployment that lookup's settings describe and reports
-// whether everything passed.
+// whether everything passed. The checks run in order, each a method of
+// checkup below; one that needs a failed one is marked skip.
 func Run(ctx context.Context, lookup func(string) (string, bool), out io.Writer, opts *Options) bool {
 	o := Options{}
 	if opts != nil {
@@ -79,10 +80,36 @@ func Run(ctx context.Context, lookup func(string) (string, bool), out io.Writer,
 	if o.Timeout == 0 {
 		o.Timeout = 30 * time.Second
 	}
-	r := &report{out: out}
-	step := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, o.Timeout) }
+	k := &checkup{ctx: ctx, o: o, r: &report{out: out}}
+	if !k.configuration(lookup) {
+		return false
+	}
+	vaultOK := k.vault()
+	for _, t := range k.cfg.Tenants {
+		k.tenant(t, vaultOK)
+	}
+	k.storage()
+	return !k.r.failed
+}
 
-	// 1. Configuration.
+// checkup is one run of the checks.
+type checkup struct {
+	ctx     context.Context
+	o       Options
+	r       *report
+	cfg     *config.Config
+	creds   *credentials.Credentials
+	enabled []string // the functions the settings turn on
+}
+
+// step bounds one check.
+func (k *checkup) step() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(k.ctx, k.o.Timeout)
+}
+
+// configuration: 1. the settings parse, and the credentials can be built.
+func (k *checkup) configuration(lookup func(string) (string, bool)) bool {
+	r := k.r
 	cfg, err := config.Load(lookup)
 	if err != nil {
 		var p config.Problems
@@ -98,95 +125,103 @@ func Run(ctx context.Context, lookup func(string) (string, bool), out io.Writer,
 		}
 		return false
 	}
-	enabled := []string{huntingquery.Function.Name}
+	k.cfg = cfg
+	k.enabled = []string{huntingquery.Function.Name}
 	if cfg.ExportSink != "" {
-		enabled = append([]string{incidentexport.Function.Name}, enabled...)
+		k.enabled = append([]string{incidentexport.Function.Name}, k.enabled...)
 	}
 	if len(cfg.WebhookSecrets) > 0 {
-		enabled = append(enabled, ticketwebhook.Function.Name)
+		k.enabled = append(k.enabled, ticketwebhook.Function.Name)
 	}
 	r.ok("config", "%s API at %s, app %s, tenant(s) %s, credential %s; functions %s", cfg.API, cfg.APIURL, cfg.ClientID,
-		strings.Join(cfg.Tenants, ","), cfg.Credential, strings.Join(enabled, ", "))
+		strings.Join(cfg.Tenants, ","), cfg.Credential, strings.Join(k.enabled, ", "))
 
-	creds, err := credentials.New(cfg, &credentials.Options{HTTPClient: o.HTTPClient, Cache: credentials.NewCache(nil)})
+	k.creds, err = credentials.New(cfg, &credentials.Options{HTTPClient: k.o.HTTPClient})
 	if err != nil {
 		r.fail("credentials", err, "check "+config.EnvVaultAccess+" and the identity settings it needs")
 		return false
 	}
+	return true
+}
 
-	// 2. Key Vault.
-	c, cancel := step()
-	version, used, err := creds.CheckVault(c)
+// vault: 2. the app's credential is readable from Key Vault (where used).
+func (k *checkup) vault() bool {
+	c, cancel := k.step()
+	version, used, err := k.creds.CheckVault(c)
 	cancel()
-	vaultOK := err == nil
 	switch {
 	case !used:
-		r.ok("key vault", "not used (%s=%s)", config.EnvCredential, cfg.Credential)
+		k.r.ok("key vault", "not used (%s=%s)", config.EnvCredential, k.cfg.Credential)
 	case err != nil:
-		r.fail("key vault", err, vaultFix(cfg, err))
+		k.r.fail("key vault", err, vaultFix(k.cfg, err))
 	default:
-		r.ok("key vault", "secret %q readable at %s (version %s)", cfg.SecretName, cfg.KeyVaultURL, version)
+		k.r.ok("key vault", "secret %q readable at %s (version %s)", k.cfg.SecretName, k.cfg.KeyVaultURL, version)
 	}
+	return err == nil
+}
 
-	// 3. Tokens, 4. roles, 5. the API: per tenant.
-	for _, t := range cfg.Tenants {
-		if !vaultOK {
-			r.skip("token", "tenant "+t+": needs the Key Vault secret")
-			r.skip("roles", "tenant "+t+": needs a token")
-			r.skip("api", "tenant "+t+": needs a token")
-			continue
-		}
-		c, cancel := step()
-		tok, err := creds.Source(t).Token(c)
-		cancel()
-		if err != nil {
-			r.fail("token", fmt.Errorf("tenant %s: %w", t, err), tokenFix(cfg, t, err))
-			r.skip("roles", "tenant "+t+": needs a token")
-			r.skip("api", "tenant "+t+": needs a token")
-			continue
-		}
-		claims, err := credentials.ParseClaims(tok.AccessToken)
-		if err != nil {
-			r.fail("token", fmt.Errorf("tenant %s: the token cannot be read: %w", t, err), "")
-			continue
-		}
-		r.ok("token", "tenant %s: app-only token for %s, valid until %s", t, claims.Audience, tok.Expiry.UTC().Format(time.RFC3339))
-		if err := credentials.CheckRoles(cfg, t, claims, functions.Requirements(cfg.API, enabled...)); err != nil {
-			r.fail("roles", err, rolesFix(err))
-			r.skip("api", "tenant "+t+": needs the roles")
-			continue
-		}
-		r.ok("roles", "tenant %s: %s cover %s", t, strings.Join(claims.Roles, ", "), strings.Join(enabled, ", "))
-		client, err := defender.New(cfg, t, creds.Source(t), &defender.Options{HTTPClient: o.HTTPClient})
-		if err != nil {
-			r.fail("api", err, "")
-			continue
-		}
-		c, cancel = step()
-		n, err := firstPage(c, client)
-		cancel()
-		if err != nil {
-			r.fail("api", fmt.Errorf("tenant %s: %w", t, err), apiFix(cfg, err))
-			continue
-		}
-		r.ok("api", "tenant %s: %s answered a one-incident read (%d returned)", t, cfg.APIURL, n)
-		if cfg.ExportSink != "" {
-			c, cancel = context.WithTimeout(ctx, 4*o.Timeout)
-			probeListing(c, r, t, client, cfg.ExportPageSize)
-			cancel()
-		}
+// tenant: 3. a token, 4. its roles, 5. the API, and the listing's probe.
+func (k *checkup) tenant(t string, vaultOK bool) {
+	r, cfg := k.r, k.cfg
+	if !vaultOK {
+		r.skip("token", "tenant "+t+": needs the Key Vault secret")
+		r.skip("roles", "tenant "+t+": needs a token")
+		r.skip("api", "tenant "+t+": needs a token")
+		return
 	}
+	c, cancel := k.step()
+	tok, err := k.creds.Source(t).Token(c)
+	cancel()
+	if err != nil {
+		r.fail("token", fmt.Errorf("tenant %s: %w", t, err), tokenFix(cfg, t, err))
+		r.skip("roles", "tenant "+t+": needs a token")
+		r.skip("api", "tenant "+t+": needs a token")
+		return
+	}
+	claims, err := credentials.ParseClaims(tok.AccessToken)
+	if err != nil {
+		r.fail("token", fmt.Errorf("tenant %s: the token cannot be read: %w", t, err), "")
+		return
+	}
+	r.ok("token", "tenant %s: app-only token for %s, valid until %s", t, claims.Audience, tok.Expiry.UTC().Format(time.RFC3339))
+	if err := credentials.CheckRoles(cfg, t, claims, functions.Requirements(cfg.API, k.enabled...)); err != nil {
+		r.fail("roles", err, rolesFix(err))
+		r.skip("api", "tenant "+t+": needs the roles")
+		return
+	}
+	r.ok("roles", "tenant %s: %s cover %s", t, strings.Join(claims.Roles, ", "), strings.Join(k.enabled, ", "))
+	client, err := defender.New(cfg, t, k.creds.Source(t), &defender.Options{HTTPClient: k.o.HTTPClient})
+	if err != nil {
+		r.fail("api", err, "")
+		return
+	}
+	c, cancel = k.step()
+	n, err := firstPage(c, client)
+	cancel()
+	if err != nil {
+		r.fail("api", fmt.Errorf("tenant %s: %w", t, err), apiFix(cfg, err))
+		return
+	}
+	r.ok("api", "tenant %s: %s answered a one-incident read (%d returned)", t, cfg.APIURL, n)
+	if cfg.ExportSink != "" {
+		c, cancel = context.WithTimeout(k.ctx, 4*k.o.Timeout)
+		probeListing(c, r, t, client, cfg.ExportPageSize)
+		cancel()
+	}
+}
 
-	// 6. Where the functions write.
-	blob, err := functions.BlobOptions(cfg, o.HTTPClient)
+// storage: 6. where the functions write, the state store and the sink.
+func (k *checkup) storage() {
+	r, cfg := k.r, k.cfg
+	blob, err := functions.BlobOptions(cfg, k.o.HTTPClient)
 	if err != nil {
 		r.fail("storage", err, "set "+config.EnvStorage+" or give the app a managed identity")
-		return false
+		return
 	}
 	if cfg.StateStore == "" {
 		r.ok("state store", "not set (%s): incident-export and ticket-webhook need it", config.EnvStateStore)
 	} else {
-		c, cancel := step()
+		c, cancel := k.step()
 		err := checkState(c, cfg.StateStore, blob)
 		cancel()
 		if err != nil {
@@ -197,17 +232,16 @@ func Run(ctx context.Context, lookup func(string) (string, bool), out io.Writer,
 	}
 	if cfg.ExportSink == "" {
 		r.ok("sink", "not set (%s): incident-export is off", config.EnvExportSink)
-	} else {
-		c, cancel := step()
-		err := checkSink(c, cfg, blob)
-		cancel()
-		if err != nil {
-			r.fail("sink", err, storageFix(config.EnvExportSink, cfg.ExportSink))
-		} else {
-			r.ok("sink", "%s is writable (wrote _doctor/check.json)", cfg.ExportSink)
-		}
+		return
 	}
-	return !r.failed
+	c, cancel := k.step()
+	err = checkSink(c, cfg, blob)
+	cancel()
+	if err != nil {
+		r.fail("sink", err, storageFix(config.EnvExportSink, cfg.ExportSink))
+	} else {
+		r.ok("sink", "%s is writable (wrote _doctor/check.json)", cfg.ExportSink)
+	}
 }
 
 func firstPage(ctx context.Context, c defender.Client) (int, error) {
