@@ -96,7 +96,7 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 	pacers := defender.NewPacers()
 	var clients []incidentexport.Tenant
 	for _, t := range cfg.Tenants {
-		c, err := defender.New(cfg, t, creds.Source(t), &defender.Options{HTTPClient: o.HTTPClient, Limits: o.Limits, Logger: log, Pacers: pacers})
+		c, err := NewClient(cfg, t, creds.Source(t), &defender.Options{HTTPClient: o.HTTPClient, Limits: o.Limits, Logger: log, Pacers: pacers})
 		if err != nil {
 			return nil, err
 		}
@@ -130,6 +130,30 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 	}
 	app.HandleHTTP(ticketwebhook.Function, webhookServe)
 	return app, nil
+}
+
+// NewClient is the API client that cfg's settings describe, for one
+// tenant: DEFENDER_API, DEFENDER_API_URL and DEFENDER_RATE_LIMITS become
+// the client's arguments and options here, and nowhere else. Limits set in
+// o win (tests).
+func NewClient(cfg *config.Config, tenant string, src credentials.Source, o *defender.Options) (defender.Client, error) {
+	opts := defender.Options{}
+	if o != nil {
+		opts = *o
+	}
+	if opts.Limits == nil && cfg.RateLimits != nil {
+		opts.Limits = defender.Limits{}
+		for b, rs := range cfg.RateLimits {
+			for _, r := range rs {
+				opts.Limits[b] = append(opts.Limits[b], defender.Rate{Requests: r.Requests, Per: r.Per})
+			}
+		}
+	}
+	c, err := defender.New(defender.API(cfg.API), cfg.APIURL, tenant, src, &opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", config.EnvAPIURL, err)
+	}
+	return c, nil
 }
 
 func receiver(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Client) (function.HTTPFunc, error) {

@@ -190,7 +190,7 @@ func (k *checkup) tenant(t string, vaultOK bool) {
 		return
 	}
 	r.ok("roles", "tenant %s: %s cover %s", t, strings.Join(claims.Roles, ", "), strings.Join(k.enabled, ", "))
-	client, err := defender.New(cfg, t, k.creds.Source(t), &defender.Options{HTTPClient: k.o.HTTPClient})
+	client, err := functions.NewClient(cfg, t, k.creds.Source(t), &defender.Options{HTTPClient: k.o.HTTPClient})
 	if err != nil {
 		r.fail("api", err, "")
 		return

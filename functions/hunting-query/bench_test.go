@@ -47,7 +47,7 @@ func BenchmarkLatencyAdded(b *testing.B) {
 	defer srv.Close()
 	cfg := settingsFor(b, s)
 	creds, _ := credentials.New(cfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
-	direct, _ := defender.New(cfg, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &defender.Options{HTTPClient: s.HTTPClient(), Limits: defender.NoLimits})
+	direct, _ := defender.New(defender.API(cfg.API), cfg.APIURL, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &defender.Options{HTTPClient: s.HTTPClient(), Limits: defender.NoLimits})
 	kql := `DeviceProcessEvents
 | where Timestamp > ago(1d) and FileName =~ "powershell.exe"
 | project Timestamp, DeviceName, AccountName, FileName, ProcessCommandLine, InitiatingProcessFileName
@@ -141,7 +141,7 @@ func BenchmarkFunctionCPU(b *testing.B) {
 		b.Fatal(err)
 	}
 	creds, _ := credentials.New(cfg, &credentials.Options{HTTPClient: apiClient})
-	direct, _ := defender.New(cfg, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &defender.Options{HTTPClient: apiClient, Limits: defender.NoLimits})
+	direct, _ := defender.New(defender.API(cfg.API), cfg.APIURL, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &defender.Options{HTTPClient: apiClient, Limits: defender.NoLimits})
 	kql := `DeviceProcessEvents
 | where Timestamp > ago(1d) and FileName =~ "powershell.exe"
 | project Timestamp, DeviceName, AccountName, FileName, ProcessCommandLine, InitiatingProcessFileName

@@ -68,7 +68,7 @@ func newEnv(t testing.TB, s *devstack.Stack, api string, kv ...string) *env {
 		t.Fatal(err)
 	}
 	for _, tn := range cfg.Tenants {
-		c, err := defender.New(cfg, tn, creds.Source(tn), &defender.Options{HTTPClient: s.HTTPClient(), Limits: defender.NoLimits, RetryBase: 5 * time.Millisecond, MaxAttempts: 10})
+		c, err := defender.New(defender.API(cfg.API), cfg.APIURL, tn, creds.Source(tn), &defender.Options{HTTPClient: s.HTTPClient(), Limits: defender.NoLimits, RetryBase: 5 * time.Millisecond, MaxAttempts: 10})
 		if err != nil {
 			t.Fatal(err)
 		}

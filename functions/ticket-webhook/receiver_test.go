@@ -99,7 +99,7 @@ func (r *rig) client(t testing.TB) defender.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := defender.New(cfg, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &defender.Options{HTTPClient: r.s.HTTPClient()})
+	c, err := defender.New(defender.API(cfg.API), cfg.APIURL, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &defender.Options{HTTPClient: r.s.HTTPClient()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,7 @@ func BenchmarkListHeap(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			c, err := defender.New(cfg, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &defender.Options{HTTPClient: hc, Limits: defender.NoLimits})
+			c, err := defender.New(defender.API(cfg.API), cfg.APIURL, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &defender.Options{HTTPClient: hc, Limits: defender.NoLimits})
 			if err != nil {
 				b.Fatal(err)
 			}

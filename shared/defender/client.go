@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 )
 
@@ -39,8 +38,10 @@ type Options struct {
 	Pacers *Pacers
 }
 
-// New returns the client of cfg's API for one tenant, with tokens from src.
-func New(cfg *config.Config, tenant string, src credentials.Source, opts *Options) (Client, error) {
+// New returns the client of api, served at baseURL (such as
+// https://graph.microsoft.com or a national cloud's), for one tenant, with
+// tokens from src.
+func New(api API, baseURL, tenant string, src credentials.Source, opts *Options) (Client, error) {
 	o := Options{}
 	if opts != nil {
 		o = *opts
@@ -63,33 +64,31 @@ func New(cfg *config.Config, tenant string, src credentials.Source, opts *Option
 	if o.Pacers == nil {
 		o.Pacers = NewPacers()
 	}
-	if o.Limits == nil && cfg.RateLimits != nil {
-		o.Limits = Limits{}
-		for b, rs := range cfg.RateLimits {
-			for _, r := range rs {
-				o.Limits[b] = append(o.Limits[b], Rate{r.Requests, r.Per})
-			}
-		}
+	if api != Graph && api != XDR {
+		return nil, fmt.Errorf("defender: API %q: use defender.Graph or defender.XDR", api)
 	}
-	base, err := url.Parse(cfg.APIURL)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", config.EnvAPIURL, err)
+	baseURL = strings.TrimRight(baseURL, "/")
+	base, err := url.Parse(baseURL)
+	if err != nil || base.Scheme == "" || base.Host == "" {
+		return nil, fmt.Errorf("defender: %q is not the API's base URL (such as https://graph.microsoft.com)", baseURL)
 	}
-	t := &transport{api: string(cfg.API), base: base, hc: o.HTTPClient, src: src, limits: o.Limits, maxBody: o.MaxResponseBytes,
+	t := &transport{api: string(api), base: base, hc: o.HTTPClient, src: src, limits: o.Limits, maxBody: o.MaxResponseBytes,
 		attempts: o.MaxAttempts, retryBase: o.RetryBase, log: o.Logger, userAgent: "defender-functions/" + Version + " (+https://github.com/defender-functions/defender-functions)",
-		pacers: o.Pacers, pacerKey: cfg.APIURL + "|" + tenant + "|" + cfg.ClientID}
-	if cfg.API == config.XDR {
+		// Limits are per app and tenant: one source of tokens is one app in
+		// one tenant.
+		pacers: o.Pacers, pacerKey: fmt.Sprintf("%s|%s|%p", baseURL, tenant, src)}
+	if api == XDR {
 		if t.limits == nil {
 			t.limits = XDRLimits
 		}
-		return &xdr{t: t, tenant: tenant, base: cfg.APIURL}, nil
+		return &xdr{t: t, tenant: tenant, base: baseURL}, nil
 	}
 	if t.limits == nil {
 		t.limits = GraphLimits
 	}
 	// Evolvable enums: without this header Graph hides new members (awaitingAction).
 	t.prefer = "include-unknown-enum-members"
-	return &graph{t: t, base: cfg.APIURL}, nil
+	return &graph{t: t, base: baseURL}, nil
 }
 
 func odataTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.0000000Z") }
@@ -215,7 +214,7 @@ type graph struct {
 	base string
 }
 
-func (g *graph) API() string { return string(config.Graph) }
+func (g *graph) API() string { return string(Graph) }
 
 // Capabilities: Graph documents $count on incidents and a live tenant
 // honours it under $filter (research: defender-api.md §6.1a).
@@ -423,7 +422,7 @@ type xdr struct {
 	base   string
 }
 
-func (x *xdr) API() string { return string(config.XDR) }
+func (x *xdr) API() string { return string(XDR) }
 
 // Capabilities: the XDR API documents $top up to 100 and no $count, so
 // ListOptions.Count is not sent to it.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/defender-functions/defender-functions/functions"
 	"github.com/defender-functions/defender-functions/internal/devstack"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/defender"
@@ -175,7 +176,7 @@ func TestUnauthorizedInvalidatesAndRetriesOnce(t *testing.T) {
 	cfg := settings(t, s, "graph")
 	creds, _ := credentials.New(cfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
 	src := &flakySource{Source: creds.Source(cfg.Tenants[0]), bad: &credentials.Token{AccessToken: "eyJhbGciOiJub25lIn0.e30.x", Expiry: time.Now().Add(time.Hour)}}
-	c, _ := defender.New(cfg, cfg.Tenants[0], src, &defender.Options{HTTPClient: s.HTTPClient(), Limits: defender.NoLimits})
+	c, _ := defender.New(defender.API(cfg.API), cfg.APIURL, cfg.Tenants[0], src, &defender.Options{HTTPClient: s.HTTPClient(), Limits: defender.NoLimits})
 	in, err := c.Incident(context.Background(), "1000")
 	if err != nil || in.ID != "1000" || src.invalidated.Load() != 1 {
 		t.Fatalf("err %v, invalidated %d", err, src.invalidated.Load())
@@ -186,7 +187,7 @@ func TestUnauthorizedInvalidatesAndRetriesOnce(t *testing.T) {
 	// A token for the wrong API is rejected twice: the error says so, once.
 	xcfg := settings(t, s, "xdr")
 	xcreds, _ := credentials.New(xcfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
-	wrong, _ := defender.New(cfg, cfg.Tenants[0], xcreds.Source(xcfg.Tenants[0]), &defender.Options{HTTPClient: s.HTTPClient(), Limits: defender.NoLimits})
+	wrong, _ := defender.New(defender.API(cfg.API), cfg.APIURL, cfg.Tenants[0], xcreds.Source(xcfg.Tenants[0]), &defender.Options{HTTPClient: s.HTTPClient(), Limits: defender.NoLimits})
 	_, err = wrong.Incident(context.Background(), "1000")
 	if !errors.Is(err, defender.ErrUnauthorized) || !strings.Contains(err.Error(), "audience") {
 		t.Fatalf("wrong audience: %v", err)
@@ -368,7 +369,8 @@ func mustTime(s string) time.Time {
 	return t
 }
 
-// DEFENDER_RATE_LIMITS replaces the documented pacing.
+// DEFENDER_RATE_LIMITS replaces the documented pacing (the app maps it to
+// the client's Limits).
 func TestRateLimitsSetting(t *testing.T) {
 	t.Parallel()
 	s := start(t, devstack.Options{Incidents: 400})
@@ -378,7 +380,7 @@ func TestRateLimitsSetting(t *testing.T) {
 	}{{"off", false}, {"security=2/1s", true}} {
 		cfg := settings(t, s, "graph", "DEFENDER_RATE_LIMITS", tc.setting)
 		creds, _ := credentials.New(cfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
-		cl, _ := defender.New(cfg, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &defender.Options{HTTPClient: s.HTTPClient()})
+		cl, _ := functions.NewClient(cfg, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &defender.Options{HTTPClient: s.HTTPClient()})
 		start := time.Now()
 		if _, _, pages, err := listAll(t, context.Background(), cl, defender.ListOptions{PageSize: 50}); err != nil || pages != 8 {
 			t.Fatalf("%s: %d pages, %v", tc.setting, pages, err)
@@ -499,5 +501,25 @@ func TestListCountAndMore(t *testing.T) {
 				t.Fatalf("pages %v, want %v", sizes, tc.pages)
 			}
 		})
+	}
+}
+
+// New refuses what is not a backend or not a base URL, saying what it wants.
+func TestNewRefusesBadArguments(t *testing.T) {
+	for _, tc := range []struct {
+		api  defender.API
+		url  string
+		want string
+	}{
+		{"mde", "https://graph.microsoft.com", `API "mde": use defender.Graph or defender.XDR`},
+		{defender.Graph, "graph.microsoft.com", `"graph.microsoft.com" is not the API's base URL`},
+		{defender.XDR, "", `"" is not the API's base URL`},
+	} {
+		if _, err := defender.New(tc.api, tc.url, "contoso.onmicrosoft.com", nil, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%q, %q) = %v, want %q", tc.api, tc.url, err, tc.want)
+		}
+	}
+	if c, err := defender.New(defender.XDR, "https://api.security.microsoft.com/", "contoso.onmicrosoft.com", nil, nil); err != nil || c.API() != "xdr" {
+		t.Fatalf("a good XDR client: %v", err)
 	}
 }

@@ -16,6 +16,17 @@ import (
 	"time"
 )
 
+// API names a backend.
+type API string
+
+// The backends.
+const (
+	// Graph is the Microsoft Graph security API (https://graph.microsoft.com).
+	Graph API = "graph"
+	// XDR is the Defender XDR API (https://api.security.microsoft.com).
+	XDR API = "xdr"
+)
+
 // Client is the Defender API for one tenant.
 type Client interface {
 	// Incidents lists incidents page by page. A page is yielded only when

@@ -59,7 +59,7 @@ func client(t testing.TB, s *devstack.Stack, cfg *config.Config, opts *defender.
 	if o.RetryBase == 0 {
 		o.RetryBase = 5 * time.Millisecond
 	}
-	c, err := defender.New(cfg, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &o)
+	c, err := defender.New(defender.API(cfg.API), cfg.APIURL, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,12 +26,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/defender-functions/defender-functions/functions"
 	"github.com/defender-functions/defender-functions/functions/doctor"
 	"github.com/defender-functions/defender-functions/infra/local/funchost"
 	"github.com/defender-functions/defender-functions/internal/devstack"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
-	"github.com/defender-functions/defender-functions/shared/defender"
 	"github.com/defender-functions/defender-functions/shared/webhook"
 )
 
@@ -175,7 +175,7 @@ func run(dir, appDir string, serve bool) error {
 // a false positive and comments, then a redelivery and a forgery.
 func jiraDemo(s *devstack.Stack, cfg *config.Config, creds *credentials.Credentials, hostURL string, secret []byte) (string, error) {
 	fmt.Println("\n== ticket-webhook: Jira closes SOC-17 as \"Done\", resolution \"False positive\"")
-	client, err := defender.New(cfg, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), nil)
+	client, err := functions.NewClient(cfg, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), nil)
 	if err != nil {
 		return "", err
 	}
