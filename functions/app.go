@@ -85,7 +85,7 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 	if o.HTTPClient == nil {
 		o.HTTPClient = credentials.DefaultHTTPClient()
 	}
-	creds, err := credentials.New(cfg, &credentials.Options{HTTPClient: o.HTTPClient, Cache: o.Cache, Logger: log})
+	creds, err := credentials.New(Registration(cfg), &credentials.Options{HTTPClient: o.HTTPClient, Cache: o.Cache, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -130,6 +130,17 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 	}
 	app.HandleHTTP(ticketwebhook.Function, webhookServe)
 	return app, nil
+}
+
+// Registration is the app registration that cfg's settings describe, as
+// the credentials take it.
+func Registration(cfg *config.Config) credentials.Registration {
+	return credentials.Registration{API: cfg.API, Resource: cfg.Resource, ClientID: cfg.ClientID, Tenants: cfg.Tenants,
+		AuthorityHost: cfg.AuthorityHost, TokenVersion: cfg.TokenVersion, Credential: cfg.Credential, ClientSecret: cfg.ClientSecret,
+		AssertionAlg: cfg.AssertionAlg, KeyVaultURL: cfg.KeyVaultURL, SecretName: cfg.SecretName, SecretTTL: cfg.SecretTTL,
+		VaultAccess: cfg.VaultAccess, ManagedIdentityClientID: cfg.ManagedIdentityClientID, VaultTenantID: cfg.VaultTenantID,
+		VaultClientID: cfg.VaultClientID, VaultCertificatePath: cfg.VaultCertificatePath, VaultCertificatePass: cfg.VaultCertificatePass,
+		FederatedTokenFile: cfg.FederatedTokenFile}
 }
 
 // NewClient is the API client that cfg's settings describe, for one
@@ -228,7 +239,7 @@ func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 func BlobOptions(cfg *config.Config, hc *http.Client) (state.BlobOptions, error) {
 	o := state.BlobOptions{ConnectionString: cfg.StorageConnStr.Reveal(), HTTPClient: hc}
 	if o.ConnectionString == "" {
-		cred, err := credentials.AzureCredential(cfg, hc)
+		cred, err := credentials.AzureCredential(Registration(cfg), hc)
 		if err != nil {
 			return o, fmt.Errorf("blob storage: no AzureWebJobsStorage connection string, and no identity: %w", err)
 		}

@@ -136,7 +136,7 @@ func (k *checkup) configuration(lookup func(string) (string, bool)) bool {
 	r.ok("config", "%s API at %s, app %s, tenant(s) %s, credential %s; functions %s", cfg.API, cfg.APIURL, cfg.ClientID,
 		strings.Join(cfg.Tenants, ","), cfg.Credential, strings.Join(k.enabled, ", "))
 
-	k.creds, err = credentials.New(cfg, &credentials.Options{HTTPClient: k.o.HTTPClient})
+	k.creds, err = credentials.New(functions.Registration(cfg), &credentials.Options{HTTPClient: k.o.HTTPClient})
 	if err != nil {
 		r.fail("credentials", err, "check "+config.EnvVaultAccess+" and the identity settings it needs")
 		return false
@@ -184,7 +184,7 @@ func (k *checkup) tenant(t string, vaultOK bool) {
 		return
 	}
 	r.ok("token", "tenant %s: app-only token for %s, valid until %s", t, claims.Audience, tok.Expiry.UTC().Format(time.RFC3339))
-	if err := credentials.CheckRoles(cfg, t, claims, functions.Requirements(cfg.API, k.enabled...)); err != nil {
+	if err := credentials.CheckRoles(functions.Registration(cfg), t, claims, functions.Requirements(cfg.API, k.enabled...)); err != nil {
 		r.fail("roles", err, rolesFix(err))
 		r.skip("api", "tenant "+t+": needs the roles")
 		return

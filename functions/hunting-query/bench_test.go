@@ -46,7 +46,7 @@ func BenchmarkLatencyAdded(b *testing.B) {
 	srv := httptest.NewServer(customhandler.New(app, customhandler.Options{}))
 	defer srv.Close()
 	cfg := settingsFor(b, s)
-	creds, _ := credentials.New(cfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
+	creds, _ := credentials.New(functions.Registration(cfg), &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
 	direct, _ := defender.New(defender.API(cfg.API), cfg.APIURL, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &defender.Options{HTTPClient: s.HTTPClient(), Limits: defender.NoLimits})
 	kql := `DeviceProcessEvents
 | where Timestamp > ago(1d) and FileName =~ "powershell.exe"
@@ -140,7 +140,7 @@ func BenchmarkFunctionCPU(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	creds, _ := credentials.New(cfg, &credentials.Options{HTTPClient: apiClient})
+	creds, _ := credentials.New(functions.Registration(cfg), &credentials.Options{HTTPClient: apiClient})
 	direct, _ := defender.New(defender.API(cfg.API), cfg.APIURL, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &defender.Options{HTTPClient: apiClient, Limits: defender.NoLimits})
 	kql := `DeviceProcessEvents
 | where Timestamp > ago(1d) and FileName =~ "powershell.exe"

@@ -63,7 +63,7 @@ func newEnv(t testing.TB, s *devstack.Stack, api string, kv ...string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds, err := credentials.New(cfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
+	creds, err := credentials.New(functions.Registration(cfg), &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

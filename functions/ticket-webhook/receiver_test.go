@@ -95,7 +95,7 @@ func (r *rig) client(t testing.TB) defender.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds, err := credentials.New(cfg, &credentials.Options{HTTPClient: r.s.HTTPClient(), Cache: credentials.NewCache(nil)})
+	creds, err := credentials.New(functions.Registration(cfg), &credentials.Options{HTTPClient: r.s.HTTPClient(), Cache: credentials.NewCache(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

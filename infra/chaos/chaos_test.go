@@ -84,7 +84,7 @@ func newEnv(t *testing.T, s *devstack.Stack) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds, _ := credentials.New(cfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
+	creds, _ := credentials.New(functions.Registration(cfg), &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
 	c, _ := defender.New(defender.API(cfg.API), cfg.APIURL, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &defender.Options{HTTPClient: s.HTTPClient(), Limits: defender.NoLimits})
 	for id := 1001; len(e.ids) < 40; id++ {
 		in, err := c.Incident(context.Background(), strconv.Itoa(id))

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/defender-functions/defender-functions/functions"
 	"github.com/defender-functions/defender-functions/internal/devstack"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/google/uuid"
@@ -17,7 +18,7 @@ func warmSource(b *testing.B) credentials.Source {
 	s := start(b, devstack.Options{IdentityClientID: id})
 	cfg := settings(b, s, id, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", s.ClientSecret(devstack.DefaultClientID))
 	// The real clock, as in production.
-	creds, err := credentials.New(cfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil), Logger: logger})
+	creds, err := credentials.New(functions.Registration(cfg), &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil), Logger: logger})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -127,7 +128,7 @@ func BenchmarkTokenPerCall(b *testing.B) {
 		b.Run(mode.name, func(b *testing.B) {
 			cfg := settings(b, s, id, mode.kv...)
 			for b.Loop() {
-				creds, err := credentials.New(cfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
+				creds, err := credentials.New(functions.Registration(cfg), &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
 				if err != nil {
 					b.Fatal(err)
 				}

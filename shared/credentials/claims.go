@@ -105,7 +105,8 @@ func (e *PermissionError) Error() string {
 
 // CheckRoles checks that a token is for cfg's API and carries the roles of
 // the requirements (the functions' descriptors declare them).
-func CheckRoles(cfg *config.Config, tenant string, c *Claims, reqs []RoleRequirement) error {
+func CheckRoles(reg Registration, tenant string, c *Claims, reqs []RoleRequirement) error {
+	cfg := &reg
 	e := &PermissionError{Tenant: tenant, ClientID: cfg.ClientID, API: cfg.API, WantAudience: cfg.Resource,
 		ConsentURL: AdminConsentURL(cfg.AuthorityHost, tenant, cfg.ClientID), ConsentURLv2: AdminConsentURLv2(cfg.AuthorityHost, tenant, cfg.ClientID, cfg.Resource)}
 	aud := strings.TrimSuffix(c.Audience, "/")

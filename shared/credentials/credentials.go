@@ -42,13 +42,14 @@ type Options struct {
 
 // Credentials are built once per process from the configuration.
 type Credentials struct {
-	cfg     *config.Config
+	cfg     *Registration
 	m       *material
 	sources map[string]*source
 }
 
 // New prepares the credentials; it performs no I/O.
-func New(cfg *config.Config, opts *Options) (*Credentials, error) {
+func New(reg Registration, opts *Options) (*Credentials, error) {
+	cfg := &reg
 	o := Options{}
 	if opts != nil {
 		o = *opts
@@ -139,7 +140,7 @@ func DefaultHTTPClient() *http.Client {
 // material is what proves the app's identity: a secret or certificate from
 // Key Vault, the environment's secret, or a managed identity's assertion.
 type material struct {
-	cfg      *config.Config
+	cfg      *Registration
 	hc       *http.Client
 	log      *slog.Logger
 	now      func() time.Time

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/functions"
-
 	"github.com/defender-functions/defender-functions/internal/devstack"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
@@ -118,7 +117,7 @@ func fixtureOn(t testing.TB, s *devstack.Stack, id string, kv ...string) *fixtur
 	f.cfg = settings(t, s, id, kv...)
 	f.cache = credentials.NewCache(f.clock.Now)
 	var err error
-	f.creds, err = credentials.New(f.cfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: f.cache, Logger: logger})
+	f.creds, err = credentials.New(functions.Registration(f.cfg), &credentials.Options{HTTPClient: s.HTTPClient(), Cache: f.cache, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +281,7 @@ func TestCancelledCallerDoesNotFailOthers(t *testing.T) {
 	id := uuid.NewString()
 	s := start(t, devstack.Options{IdentityClientID: id})
 	cfg := settings(t, s, id)
-	creds, err := credentials.New(cfg, &credentials.Options{HTTPClient: &http.Client{Transport: slowTokens{s.Transport()}}, Cache: credentials.NewCache(nil), Logger: logger})
+	creds, err := credentials.New(functions.Registration(cfg), &credentials.Options{HTTPClient: &http.Client{Transport: slowTokens{s.Transport()}}, Cache: credentials.NewCache(nil), Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +341,7 @@ func TestEveryCredentialMode(t *testing.T) {
 					if c.Audience != api.aud || c.Version != wantVer || c.AppID != devstack.DefaultClientID || c.TenantID != devstack.DefaultTenantID {
 						t.Fatalf("claims %+v", c)
 					}
-					if err := credentials.CheckRoles(f.cfg, devstack.DefaultTenantID, c, functions.Requirements(f.cfg.API, "incident-export", "hunting-query", "ticket-webhook")); err != nil {
+					if err := credentials.CheckRoles(functions.Registration(f.cfg), devstack.DefaultTenantID, c, functions.Requirements(f.cfg.API, "incident-export", "hunting-query", "ticket-webhook")); err != nil {
 						t.Fatal(err)
 					}
 				})
@@ -382,10 +381,10 @@ func TestMissingRoleNamedWithConsentLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := mustClaims(t, tok)
-	if err := credentials.CheckRoles(f.cfg, devstack.DefaultTenantID, c, functions.Requirements(f.cfg.API, "incident-export")); err != nil {
+	if err := credentials.CheckRoles(functions.Registration(f.cfg), devstack.DefaultTenantID, c, functions.Requirements(f.cfg.API, "incident-export")); err != nil {
 		t.Fatalf("read is granted: %v", err)
 	}
-	err = credentials.CheckRoles(f.cfg, devstack.DefaultTenantID, c, functions.Requirements(f.cfg.API, "incident-export", "hunting-query", "ticket-webhook"))
+	err = credentials.CheckRoles(functions.Registration(f.cfg), devstack.DefaultTenantID, c, functions.Requirements(f.cfg.API, "incident-export", "hunting-query", "ticket-webhook"))
 	var pe *credentials.PermissionError
 	if !errors.As(err, &pe) || len(pe.Missing) != 2 {
 		t.Fatalf("err = %v", err)
@@ -397,7 +396,7 @@ func TestMissingRoleNamedWithConsentLink(t *testing.T) {
 	}
 	// A token for the other API is named as such.
 	xdr := settings(t, s, id, "DEFENDER_API", "xdr")
-	err = credentials.CheckRoles(xdr, devstack.DefaultTenantID, c, functions.Requirements(xdr.API, "incident-export"))
+	err = credentials.CheckRoles(functions.Registration(xdr), devstack.DefaultTenantID, c, functions.Requirements(xdr.API, "incident-export"))
 	if !errors.As(err, &pe) || pe.WrongAudience != devstack.GraphResource || !strings.Contains(err.Error(), `needs a token for "https://api.security.microsoft.com"`) {
 		t.Fatalf("wrong audience: %v", err)
 	}

@@ -67,7 +67,7 @@ func (e *EntraError) Transient() bool {
 }
 
 // entraError turns an x/oauth2 error into an EntraError with advice.
-func entraError(err error, cfg *config.Config, tenant string) error {
+func entraError(err error, cfg *Registration, tenant string) error {
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) {
 		return fmt.Errorf("entra id: token request to %s failed: %w", cfg.AuthorityHost, err)
@@ -101,7 +101,7 @@ func entraError(err error, cfg *config.Config, tenant string) error {
 }
 
 // advice says what to check for the AADSTS codes an unattended app meets.
-func advice(e *EntraError, cfg *config.Config) string {
+func advice(e *EntraError, cfg *Registration) string {
 	where := fmt.Sprintf("the Key Vault secret %q", cfg.SecretName)
 	if cfg.Credential == config.EnvSecret {
 		where = config.EnvClientSecret

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
-	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 	"golang.org/x/oauth2"
@@ -28,14 +27,14 @@ import (
 // resource. It uses x/oauth2's Config.Token, which caches nothing: our cache
 // is the only one, so a 401 can really evict a token (MSAL cannot).
 type exchanger struct {
-	cfg      *config.Config
+	cfg      *Registration
 	tenant   string
 	tokenURL string
 	hc       *http.Client
 	now      func() time.Time
 }
 
-func newExchanger(cfg *config.Config, tenant string, hc *http.Client, now func() time.Time) *exchanger {
+func newExchanger(cfg *Registration, tenant string, hc *http.Client, now func() time.Time) *exchanger {
 	path := "/oauth2/v2.0/token"
 	if cfg.TokenVersion == 1 {
 		path = "/oauth2/token"

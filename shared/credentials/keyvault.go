@@ -161,7 +161,7 @@ func scrubAzError(err error) error {
 }
 
 // azClientOptions routes the SDK through our HTTP client, with a small retry budget.
-func azClientOptions(cfg *config.Config, hc *http.Client) azcore.ClientOptions {
+func azClientOptions(cfg *Registration, hc *http.Client) azcore.ClientOptions {
 	o := azcore.ClientOptions{Retry: policy.RetryOptions{MaxRetries: 2, RetryDelay: 200 * time.Millisecond, MaxRetryDelay: 2 * time.Second}}
 	if hc != nil {
 		o.Transport = hc
@@ -184,17 +184,17 @@ func knownAuthority(host string) bool {
 	return false
 }
 
-// vaultCredential is how this process reaches Key Vault. Never
-// DefaultAzureCredential: its probing order (environment, CLI, IMDS) makes a
-// production identity depend on what happens to be installed.
 // AzureCredential is the process's own identity for Azure resources (Key
 // Vault, Blob Storage), as KEY_VAULT_CREDENTIAL says: the managed identity
 // in Azure, a bootstrap app's certificate or federation elsewhere (Lambda).
-func AzureCredential(cfg *config.Config, hc *http.Client) (azcore.TokenCredential, error) {
-	return vaultCredential(cfg, hc)
+func AzureCredential(reg Registration, hc *http.Client) (azcore.TokenCredential, error) {
+	return vaultCredential(&reg, hc)
 }
 
-func vaultCredential(cfg *config.Config, hc *http.Client) (azcore.TokenCredential, error) {
+// vaultCredential is how this process reaches Key Vault. Never
+// DefaultAzureCredential: its probing order (environment, CLI, IMDS) makes a
+// production identity depend on what happens to be installed.
+func vaultCredential(cfg *Registration, hc *http.Client) (azcore.TokenCredential, error) {
 	opts := azClientOptions(cfg, hc)
 	disco := !knownAuthority(cfg.AuthorityHost)
 	switch cfg.VaultAccess {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/defender-functions/defender-functions/functions"
 	"github.com/defender-functions/defender-functions/internal/devstack"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
@@ -29,7 +30,7 @@ func BenchmarkDecodePage(b *testing.B) {
 		{"xdr", s.XDRURL + "/api/incidents?$top=100"},
 	} {
 		cfg := settings(b, s, api.name)
-		creds, _ := credentials.New(cfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
+		creds, _ := credentials.New(functions.Registration(cfg), &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
 		tok, err := creds.Source(cfg.Tenants[0]).Token(context.Background())
 		if err != nil {
 			b.Fatal(err)
@@ -90,7 +91,7 @@ func BenchmarkListHeap(b *testing.B) {
 	for _, n := range []int{1_000, 10_000, 100_000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			cfg, hc := externalDevstack(b, n)
-			creds, err := credentials.New(cfg, &credentials.Options{HTTPClient: hc, Cache: credentials.NewCache(nil)})
+			creds, err := credentials.New(functions.Registration(cfg), &credentials.Options{HTTPClient: hc, Cache: credentials.NewCache(nil)})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -174,7 +174,7 @@ func TestUnauthorizedInvalidatesAndRetriesOnce(t *testing.T) {
 	t.Parallel()
 	s := start(t, devstack.Options{})
 	cfg := settings(t, s, "graph")
-	creds, _ := credentials.New(cfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
+	creds, _ := credentials.New(functions.Registration(cfg), &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
 	src := &flakySource{Source: creds.Source(cfg.Tenants[0]), bad: &credentials.Token{AccessToken: "eyJhbGciOiJub25lIn0.e30.x", Expiry: time.Now().Add(time.Hour)}}
 	c, _ := defender.New(defender.API(cfg.API), cfg.APIURL, cfg.Tenants[0], src, &defender.Options{HTTPClient: s.HTTPClient(), Limits: defender.NoLimits})
 	in, err := c.Incident(context.Background(), "1000")
@@ -186,7 +186,7 @@ func TestUnauthorizedInvalidatesAndRetriesOnce(t *testing.T) {
 	}
 	// A token for the wrong API is rejected twice: the error says so, once.
 	xcfg := settings(t, s, "xdr")
-	xcreds, _ := credentials.New(xcfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
+	xcreds, _ := credentials.New(functions.Registration(xcfg), &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
 	wrong, _ := defender.New(defender.API(cfg.API), cfg.APIURL, cfg.Tenants[0], xcreds.Source(xcfg.Tenants[0]), &defender.Options{HTTPClient: s.HTTPClient(), Limits: defender.NoLimits})
 	_, err = wrong.Incident(context.Background(), "1000")
 	if !errors.Is(err, defender.ErrUnauthorized) || !strings.Contains(err.Error(), "audience") {
@@ -379,7 +379,7 @@ func TestRateLimitsSetting(t *testing.T) {
 		slow    bool
 	}{{"off", false}, {"security=2/1s", true}} {
 		cfg := settings(t, s, "graph", "DEFENDER_RATE_LIMITS", tc.setting)
-		creds, _ := credentials.New(cfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
+		creds, _ := credentials.New(functions.Registration(cfg), &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
 		cl, _ := functions.NewClient(cfg, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), &defender.Options{HTTPClient: s.HTTPClient()})
 		start := time.Now()
 		if _, _, pages, err := listAll(t, context.Background(), cl, defender.ListOptions{PageSize: 50}); err != nil || pages != 8 {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/defender-functions/defender-functions/functions"
 	"github.com/defender-functions/defender-functions/internal/devstack"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
@@ -42,7 +43,7 @@ func settings(t testing.TB, s *devstack.Stack, api string, kv ...string) *config
 
 func client(t testing.TB, s *devstack.Stack, cfg *config.Config, opts *defender.Options) defender.Client {
 	t.Helper()
-	creds, err := credentials.New(cfg, &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
+	creds, err := credentials.New(functions.Registration(cfg), &credentials.Options{HTTPClient: s.HTTPClient(), Cache: credentials.NewCache(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,7 +81,7 @@ func run(dir, appDir string, serve bool) error {
 	if err != nil {
 		return err
 	}
-	creds, err := credentials.New(cfg, nil)
+	creds, err := credentials.New(functions.Registration(cfg), nil)
 	if err != nil {
 		return err
 	}
