@@ -15,6 +15,7 @@ import (
 	"mime"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -195,12 +196,7 @@ func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest) (*function.
 }
 
 func anyRole(p *function.Principal, roles []string) bool {
-	for _, r := range roles {
-		if p.HasRole(r) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(roles, p.HasRole)
 }
 
 // paramValues accepts strings, numbers and lists of strings.

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -40,15 +41,7 @@ type Principal struct {
 
 // HasRole reports whether the principal carries role.
 func (p *Principal) HasRole(role string) bool {
-	if p == nil {
-		return false
-	}
-	for _, r := range p.Roles {
-		if r == role {
-			return true
-		}
-	}
-	return false
+	return p != nil && slices.Contains(p.Roles, role)
 }
 
 // HTTPResponse is a function's answer. Stream, when set, writes the body
