@@ -8,6 +8,9 @@ PKGS    := ./...
 # Every go run shares one build configuration with the binaries pack builds
 # (no cgo, trimmed paths), so a cold first run compiles each package once.
 GORUN   := CGO_ENABLED=0 $(GO) run -trimpath
+# The local commands that run until Ctrl-C are built, then run: go run
+# exits 1 when interrupted, and make would call a clean stop an error.
+GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -o $(LOCAL)/bin/
 # The secrets audit's directory: what the devstacks issued and every log the tests captured.
 AUDIT   := $(LOCAL)/audit
 
@@ -25,10 +28,12 @@ FUZZTIME ?= 5s
 run:
 	$(GORUN) ./infra/pack -local -out $(LOCAL)/app
 	rm -rf $(LOCAL)/export $(LOCAL)/state
-	$(GORUN) ./infra/local/cmd/run -dir $(LOCAL) -app $(LOCAL)/app/azure $(RUN_ARGS)
+	$(GOBUILD) ./infra/local/cmd/run
+	$(LOCAL)/bin/run -dir $(LOCAL) -app $(LOCAL)/app/azure $(RUN_ARGS)
 
 devstack:
-	$(GORUN) ./infra/local/cmd/devstack -dir $(LOCAL) $(DEVSTACK_ARGS)
+	$(GOBUILD) ./infra/local/cmd/devstack
+	$(LOCAL)/bin/devstack -dir $(LOCAL) $(DEVSTACK_ARGS)
 
 # The preflight, with the settings in the environment (source .local/devstack.env
 # to point it at a running `make devstack`).
