@@ -8,9 +8,13 @@ PKGS    := ./...
 # Every go run shares one build configuration with the binaries pack builds
 # (no cgo, trimmed paths), so a cold first run compiles each package once.
 GORUN   := CGO_ENABLED=0 $(GO) run -trimpath
-# The local commands that run until Ctrl-C are built, then run: go run
-# exits 1 when interrupted, and make would call a clean stop an error.
+# The local commands are built, then run: go run says nothing while a cold
+# first build compiles for minutes, and exits 1 when interrupted (make
+# would call a clean Ctrl-C stop an error).
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -o $(LOCAL)/bin/
+# $(call build,path): one line before and one after, with the time taken.
+build = @s=$$(date +%s%N); echo "build: $(1) …"; $(GOBUILD) ./$(1) && \
+	awk -v s=$$s -v e=$$(date +%s%N) 'BEGIN { printf "build: $(1) in %.1fs\n", (e - s) / 1e9 }'
 # The secrets audit's directory: what the devstacks issued and every log the tests captured.
 AUDIT   := $(LOCAL)/audit
 
@@ -26,13 +30,14 @@ FUZZTIME ?= 5s
 # make run builds only what it runs, for this machine: the Function App in
 # $(LOCAL)/app (make build writes the deployables to dist/).
 run:
-	$(GORUN) ./infra/pack -local -out $(LOCAL)/app
+	$(call build,infra/pack)
+	$(LOCAL)/bin/pack -local -out $(LOCAL)/app
+	$(call build,infra/local/cmd/run)
 	rm -rf $(LOCAL)/export $(LOCAL)/state
-	$(GOBUILD) ./infra/local/cmd/run
 	$(LOCAL)/bin/run -dir $(LOCAL) -app $(LOCAL)/app/azure $(RUN_ARGS)
 
 devstack:
-	$(GOBUILD) ./infra/local/cmd/devstack
+	$(call build,infra/local/cmd/devstack)
 	$(LOCAL)/bin/devstack -dir $(LOCAL) $(DEVSTACK_ARGS)
 
 # The preflight, with the settings in the environment (source .local/devstack.env
@@ -84,10 +89,12 @@ bench: tools
 	$(GO) run ./infra/bench -out docs
 
 build:
-	$(GORUN) ./infra/pack -out dist
+	$(call build,infra/pack)
+	$(LOCAL)/bin/pack -out dist
 
 package:
-	$(GORUN) ./infra/pack -out dist -zip
+	$(call build,infra/pack)
+	$(LOCAL)/bin/pack -out dist -zip
 
 clean:
 	rm -rf dist $(LOCAL)
