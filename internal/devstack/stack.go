@@ -622,7 +622,13 @@ func (s *Stack) writeFiles(dir string) error {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "%s=%s\n", k, settings[k])
 	}
-	if err := os.WriteFile(filepath.Join(abs, "devstack.env"), []byte(b.String()), 0o600); err != nil {
+	// Whole or not at all: a supervisor (devstack.StartProcess) reads the
+	// settings as soon as the file appears.
+	tmp := filepath.Join(abs, ".devstack.env.tmp")
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(abs, "devstack.env")); err != nil {
 		return err
 	}
 	values := map[string]string{"FUNCTIONS_WORKER_RUNTIME": "custom", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
