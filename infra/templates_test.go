@@ -4,6 +4,7 @@ package infra_test
 
 import (
 	"os"
+	"os/exec"
 	"regexp"
 	"sort"
 	"strings"
@@ -82,6 +83,19 @@ func compare(t *testing.T, where string, got map[string]bool, skip map[string]st
 	}
 }
 
+// cfn-lint, with the SAM translator, refuses what sam deploy's transform
+// would refuse. It is a Python tool: make test needs it installed.
+func TestCfnLint(t *testing.T) {
+	bin, err := exec.LookPath("cfn-lint")
+	if err != nil {
+		t.Fatal("cfn-lint is not installed: pip install 'cfn-lint>=1.51' (it brings the SAM translator); make test lints infra/aws/template.yaml with it")
+	}
+	out, err := exec.Command(bin, "--format", "parseable", "aws/template.yaml").CombinedOutput()
+	if err != nil {
+		t.Fatalf("cfn-lint infra/aws/template.yaml: %v\n%s", err, out)
+	}
+}
+
 func TestSAMTemplate(t *testing.T) {
 	tpl, err := goformation.Open("aws/template.yaml")
 	if err != nil {
@@ -102,14 +116,37 @@ func TestSAMTemplate(t *testing.T) {
 	if fn.CodeUri == nil || fn.CodeUri.String == nil || *fn.CodeUri.String != "../../dist/lambda/arm64/" {
 		t.Fatalf("CodeUri %+v", fn.CodeUri)
 	}
-	routes := map[string]string{}
+	api, err := tpl.GetServerlessHttpApiWithName("HttpApi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaultAuth := ""
+	if api.Auth != nil && api.Auth.DefaultAuthorizer != nil {
+		defaultAuth = *api.Auth.DefaultAuthorizer
+	}
+	routes, auth := map[string]string{}, map[string]string{}
 	for name, ev := range fn.Events {
 		switch {
 		case ev.Properties.HttpApiEvent != nil:
 			h := ev.Properties.HttpApiEvent
-			routes[*h.Method+" "+*h.Path] = name
+			r := *h.Method + " " + *h.Path
+			routes[r], auth[r] = name, defaultAuth
+			if h.Auth != nil && h.Auth.Authorizer != nil {
+				auth[r] = *h.Auth.Authorizer
+			}
 		default:
 			t.Fatalf("event %s of an unexpected type", name)
+		}
+	}
+	// The hunting routes need an Entra ID token; the webhook's signature is
+	// its authentication. An authorizer of NONE needs a default beside it
+	// (else sam deploy's transform refuses the template: cfn-lint E0001).
+	for r, want := range map[string]string{"GET /hunting-query": "EntraJwt", "POST /hunting-query": "EntraJwt", "POST /ticket-webhook/{provider}": "NONE"} {
+		if auth[r] != want {
+			t.Errorf("%s is authorized by %q, want %q", r, auth[r], want)
+		}
+		if auth[r] == "NONE" && defaultAuth == "" {
+			t.Errorf("%s: Authorizer NONE without a DefaultAuthorizer on the API", r)
 		}
 	}
 	// Every HTTP function as its descriptor declares it, and nothing else.
