@@ -237,7 +237,7 @@ func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 // identity in Azure, the bootstrap app of KEY_VAULT_CREDENTIAL elsewhere
 // (on Lambda the state can live in an Azure Blob container).
 func BlobOptions(cfg *config.Config, hc *http.Client) (state.BlobOptions, error) {
-	o := state.BlobOptions{ConnectionString: cfg.StorageConnStr.Reveal(), HTTPClient: hc}
+	o := state.BlobOptions{ConnectionString: cfg.StorageConnStr.Reveal(), HTTPClient: credentials.SameOrigin(hc)}
 	if o.ConnectionString == "" {
 		cred, err := credentials.AzureCredential(Registration(cfg), hc)
 		if err != nil {

@@ -57,6 +57,7 @@ func New(reg Registration, opts *Options) (*Credentials, error) {
 	if o.HTTPClient == nil {
 		o.HTTPClient = DefaultHTTPClient()
 	}
+	o.HTTPClient = SameOrigin(o.HTTPClient)
 	if o.Cache == nil {
 		o.Cache = NewCache(nil)
 	}

@@ -164,7 +164,7 @@ func scrubAzError(err error) error {
 func azClientOptions(cfg *Registration, hc *http.Client) azcore.ClientOptions {
 	o := azcore.ClientOptions{Retry: policy.RetryOptions{MaxRetries: 2, RetryDelay: 200 * time.Millisecond, MaxRetryDelay: 2 * time.Second}}
 	if hc != nil {
-		o.Transport = hc
+		o.Transport = SameOrigin(hc)
 	}
 	if cfg.AuthorityHost != config.DefaultAuthorityHost {
 		o.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: cfg.AuthorityHost + "/", Services: map[cloud.ServiceName]cloud.ServiceConfiguration{}}

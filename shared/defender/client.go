@@ -72,7 +72,7 @@ func New(api API, baseURL, tenant string, src credentials.Source, opts *Options)
 	if err != nil || base.Scheme == "" || base.Host == "" {
 		return nil, fmt.Errorf("defender: %q is not the API's base URL (such as https://graph.microsoft.com)", baseURL)
 	}
-	t := &transport{api: string(api), base: base, hc: o.HTTPClient, src: src, limits: o.Limits, maxBody: o.MaxResponseBytes,
+	t := &transport{api: string(api), base: base, hc: credentials.SameOrigin(o.HTTPClient), src: src, limits: o.Limits, maxBody: o.MaxResponseBytes,
 		attempts: o.MaxAttempts, retryBase: o.RetryBase, log: o.Logger, userAgent: "defender-functions/" + Version + " (+https://github.com/defender-functions/defender-functions)",
 		// Limits are per app and tenant: one source of tokens is one app in
 		// one tenant.

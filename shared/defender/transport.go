@@ -164,7 +164,8 @@ func (t *transport) do(ctx context.Context, r request) (int, error) {
 				return sent, t.stop(ctx, last, ctx.Err())
 			}
 			last = fmt.Errorf("%s API: %s %s: %w", t.api, r.method, u.Path, scrubURLError(err))
-			if r.once {
+			if r.once || errors.Is(err, credentials.ErrCrossOriginRedirect) {
+				// A refused redirect will be refused again.
 				return sent, last
 			}
 		case resp.StatusCode >= 200 && resp.StatusCode < 300:
