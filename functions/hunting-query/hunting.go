@@ -392,6 +392,17 @@ func writeResult(w io.Writer, format string, res *defender.HuntResult, max int, 
 	return bw.Flush()
 }
 
+// neutralize keeps a spreadsheet from running a text cell as a formula:
+// one that begins with =, +, -, @, a tab or a carriage return is prefixed
+// with a single quote (OWASP's CSV injection advice). Numbers are JSON
+// numbers in the rows, not text, and pass as they are.
+func neutralize(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}
+
 func csvRow(schema []defender.Column, row json.RawMessage) []string {
 	var m map[string]json.RawMessage
 	json.Unmarshal(row, &m)
@@ -400,7 +411,7 @@ func csvRow(schema []defender.Column, row json.RawMessage) []string {
 		v := m[c.Name]
 		var s string
 		if json.Unmarshal(v, &s) == nil {
-			out[i] = s
+			out[i] = neutralize(s)
 		} else if string(v) != "null" {
 			out[i] = string(v)
 		}
