@@ -86,8 +86,9 @@ func literal(p Param, vs []string) (string, error) {
 	return "", fmt.Errorf("unknown type %s", p.Type)
 }
 
-// quote makes a KQL string literal. Control characters are refused rather
-// than escaped: no legitimate value needs them.
+// quote makes a KQL string literal. Control characters and the Unicode
+// line separators are refused rather than escaped: no legitimate value
+// needs them.
 func quote(s string) (string, error) {
 	if len(s) > maxString {
 		return "", fmt.Errorf("longer than %d characters", maxString)
@@ -96,8 +97,11 @@ func quote(s string) (string, error) {
 	b.WriteByte('"')
 	for _, r := range s {
 		switch {
-		case r < 0x20 || r == 0x7f:
+		case r < 0x20 || r == 0x7f || r >= 0x80 && r <= 0x9f:
 			return "", fmt.Errorf("contains a control character")
+		case r == '\u2028' || r == '\u2029':
+			// Line and paragraph separators end a line inside a KQL string.
+			return "", fmt.Errorf("contains a line separator (U+%04X)", r)
 		case r == '\\' || r == '"':
 			b.WriteByte('\\')
 			b.WriteRune(r)

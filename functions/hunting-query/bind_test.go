@@ -54,6 +54,10 @@ T | where A == {s} and B == {n} and C > {d} and D > ago({ts}) and E == {g} and F
 		{"s", "a\n| project Secret", false, ""},
 		{"s", strings.Repeat("a", 1025), false, ""},
 		{"s", "{n}", true, `"{n}"`},
+		{"s", "a\u2028| project Secret", false, ""},
+		{"s", "a\u2029b", false, ""},
+		{"s", "a\u0085b", false, ""},
+		{"s", "café ünïcode", true, `"café ünïcode"`},
 		{"n", "1 or 1==1", false, ""},
 		{"n", "1) | take 1 //", false, ""},
 		{"n", "-42", true, "-42"},
@@ -85,5 +89,34 @@ T | where A == {s} and B == {n} and C > {d} and D > ago({ts}) and E == {g} and F
 	}
 	if _, err := LoadCatalog(fstest.MapFS{"bad.kql": {Data: []byte("// @description x\nT | where A == {undeclared}")}}); err == nil {
 		t.Error("an undeclared placeholder was accepted")
+	}
+}
+
+// A placeholder inside a string literal or a comment is refused when the
+// catalog loads; one in code, beside literals and comments, is not.
+func TestPlaceholderOutsideCode(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want string // "" loads
+	}{
+		{`T | where FileName == "{file}"`, "placeholder {file} is inside a string literal"},
+		{`T | where FileName == '{file}'`, "inside a string literal"},
+		{`T | where FileName == @"C:\{file}"`, "inside a string literal"},
+		{`T | where FileName == h"{file}"`, "inside a string literal"},
+		{"T | where FileName == ```\n{file}\n```", "inside a string literal"},
+		{"T // keep {file} out\n| where FileName =~ {file}", "placeholder {file} is inside a comment"},
+		{`T | where FileName =~ {file}`, ""},
+		{`T | where A == "x\"y" and FileName =~ {file} and B == @"C:\"`, ""},
+		{`T | where A == "//" and FileName =~ {file}`, ""},
+		{`T | where hash == {file}`, ""},
+		{`T | extend h = {file}`, ""},
+	} {
+		_, err := LoadCatalog(fstest.MapFS{"q.kql": {Data: []byte("// @description x\n// @param file string A file.\n" + tc.body)}})
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.body, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: err %v, want %q", tc.body, err, tc.want)
+		}
 	}
 }

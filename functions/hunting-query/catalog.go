@@ -125,8 +125,99 @@ func parseQuery(name, src string) (*Query, error) {
 			return nil, fmt.Errorf("placeholder {%s} is not a declared parameter", m[1])
 		}
 	}
+	if err := placeholdersInCode(q.text); err != nil {
+		return nil, err
+	}
 	sort.Slice(q.Params, func(i, j int) bool { return q.Params[i].Name < q.Params[j].Name })
 	return q, nil
+}
+
+// placeholdersInCode refuses a placeholder inside a string literal or a
+// comment. A value is bound as a whole quoted literal: written inside
+// quotes ("{file}"), the literal's own quotes would end the string and the
+// rest of the value would be KQL.
+func placeholdersInCode(text string) error {
+	inside := kqlNonCode(text)
+	for _, loc := range placeholder().FindAllStringIndex(text, -1) {
+		if what := inside[loc[0]]; what != "" {
+			return fmt.Errorf("placeholder %s is inside a %s: write it alone (it is bound as a quoted literal), as in where FileName =~ {file}", text[loc[0]:loc[1]], what)
+		}
+	}
+	return nil
+}
+
+// kqlNonCode says, for each byte of a KQL text, whether it lies in a
+// string literal ("…", '…', verbatim @"…" and @'…', multi-line ```…```)
+// or a // comment: "" for code.
+func kqlNonCode(text string) []string {
+	out := make([]string, len(text))
+	for i := 0; i < len(text); {
+		start := i
+		var what string
+		switch {
+		case strings.HasPrefix(text[i:], "//"):
+			what = "comment"
+			i = len(text)
+			if j := strings.IndexByte(text[start:], '\n'); j >= 0 {
+				i = start + j
+			}
+		case strings.HasPrefix(text[i:], "```"):
+			what = "string literal"
+			i = len(text)
+			if j := strings.Index(text[start+3:], "```"); j >= 0 {
+				i = start + 3 + j + 3
+			}
+		case prefixedLiteral(text, i):
+			// Verbatim @"…" (no escapes) or obfuscated h"…" literals.
+			what = "string literal"
+			if text[i] == '@' {
+				i = len(text)
+				if j := strings.IndexByte(text[start+2:], text[start+1]); j >= 0 {
+					i = start + 2 + j + 1
+				}
+			} else {
+				i = endQuoted(text, start+1)
+			}
+		case text[i] == '"' || text[i] == '\'':
+			what = "string literal"
+			i = endQuoted(text, start)
+		default:
+			i++
+			continue
+		}
+		for k := start; k < i; k++ {
+			out[k] = what
+		}
+	}
+	return out
+}
+
+// prefixedLiteral reports whether a literal with a prefix (@, h or H)
+// opens at i: the prefix then a quote, and no identifier before it.
+func prefixedLiteral(text string, i int) bool {
+	if i+1 >= len(text) || text[i+1] != '"' && text[i+1] != '\'' || !strings.ContainsRune("@hH", rune(text[i])) {
+		return false
+	}
+	if i == 0 {
+		return true
+	}
+	c := text[i-1]
+	return !(c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z')
+}
+
+// endQuoted is the end of the quoted literal that opens at start, with
+// backslash escapes; an unterminated one runs to the end.
+func endQuoted(text string, start int) int {
+	q := text[start]
+	for i := start + 1; i < len(text); i++ {
+		switch text[i] {
+		case '\\':
+			i++
+		case q:
+			return i + 1
+		}
+	}
+	return len(text)
 }
 
 func (q *Query) param(name string) *Param {
