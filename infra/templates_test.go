@@ -205,7 +205,10 @@ func TestBicepSettings(t *testing.T) {
 	compare(t, "infra/azure/main.bicep", got, notOn["azure"])
 	for _, want := range []string{"Microsoft.Web/sites", "FlexConsumption", "'custom'", "SystemAssigned", "Microsoft.KeyVault/vaults",
 		"enableRbacAuthorization: true", "4633458b-17de-408a-b874-0445c86b69e6", "Microsoft.Insights/components",
-		"ba92f5b4-2d11-453d-a403-e96b0029c9fe", "'exports'", "'state'"} {
+		"ba92f5b4-2d11-453d-a403-e96b0029c9fe", "'exports'", "'state'",
+		// The operator can store the secrets: Secrets Officer and Certificates Officer on the vault.
+		"param operatorPrincipalId string", "b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "a4417e6f-fecd-4de8-b567-7b0420556985",
+		"if (!empty(operatorPrincipalId))", "principalId: operatorPrincipalId"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("main.bicep lacks %s", want)
 		}

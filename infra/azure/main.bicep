@@ -28,6 +28,13 @@ param defenderClientId string
 @secure()
 param defenderClientSecret string = ''
 
+@description('Object ID of whoever stores the secrets in the vault (you: az ad signed-in-user show --query id -o tsv; or a group). It gets Key Vault Secrets Officer and Certificates Officer on the vault: with an RBAC vault, Owner has no data-plane rights and az keyvault secret set is ForbiddenByRbac. Empty: assign the roles yourself.')
+param operatorPrincipalId string = ''
+
+@description('The kind of operatorPrincipalId.')
+@allowed(['User', 'Group', 'ServicePrincipal'])
+param operatorPrincipalType string = 'User'
+
 @description('NCRONTAB schedule of incident-export.')
 param exportSchedule string = '0 */5 * * * *'
 
@@ -57,6 +64,8 @@ var vaultUri = 'https://${vaultName}${environment().suffixes.keyvaultDns}/'
 var blobEndpoint = 'https://${storageName}.blob.${environment().suffixes.storage}'
 var apiUrl = !empty(defenderApiUrl) ? defenderApiUrl : defenderApi == 'xdr' ? 'https://api.security.microsoft.com' : 'https://graph.microsoft.com'
 var kvSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
+var kvSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+var kvCertificatesOfficer = 'a4417e6f-fecd-4de8-b567-7b0420556985'
 var blobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var blobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 var webhookSecret = {
@@ -269,6 +278,27 @@ resource vaultAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', kvSecretsUser)
     principalId: app.identity.principalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+// The operator stores the client secret (or certificate) and the webhook secrets.
+resource operatorSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  scope: vault
+  name: guid(vault.id, operatorPrincipalId, kvSecretsOfficer)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', kvSecretsOfficer)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorCertificates 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  scope: vault
+  name: guid(vault.id, operatorPrincipalId, kvCertificatesOfficer)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', kvCertificatesOfficer)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
   }
 }
 
