@@ -230,7 +230,7 @@ func BenchmarkStream100kRows(b *testing.B) {
 	env := devstackProcess(b, "-hunting-rows", "100000")
 	b.Setenv("IDENTITY_ENDPOINT", env["IDENTITY_ENDPOINT"])
 	b.Setenv("IDENTITY_HEADER", env["IDENTITY_HEADER"])
-	env["HUNTING_ALLOW_ADHOC"], env["HUNTING_MAX_ROWS"], env["DEFENDER_RATE_LIMITS"] = "true", "100000", "off"
+	env["HUNTING_ALLOW_ADHOC"], env["HUNTING_ADHOC_ROLE"], env["HUNTING_MAX_ROWS"], env["DEFENDER_RATE_LIMITS"] = "true", "Hunting.Adhoc", "100000", "off"
 	pem, _ := os.ReadFile(env["SSL_CERT_FILE"])
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
@@ -248,7 +248,8 @@ func BenchmarkStream100kRows(b *testing.B) {
 		runtime.ReadMemStats(&ms)
 		base := ms.HeapInuse
 		req := &function.HTTPRequest{Method: "POST", Header: http.Header{"Accept": {"application/x-ndjson"}, "Content-Type": {"application/json"}},
-			Body: []byte(`{"query":"DeviceProcessEvents | project Timestamp, DeviceName, FileName, ProcessCommandLine","timespan":"P30D"}`)}
+			Principal: &function.Principal{Name: "bench", Roles: []string{"Hunting.Adhoc"}},
+			Body:      []byte(`{"query":"DeviceProcessEvents | project Timestamp, DeviceName, FileName, ProcessCommandLine","timespan":"P30D"}`)}
 		resp := h(context.Background(), req)
 		if resp.Status != 200 {
 			b.Fatalf("%d %s", resp.Status, resp.Body)

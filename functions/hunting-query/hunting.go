@@ -167,8 +167,9 @@ func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest) (*function.
 		if !h.AllowAdhoc {
 			return apiErr(403, "AdhocDisabled", "ad-hoc KQL is disabled: use a catalog query (GET lists them), or set HUNTING_ALLOW_ADHOC=true"), out
 		}
-		if h.AdhocRole != "" && !r.Principal.HasRole(h.AdhocRole) {
-			return apiErr(403, "Forbidden", "ad-hoc KQL needs the role "+h.AdhocRole), out
+		if h.AdhocRole == "" || !r.Principal.HasRole(h.AdhocRole) {
+			// No role configured refuses too (configuration requires one).
+			return apiErr(403, "Forbidden", "ad-hoc KQL needs the role "+cmp.Or(h.AdhocRole, "HUNTING_ADHOC_ROLE names")), out
 		}
 		if len(req.Query) > maxQuery {
 			return apiErr(400, "QueryTooLong", fmt.Sprintf("the query is longer than %d characters", maxQuery)), out

@@ -206,15 +206,16 @@ func settingsFor(tb testing.TB, s *devstack.Stack) *config.Config {
 func TestStreamStopsAtAFailedWrite(t *testing.T) {
 	s := devstack.Start(t, devstack.Options{HuntingRows: 5000})
 	logs := &syncBuf{}
-	app := newApp(t, s, logs, "HUNTING_ALLOW_ADHOC", "true", "HUNTING_MAX_ROWS", "5000")
+	app := newApp(t, s, logs, "HUNTING_ALLOW_ADHOC", "true", "HUNTING_ADHOC_ROLE", "Hunting.Adhoc", "HUNTING_MAX_ROWS", "5000")
 	rows := regexp.MustCompile(`"rows":(\d+)`)
 	for _, format := range []string{"application/json", "application/x-ndjson", "text/csv"} {
 		t.Run(format, func(t *testing.T) {
 			stream := func(w io.Writer) (error, int) {
 				logs.Reset()
 				resp := app.HTTP["hunting-query"].Func(function.WithInvocation(context.Background(), app.Log(), "t"), &function.HTTPRequest{Method: "POST",
-					Header: http.Header{"Accept": {format}, "Content-Type": {"application/json"}},
-					Body:   []byte(`{"query":"DeviceProcessEvents | project Timestamp, DeviceName, FileName, ProcessCommandLine","timespan":"P30D"}`)})
+					Header:    http.Header{"Accept": {format}, "Content-Type": {"application/json"}},
+					Principal: &function.Principal{Name: "analyst", Roles: []string{"Hunting.Adhoc"}},
+					Body:      []byte(`{"query":"DeviceProcessEvents | project Timestamp, DeviceName, FileName, ProcessCommandLine","timespan":"P30D"}`)})
 				if resp.Status != 200 || resp.Stream == nil {
 					t.Fatalf("%d %s", resp.Status, resp.Body)
 				}

@@ -47,7 +47,7 @@ param huntingRequiredRole string = ''
 @description('Role callers of raw KQL must carry.')
 param huntingAdhocRole string = ''
 
-@description('Accept raw KQL in hunting-query.')
+@description('Accept raw KQL in hunting-query (needs huntingAdhocRole: the function key alone never runs raw KQL).')
 param huntingAllowAdhoc bool = false
 
 @description('Webhook providers to turn on; each needs its secret in the vault: jira-webhook-secret, servicenow-webhook-secret, generic-webhook-secret.')

@@ -484,6 +484,11 @@ func (r *reader) hunting(c *Config) {
 	}
 	c.HuntingRequiredRole = r.get(EnvHuntingRequiredRole, "")
 	c.HuntingAdhocRole = r.get(EnvHuntingAdhocRole, "")
+	if c.HuntingAllowAdhoc && c.HuntingAdhocRole == "" {
+		// With the function key alone, whoever holds it could run any KQL.
+		r.p = append(r.p, fmt.Sprintf("%s=true needs %s: the app role a caller must hold to send raw KQL (App Service Authentication or an API Gateway authorizer supplies it)",
+			EnvHuntingAllowAdhoc, EnvHuntingAdhocRole))
+	}
 	c.HuntingMaxRows = 10000
 	if v := r.get(EnvHuntingMaxRows, ""); v != "" {
 		n, err := strconv.Atoi(v)

@@ -147,3 +147,22 @@ func TestWebhookSettings(t *testing.T) {
 		}
 	}
 }
+
+// Raw KQL needs a role to gate it: the function key alone must not allow it.
+func TestAdhocNeedsARole(t *testing.T) {
+	base := []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", "x"}
+	for _, tc := range []struct {
+		kv   []string
+		want string // "" loads
+	}{
+		{[]string{"HUNTING_ALLOW_ADHOC", "true"}, "HUNTING_ALLOW_ADHOC=true needs HUNTING_ADHOC_ROLE"},
+		{[]string{"HUNTING_ALLOW_ADHOC", "true", "HUNTING_ADHOC_ROLE", "Hunting.Adhoc"}, ""},
+		{[]string{"HUNTING_ALLOW_ADHOC", "false"}, ""},
+		{[]string{"HUNTING_ADHOC_ROLE", "Hunting.Adhoc"}, ""},
+	} {
+		_, err := config.Load(env(append(base, tc.kv...)...))
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%v: err = %v, want %q", tc.kv, err, tc.want)
+		}
+	}
+}
