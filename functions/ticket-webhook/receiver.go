@@ -172,6 +172,11 @@ func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome
 	}
 	o.Ticket, o.Notes = ch.Ticket, ch.Notes
 
+	// A provider pinned to a tenant reaches that tenant alone: its secret
+	// must not write another tenant's incidents through the payload.
+	if pm.Tenant != "" && ch.Tenant != "" && !strings.EqualFold(ch.Tenant, pm.Tenant) {
+		return o.fail(403, "TenantNotAllowed", fmt.Sprintf("the %s provider is pinned to one tenant by the mapping; this delivery names another", provider))
+	}
 	tenant := cmp.Or(ch.Tenant, pm.Tenant, rc.DefaultTenant)
 	client := rc.Clients[tenant]
 	if client == nil {

@@ -566,3 +566,42 @@ func TestConcurrentDeliveries(t *testing.T) {
 		t.Fatalf("%d comments", n)
 	}
 }
+
+// A provider that the mapping pins to a tenant cannot reach another one by
+// naming it in the payload: its secret writes the pinned tenant's incidents
+// alone. Unpinned, a multi-tenant app routes by the payload's tenant.
+func TestPinnedTenant(t *testing.T) {
+	mapping := filepath.Join(t.TempDir(), "mapping.json")
+	os.WriteFile(mapping, []byte(`{"generic": {"tenant": "`+devstack.DefaultTenantID+`"}}`), 0o600)
+	tenants := devstack.DefaultTenantID + "," + devstack.PartnerTenantName
+	pinned := newRig(t, "graph", "DEFENDER_TENANT_ID", tenants, "WEBHOOK_MAPPING_FILE", mapping)
+	open := newRig(t, "graph", "DEFENDER_TENANT_ID", tenants)
+	genBody := fixture(t, "generic-resolved.json")
+	naming := func(tenant string) []byte {
+		return bytes.Replace(genBody, []byte(`"incidentId"`), []byte(`"tenant": "`+tenant+`", "incidentId"`), 1)
+	}
+	now := time.Now()
+	for _, tc := range []struct {
+		name    string
+		r       *rig
+		body    []byte
+		refused bool
+	}{
+		{"pinned, naming another tenant", pinned, naming(devstack.PartnerTenantName), true},
+		{"pinned, naming another tenant by ID", pinned, naming(devstack.PartnerTenantID), true},
+		{"pinned, naming its own tenant", pinned, naming(devstack.DefaultTenantID), false},
+		{"pinned, naming none", pinned, genBody, false},
+		{"unpinned, naming the partner", open, naming(devstack.PartnerTenantName), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, files := tc.r.apiCalls(), len(tc.r.stateFiles(t))
+			a := tc.r.send(t, standardDelivery("generic", tc.r.gen, "msg_"+strings.ReplaceAll(tc.name, " ", "_"), now, tc.body))
+			if got := a.code() == "TenantNotAllowed"; got != tc.refused {
+				t.Fatalf("refused = %v (%d %s %+v), want %v", got, a.status, a.Status, a.Error, tc.refused)
+			}
+			if tc.refused && (a.status != 403 || tc.r.apiCalls() != before || len(tc.r.stateFiles(t)) != files) {
+				t.Fatalf("a refused delivery answered %d, made %d API calls, changed the state", a.status, tc.r.apiCalls()-before)
+			}
+		})
+	}
+}
