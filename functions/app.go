@@ -114,7 +114,7 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 		return nil, err
 	}
 	hunter := &huntingquery.Hunter{Catalog: catalog, Clients: map[string]defender.Client{}, DefaultTenant: cfg.Tenants[0],
-		AllowAdhoc: cfg.HuntingAllowAdhoc, RequiredRole: cfg.HuntingRequiredRole, AdhocRole: cfg.HuntingAdhocRole,
+		AllowAdhoc: cfg.HuntingAllowAdhoc, RequiredRole: cfg.HuntingRequiredRole, AdhocRole: cfg.HuntingAdhocRole, TenantRoles: cfg.HuntingTenantRoles,
 		MaxRows: cfg.HuntingMaxRows, Timeout: cfg.HuntingTimeout}
 	for _, c := range clients {
 		hunter.Clients[c.Name] = c.Client

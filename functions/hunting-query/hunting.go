@@ -41,11 +41,15 @@ type Hunter struct {
 	// requests that name none.
 	Clients       map[string]defender.Client
 	DefaultTenant string
-	AllowAdhoc    bool
-	RequiredRole  string
-	AdhocRole     string
-	MaxRows       int
-	Timeout       time.Duration
+	// TenantRoles are the roles a caller needs per tenant (lower-case keys).
+	// A tenant without one, other than DefaultTenant, is queried by nobody:
+	// in a multi-tenant app, a hunting role must not reach every customer.
+	TenantRoles  map[string]string
+	AllowAdhoc   bool
+	RequiredRole string
+	AdhocRole    string
+	MaxRows      int
+	Timeout      time.Duration
 }
 
 const (
@@ -138,6 +142,9 @@ func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest) (*function.
 	if client == nil {
 		return apiErr(400, "UnknownTenant", fmt.Sprintf("tenant %q is not configured", req.Tenant)), out
 	}
+	if msg := h.tenantDenied(out.tenant, r.Principal); msg != "" {
+		return apiErr(403, "TenantNotAllowed", msg), out
+	}
 	if err := checkTimespan(req.Timespan); err != nil {
 		return apiErr(400, "BadTimespan", err.Error()), out
 	}
@@ -194,6 +201,21 @@ func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest) (*function.
 		return writeResult(w, format, res, h.MaxRows, out)
 	}
 	return resp, out
+}
+
+// tenantDenied says why the caller may not query tenant, or "". The home
+// tenant needs no role of its own unless one is set for it.
+func (h *Hunter) tenantDenied(tenant string, p *function.Principal) string {
+	role, ok := h.TenantRoles[strings.ToLower(tenant)]
+	switch {
+	case !ok && strings.EqualFold(tenant, h.DefaultTenant):
+		return ""
+	case !ok:
+		return fmt.Sprintf("no role may query tenant %s: HUNTING_TENANT_ROLES names none for it", tenant)
+	case !p.HasRole(role):
+		return fmt.Sprintf("querying tenant %s needs the role %s", tenant, role)
+	}
+	return ""
 }
 
 func anyRole(p *function.Principal, roles []string) bool {

@@ -67,6 +67,12 @@ func TestHuntingQuery(t *testing.T) {
 	h := customhandler.New(newApp(t, s, logs, "HUNTING_MAX_ROWS", "7"), customhandler.Options{})
 	adhoc := customhandler.New(newApp(t, s, logs, "HUNTING_ALLOW_ADHOC", "true", "HUNTING_ADHOC_ROLE", "Hunting.Adhoc"), customhandler.Options{TrustEasyAuth: true})
 	roleGated := customhandler.New(newApp(t, s, logs, "HUNTING_REQUIRED_ROLE", "Hunting.Run"), customhandler.Options{TrustEasyAuth: true})
+	// A multi-tenant app: the partner tenant is queried only with its role.
+	tenants := devstack.DefaultTenantID + "," + devstack.PartnerTenantName
+	multi := customhandler.New(newApp(t, s, logs, "DEFENDER_TENANT_ID", tenants), customhandler.Options{TrustEasyAuth: true})
+	perTenant := customhandler.New(newApp(t, s, logs, "DEFENDER_TENANT_ID", tenants, "HUNTING_TENANT_ROLES", devstack.PartnerTenantName+"=Hunting.Fabrikam"),
+		customhandler.Options{TrustEasyAuth: true})
+	partner := `{"name":"failed-logons","tenant":"` + devstack.PartnerTenantName + `"}`
 	type tc struct {
 		name       string
 		h          http.Handler
@@ -102,6 +108,11 @@ func TestHuntingQuery(t *testing.T) {
 		{"no principal", roleGated, "GET", "", "", "", "", 401, "Hunting.Run", false},
 		{"wrong role", roleGated, "GET", "", "", "", principal("Other"), 403, "Hunting.Run", false},
 		{"right role", roleGated, "GET", "", "", "", principal("Hunting.Run"), 200, "failed-logons", false},
+		{"another tenant, no role set for it", multi, "POST", partner, "", "", principal("Hunting.Run"), 403, "TenantNotAllowed", false},
+		{"the home tenant, no role needed", multi, "POST", `{"name":"failed-logons"}`, "", "", "", 200, `"schema"`, true},
+		{"another tenant, without its role", perTenant, "POST", partner, "", "", principal("Hunting.Contoso"), 403, "needs the role Hunting.Fabrikam", false},
+		{"another tenant, anonymous", perTenant, "POST", partner, "", "", "", 403, "TenantNotAllowed", false},
+		{"another tenant, with its role", perTenant, "POST", partner, "", "", principal("Hunting.Fabrikam"), 200, `"schema"`, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := s.Counters().Get("graph.hunting", 0)

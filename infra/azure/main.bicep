@@ -47,6 +47,9 @@ param huntingRequiredRole string = ''
 @description('Role callers of raw KQL must carry.')
 param huntingAdhocRole string = ''
 
+@description('tenant=role pairs, comma-separated: the role a hunting-query caller needs per tenant. In a multi-tenant app, a tenant other than the first is queried by nobody without one.')
+param huntingTenantRoles string = ''
+
 @description('Accept raw KQL in hunting-query (needs huntingAdhocRole: the function key alone never runs raw KQL).')
 param huntingAllowAdhoc bool = false
 
@@ -244,6 +247,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: huntingRequiredRole }
         { name: 'HUNTING_ADHOC_ROLE'
           value: huntingAdhocRole }
+        { name: 'HUNTING_TENANT_ROLES'
+          value: huntingTenantRoles }
         { name: 'HUNTING_MAX_ROWS'
           value: '10000' }
         { name: 'HUNTING_TIMEOUT'

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -106,11 +107,12 @@ type Config struct {
 	RateLimits map[string][]RateLimit
 
 	// hunting-query settings.
-	HuntingAllowAdhoc   bool          // HUNTING_ALLOW_ADHOC: accept raw KQL
-	HuntingRequiredRole string        // HUNTING_REQUIRED_ROLE: callers must carry it
-	HuntingAdhocRole    string        // HUNTING_ADHOC_ROLE: callers of raw KQL must carry it
-	HuntingMaxRows      int           // HUNTING_MAX_ROWS: rows returned at most (the rest is flagged truncated)
-	HuntingTimeout      time.Duration // HUNTING_TIMEOUT: below the platform's HTTP limit (230 s in Azure)
+	HuntingAllowAdhoc   bool              // HUNTING_ALLOW_ADHOC: accept raw KQL
+	HuntingRequiredRole string            // HUNTING_REQUIRED_ROLE: callers must carry it
+	HuntingAdhocRole    string            // HUNTING_ADHOC_ROLE: callers of raw KQL must carry it
+	HuntingTenantRoles  map[string]string // HUNTING_TENANT_ROLES: tenant (lower case) → the role a caller needs to query it
+	HuntingMaxRows      int               // HUNTING_MAX_ROWS: rows returned at most (the rest is flagged truncated)
+	HuntingTimeout      time.Duration     // HUNTING_TIMEOUT: below the platform's HTTP limit (230 s in Azure)
 
 	// ticket-webhook settings. A provider without a secret is switched off.
 	WebhookSecrets     map[string]Secret // WEBHOOK_SECRET_JIRA, _SERVICENOW, _GENERIC: space-separated for rotation
@@ -167,6 +169,7 @@ const (
 	EnvHuntingAllowAdhoc       = "HUNTING_ALLOW_ADHOC"
 	EnvHuntingRequiredRole     = "HUNTING_REQUIRED_ROLE"
 	EnvHuntingAdhocRole        = "HUNTING_ADHOC_ROLE"
+	EnvHuntingTenantRoles      = "HUNTING_TENANT_ROLES"
 	EnvHuntingMaxRows          = "HUNTING_MAX_ROWS"
 	EnvHuntingTimeout          = "HUNTING_TIMEOUT"
 	EnvWebhookSecretPrefix     = "WEBHOOK_SECRET_" // + JIRA, SERVICENOW, GENERIC
@@ -484,6 +487,21 @@ func (r *reader) hunting(c *Config) {
 	}
 	c.HuntingRequiredRole = r.get(EnvHuntingRequiredRole, "")
 	c.HuntingAdhocRole = r.get(EnvHuntingAdhocRole, "")
+	c.HuntingTenantRoles = map[string]string{}
+	if v := r.get(EnvHuntingTenantRoles, ""); v != "" {
+		for _, part := range strings.Split(v, ",") {
+			tenant, role, ok := strings.Cut(strings.TrimSpace(part), "=")
+			tenant, role = strings.ToLower(strings.TrimSpace(tenant)), strings.TrimSpace(role)
+			switch {
+			case !ok || tenant == "" || role == "":
+				r.p = append(r.p, fmt.Sprintf("%s=%q: use tenant=role pairs separated by commas, such as contoso.onmicrosoft.com=Hunting.Contoso", EnvHuntingTenantRoles, v))
+			case !slices.ContainsFunc(c.Tenants, func(t string) bool { return strings.EqualFold(t, tenant) }):
+				r.p = append(r.p, fmt.Sprintf("%s names %q, which is not in %s (name each tenant as it is written there)", EnvHuntingTenantRoles, tenant, EnvTenantID))
+			default:
+				c.HuntingTenantRoles[tenant] = role
+			}
+		}
+	}
 	if c.HuntingAllowAdhoc && c.HuntingAdhocRole == "" {
 		// With the function key alone, whoever holds it could run any KQL.
 		r.p = append(r.p, fmt.Sprintf("%s=true needs %s: the app role a caller must hold to send raw KQL (App Service Authentication or an API Gateway authorizer supplies it)",

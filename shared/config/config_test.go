@@ -166,3 +166,25 @@ func TestAdhocNeedsARole(t *testing.T) {
 		}
 	}
 }
+
+// HUNTING_TENANT_ROLES pairs configured tenants with roles.
+func TestHuntingTenantRoles(t *testing.T) {
+	base := []string{"DEFENDER_TENANT_ID", tenant + ",Fabrikam.onmicrosoft.com", "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", "x"}
+	c, err := config.Load(env(append(base, "HUNTING_TENANT_ROLES", " fabrikam.onmicrosoft.com = Hunting.Fabrikam ,"+tenant+"=Hunting.Home")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.HuntingTenantRoles) != 2 || c.HuntingTenantRoles["fabrikam.onmicrosoft.com"] != "Hunting.Fabrikam" || c.HuntingTenantRoles[strings.ToLower(tenant)] != "Hunting.Home" {
+		t.Fatalf("%v", c.HuntingTenantRoles)
+	}
+	for v, want := range map[string]string{
+		"fabrikam.onmicrosoft.com":            "use tenant=role pairs",
+		"fabrikam.onmicrosoft.com=":           "use tenant=role pairs",
+		"northwind.onmicrosoft.com=Hunting.N": `names "northwind.onmicrosoft.com", which is not in DEFENDER_TENANT_ID`,
+		"fabrikam.onmicrosoft.com=A,=B":       "use tenant=role pairs",
+	} {
+		if _, err := config.Load(env(append(base, "HUNTING_TENANT_ROLES", v)...)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want %q", v, err, want)
+		}
+	}
+}
