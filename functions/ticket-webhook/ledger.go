@@ -134,6 +134,9 @@ func (l *ledger) release(ctx context.Context, c *claim) {
 type link struct {
 	Incident string `json:"incident"`
 	Tenant   string `json:"tenant"`
+	// At is the time of the event that set the link: an older event never
+	// replaces it (deliveries arrive out of order).
+	At time.Time `json:"at,omitzero"`
 }
 
 func linkKey(provider, ticket string) string {
@@ -165,6 +168,10 @@ func (l *ledger) setLink(ctx context.Context, provider, ticket string, k link) e
 			return err
 		}
 		if string(old) == string(b) {
+			return nil
+		}
+		var prev link
+		if json.Unmarshal(old, &prev) == nil && prev.At.After(k.At) {
 			return nil
 		}
 		if _, err = l.st.Put(ctx, key, b, ver); !errors.Is(err, state.ErrConflict) {

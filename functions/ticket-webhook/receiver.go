@@ -154,7 +154,7 @@ func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome
 	now := rc.now()
 
 	// Verification comes first: nothing of an unverified body is read.
-	deliveryID, err := rc.verify(r, provider, keys, now)
+	deliveryID, at, err := rc.verify(r, provider, keys, now)
 	if err != nil {
 		return verifyFailed(o, err)
 	}
@@ -163,7 +163,7 @@ func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome
 	}
 	o.Delivery = deliveryID
 
-	ch, pm, err := rc.parse(r, provider, now)
+	ch, pm, bodyAt, err := rc.parse(r, provider, now)
 	if errors.Is(err, webhook.ErrStale) {
 		return verifyFailed(o, err)
 	}
@@ -171,6 +171,9 @@ func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome
 		return o.fail(400, "BadPayload", err.Error())
 	}
 	o.Ticket, o.Notes = ch.Ticket, ch.Notes
+	if !bodyAt.IsZero() {
+		at = bodyAt // Jira signs the event's time in the body
+	}
 
 	// A provider pinned to a tenant reaches that tenant alone: its secret
 	// must not write another tenant's incidents through the payload.
@@ -188,13 +191,13 @@ func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome
 	if ch.Ignored != "" {
 		o.Status, o.Reason, o.Incident = "ignored", ch.Ignored, ch.IncidentID
 		if ch.Linkable && ch.IncidentID != "" {
-			if err := l.setLink(ctx, provider, ch.Ticket, link{Incident: ch.IncidentID, Tenant: tenant}); err != nil {
+			if err := l.setLink(ctx, provider, ch.Ticket, link{Incident: ch.IncidentID, Tenant: tenant, At: at}); err != nil {
 				return stateFailed(o, err)
 			}
 		}
 		return o
 	}
-	return rc.applyOnce(ctx, o, l, delivery{provider: provider, id: deliveryID, body: r.Body, change: ch, mapping: pm, tenant: tenant, client: client})
+	return rc.applyOnce(ctx, o, l, delivery{provider: provider, id: deliveryID, at: at, body: r.Body, change: ch, mapping: pm, tenant: tenant, client: client})
 }
 
 // admit checks what can be checked before verification: a known provider
@@ -220,43 +223,45 @@ func (rc *Receiver) admit(r *function.HTTPRequest, o *Outcome) (provider string,
 	return provider, keys, nil
 }
 
-// verify checks the delivery's signature and returns its ID.
-func (rc *Receiver) verify(r *function.HTTPRequest, provider string, keys [][]byte, now time.Time) (string, error) {
+// verify checks the delivery's signature and returns its ID and, where the
+// signature covers one, the event's time (Jira's is in the body: parse).
+func (rc *Receiver) verify(r *function.HTTPRequest, provider string, keys [][]byte, now time.Time) (string, time.Time, error) {
 	if provider == Jira {
 		if err := webhook.VerifyHub(keys, r.Header.Get(webhook.HeaderHubSignature), r.Body); err != nil {
-			return "", err
+			return "", time.Time{}, err
 		}
-		return r.Header.Get(headerJiraID), nil
+		return r.Header.Get(headerJiraID), time.Time{}, nil
 	}
 	d, err := webhook.VerifyStandard(keys, r.Header, r.Body, now, rc.Tolerance)
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
-	return d.ID, nil
+	return d.ID, d.Timestamp, nil
 }
 
 // parse reads the verified body as the provider's change, with the
-// provider's mapping.
-func (rc *Receiver) parse(r *function.HTTPRequest, provider string, now time.Time) (*Change, *ProviderMapping, error) {
+// provider's mapping, and the event's time where the body states it.
+func (rc *Receiver) parse(r *function.HTTPRequest, provider string, now time.Time) (*Change, *ProviderMapping, time.Time, error) {
 	switch provider {
 	case Jira:
 		ch, at, err := ParseJira(r.Body, rc.Mapping)
 		if err == nil {
 			err = rc.jiraAge(r.Header, now, at)
 		}
-		return ch, &rc.Mapping.Jira, err
+		return ch, &rc.Mapping.Jira, at, err
 	case ServiceNow:
 		ch, err := ParseServiceNow(r.Body, rc.Mapping)
-		return ch, &rc.Mapping.ServiceNow, err
+		return ch, &rc.Mapping.ServiceNow, time.Time{}, err
 	default:
 		ch, err := ParseGeneric(r.Body, rc.Mapping)
-		return ch, &rc.Mapping.Generic, err
+		return ch, &rc.Mapping.Generic, time.Time{}, err
 	}
 }
 
 // delivery is a verified, parsed delivery for a configured tenant.
 type delivery struct {
 	provider, id string
+	at           time.Time // the event's signed time
 	body         []byte
 	change       *Change
 	mapping      *ProviderMapping
@@ -346,7 +351,7 @@ func (rc *Receiver) applyOnce(ctx context.Context, o *Outcome, l *ledger, d deli
 		l.mark(ctx, secondary, o.Status)
 	}
 	if ch.Linkable {
-		l.setLink(ctx, d.provider, ch.Ticket, link{Incident: id, Tenant: d.tenant})
+		l.setLink(ctx, d.provider, ch.Ticket, link{Incident: id, Tenant: d.tenant, At: d.at})
 	}
 	return o
 }

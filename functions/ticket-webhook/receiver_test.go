@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -603,5 +604,44 @@ func TestPinnedTenant(t *testing.T) {
 				t.Fatalf("a refused delivery answered %d, made %d API calls, changed the state", a.status, tc.r.apiCalls()-before)
 			}
 		})
+	}
+}
+
+// The ticket → incident link follows the newest event: an older delivery
+// that arrives late (a retry) does not replace it.
+func TestLinkKeepsTheNewestEvent(t *testing.T) {
+	r := newRig(t, "graph")
+	body := fixture(t, "servicenow-closed.json")
+	for _, id := range []string{"1001", "1002", "1003"} {
+		r.reset(t, id)
+	}
+	now := time.Now()
+	link := func() string {
+		for p, content := range r.stateFiles(t) {
+			if strings.Contains(filepath.ToSlash(p), "webhook-links/servicenow/") {
+				var k struct{ Incident string }
+				json.Unmarshal([]byte(content), &k)
+				return k.Incident
+			}
+		}
+		return ""
+	}
+	for i, step := range []struct {
+		incident string
+		at       time.Duration
+		want     string
+	}{
+		{"1001", 0, "1001"},
+		{"1002", -time.Minute, "1001"}, // older: the link stays
+		{"1003", time.Minute, "1003"},  // newer: it moves
+	} {
+		b := bytes.Replace(body, []byte(`"correlation_id": "1001"`), []byte(`"correlation_id": "`+step.incident+`"`), 1)
+		a := r.send(t, standardDelivery("servicenow", r.sn, fmt.Sprintf("sn_link_%d", i), now.Add(step.at), b))
+		if a.status != 200 || a.Incident != step.incident {
+			t.Fatalf("step %d: %d %s %+v", i, a.status, a.Status, a.Error)
+		}
+		if got := link(); got != step.want {
+			t.Fatalf("step %d: the link names %q, want %q", i, got, step.want)
+		}
 	}
 }

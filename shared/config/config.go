@@ -540,6 +540,12 @@ func (r *reader) webhook(c *Config) {
 	c.WebhookRetryWindow = r.duration(EnvWebhookRetryWindow, 2*time.Hour, time.Minute, 48*time.Hour)
 	c.WebhookDedupeTTL = r.duration(EnvWebhookDedupeTTL, 7*24*time.Hour, time.Hour, 90*24*time.Hour)
 	c.WebhookTimeout = r.duration(EnvWebhookTimeout, 25*time.Second, time.Second, 225*time.Second)
+	if min := c.WebhookRetryWindow + c.WebhookTolerance; c.WebhookDedupeTTL < min {
+		// A delivery still accepted after the ledger forgot it would be
+		// applied again (undoing what an analyst changed since).
+		r.p = append(r.p, fmt.Sprintf("%s=%s is shorter than %s + %s (%s): a redelivery after it would be applied again; use at least %s",
+			EnvWebhookDedupeTTL, c.WebhookDedupeTTL, EnvWebhookRetryWindow, EnvWebhookTolerance, min, min))
+	}
 	c.WebhookMaxBody = 1 << 20
 	if v := r.get(EnvWebhookMaxBody, ""); v != "" {
 		n, err := strconv.Atoi(v)

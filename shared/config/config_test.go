@@ -188,3 +188,23 @@ func TestHuntingTenantRoles(t *testing.T) {
 		}
 	}
 }
+
+// The ledger remembers a delivery at least as long as a redelivery of it
+// is accepted: the retry window plus the tolerance.
+func TestDedupeOutlastsRedelivery(t *testing.T) {
+	base := []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", "x"}
+	for _, tc := range []struct {
+		kv   []string
+		want string
+	}{
+		{[]string{"WEBHOOK_DEDUPE_TTL", "2h"}, "WEBHOOK_DEDUPE_TTL=2h0m0s is shorter than WEBHOOK_RETRY_WINDOW + WEBHOOK_TOLERANCE (2h5m0s)"},
+		{[]string{"WEBHOOK_DEDUPE_TTL", "3h", "WEBHOOK_RETRY_WINDOW", "3h"}, "use at least 3h5m0s"},
+		{[]string{"WEBHOOK_DEDUPE_TTL", "2h5m"}, ""},
+		{nil, ""},
+	} {
+		_, err := config.Load(env(append(base, tc.kv...)...))
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%v: err = %v, want %q", tc.kv, err, tc.want)
+		}
+	}
+}
