@@ -75,8 +75,13 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 	// handler adds the invocation's ID to their lines.
 	log = slog.New(function.LogHandler(log.Handler()))
 	cfg, err := config.Load(lookup)
-	if err != nil {
+	if cfg == nil {
 		return nil, err
+	}
+	if err != nil {
+		// Only some functions' own settings are wrong: those answer with
+		// their problems, the others run.
+		log.Error("configuration", "error", err.Error())
 	}
 	o := Options{}
 	if opts != nil {
@@ -102,10 +107,9 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 		}
 		clients = append(clients, incidentexport.Tenant{Name: t, Client: c})
 	}
-	exportRun, exportErr := exporter(cfg, clients, o.HTTPClient)
-	if exportErr != nil {
-		// Only this function is unusable; the others still serve.
-		exportRun = func(context.Context, function.Timer) error { return exportErr }
+	exportRun, err := exporter(cfg, clients, o.HTTPClient)
+	if err = configured(cfg, incidentexport.Function, err); err != nil {
+		exportRun = func(context.Context, function.Timer) error { return err }
 	}
 	app.HandleTimer(incidentexport.Function, exportRun)
 
@@ -119,17 +123,42 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 	for _, c := range clients {
 		hunter.Clients[c.Name] = c.Client
 	}
-	app.HandleHTTP(huntingquery.Function, hunter.Serve)
+	huntServe := hunter.Serve
+	if err := configured(cfg, huntingquery.Function, nil); err != nil {
+		huntServe = unavailable(err)
+	}
+	app.HandleHTTP(huntingquery.Function, huntServe)
 
 	webhookServe, err := receiver(cfg, clients, o.HTTPClient)
-	if err != nil {
-		msg := "ticket-webhook is not configured: " + err.Error()
-		webhookServe = func(context.Context, *function.HTTPRequest) *function.HTTPResponse {
-			return function.Text(http.StatusInternalServerError, msg)
-		}
+	if err = configured(cfg, ticketwebhook.Function, err); err != nil {
+		webhookServe = unavailable(err)
 	}
 	app.HandleHTTP(ticketwebhook.Function, webhookServe)
 	return app, nil
+}
+
+// configured says why function d cannot run: problems with its own
+// settings, or what building it found (err), or nil.
+func configured(cfg *config.Config, d function.Descriptor, err error) error {
+	p := cfg.FunctionProblems[d.Name]
+	switch {
+	case len(p) > 0 && err != nil:
+		return fmt.Errorf("%s is not configured: %s; %v", d.Name, strings.Join(p, "; "), err)
+	case len(p) > 0:
+		return fmt.Errorf("%s is not configured: %s", d.Name, strings.Join(p, "; "))
+	case err != nil:
+		return fmt.Errorf("%s is not configured: %w", d.Name, err)
+	}
+	return nil
+}
+
+// unavailable answers every call with 503 and what to fix: the function
+// cannot run until its settings are, the others are not affected.
+func unavailable(cause error) function.HTTPFunc {
+	msg := cause.Error()
+	return func(context.Context, *function.HTTPRequest) *function.HTTPResponse {
+		return function.Text(http.StatusServiceUnavailable, msg)
+	}
 }
 
 // Registration is the app registration that cfg's settings describe, as
@@ -250,10 +279,7 @@ func BlobOptions(cfg *config.Config, hc *http.Client) (state.BlobOptions, error)
 
 // Broken is the app of a process whose configuration is wrong.
 func Broken(cause error, log *slog.Logger) *function.App {
-	msg := "Defender Functions is not configured: " + cause.Error()
-	httpFail := func(context.Context, *function.HTTPRequest) *function.HTTPResponse {
-		return function.Text(http.StatusInternalServerError, msg)
-	}
+	httpFail := unavailable(fmt.Errorf("Defender Functions is not configured: %w", cause))
 	app := &function.App{Logger: log}
 	for _, d := range Functions {
 		if d.HTTP != nil {

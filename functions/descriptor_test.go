@@ -3,6 +3,7 @@ package functions_test
 import (
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"slices"
 	"testing"
 
@@ -105,6 +106,10 @@ func TestDescriptorsAgree(t *testing.T) {
 		if d.Timer != nil && d.Timer.Schedule != "%"+config.EnvExportSchedule+"%" {
 			t.Errorf("%s: schedule %q is not %%%s%%", d.Name, d.Timer.Schedule, config.EnvExportSchedule)
 		}
+	}
+	// config files each function's own settings' problems under its name.
+	if want := []string{config.IncidentExport, config.HuntingQuery, config.TicketWebhook}; !slices.Equal(slices.Sorted(maps.Keys(names)), slices.Sorted(slices.Values(want))) {
+		t.Errorf("config names the functions %v, the descriptors %v", want, slices.Sorted(maps.Keys(names)))
 	}
 	if len(functions.Requirements(config.Graph, "no-such-function")) != 0 {
 		t.Error("requirements for an undeclared function")

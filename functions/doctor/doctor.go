@@ -24,6 +24,7 @@ import (
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/defender"
+	"github.com/defender-functions/defender-functions/shared/function"
 	"github.com/defender-functions/defender-functions/shared/sink"
 	"github.com/defender-functions/defender-functions/shared/state"
 )
@@ -111,7 +112,7 @@ func (k *checkup) step() (context.Context, context.CancelFunc) {
 func (k *checkup) configuration(lookup func(string) (string, bool)) bool {
 	r := k.r
 	cfg, err := config.Load(lookup)
-	if err != nil {
+	if cfg == nil {
 		var p config.Problems
 		if errors.As(err, &p) {
 			for _, line := range p {
@@ -125,13 +126,21 @@ func (k *checkup) configuration(lookup func(string) (string, bool)) bool {
 		}
 		return false
 	}
-	k.cfg = cfg
-	k.enabled = []string{huntingquery.Function.Name}
-	if cfg.ExportSink != "" {
-		k.enabled = append([]string{incidentexport.Function.Name}, k.enabled...)
+	// Problems with one function's own settings stop that function only:
+	// each is a failure, and the checks go on for the others.
+	for _, d := range functions.Functions {
+		for _, line := range cfg.FunctionProblems[d.Name] {
+			r.fail("config", fmt.Errorf("%s: %s", d.Name, line), "")
+		}
 	}
-	if len(cfg.WebhookSecrets) > 0 {
-		k.enabled = append(k.enabled, ticketwebhook.Function.Name)
+	k.cfg = cfg
+	for _, on := range []struct {
+		d  function.Descriptor
+		on bool
+	}{{incidentexport.Function, cfg.ExportSink != ""}, {huntingquery.Function, true}, {ticketwebhook.Function, len(cfg.WebhookSecrets) > 0}} {
+		if on.on && len(cfg.FunctionProblems[on.d.Name]) == 0 {
+			k.enabled = append(k.enabled, on.d.Name)
+		}
 	}
 	r.ok("config", "%s API at %s, app %s, tenant(s) %s, credential %s; functions %s", cfg.API, cfg.APIURL, cfg.ClientID,
 		strings.Join(cfg.Tenants, ","), cfg.Credential, strings.Join(k.enabled, ", "))

@@ -79,6 +79,12 @@ func TestDoctor(t *testing.T) {
 			"FAIL  sink",
 			"fix: EXPORT_SINK=file://" + filepath.Join(blocker, "export") + " must be a directory this process can create and write",
 		}},
+		{name: "one function's settings", env: []string{"WEBHOOK_SECRET_JIRA", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/jira/)"}, want: []string{
+			"FAIL  config       ticket-webhook: WEBHOOK_SECRET_JIRA is an unresolved Key Vault reference",
+			// The others are checked: the webhook's roles are not asked for.
+			"ok    config       graph API at " + s.GraphURL, "functions incident-export, hunting-query\n",
+			"ok    key vault", "ok    token", "ok    roles", "ok    api", "ok    state store", "ok    sink",
+		}},
 		{name: "configuration", env: []string{"DEFENDER_CLIENT_ID", "my-app"}, want: []string{
 			`FAIL  config       DEFENDER_CLIENT_ID="my-app" is not an application (client) ID`,
 			"\nskip  key vault    needs the configuration", "skip  token", "skip  roles", "skip  api", "skip  state store", "skip  sink",

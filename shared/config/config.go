@@ -106,6 +106,11 @@ type Config struct {
 	// an empty map turns pacing off (DEFENDER_RATE_LIMITS=off).
 	RateLimits map[string][]RateLimit
 
+	// FunctionProblems are the problems of each function's own settings,
+	// by function name, when Load found no other: those functions cannot
+	// run, the others can.
+	FunctionProblems map[string]Problems
+
 	// hunting-query settings.
 	HuntingAllowAdhoc   bool              // HUNTING_ALLOW_ADHOC: accept raw KQL
 	HuntingRequiredRole string            // HUNTING_REQUIRED_ROLE: callers must carry it
@@ -213,28 +218,62 @@ var (
 // FromEnv loads the configuration from the process environment.
 func FromEnv() (*Config, error) { return Load(os.LookupEnv) }
 
+// The functions whose settings are their own: a problem with one of them
+// stops that function only.
+const (
+	IncidentExport = "incident-export"
+	HuntingQuery   = "hunting-query"
+	TicketWebhook  = "ticket-webhook"
+)
+
 // Load parses the settings that lookup returns. Every problem is reported
-// at once, each naming its setting; each concern's settings are read by a
-// method of reader below.
+// at once, each naming its setting, as Problems. A problem with the settings
+// every function shares (the app, its credential, the API) leaves no
+// Config; when every problem belongs to one function's own settings, Load
+// returns the Config too, with FunctionProblems saying which functions
+// cannot run: the others can. Each concern's settings are read by a method
+// of reader below.
 func Load(lookup func(string) (string, bool)) (*Config, error) {
-	r := &reader{lookup: lookup}
+	r := &reader{lookup: lookup, fn: map[string]Problems{}}
 	c := &Config{}
 	r.identity(c)
 	r.vault(c)
-	r.export(c)
 	r.rateLimits(c)
+	r.scope = IncidentExport
+	r.export(c)
+	r.scope = HuntingQuery
 	r.hunting(c)
+	r.scope = TicketWebhook
 	r.webhook(c)
-	if len(r.p) > 0 {
-		return nil, r.p
+	all := append(Problems{}, r.p...)
+	for _, f := range []string{IncidentExport, HuntingQuery, TicketWebhook} {
+		all = append(all, r.fn[f]...)
+	}
+	switch {
+	case len(r.p) > 0:
+		return nil, all
+	case len(all) > 0:
+		c.FunctionProblems = r.fn
+		return c, all
 	}
 	return c, nil
 }
 
-// reader reads settings and collects the problems it finds.
+// reader reads settings and collects the problems it finds: the shared
+// settings' in p, one function's (scope) in fn.
 type reader struct {
 	lookup func(string) (string, bool)
+	scope  string
 	p      Problems
+	fn     map[string]Problems
+}
+
+func (r *reader) problem(msg string) {
+	if r.scope == "" {
+		r.p = append(r.p, msg)
+		return
+	}
+	r.fn[r.scope] = append(r.fn[r.scope], msg)
 }
 
 // get is a setting's trimmed value, or def when it is unset or empty. An
@@ -247,7 +286,7 @@ func (r *reader) get(name, def string) string {
 		return def
 	}
 	if strings.HasPrefix(v, "@Microsoft.KeyVault(") {
-		r.p = append(r.p, fmt.Sprintf("%s is an unresolved Key Vault reference: give the Function App's identity the 'Key Vault Secrets User' role on the vault, check the reference's SecretUri, and restart the app", name))
+		r.problem(fmt.Sprintf("%s is an unresolved Key Vault reference: give the Function App's identity the 'Key Vault Secrets User' role on the vault, check the reference's SecretUri, and restart the app", name))
 		return def
 	}
 	return v
@@ -261,7 +300,7 @@ func (r *reader) duration(name string, def, lo, hi time.Duration) time.Duration 
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d < lo || d > hi {
-		r.p = append(r.p, fmt.Sprintf("%s=%q: use a duration between %s and %s, such as %s", name, v, lo, hi, def))
+		r.problem(fmt.Sprintf("%s=%q: use a duration between %s and %s, such as %s", name, v, lo, hi, def))
 		return def
 	}
 	return d
@@ -273,11 +312,11 @@ func (r *reader) identity(c *Config) {
 	case "graph", "xdr":
 		c.API = API(api)
 	default:
-		r.p = append(r.p, fmt.Sprintf("%s=%q is not an API: use graph (Microsoft Graph security API) or xdr (Defender XDR API, retired 2027-02-01)", EnvAPI, api))
+		r.problem(fmt.Sprintf("%s=%q is not an API: use graph (Microsoft Graph security API) or xdr (Defender XDR API, retired 2027-02-01)", EnvAPI, api))
 	}
 
 	if t := r.get(EnvTenantID, ""); t == "" {
-		r.p = append(r.p, EnvTenantID+" is required: the directory (tenant) ID of your Entra ID tenant, or a comma-separated list for a multi-tenant app")
+		r.problem(EnvTenantID + " is required: the directory (tenant) ID of your Entra ID tenant, or a comma-separated list for a multi-tenant app")
 	} else {
 		seen := map[string]bool{}
 		for _, one := range strings.Split(t, ",") {
@@ -285,9 +324,9 @@ func (r *reader) identity(c *Config) {
 			switch {
 			case one == "":
 			case !guidRe().MatchString(one) && !domainRe().MatchString(one):
-				r.p = append(r.p, fmt.Sprintf("%s contains %q, which is neither a tenant ID (GUID) nor a domain such as contoso.onmicrosoft.com", EnvTenantID, one))
+				r.problem(fmt.Sprintf("%s contains %q, which is neither a tenant ID (GUID) nor a domain such as contoso.onmicrosoft.com", EnvTenantID, one))
 			case seen[strings.ToLower(one)]:
-				r.p = append(r.p, fmt.Sprintf("%s lists %q twice", EnvTenantID, one))
+				r.problem(fmt.Sprintf("%s lists %q twice", EnvTenantID, one))
 			default:
 				seen[strings.ToLower(one)] = true
 				c.Tenants = append(c.Tenants, one)
@@ -298,45 +337,45 @@ func (r *reader) identity(c *Config) {
 	c.ClientID = r.get(EnvClientID, "")
 	switch {
 	case c.ClientID == "":
-		r.p = append(r.p, EnvClientID+" is required: the application (client) ID of the app registration")
+		r.problem(EnvClientID + " is required: the application (client) ID of the app registration")
 	case !guidRe().MatchString(c.ClientID):
-		r.p = append(r.p, fmt.Sprintf("%s=%q is not an application (client) ID: copy the GUID from the app registration's Overview page", EnvClientID, c.ClientID))
+		r.problem(fmt.Sprintf("%s=%q is not an application (client) ID: copy the GUID from the app registration's Overview page", EnvClientID, c.ClientID))
 	}
 
 	c.Credential = Credential(strings.ToLower(r.get(EnvCredential, string(KeyVaultSecret))))
 	switch c.Credential {
 	case KeyVaultSecret, KeyVaultCertificate, ManagedIdentityFederation, EnvSecret:
 	default:
-		r.p = append(r.p, fmt.Sprintf("%s=%q is not a credential mode: use keyvault-secret, keyvault-certificate, managed-identity-federation or env-secret", EnvCredential, c.Credential))
+		r.problem(fmt.Sprintf("%s=%q is not a credential mode: use keyvault-secret, keyvault-certificate, managed-identity-federation or env-secret", EnvCredential, c.Credential))
 	}
 
 	c.SecretName = r.get(EnvSecretName, "defender-client-secret")
 	if !nameRe().MatchString(c.SecretName) {
-		r.p = append(r.p, fmt.Sprintf("%s=%q is not a Key Vault secret name (1-127 letters, digits and dashes)", EnvSecretName, c.SecretName))
+		r.problem(fmt.Sprintf("%s=%q is not a Key Vault secret name (1-127 letters, digits and dashes)", EnvSecretName, c.SecretName))
 	}
 	c.KeyVaultURL = r.get(EnvKeyVaultURL, "")
 	usesVault := c.Credential == KeyVaultSecret || c.Credential == KeyVaultCertificate
 	if usesVault {
 		if c.KeyVaultURL == "" {
-			r.p = append(r.p, fmt.Sprintf("%s is required with %s=%s: the vault URI, https://<vault>.vault.azure.net/", EnvKeyVaultURL, EnvCredential, c.Credential))
+			r.problem(fmt.Sprintf("%s is required with %s=%s: the vault URI, https://<vault>.vault.azure.net/", EnvKeyVaultURL, EnvCredential, c.Credential))
 		} else if u, err := url.Parse(c.KeyVaultURL); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			r.p = append(r.p, fmt.Sprintf("%s=%q is not a vault URI: use https://<vault>.vault.azure.net/", EnvKeyVaultURL, c.KeyVaultURL))
+			r.problem(fmt.Sprintf("%s=%q is not a vault URI: use https://<vault>.vault.azure.net/", EnvKeyVaultURL, c.KeyVaultURL))
 		}
 	}
 	if secret, ok := r.lookup(EnvClientSecret); ok && secret != "" {
 		if c.Credential != EnvSecret {
-			r.p = append(r.p, fmt.Sprintf("%s is set but %s=%s: remove the secret from the settings (keep it in Key Vault) or use env-secret for local development", EnvClientSecret, EnvCredential, c.Credential))
+			r.problem(fmt.Sprintf("%s is set but %s=%s: remove the secret from the settings (keep it in Key Vault) or use env-secret for local development", EnvClientSecret, EnvCredential, c.Credential))
 		} else if strings.HasPrefix(secret, "@Microsoft.KeyVault(") {
-			r.p = append(r.p, EnvClientSecret+" is an unresolved Key Vault reference: grant the app's identity access to the vault, or use DEFENDER_CREDENTIAL=keyvault-secret")
+			r.problem(EnvClientSecret + " is an unresolved Key Vault reference: grant the app's identity access to the vault, or use DEFENDER_CREDENTIAL=keyvault-secret")
 		}
 		c.ClientSecret = Secret(secret)
 	} else if c.Credential == EnvSecret {
-		r.p = append(r.p, fmt.Sprintf("%s is required with %s=env-secret (local development only)", EnvClientSecret, EnvCredential))
+		r.problem(fmt.Sprintf("%s is required with %s=env-secret (local development only)", EnvClientSecret, EnvCredential))
 	}
 
 	c.AuthorityHost = strings.TrimRight(r.get(EnvAuthorityHost, DefaultAuthorityHost), "/")
 	if u, err := url.Parse(c.AuthorityHost); err != nil || u.Scheme != "https" || u.Host == "" {
-		r.p = append(r.p, fmt.Sprintf("%s=%q is not an https URL such as %s", EnvAuthorityHost, c.AuthorityHost, DefaultAuthorityHost))
+		r.problem(fmt.Sprintf("%s=%q is not an https URL such as %s", EnvAuthorityHost, c.AuthorityHost, DefaultAuthorityHost))
 	}
 
 	switch v := strings.ToLower(r.get(EnvTokenVersion, "v2")); v {
@@ -345,7 +384,7 @@ func (r *reader) identity(c *Config) {
 	case "v1", "1":
 		c.TokenVersion = 1
 	default:
-		r.p = append(r.p, fmt.Sprintf("%s=%q: use v2 (scope) or v1 (resource)", EnvTokenVersion, v))
+		r.problem(fmt.Sprintf("%s=%q: use v2 (scope) or v1 (resource)", EnvTokenVersion, v))
 	}
 
 	def := GraphURL
@@ -355,7 +394,7 @@ func (r *reader) identity(c *Config) {
 	}
 	c.APIURL = strings.TrimRight(r.get(EnvAPIURL, def), "/")
 	if u, err := url.Parse(c.APIURL); err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" {
-		r.p = append(r.p, fmt.Sprintf("%s=%q is not an https base URL such as %s", EnvAPIURL, c.APIURL, def))
+		r.problem(fmt.Sprintf("%s=%q is not an https base URL such as %s", EnvAPIURL, c.APIURL, def))
 	} else if c.API == Graph && nationalGraph[u.Hostname()] {
 		c.Resource = "https://" + u.Hostname()
 	}
@@ -365,13 +404,13 @@ func (r *reader) identity(c *Config) {
 func (r *reader) vault(c *Config) {
 	c.AssertionAlg = strings.ToUpper(r.get(EnvAssertionAlg, "PS256"))
 	if c.AssertionAlg != "PS256" && c.AssertionAlg != "RS256" {
-		r.p = append(r.p, fmt.Sprintf("%s=%q: use PS256 (x5t#S256, the current Entra ID form) or RS256 (x5t)", EnvAssertionAlg, c.AssertionAlg))
+		r.problem(fmt.Sprintf("%s=%q: use PS256 (x5t#S256, the current Entra ID form) or RS256 (x5t)", EnvAssertionAlg, c.AssertionAlg))
 	}
 	c.SecretTTL = time.Hour
 	if v := r.get(EnvSecretTTL, ""); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < time.Minute || d > 24*time.Hour {
-			r.p = append(r.p, fmt.Sprintf("%s=%q: use a duration between 1m and 24h, such as 1h", EnvSecretTTL, v))
+			r.problem(fmt.Sprintf("%s=%q: use a duration between 1m and 24h, such as 1h", EnvSecretTTL, v))
 		} else {
 			c.SecretTTL = d
 		}
@@ -380,7 +419,7 @@ func (r *reader) vault(c *Config) {
 	c.VaultAccess = VaultAccess(strings.ToLower(r.get(EnvVaultAccess, string(VaultManagedIdentity))))
 	c.ManagedIdentityClientID = r.get(EnvManagedIdentityClientID, "")
 	if c.ManagedIdentityClientID != "" && !guidRe().MatchString(c.ManagedIdentityClientID) {
-		r.p = append(r.p, fmt.Sprintf("%s=%q is not the client ID (GUID) of a user-assigned managed identity; leave it empty for the system-assigned identity", EnvManagedIdentityClientID, c.ManagedIdentityClientID))
+		r.problem(fmt.Sprintf("%s=%q is not the client ID (GUID) of a user-assigned managed identity; leave it empty for the system-assigned identity", EnvManagedIdentityClientID, c.ManagedIdentityClientID))
 	}
 	c.VaultTenantID = r.get(EnvVaultTenantID, "")
 	if c.VaultTenantID == "" && len(c.Tenants) > 0 {
@@ -397,17 +436,17 @@ func (r *reader) vault(c *Config) {
 	case VaultManagedIdentity:
 	case VaultWorkloadIdentity:
 		if needsVaultAccess && (c.VaultClientID == "" || c.FederatedTokenFile == "") {
-			r.p = append(r.p, fmt.Sprintf("%s=workload-identity needs %s (the app trusted by Key Vault) and %s (the federated token's path)", EnvVaultAccess, EnvVaultClientID, EnvFederatedTokenFile))
+			r.problem(fmt.Sprintf("%s=workload-identity needs %s (the app trusted by Key Vault) and %s (the federated token's path)", EnvVaultAccess, EnvVaultClientID, EnvFederatedTokenFile))
 		}
 	case VaultCertificate:
 		if needsVaultAccess && (c.VaultClientID == "" || c.VaultCertificatePath == "") {
-			r.p = append(r.p, fmt.Sprintf("%s=client-certificate needs %s and %s (a PEM or PFX file with the certificate and its key)", EnvVaultAccess, EnvVaultClientID, EnvVaultCertificatePath))
+			r.problem(fmt.Sprintf("%s=client-certificate needs %s and %s (a PEM or PFX file with the certificate and its key)", EnvVaultAccess, EnvVaultClientID, EnvVaultCertificatePath))
 		}
 	default:
-		r.p = append(r.p, fmt.Sprintf("%s=%q: use managed-identity (Azure), workload-identity or client-certificate (hosts outside Azure)", EnvVaultAccess, c.VaultAccess))
+		r.problem(fmt.Sprintf("%s=%q: use managed-identity (Azure), workload-identity or client-certificate (hosts outside Azure)", EnvVaultAccess, c.VaultAccess))
 	}
 	if c.Credential == ManagedIdentityFederation && c.VaultAccess != VaultManagedIdentity {
-		r.p = append(r.p, fmt.Sprintf("%s=managed-identity-federation needs an Azure managed identity; it cannot be combined with %s=%s", EnvCredential, EnvVaultAccess, c.VaultAccess))
+		r.problem(fmt.Sprintf("%s=managed-identity-federation needs an Azure managed identity; it cannot be combined with %s=%s", EnvCredential, EnvVaultAccess, c.VaultAccess))
 	}
 }
 
@@ -423,13 +462,13 @@ func (r *reader) export(c *Config) {
 		ok := err == nil && (u.Scheme == "file" && strings.HasPrefix(u.Path, "/") || (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" ||
 			u.Scheme == "s3" && s.name == EnvExportSink && u.Host != "")
 		if !ok {
-			r.p = append(r.p, fmt.Sprintf("%s=%q: use file:///absolute/path, an Azure Blob container URL (https://<account>.blob.core.windows.net/<container>)%s", s.name, s.v,
+			r.problem(fmt.Sprintf("%s=%q: use file:///absolute/path, an Azure Blob container URL (https://<account>.blob.core.windows.net/<container>)%s", s.name, s.v,
 				map[bool]string{true: ", or s3://bucket/prefix", false: ""}[s.name == EnvExportSink]))
 		}
 	}
 	c.ExportSchedule = r.get(EnvExportSchedule, "0 */5 * * * *")
 	if n := len(strings.Fields(c.ExportSchedule)); n != 6 && n != 5 {
-		r.p = append(r.p, fmt.Sprintf("%s=%q is not an NCRONTAB expression: six fields, {second} {minute} {hour} {day} {month} {day-of-week}, such as 0 */5 * * * *", EnvExportSchedule, c.ExportSchedule))
+		r.problem(fmt.Sprintf("%s=%q is not an NCRONTAB expression: six fields, {second} {minute} {hour} {day} {month} {day-of-week}, such as 0 */5 * * * *", EnvExportSchedule, c.ExportSchedule))
 	}
 	c.ExportLookback = r.duration(EnvExportLookback, 7*24*time.Hour, time.Minute, 90*24*time.Hour)
 	c.ExportMaxRun = r.duration(EnvExportMaxRun, 4*time.Minute, 10*time.Second, 10*time.Hour)
@@ -441,7 +480,7 @@ func (r *reader) export(c *Config) {
 			max = 100
 		}
 		if err != nil || n < 1 || n > max {
-			r.p = append(r.p, fmt.Sprintf("%s=%q: use 1 to %d (the %s API's maximum), or leave it empty", EnvExportPageSize, v, max, c.API))
+			r.problem(fmt.Sprintf("%s=%q: use 1 to %d (the %s API's maximum), or leave it empty", EnvExportPageSize, v, max, c.API))
 		} else {
 			c.ExportPageSize = n
 		}
@@ -468,7 +507,7 @@ func (r *reader) rateLimits(c *Config) {
 			count, err1 := strconv.Atoi(n)
 			d, err2 := time.ParseDuration(per)
 			if !ok1 || !ok2 || err1 != nil || err2 != nil || count < 1 || d <= 0 {
-				r.p = append(r.p, fmt.Sprintf("%s=%q: use documented, off, or bucket=N/duration pairs such as security=150/1m,hunting=45/1m", EnvRateLimits, v))
+				r.problem(fmt.Sprintf("%s=%q: use documented, off, or bucket=N/duration pairs such as security=150/1m,hunting=45/1m", EnvRateLimits, v))
 				break
 			}
 			c.RateLimits[bucket] = append(c.RateLimits[bucket], RateLimit{count, d})
@@ -483,7 +522,7 @@ func (r *reader) hunting(c *Config) {
 		c.HuntingAllowAdhoc = true
 	case "false", "0", "no":
 	default:
-		r.p = append(r.p, fmt.Sprintf("%s=%q: use true or false", EnvHuntingAllowAdhoc, v))
+		r.problem(fmt.Sprintf("%s=%q: use true or false", EnvHuntingAllowAdhoc, v))
 	}
 	c.HuntingRequiredRole = r.get(EnvHuntingRequiredRole, "")
 	c.HuntingAdhocRole = r.get(EnvHuntingAdhocRole, "")
@@ -494,9 +533,9 @@ func (r *reader) hunting(c *Config) {
 			tenant, role = strings.ToLower(strings.TrimSpace(tenant)), strings.TrimSpace(role)
 			switch {
 			case !ok || tenant == "" || role == "":
-				r.p = append(r.p, fmt.Sprintf("%s=%q: use tenant=role pairs separated by commas, such as contoso.onmicrosoft.com=Hunting.Contoso", EnvHuntingTenantRoles, v))
+				r.problem(fmt.Sprintf("%s=%q: use tenant=role pairs separated by commas, such as contoso.onmicrosoft.com=Hunting.Contoso", EnvHuntingTenantRoles, v))
 			case !slices.ContainsFunc(c.Tenants, func(t string) bool { return strings.EqualFold(t, tenant) }):
-				r.p = append(r.p, fmt.Sprintf("%s names %q, which is not in %s (name each tenant as it is written there)", EnvHuntingTenantRoles, tenant, EnvTenantID))
+				r.problem(fmt.Sprintf("%s names %q, which is not in %s (name each tenant as it is written there)", EnvHuntingTenantRoles, tenant, EnvTenantID))
 			default:
 				c.HuntingTenantRoles[tenant] = role
 			}
@@ -504,14 +543,14 @@ func (r *reader) hunting(c *Config) {
 	}
 	if c.HuntingAllowAdhoc && c.HuntingAdhocRole == "" {
 		// With the function key alone, whoever holds it could run any KQL.
-		r.p = append(r.p, fmt.Sprintf("%s=true needs %s: the app role a caller must hold to send raw KQL (App Service Authentication or an API Gateway authorizer supplies it)",
+		r.problem(fmt.Sprintf("%s=true needs %s: the app role a caller must hold to send raw KQL (App Service Authentication or an API Gateway authorizer supplies it)",
 			EnvHuntingAllowAdhoc, EnvHuntingAdhocRole))
 	}
 	c.HuntingMaxRows = 10000
 	if v := r.get(EnvHuntingMaxRows, ""); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 100000 {
-			r.p = append(r.p, fmt.Sprintf("%s=%q: use 1 to 100000 (the API returns at most 100,000 rows)", EnvHuntingMaxRows, v))
+			r.problem(fmt.Sprintf("%s=%q: use 1 to 100000 (the API returns at most 100,000 rows)", EnvHuntingMaxRows, v))
 		} else {
 			c.HuntingMaxRows = n
 		}
@@ -530,7 +569,7 @@ func (r *reader) webhook(c *Config) {
 			continue
 		}
 		if strings.HasPrefix(v, "@Microsoft.KeyVault(") {
-			r.p = append(r.p, name+" is an unresolved Key Vault reference: give the Function App's identity the 'Key Vault Secrets User' role on the vault and restart the app")
+			r.problem(name + " is an unresolved Key Vault reference: give the Function App's identity the 'Key Vault Secrets User' role on the vault and restart the app")
 			continue
 		}
 		c.WebhookSecrets[prov] = Secret(v)
@@ -543,14 +582,14 @@ func (r *reader) webhook(c *Config) {
 	if min := c.WebhookRetryWindow + c.WebhookTolerance; c.WebhookDedupeTTL < min {
 		// A delivery still accepted after the ledger forgot it would be
 		// applied again (undoing what an analyst changed since).
-		r.p = append(r.p, fmt.Sprintf("%s=%s is shorter than %s + %s (%s): a redelivery after it would be applied again; use at least %s",
+		r.problem(fmt.Sprintf("%s=%s is shorter than %s + %s (%s): a redelivery after it would be applied again; use at least %s",
 			EnvWebhookDedupeTTL, c.WebhookDedupeTTL, EnvWebhookRetryWindow, EnvWebhookTolerance, min, min))
 	}
 	c.WebhookMaxBody = 1 << 20
 	if v := r.get(EnvWebhookMaxBody, ""); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1024 || n > 16<<20 {
-			r.p = append(r.p, fmt.Sprintf("%s=%q: use a size in bytes from 1024 to 16777216, such as 1048576", EnvWebhookMaxBody, v))
+			r.problem(fmt.Sprintf("%s=%q: use a size in bytes from 1024 to 16777216, such as 1048576", EnvWebhookMaxBody, v))
 		} else {
 			c.WebhookMaxBody = n
 		}

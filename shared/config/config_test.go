@@ -208,3 +208,42 @@ func TestDedupeOutlastsRedelivery(t *testing.T) {
 		}
 	}
 }
+
+// A problem with one function's own settings leaves a Config for the
+// others, naming the function; a problem with a shared setting leaves none.
+func TestProblemsBelongToTheirFunction(t *testing.T) {
+	base := []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", "x"}
+	for _, tc := range []struct {
+		kv   []string
+		want map[string]int // problems per function; nil: no Config
+	}{
+		{[]string{"WEBHOOK_SECRET_JIRA", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/j/)"}, map[string]int{config.TicketWebhook: 1}},
+		{[]string{"EXPORT_LAG", "forever", "HUNTING_MAX_ROWS", "0", "HUNTING_TIMEOUT", "1h"}, map[string]int{config.IncidentExport: 1, config.HuntingQuery: 2}},
+		{[]string{"EXPORT_SINK", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/s/)"}, map[string]int{config.IncidentExport: 1}},
+		{[]string{"HUNTING_MAX_ROWS", "0", "DEFENDER_API", "mde"}, nil},
+		{[]string{"DEFENDER_RATE_LIMITS", "fast"}, nil},
+	} {
+		c, err := config.Load(env(append(base, tc.kv...)...))
+		if !config.IsProblems(err) {
+			t.Fatalf("%v: err = %v", tc.kv, err)
+		}
+		if tc.want == nil {
+			if c != nil {
+				t.Errorf("%v: a Config despite a shared setting's problem", tc.kv)
+			}
+			continue
+		}
+		if c == nil {
+			t.Fatalf("%v: no Config for the other functions: %v", tc.kv, err)
+		}
+		got := map[string]int{}
+		for f, p := range c.FunctionProblems {
+			if len(p) > 0 {
+				got[f] = len(p)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%v: problems by function %v, want %v", tc.kv, got, tc.want)
+		}
+	}
+}

@@ -92,7 +92,7 @@ func TestTimers(t *testing.T) {
 }
 
 // HTTP reaches the handler forwarded or as the envelope; both give the same
-// answer. A misconfigured app answers 500 naming the settings to fix.
+// answer. A misconfigured app answers 503 naming the settings to fix.
 func TestHTTPModes(t *testing.T) {
 	app := appDir(t)
 	for _, forwarding := range []bool{true, false} {
@@ -106,8 +106,8 @@ func TestHTTPModes(t *testing.T) {
 			status       int
 			body         string
 		}{
-			{"GET", "/api/hunting-query?name=x", 500, "Defender Functions is not configured: configuration: DEFENDER_TENANT_ID is required"},
-			{"POST", "/api/ticket-webhook/jira", 500, "Defender Functions is not configured"},
+			{"GET", "/api/hunting-query?name=x", 503, "Defender Functions is not configured: configuration: DEFENDER_TENANT_ID is required"},
+			{"POST", "/api/ticket-webhook/jira", 503, "Defender Functions is not configured"},
 			{"GET", "/api/ticket-webhook/jira", 405, ""},
 			{"GET", "/api/nothing", 404, ""},
 		} {
@@ -123,5 +123,45 @@ func TestHTTPModes(t *testing.T) {
 			}
 		}
 		h.Close()
+	}
+}
+
+// A problem with one function's own settings stops that function alone: a
+// webhook secret whose Key Vault reference the platform could not resolve
+// (the order of the README's steps produces one) leaves the export and
+// hunting running, and the webhook answers 503 saying what to fix.
+func TestOneFunctionsSettings(t *testing.T) {
+	app := appDir(t)
+	dir := t.TempDir()
+	s := devstack.Start(t, devstack.Options{Incidents: 50, Dir: filepath.Join(dir, "local")})
+	h, err := funchost.Start(funchost.Options{AppDir: app, NoTimers: true, Stdout: devstack.AuditLog(), Stderr: devstack.AuditLog(),
+		Env: settings(s, dir, "WEBHOOK_SECRET_JIRA=@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/jira-webhook-secret/)")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	res, err := h.Run(context.Background(), "incident-export")
+	if err != nil || res.Status != 200 {
+		t.Fatalf("the export: %v %+v", err, res)
+	}
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		body         string
+	}{
+		{"GET", "/api/hunting-query", 200, `{"adhoc":false,"queries":[`},
+		{"POST", "/api/ticket-webhook/jira", 503, "ticket-webhook is not configured: WEBHOOK_SECRET_JIRA is an unresolved Key Vault reference: give the Function App's identity the 'Key Vault Secrets User' role"},
+	} {
+		req, _ := http.NewRequest(tc.method, h.URL+tc.path, strings.NewReader(`{"a":1}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || !strings.HasPrefix(string(b), tc.body) {
+			t.Errorf("%s %s: %d %q", tc.method, tc.path, resp.StatusCode, b)
+		}
 	}
 }
