@@ -58,8 +58,9 @@ type Options struct {
 }
 
 // FromEnv builds the app from the process environment. A configuration
-// problem does not stop the process (the host must still see it ready): every
-// function then fails with the problem, which names the settings to fix.
+// problem does not stop the process (the host must still see it ready): a
+// problem with a shared setting fails every function, one with a function's
+// own settings that function alone; each answer names the settings to fix.
 func FromEnv(log *slog.Logger) *function.App {
 	app, err := New(os.LookupEnv, log, nil)
 	if err != nil {
