@@ -22,7 +22,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/defender"
 	"github.com/defender-functions/defender-functions/shared/function"
 )
@@ -314,39 +313,23 @@ func negotiate(accept string) (string, bool) {
 
 // upstreamError maps the API's failures to what the caller can act on.
 func upstreamError(err error) *function.HTTPResponse {
+	f := defender.Classify(err)
 	var ae *defender.APIError
-	var ee *credentials.EntraError
-	var ve *credentials.VaultError
-	var pe *credentials.PermissionError
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return apiErr(504, "Timeout", "the query did not finish in time; narrow it or its timespan")
-	case errors.As(err, &ae) && ae.StatusCode == 429:
-		resp := apiErr(429, "Throttled", "Defender's advanced-hunting quota is exhausted: "+ae.Message)
-		secs := int(ae.RetryAfter.Seconds())
-		if secs < 1 {
-			secs = 60
-		}
-		resp.Header.Set("Retry-After", strconv.Itoa(secs))
-		return resp
-	case errors.As(err, &ae) && ae.StatusCode == 400:
-		return apiErr(400, "BadQuery", ae.Message)
-	case errors.As(err, &ae) && (ae.StatusCode == 401 || ae.StatusCode == 403):
-		return apiErr(502, "AppNotAuthorized", "Defender refused the app: "+ae.Error())
-	case errors.As(err, &ee) && ee.Transient(), errors.As(err, &ve) && (ve.StatusCode == 0 || ve.StatusCode >= 500 || ve.StatusCode == 429):
-		// An outage, not a mistake: the caller may retry.
-		resp := apiErr(503, "CredentialsUnavailable", "Entra ID or Key Vault is unavailable, and no valid token is cached: "+err.Error())
-		resp.Header.Set("Retry-After", "30")
-		return resp
-	case errors.As(err, &ee), errors.As(err, &ve), errors.As(err, &pe):
-		return apiErr(500, "Configuration", err.Error())
+	case f.Code == "Timeout":
+		f.Message = "the query did not finish in time; narrow it or its timespan"
+	case f.Code == "Rejected" && errors.As(err, &ae) && ae.StatusCode == 400:
+		f.Code, f.Message = "BadQuery", ae.Message // the KQL error, for the query's author
 	}
-	return apiErr(502, "Upstream", "advanced hunting failed: "+err.Error())
+	resp := apiErr(f.Status, f.Code, f.Message)
+	if f.RetryAfter > 0 {
+		resp.Header.Set("Retry-After", strconv.Itoa(int((f.RetryAfter+time.Second-1)/time.Second)))
+	}
+	return resp
 }
 
-// writeResult streams the rows in the chosen format, stopping after max
-// rows; the JSON and NDJSON forms say when rows were left out.
-// writeResult streams the rows in format. It stops at the first failed
+// writeResult streams the rows in format, stopping after max rows (the JSON
+// and NDJSON forms say when rows were left out). It stops at the first failed
 // write (the caller went away) and returns it; a failure of the upstream
 // stream comes first.
 func writeResult(w io.Writer, format string, res *defender.HuntResult, max int, out *outcome) error {

@@ -18,7 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/defender"
 	"github.com/defender-functions/defender-functions/shared/function"
 	"github.com/defender-functions/defender-functions/shared/state"
@@ -386,29 +385,24 @@ func stateFailed(o *Outcome, err error) *Outcome {
 	return o.fail(503, "StateUnavailable", "the state store could not be reached; retry later")
 }
 
-// upstreamFailed answers what the sender should do: retry (5xx) or not (4xx).
+// upstreamFailed answers what the sender should do: retry (503, 429, with
+// Retry-After) or not (4xx; 500 for a configuration the operator must fix),
+// by defender.Classify, as every function does.
 func upstreamFailed(o *Outcome, err error) *Outcome {
 	o.cause = err
-	var ae *defender.APIError
 	var re *redirectedError
-	var ee *credentials.EntraError
-	switch {
-	case errors.As(err, &re):
+	if errors.As(err, &re) {
 		return o.fail(422, "IncidentMerged", re.Error())
-	case errors.As(err, &ae) && ae.StatusCode == 404:
-		return o.fail(422, "IncidentNotFound", fmt.Sprintf("incident %s does not exist in tenant %s", o.Incident, o.Tenant))
-	case errors.As(err, &ae) && ae.StatusCode == 400:
-		return o.fail(422, "Rejected", "Defender refused the change: "+ae.Message)
-	case errors.As(err, &ae) && (ae.StatusCode == 401 || ae.StatusCode == 403):
-		o.retryAfter = 5 * time.Minute
-		return o.fail(502, "NotPermitted", "the app may not update incidents: grant it SecurityIncident.ReadWrite.All (Graph) or Incident.ReadWrite.All (XDR) with admin consent")
-	case errors.As(err, &ae) && ae.RetryAfter > 0:
-		o.retryAfter = ae.RetryAfter
-	case errors.As(err, &ee) && !ee.Transient():
-		o.retryAfter = 5 * time.Minute
-		return o.fail(502, "CredentialsRejected", "Entra ID or Key Vault refused the app's credentials; see the function's log")
-	default:
-		o.retryAfter = 30 * time.Second
 	}
-	return o.fail(503, "UpstreamUnavailable", "Defender could not be reached or asked to slow down; retry later")
+	f := defender.Classify(err)
+	switch f.Code {
+	case "NotFound":
+		return o.fail(422, "IncidentNotFound", fmt.Sprintf("incident %s does not exist in tenant %s", o.Incident, o.Tenant))
+	case "Rejected":
+		return o.fail(422, "Rejected", f.Message)
+	case "NotPermitted":
+		f.Message = "the app may not update incidents: grant it SecurityIncident.ReadWrite.All (Graph) or Incident.ReadWrite.All (XDR) with admin consent"
+	}
+	o.retryAfter = f.RetryAfter
+	return o.fail(f.Status, f.Code, f.Message)
 }

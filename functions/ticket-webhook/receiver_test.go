@@ -446,11 +446,12 @@ func TestUpstreamFailureIsRetried(t *testing.T) {
 	if a := r.send(t, gone); a.status != 422 || a.code() != "IncidentNotFound" {
 		t.Fatalf("missing incident: %d %+v", a.status, a.Error)
 	}
-	// The app lacking the write permission is the operator's to fix: 502.
+	// The app lacking the write permission is the operator's to fix: 500,
+	// no Retry-After (a retry cannot help).
 	ro := newRig(t, "graph", "DEFENDER_CLIENT_ID", devstack.ReaderClientID)
 	done := ro.jiraDelivery(t, "jira-issue-updated-done.json", "9b1c5d7e-3003", now)
-	if a := ro.send(t, done); a.status != 502 || a.code() != "NotPermitted" || !strings.Contains(a.Error.Message, "SecurityIncident.ReadWrite.All") {
-		t.Fatalf("read-only app: %d %+v", a.status, a.Error)
+	if a := ro.send(t, done); a.status != 500 || a.code() != "NotPermitted" || a.retry != "" || !strings.Contains(a.Error.Message, "SecurityIncident.ReadWrite.All") {
+		t.Fatalf("read-only app: %d %+v retry %q", a.status, a.Error, a.retry)
 	}
 }
 

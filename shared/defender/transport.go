@@ -224,7 +224,8 @@ func (t *transport) stop(ctx context.Context, last, cause error) error {
 	if last == nil {
 		return cause
 	}
-	return fmt.Errorf("%w (last failure: %v)", cause, last)
+	// Both stay in the chain: defender.Classify reads the last failure.
+	return fmt.Errorf("%w (last failure: %w)", cause, last)
 }
 
 // backoff is exponential with jitter: base, 2×base, 4×base … capped at 20 s,

@@ -1,0 +1,59 @@
+package defender
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/defender-functions/defender-functions/shared/credentials"
+)
+
+// Failure is what a failed call to Defender (or to Entra ID or Key Vault
+// for its token) means for the caller of an HTTP function. Every function
+// answers by it, so that one failure means the same everywhere: 503 and 429
+// say "retry" and when; 500 is a configuration only the operator can fix,
+// which a retry cannot; 504 a timeout; 4xx the request itself.
+type Failure struct {
+	Status     int
+	Code       string
+	RetryAfter time.Duration // 0: the caller should not retry
+	// Message is for the caller: what happened and what helps, without the
+	// deployment's details (those are in the function's log).
+	Message string
+}
+
+// Classify reads err as a Failure.
+func Classify(err error) Failure {
+	var ae *APIError
+	var ee *credentials.EntraError
+	var ve *credentials.VaultError
+	var pe *credentials.PermissionError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ae) && ae.StatusCode == 429:
+		return Failure{Status: 429, Code: "Throttled", RetryAfter: max(ae.RetryAfter, time.Second), Message: "Defender's quota for this app is exhausted: " + ae.Message}
+	case errors.As(err, &ae) && (ae.StatusCode == 401 || ae.StatusCode == 403):
+		return Failure{Status: 500, Code: "NotPermitted", Message: "Defender refused the app: it lacks an application permission or admin consent"}
+	case errors.As(err, &ae) && ae.StatusCode == 404:
+		return Failure{Status: 404, Code: "NotFound", Message: "Defender has no such object"}
+	case errors.As(err, &ae) && ae.Retryable():
+		return Failure{Status: 503, Code: "UpstreamUnavailable", RetryAfter: max(ae.RetryAfter, 30*time.Second), Message: "Defender is unavailable; retry later"}
+	case errors.As(err, &ae) && ae.StatusCode >= 400 && ae.StatusCode < 500:
+		return Failure{Status: 400, Code: "Rejected", Message: "Defender refused the request: " + ae.Message}
+	// After the API's answers: a deadline that ran out while the API kept
+	// failing is that failure, retried too long.
+	case errors.Is(err, context.DeadlineExceeded):
+		return Failure{Status: 504, Code: "Timeout", Message: "Defender did not answer in time"}
+	case errors.As(err, &ee) && ee.Transient(), errors.As(err, &ve) && (ve.StatusCode == 0 || ve.StatusCode == 429 || ve.StatusCode >= 500):
+		return Failure{Status: 503, Code: "CredentialsUnavailable", RetryAfter: 30 * time.Second,
+			Message: "Entra ID or Key Vault is unavailable, and no valid token is cached; retry later"}
+	case errors.As(err, &ee), errors.As(err, &ve), errors.As(err, &pe):
+		return Failure{Status: 500, Code: "CredentialsRejected", Message: "the app's credentials or its access to them were refused; the operator must fix it (doctor says how)"}
+	case errors.Is(err, credentials.ErrCrossOriginRedirect):
+		return Failure{Status: 502, Code: "Upstream", Message: "Defender answered with a redirect elsewhere; the call was not followed"}
+	case errors.As(err, &ne):
+		return Failure{Status: 503, Code: "UpstreamUnavailable", RetryAfter: 30 * time.Second, Message: "Defender could not be reached; retry later"}
+	}
+	return Failure{Status: 502, Code: "Upstream", Message: "the call to Defender failed"}
+}
