@@ -202,6 +202,9 @@ func receiver(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 		return nil, fmt.Errorf("it needs %s (file:///path or an Azure Blob container URL) to remember deliveries", config.EnvStateStore)
 	}
 	mapping, err := ticketwebhook.LoadMapping(cfg.WebhookMappingFile)
+	if cfg.WebhookMapping != "" {
+		mapping, err = ticketwebhook.ParseMapping([]byte(cfg.WebhookMapping), config.EnvWebhookMapping)
+	}
 	if err != nil {
 		return nil, err
 	}

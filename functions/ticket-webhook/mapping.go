@@ -92,22 +92,32 @@ type Classification struct {
 // replace entries, other fields are replaced. An empty path is the built-in
 // mapping alone.
 func LoadMapping(path string) (*Mapping, error) {
+	if path == "" {
+		return ParseMapping(nil, "")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("WEBHOOK_MAPPING_FILE: %w", err)
+	}
+	return ParseMapping(b, "WEBHOOK_MAPPING_FILE "+path)
+}
+
+// ParseMapping reads a mapping's JSON over the built-in mapping, as
+// LoadMapping does; source names where it came from in errors. Nil is the
+// built-in mapping alone.
+func ParseMapping(b []byte, source string) (*Mapping, error) {
 	m := &Mapping{}
 	if err := decodeStrict(defaultMapping, m); err != nil {
 		return nil, fmt.Errorf("built-in mapping: %w", err)
 	}
-	if path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("WEBHOOK_MAPPING_FILE: %w", err)
-		}
+	if b != nil {
 		if err := decodeStrict(b, m); err != nil {
-			return nil, fmt.Errorf("WEBHOOK_MAPPING_FILE %s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", source, err)
 		}
 	}
 	if err := m.check(); err != nil {
-		if path != "" {
-			return nil, fmt.Errorf("WEBHOOK_MAPPING_FILE %s: %w", path, err)
+		if source != "" {
+			return nil, fmt.Errorf("%s: %w", source, err)
 		}
 		return nil, err
 	}

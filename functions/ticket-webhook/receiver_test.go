@@ -577,6 +577,8 @@ func TestPinnedTenant(t *testing.T) {
 	os.WriteFile(mapping, []byte(`{"generic": {"tenant": "`+devstack.DefaultTenantID+`"}}`), 0o600)
 	tenants := devstack.DefaultTenantID + "," + devstack.PartnerTenantName
 	pinned := newRig(t, "graph", "DEFENDER_TENANT_ID", tenants, "WEBHOOK_MAPPING_FILE", mapping)
+	// The same mapping as a deployed app carries it: the setting's value.
+	inline := newRig(t, "graph", "DEFENDER_TENANT_ID", tenants, "WEBHOOK_MAPPING", `{"generic": {"tenant": "`+devstack.DefaultTenantID+`"}}`)
 	open := newRig(t, "graph", "DEFENDER_TENANT_ID", tenants)
 	genBody := fixture(t, "generic-resolved.json")
 	naming := func(tenant string) []byte {
@@ -593,6 +595,8 @@ func TestPinnedTenant(t *testing.T) {
 		{"pinned, naming another tenant by ID", pinned, naming(devstack.PartnerTenantID), true},
 		{"pinned, naming its own tenant", pinned, naming(devstack.DefaultTenantID), false},
 		{"pinned, naming none", pinned, genBody, false},
+		{"pinned by WEBHOOK_MAPPING, naming another tenant", inline, naming(devstack.PartnerTenantName), true},
+		{"pinned by WEBHOOK_MAPPING, naming its own", inline, naming(devstack.DefaultTenantID), false},
 		{"unpinned, naming the partner", open, naming(devstack.PartnerTenantName), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -53,6 +53,9 @@ param huntingTenantRoles string = ''
 @description('Accept raw KQL in hunting-query (needs huntingAdhocRole: the function key alone never runs raw KQL).')
 param huntingAllowAdhoc bool = false
 
+@description('The ticket-webhook mapping as JSON, read over the built-in one (docs/ticket-webhook.md); a package has no place for a file. Empty: the built-in mapping.')
+param webhookMapping string = ''
+
 @description('Webhook providers to turn on; each needs its secret in the vault: jira-webhook-secret, servicenow-webhook-secret, generic-webhook-secret.')
 param webhookProviders array = []
 
@@ -261,6 +264,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: contains(webhookProviders, 'generic') ? webhookSecret.generic : '' }
         { name: 'WEBHOOK_MAPPING_FILE'
           value: '' }
+        { name: 'WEBHOOK_MAPPING'
+          value: webhookMapping }
         { name: 'WEBHOOK_TOLERANCE'
           value: '5m' }
         { name: 'WEBHOOK_RETRY_WINDOW'

@@ -122,6 +122,7 @@ type Config struct {
 	// ticket-webhook settings. A provider without a secret is switched off.
 	WebhookSecrets     map[string]Secret // WEBHOOK_SECRET_JIRA, _SERVICENOW, _GENERIC: space-separated for rotation
 	WebhookMappingFile string            // WEBHOOK_MAPPING_FILE: empty = the built-in mapping
+	WebhookMapping     string            // WEBHOOK_MAPPING: the mapping's JSON itself (an app setting or a Key Vault reference)
 	WebhookTolerance   time.Duration     // WEBHOOK_TOLERANCE: how far a signed timestamp may be from now
 	WebhookRetryWindow time.Duration     // WEBHOOK_RETRY_WINDOW: how old a Jira redelivery may be
 	WebhookDedupeTTL   time.Duration     // WEBHOOK_DEDUPE_TTL: how long a delivery ID is remembered
@@ -179,6 +180,7 @@ const (
 	EnvHuntingTimeout          = "HUNTING_TIMEOUT"
 	EnvWebhookSecretPrefix     = "WEBHOOK_SECRET_" // + JIRA, SERVICENOW, GENERIC
 	EnvWebhookMappingFile      = "WEBHOOK_MAPPING_FILE"
+	EnvWebhookMapping          = "WEBHOOK_MAPPING"
 	EnvWebhookTolerance        = "WEBHOOK_TOLERANCE"
 	EnvWebhookRetryWindow      = "WEBHOOK_RETRY_WINDOW"
 	EnvWebhookDedupeTTL        = "WEBHOOK_DEDUPE_TTL"
@@ -575,6 +577,15 @@ func (r *reader) webhook(c *Config) {
 		c.WebhookSecrets[prov] = Secret(v)
 	}
 	c.WebhookMappingFile = r.get(EnvWebhookMappingFile, "")
+	// A deployed app has no place for a file of its own: the mapping can be
+	// the setting's value (or a Key Vault reference the platform resolves).
+	c.WebhookMapping = r.get(EnvWebhookMapping, "")
+	switch {
+	case c.WebhookMapping != "" && c.WebhookMappingFile != "":
+		r.problem(fmt.Sprintf("%s and %s are both set: keep one", EnvWebhookMapping, EnvWebhookMappingFile))
+	case len(c.WebhookMapping) > 64<<10:
+		r.problem(fmt.Sprintf("%s is larger than 64 KiB", EnvWebhookMapping))
+	}
 	c.WebhookTolerance = r.duration(EnvWebhookTolerance, 5*time.Minute, 30*time.Second, 15*time.Minute)
 	c.WebhookRetryWindow = r.duration(EnvWebhookRetryWindow, 2*time.Hour, time.Minute, 48*time.Hour)
 	c.WebhookDedupeTTL = r.duration(EnvWebhookDedupeTTL, 7*24*time.Hour, time.Hour, 90*24*time.Hour)

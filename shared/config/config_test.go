@@ -247,3 +247,21 @@ func TestProblemsBelongToTheirFunction(t *testing.T) {
 		}
 	}
 }
+
+// The mapping is a file or the setting's value, not both.
+func TestWebhookMappingSetting(t *testing.T) {
+	base := []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", "x"}
+	c, err := config.Load(env(append(base, "WEBHOOK_MAPPING", ` {"generic": {"tenant": ""}} `)...))
+	if err != nil || c.WebhookMapping != `{"generic": {"tenant": ""}}` {
+		t.Fatalf("%v %q", err, c.WebhookMapping)
+	}
+	for _, kv := range [][]string{
+		{"WEBHOOK_MAPPING", "{}", "WEBHOOK_MAPPING_FILE", "/etc/mapping.json"},
+		{"WEBHOOK_MAPPING", "{" + strings.Repeat(" ", 64<<10) + "}"},
+	} {
+		c, err := config.Load(env(append(base, kv...)...))
+		if c == nil || len(c.FunctionProblems[config.TicketWebhook]) != 1 || !strings.Contains(err.Error(), "WEBHOOK_MAPPING") {
+			t.Errorf("%.60v: %v", kv, err)
+		}
+	}
+}
