@@ -166,7 +166,7 @@ func unavailable(cause error) function.HTTPFunc {
 // the credentials take it.
 func Registration(cfg *config.Config) credentials.Registration {
 	return credentials.Registration{API: cfg.API, Resource: cfg.Resource, ClientID: cfg.ClientID, Tenants: cfg.Tenants,
-		AuthorityHost: cfg.AuthorityHost, TokenVersion: cfg.TokenVersion, Credential: cfg.Credential, ClientSecret: cfg.ClientSecret,
+		AuthorityHost: cfg.AuthorityHost, ConsentRedirectURI: cfg.ConsentRedirectURI, TokenVersion: cfg.TokenVersion, Credential: cfg.Credential, ClientSecret: cfg.ClientSecret,
 		AssertionAlg: cfg.AssertionAlg, KeyVaultURL: cfg.KeyVaultURL, SecretName: cfg.SecretName, SecretTTL: cfg.SecretTTL,
 		VaultAccess: cfg.VaultAccess, ManagedIdentityClientID: cfg.ManagedIdentityClientID, VaultTenantID: cfg.VaultTenantID,
 		VaultClientID: cfg.VaultClientID, VaultCertificatePath: cfg.VaultCertificatePath, VaultCertificatePass: cfg.VaultCertificatePass,

@@ -333,7 +333,11 @@ func rolesFix(err error) string {
 	for _, m := range pe.Missing {
 		roles = append(roles, m.AnyOf[0])
 	}
-	return fmt.Sprintf("add %s as application permissions, then have an administrator of the tenant open %s", strings.Join(roles, ", "), pe.ConsentURL)
+	fix := fmt.Sprintf("add %s as application permissions, then have an administrator of the tenant open %s", strings.Join(roles, ", "), pe.ConsentURL)
+	if !strings.Contains(pe.ConsentURL, "redirect_uri=") {
+		fix += " (register a Web redirect URI on the app and set " + config.EnvConsentRedirectURI + " to it: Entra ID sends the administrator there after consent)"
+	}
+	return fix
 }
 
 func apiFix(cfg *config.Config, err error) string {

@@ -35,6 +35,9 @@ param operatorPrincipalId string = ''
 @allowed(['User', 'Group', 'ServicePrincipal'])
 param operatorPrincipalType string = 'User'
 
+@description('A Web redirect URI registered on the Defender app (docs/app-registration.md §3): the admin-consent links doctor prints pass it.')
+param defenderConsentRedirectUri string = ''
+
 @description('NCRONTAB schedule of incident-export.')
 param exportSchedule string = '0 */5 * * * *'
 
@@ -224,6 +227,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: 'documented' }
         { name: 'AZURE_AUTHORITY_HOST'
           value: environment().authentication.loginEndpoint }
+        { name: 'DEFENDER_CONSENT_REDIRECT_URI'
+          value: defenderConsentRedirectUri }
         { name: 'KEY_VAULT_URL'
           value: vaultUri }
         { name: 'KEY_VAULT_CREDENTIAL'

@@ -71,8 +71,11 @@ type Config struct {
 	SecretName    string
 	ClientSecret  Secret // env-secret only
 	AuthorityHost string // no trailing slash
-	TokenVersion  int    // 1 or 2
-	APIURL        string // no trailing slash
+	// ConsentRedirectURI is a Web redirect URI registered on the app, passed
+	// in the admin-consent links (DEFENDER_CONSENT_REDIRECT_URI).
+	ConsentRedirectURI string
+	TokenVersion       int    // 1 or 2
+	APIURL             string // no trailing slash
 	// Resource is the audience of the API's tokens (scope minus /.default).
 	Resource string
 	// AssertionAlg signs certificate assertions: PS256 (default) or RS256.
@@ -149,6 +152,7 @@ const (
 	EnvSecretName              = "DEFENDER_SECRET_NAME"
 	EnvClientSecret            = "DEFENDER_CLIENT_SECRET"
 	EnvAuthorityHost           = "AZURE_AUTHORITY_HOST"
+	EnvConsentRedirectURI      = "DEFENDER_CONSENT_REDIRECT_URI"
 	EnvTokenVersion            = "DEFENDER_TOKEN_VERSION"
 	EnvAPIURL                  = "DEFENDER_API_URL"
 	EnvAssertionAlg            = "DEFENDER_ASSERTION_ALG"
@@ -378,6 +382,12 @@ func (r *reader) identity(c *Config) {
 	c.AuthorityHost = strings.TrimRight(r.get(EnvAuthorityHost, DefaultAuthorityHost), "/")
 	if u, err := url.Parse(c.AuthorityHost); err != nil || u.Scheme != "https" || u.Host == "" {
 		r.problem(fmt.Sprintf("%s=%q is not an https URL such as %s", EnvAuthorityHost, c.AuthorityHost, DefaultAuthorityHost))
+	}
+	c.ConsentRedirectURI = r.get(EnvConsentRedirectURI, "")
+	if v := c.ConsentRedirectURI; v != "" {
+		if u, err := url.Parse(v); err != nil || u.Host == "" || u.Scheme != "https" && !(u.Scheme == "http" && u.Hostname() == "localhost") {
+			r.problem(fmt.Sprintf("%s=%q is not a redirect URI Entra ID accepts: https://…, or http://localhost…, registered on the app as a Web redirect URI", EnvConsentRedirectURI, v))
+		}
 	}
 
 	switch v := strings.ToLower(r.get(EnvTokenVersion, "v2")); v {

@@ -265,3 +265,14 @@ func TestWebhookMappingSetting(t *testing.T) {
 		}
 	}
 }
+
+// DEFENDER_CONSENT_REDIRECT_URI is a redirect URI Entra ID accepts.
+func TestConsentRedirectURI(t *testing.T) {
+	base := []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", "x"}
+	for v, ok := range map[string]bool{"https://portal.azure.com/": true, "http://localhost:8400/consent": true, "http://portal.azure.com/": false, "portal.azure.com": false} {
+		c, err := config.Load(env(append(base, "DEFENDER_CONSENT_REDIRECT_URI", v)...))
+		if ok != (err == nil) || ok && c.ConsentRedirectURI != v {
+			t.Errorf("%s: err = %v", v, err)
+		}
+	}
+}

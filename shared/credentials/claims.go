@@ -108,7 +108,8 @@ func (e *PermissionError) Error() string {
 func CheckRoles(reg Registration, tenant string, c *Claims, reqs []RoleRequirement) error {
 	cfg := &reg
 	e := &PermissionError{Tenant: tenant, ClientID: cfg.ClientID, API: cfg.API, WantAudience: cfg.Resource,
-		ConsentURL: AdminConsentURL(cfg.AuthorityHost, tenant, cfg.ClientID), ConsentURLv2: AdminConsentURLv2(cfg.AuthorityHost, tenant, cfg.ClientID, cfg.Resource)}
+		ConsentURL:   AdminConsentURL(cfg.AuthorityHost, tenant, cfg.ClientID, cfg.ConsentRedirectURI),
+		ConsentURLv2: AdminConsentURLv2(cfg.AuthorityHost, tenant, cfg.ClientID, cfg.Resource, cfg.ConsentRedirectURI)}
 	aud := strings.TrimSuffix(c.Audience, "/")
 	if aud != cfg.Resource && !(cfg.API == config.Graph && aud == "00000003-0000-0000-c000-000000000000") && !(cfg.API == config.XDR && aud == "8ee8fdad-f234-4243-8f3b-15c294843740") {
 		e.WrongAudience = c.Audience
@@ -132,11 +133,22 @@ func CheckRoles(reg Registration, tenant string, c *Claims, reqs []RoleRequireme
 }
 
 // AdminConsentURL is the admin-consent link of the guide, for one tenant.
-func AdminConsentURL(authority, tenant, clientID string) string {
-	return fmt.Sprintf("%s/%s/adminconsent?client_id=%s", authority, url.PathEscape(tenant), url.QueryEscape(clientID))
+// After consent Entra ID sends the administrator to a redirect URI of the
+// app: redirectURI names one registered on it (as Microsoft's guide does);
+// without one, Entra ID answers AADSTS500113 once consent is granted.
+func AdminConsentURL(authority, tenant, clientID, redirectURI string) string {
+	u := fmt.Sprintf("%s/%s/adminconsent?client_id=%s", authority, url.PathEscape(tenant), url.QueryEscape(clientID))
+	if redirectURI != "" {
+		u += "&redirect_uri=" + url.QueryEscape(redirectURI)
+	}
+	return u
 }
 
 // AdminConsentURLv2 is the v2 endpoint's admin-consent link, scoped to the API.
-func AdminConsentURLv2(authority, tenant, clientID, resource string) string {
-	return fmt.Sprintf("%s/%s/v2.0/adminconsent?client_id=%s&scope=%s", authority, url.PathEscape(tenant), url.QueryEscape(clientID), url.QueryEscape(resource+"/.default"))
+func AdminConsentURLv2(authority, tenant, clientID, resource, redirectURI string) string {
+	u := fmt.Sprintf("%s/%s/v2.0/adminconsent?client_id=%s&scope=%s", authority, url.PathEscape(tenant), url.QueryEscape(clientID), url.QueryEscape(resource+"/.default"))
+	if redirectURI != "" {
+		u += "&redirect_uri=" + url.QueryEscape(redirectURI)
+	}
+	return u
 }

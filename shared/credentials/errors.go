@@ -114,7 +114,7 @@ func advice(e *EntraError, cfg *Registration) string {
 	case 7000218:
 		return fmt.Sprintf("no client credential was sent (AADSTS7000218): check %s", config.EnvCredential)
 	case 700016:
-		return fmt.Sprintf("the application is not in this tenant (AADSTS700016): check %s and %s, and have an administrator of tenant %s grant consent: %s", config.EnvClientID, config.EnvTenantID, e.Tenant, AdminConsentURL(cfg.AuthorityHost, e.Tenant, cfg.ClientID))
+		return fmt.Sprintf("the application is not in this tenant (AADSTS700016): check %s and %s, and have an administrator of tenant %s grant consent: %s", config.EnvClientID, config.EnvTenantID, e.Tenant, AdminConsentURL(cfg.AuthorityHost, e.Tenant, cfg.ClientID, cfg.ConsentRedirectURI))
 	case 700027:
 		return "the client assertion was rejected (AADSTS700027): upload the certificate (public part) to the app registration's Certificates & secrets page, and check the machine's clock"
 	case 70021, 700212, 700213:

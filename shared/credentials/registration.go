@@ -19,6 +19,9 @@ type Registration struct {
 	Tenants  []string
 	// AuthorityHost is Entra ID's host (a national cloud's, where set).
 	AuthorityHost string
+	// ConsentRedirectURI is a redirect URI registered on the app, for the
+	// admin-consent links the checks print.
+	ConsentRedirectURI string
 	// TokenVersion 2 asks for a token with scope=<resource>/.default, 1
 	// with resource=<resource>.
 	TokenVersion int
