@@ -146,7 +146,7 @@ func TestBootstrapMisconfiguredUnderRIE(t *testing.T) {
 		StatusCode int    `json:"statusCode"`
 		Body       string `json:"body"`
 	}
-	if status != 200 || json.Unmarshal(body, &resp) != nil || resp.StatusCode != 500 || !strings.Contains(resp.Body, "DEFENDER_TENANT_ID is required") {
+	if status != 200 || json.Unmarshal(body, &resp) != nil || resp.StatusCode != 503 || !strings.Contains(resp.Body, "DEFENDER_TENANT_ID is required") {
 		t.Fatalf("%d %s", status, body)
 	}
 	status, body = r.invoke(t, fixture(t, "eventbridge-scheduled-event.json"))
