@@ -169,6 +169,19 @@ func TestSAMTemplate(t *testing.T) {
 			t.Errorf("event %s for no declared function", r)
 		}
 	}
+	// The authorizer's issuer and audiences agree with the API app's token
+	// version: v1 from sts.windows.net for the ID URI, v2 from …/v2.0 for
+	// the client ID (a v2 issuer refused every v1 token).
+	raw, _ := os.ReadFile("aws/template.yaml")
+	for _, want := range []string{
+		`issuer: !If [CallerV1, !Sub "https://sts.windows.net/${CallerTenantId}/", !Sub "https://login.microsoftonline.com/${CallerTenantId}/v2.0"]`,
+		"- !Ref CallerApiClientId", `- !If [HasCallerIdUri, !Ref CallerApiIdUri, !Sub "api://${CallerApiClientId}"]`,
+		`CallerV1: !Equals [!Ref CallerTokenVersion, "1"]`,
+	} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("template.yaml lacks %s", want)
+		}
+	}
 	sched, err := tpl.GetSchedulerScheduleWithName("IncidentExportSchedule")
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +221,13 @@ func TestBicepSettings(t *testing.T) {
 		"ba92f5b4-2d11-453d-a403-e96b0029c9fe", "'exports'", "'state'",
 		// The operator can store the secrets: Secrets Officer and Certificates Officer on the vault.
 		"param operatorPrincipalId string", "b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "a4417e6f-fecd-4de8-b567-7b0420556985",
-		"if (!empty(operatorPrincipalId))", "principalId: operatorPrincipalId"} {
+		"if (!empty(operatorPrincipalId))", "principalId: operatorPrincipalId",
+		// Caller roles come with App Service Authentication, whose issuer
+		// agrees with the API app's token version.
+		"resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(huntingRequiredRole))", "name: 'authsettingsV2'",
+		"requireAuthentication: true", "unauthenticatedClientAction: 'Return401'", "excludedPaths: [ '/api/ticket-webhook' ]",
+		"callerTokenVersion == '1' ? 'https://sts.windows.net/${tenant().tenantId}/' : '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'",
+		"allowedAudiences: [ callerApiClientId, empty(callerApiIdUri) ? 'api://${callerApiClientId}' : callerApiIdUri ]"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("main.bicep lacks %s", want)
 		}

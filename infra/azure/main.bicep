@@ -47,6 +47,16 @@ param exportLookback string = '168h'
 @description('Role every hunting-query caller must carry (App Service Authentication); empty: function key only.')
 param huntingRequiredRole string = ''
 
+@description('The client ID of the API app hunting-query callers get tokens for (docs/app-registration.md §6). Needed with huntingRequiredRole: App Service Authentication then requires its tokens.')
+param callerApiClientId string = ''
+
+@description('That API app\'s application ID URI (the audience of v1 tokens). Empty: api://<callerApiClientId>.')
+param callerApiIdUri string = ''
+
+@description('The access token version the API app issues (its api.requestedAccessTokenVersion: Entra ID issues v1 unless it says 2); the issuer checked must agree.')
+@allowed(['1', '2'])
+param callerTokenVersion string = '2'
+
 @description('Role callers of raw KQL must carry.')
 param huntingAdhocRole string = ''
 
@@ -293,6 +303,36 @@ resource vaultAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', kvSecretsUser)
     principalId: app.identity.principalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+// Caller roles need App Service Authentication: it validates the caller's
+// Entra ID token and hands the handler its roles (X-MS-CLIENT-PRINCIPAL; the
+// platform sets WEBSITE_AUTH_ENABLED, which the handler reads). The webhook
+// is left out: a delivery's signature is its authentication.
+var callerIssuer = callerTokenVersion == '1' ? 'https://sts.windows.net/${tenant().tenantId}/' : '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(huntingRequiredRole)) {
+  parent: app
+  name: 'authsettingsV2'
+  properties: {
+    platform: { enabled: true }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: [ '/api/ticket-webhook' ]
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: callerApiClientId
+          openIdIssuer: callerIssuer
+        }
+        validation: {
+          allowedAudiences: [ callerApiClientId, empty(callerApiIdUri) ? 'api://${callerApiClientId}' : callerApiIdUri ]
+        }
+      }
+    }
   }
 }
 

@@ -6,6 +6,7 @@ package lambdahandler
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -210,10 +211,10 @@ func principal(ev *events.APIGatewayV2HTTPRequest) *function.Principal {
 	}
 	switch {
 	case a.JWT != nil:
-		p := &function.Principal{Source: "jwt-authorizer", Name: a.JWT.Claims["sub"]}
-		if n := a.JWT.Claims["preferred_username"]; n != "" {
-			p.Name = n
-		}
+		// A user's name (v2: preferred_username, v1: upn), else the calling
+		// app's ID (v2: azp, v1: appid), else the subject.
+		c := a.JWT.Claims
+		p := &function.Principal{Source: "jwt-authorizer", Name: cmp.Or(c["preferred_username"], c["upn"], c["azp"], c["appid"], c["sub"])}
 		p.Roles = splitRoles(a.JWT.Claims["roles"])
 		return p
 	case a.Lambda != nil:

@@ -55,6 +55,10 @@ func TestHTTPEvents(t *testing.T) {
 		principal       *function.Principal
 	}{
 		{"apigw-v2-request-jwt-authorizer.json", "GET", "{\r\n\t\"a\": 1\r\n}", &function.Principal{Source: "jwt-authorizer"}},
+		// App-only Entra ID tokens for the API app, both token versions: the
+		// calling app is named, its roles read.
+		{"apigw-v2-request-entra-v1-token.json", "GET", "{\r\n\t\"a\": 1\r\n}", &function.Principal{Source: "jwt-authorizer", Name: "5b1a9d4e-3c2f-4e8a-9f70-1d2c3b4a5e6f", Roles: []string{"Hunting.Run", "Hunting.Adhoc"}}},
+		{"apigw-v2-request-entra-v2-token.json", "GET", "{\r\n\t\"a\": 1\r\n}", &function.Principal{Source: "jwt-authorizer", Name: "5b1a9d4e-3c2f-4e8a-9f70-1d2c3b4a5e6f", Roles: []string{"Hunting.Run"}}},
 		{"apigw-v2-request-lambda-authorizer.json", "GET", "{\r\n\t\"a\": 1\r\n}", &function.Principal{Source: "lambda-authorizer"}},
 		{"lambda-urls-request.json", "POST", "Hello from client!", &function.Principal{Source: "iam", Name: "arn:aws:iam::111122223333:user/example-user"}},
 	} {
