@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/awslabs/goformation/v7"
 	"github.com/awslabs/goformation/v7/cloudformation/serverless"
@@ -39,6 +40,7 @@ var notOn = map[string]map[string]string{
 		config.EnvS3Endpoint:           "S3-compatible endpoints are for the emulators",
 		config.EnvAWSRegion:            "set by Lambda",
 		config.EnvStorage:              "identity-based storage: AzureWebJobsStorage__accountName",
+		config.EnvLambdaFunctionName:   "set by Lambda",
 	},
 	"aws": {
 		config.EnvClientSecret:            "env-secret is for local development",
@@ -49,6 +51,7 @@ var notOn = map[string]map[string]string{
 		config.EnvAWSRegion:               "reserved: Lambda sets it",
 		config.EnvStorage:                 "the state's Blob container is reached with the bootstrap app",
 		config.EnvStorageAccount:          "a Functions host setting",
+		config.EnvLambdaFunctionName:      "reserved: Lambda sets it",
 	},
 }
 
@@ -203,6 +206,12 @@ func TestSAMTemplate(t *testing.T) {
 		got[k] = true
 	}
 	compare(t, "infra/aws/template.yaml", got, notOn["aws"])
+	// hunting-query answers inside API Gateway's 30 s, rows included.
+	if v, ok := fn.Environment.Variables["HUNTING_TIMEOUT"]; !ok {
+		t.Error("HUNTING_TIMEOUT is not set")
+	} else if d, err := time.ParseDuration(v); err != nil || d > 25*time.Second {
+		t.Errorf("HUNTING_TIMEOUT=%s leaves the rows no time within API Gateway's 30 s", v)
+	}
 }
 
 // The Bicep file's app settings: name/value pairs in appSettings.

@@ -175,6 +175,7 @@ const (
 	EnvStorageAccount          = "AzureWebJobsStorage__accountName"
 	EnvS3Endpoint              = "EXPORT_S3_ENDPOINT"
 	EnvAWSRegion               = "AWS_REGION"
+	EnvLambdaFunctionName      = "AWS_LAMBDA_FUNCTION_NAME" // set by Lambda
 	EnvRateLimits              = "DEFENDER_RATE_LIMITS"
 	EnvHuntingAllowAdhoc       = "HUNTING_ALLOW_ADHOC"
 	EnvHuntingRequiredRole     = "HUNTING_REQUIRED_ROLE"
@@ -567,7 +568,14 @@ func (r *reader) hunting(c *Config) {
 			c.HuntingMaxRows = n
 		}
 	}
-	c.HuntingTimeout = r.duration(EnvHuntingTimeout, 200*time.Second, time.Second, 225*time.Second)
+	// Azure's front end ends an HTTP call at 230 s; API Gateway's HTTP APIs
+	// end an integration at 30 s, so on Lambda the default leaves the rows
+	// 5 s to stream (a Function URL allows more: set HUNTING_TIMEOUT).
+	timeout := 200 * time.Second
+	if _, lambda := r.lookup(EnvLambdaFunctionName); lambda {
+		timeout = 25 * time.Second
+	}
+	c.HuntingTimeout = r.duration(EnvHuntingTimeout, timeout, time.Second, 225*time.Second)
 }
 
 // webhook: ticket-webhook.

@@ -276,3 +276,22 @@ func TestConsentRedirectURI(t *testing.T) {
 		}
 	}
 }
+
+// On Lambda, behind API Gateway's 30 s, hunting's default timeout leaves
+// the rows time to stream; elsewhere it stays under Azure's 230 s.
+func TestHuntingTimeoutDefault(t *testing.T) {
+	base := []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", "x"}
+	for _, tc := range []struct {
+		kv   []string
+		want time.Duration
+	}{
+		{nil, 200 * time.Second},
+		{[]string{"AWS_LAMBDA_FUNCTION_NAME", "defender-functions"}, 25 * time.Second},
+		{[]string{"AWS_LAMBDA_FUNCTION_NAME", "defender-functions", "HUNTING_TIMEOUT", "120s"}, 120 * time.Second},
+	} {
+		c, err := config.Load(env(append(base, tc.kv...)...))
+		if err != nil || c.HuntingTimeout != tc.want {
+			t.Errorf("%v: %v %v, want %s", tc.kv, err, c.HuntingTimeout, tc.want)
+		}
+	}
+}
