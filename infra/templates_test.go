@@ -185,6 +185,23 @@ func TestSAMTemplate(t *testing.T) {
 			t.Errorf("template.yaml lacks %s", want)
 		}
 	}
+	// Least privilege: the function puts objects under the export prefix
+	// (EXPORT_SINK's) and nothing more; the bucket refuses plain HTTP.
+	if strings.Contains(string(raw), "S3CrudPolicy:") {
+		t.Error("the function has S3CrudPolicy: read, list and delete on the whole bucket")
+	}
+	for _, want := range []string{
+		"Action: s3:PutObject\n              Resource: !Sub \"arn:${AWS::Partition}:s3:::${ExportBucket}/incidents/*\"",
+		"EXPORT_SINK: !Sub s3://${ExportBucket}/incidents",
+		"Effect: Deny", `Condition: {Bool: {"aws:SecureTransport": "false"}}`, `Resource: [!GetAtt ExportBucket.Arn, !Sub "${ExportBucket.Arn}/*"]`,
+	} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("template.yaml lacks %s", want)
+		}
+	}
+	if _, err := tpl.GetS3BucketPolicyWithName("ExportBucketPolicy"); err != nil {
+		t.Error(err)
+	}
 	sched, err := tpl.GetSchedulerScheduleWithName("IncidentExportSchedule")
 	if err != nil {
 		t.Fatal(err)
