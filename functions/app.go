@@ -109,8 +109,8 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 		clients = append(clients, incidentexport.Tenant{Name: t, Client: c})
 	}
 	exportRun, err := exporter(cfg, clients, o.HTTPClient)
-	if err = configured(cfg, incidentexport.Function, err); err != nil {
-		exportRun = func(context.Context, function.Timer) error { return err }
+	if cause := configured(cfg, incidentexport.Function, err); cause != nil {
+		exportRun = func(context.Context, function.Timer) error { return cause }
 	}
 	app.HandleTimer(incidentexport.Function, exportRun)
 
@@ -126,13 +126,13 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 	}
 	huntServe := hunter.Serve
 	if err := configured(cfg, huntingquery.Function, nil); err != nil {
-		huntServe = unavailable(err)
+		huntServe = unavailable(huntingquery.Function, err)
 	}
 	app.HandleHTTP(huntingquery.Function, huntServe)
 
 	webhookServe, err := receiver(cfg, clients, o.HTTPClient)
-	if err = configured(cfg, ticketwebhook.Function, err); err != nil {
-		webhookServe = unavailable(err)
+	if cause := configured(cfg, ticketwebhook.Function, err); cause != nil {
+		webhookServe = unavailable(ticketwebhook.Function, cause)
 	}
 	app.HandleHTTP(ticketwebhook.Function, webhookServe)
 	return app, nil
@@ -153,11 +153,18 @@ func configured(cfg *config.Config, d function.Descriptor, err error) error {
 	return nil
 }
 
-// unavailable answers every call with 503 and what to fix: the function
-// cannot run until its settings are, the others are not affected.
-func unavailable(cause error) function.HTTPFunc {
+// unavailable answers every call with 503: the function cannot run until
+// its settings are fixed, the others are not affected. The answer says what
+// to fix, except to the callers of a signed function, who have not proved
+// who they are: they read that the function is not configured, and the
+// operator finds the rest in the log line of the answer's correlation ID.
+func unavailable(d function.Descriptor, cause error) function.HTTPFunc {
 	msg := cause.Error()
-	return func(context.Context, *function.HTTPRequest) *function.HTTPResponse {
+	return func(ctx context.Context, _ *function.HTTPRequest) *function.HTTPResponse {
+		function.Logger(ctx).Error("not configured", "function", d.Name, "error", msg)
+		if d.HTTP.Signed {
+			return function.Text(http.StatusServiceUnavailable, d.Name+" is not configured; the operator's log has the details (correlation ID "+function.InvocationID(ctx)+")")
+		}
 		return function.Text(http.StatusServiceUnavailable, msg)
 	}
 }
@@ -283,11 +290,11 @@ func BlobOptions(cfg *config.Config, hc *http.Client) (state.BlobOptions, error)
 
 // Broken is the app of a process whose configuration is wrong.
 func Broken(cause error, log *slog.Logger) *function.App {
-	httpFail := unavailable(fmt.Errorf("Defender Functions is not configured: %w", cause))
+	cause = fmt.Errorf("Defender Functions is not configured: %w", cause)
 	app := &function.App{Logger: log}
 	for _, d := range Functions {
 		if d.HTTP != nil {
-			app.HandleHTTP(d, httpFail)
+			app.HandleHTTP(d, unavailable(d, cause))
 		} else {
 			app.HandleTimer(d, func(context.Context, function.Timer) error { return cause })
 		}

@@ -27,7 +27,7 @@ import (
 // Function is ticket-webhook as the platforms bind it.
 var Function = function.Descriptor{
 	Name:  "ticket-webhook",
-	HTTP:  &function.HTTPBinding{Route: "ticket-webhook/{provider}", Methods: []string{"post"}, AuthLevel: "function"},
+	HTTP:  &function.HTTPBinding{Route: "ticket-webhook/{provider}", Methods: []string{"post"}, AuthLevel: "function", Signed: true},
 	Roles: function.Roles{Graph: []string{"SecurityIncident.ReadWrite.All"}, XDR: []string{"Incident.ReadWrite.All"}},
 }
 
@@ -211,10 +211,11 @@ func (rc *Receiver) admit(r *function.HTTPRequest, o *Outcome) (provider string,
 	}
 	keys = rc.Secrets[provider]
 	if len(keys) == 0 {
-		return "", nil, o.fail(404, "ProviderDisabled", fmt.Sprintf("the %s provider is off: set WEBHOOK_SECRET_%s to turn it on", provider, strings.ToUpper(provider)))
+		// Said before any signature is checked: no setting names.
+		return "", nil, o.fail(404, "ProviderDisabled", fmt.Sprintf("the %s provider is off", provider))
 	}
 	if len(r.Body) > rc.MaxBody {
-		return "", nil, o.fail(413, "TooLarge", fmt.Sprintf("the body is larger than %d bytes (WEBHOOK_MAX_BODY)", rc.MaxBody))
+		return "", nil, o.fail(413, "TooLarge", fmt.Sprintf("the body is larger than %d bytes", rc.MaxBody))
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		return "", nil, o.fail(415, "UnsupportedMediaType", "send the body as application/json")

@@ -1,8 +1,10 @@
 package function
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 )
 
 // Descriptor declares a function once, beside its code. Everything else is
@@ -28,6 +30,9 @@ type HTTPBinding struct {
 	Methods []string
 	// AuthLevel is the platform key requirement: "function" or "anonymous".
 	AuthLevel string
+	// Signed: a caller proves who it is by signing the body, so an answer
+	// before the signature is checked says nothing about the deployment.
+	Signed bool
 }
 
 // TimerBinding is a timer trigger.
@@ -81,13 +86,28 @@ func (d Descriptor) FunctionJSON() ([]byte, error) {
 	return append(out, '\n'), nil
 }
 
-// HandleHTTP serves f as the HTTP function d declares.
+// HandleHTTP serves f as the HTTP function d declares. Every answer carries
+// the invocation's ID (HeaderCorrelationID), which every log line of the
+// invocation carries too: a caller quotes it, the operator finds the
+// details the answer leaves out.
 func (a *App) HandleHTTP(d Descriptor, f HTTPFunc) {
 	if a.HTTP == nil {
 		a.HTTP = map[string]HTTPRoute{}
 	}
-	a.HTTP[d.Name] = HTTPRoute{Route: d.HTTP.Route, Methods: d.HTTP.Methods, AuthLevel: d.HTTP.AuthLevel, Func: f}
+	a.HTTP[d.Name] = HTTPRoute{Route: d.HTTP.Route, Methods: d.HTTP.Methods, AuthLevel: d.HTTP.AuthLevel, Func: func(ctx context.Context, r *HTTPRequest) *HTTPResponse {
+		resp := f(ctx, r)
+		if id := InvocationID(ctx); id != "" && resp != nil {
+			if resp.Header == nil {
+				resp.Header = http.Header{}
+			}
+			resp.Header.Set(HeaderCorrelationID, id)
+		}
+		return resp
+	}}
 }
+
+// HeaderCorrelationID carries the invocation's ID on every HTTP answer.
+const HeaderCorrelationID = "X-Correlation-Id"
 
 // HandleTimer runs f as the timer function d declares.
 func (a *App) HandleTimer(d Descriptor, f TimerFunc) {

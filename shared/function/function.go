@@ -186,6 +186,12 @@ func WithInvocation(ctx context.Context, log *slog.Logger, id string) context.Co
 	return context.WithValue(ctx, ctxKey{}, invocation{id: id, log: log.With(invocationID, id)})
 }
 
+// InvocationID is the ID of the invocation ctx belongs to, or "".
+func InvocationID(ctx context.Context) string {
+	inv, _ := ctx.Value(ctxKey{}).(invocation)
+	return inv.id
+}
+
 // Logger returns the invocation's logger: every line carries its ID.
 func Logger(ctx context.Context) *slog.Logger {
 	if inv, ok := ctx.Value(ctxKey{}).(invocation); ok {

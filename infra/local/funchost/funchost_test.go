@@ -1,6 +1,7 @@
 package funchost_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,7 +109,8 @@ func TestHTTPModes(t *testing.T) {
 			body         string
 		}{
 			{"GET", "/api/hunting-query?name=x", 503, "Defender Functions is not configured: configuration: DEFENDER_TENANT_ID is required"},
-			{"POST", "/api/ticket-webhook/jira", 503, "Defender Functions is not configured"},
+			// Its callers sign their deliveries: nothing said before that.
+			{"POST", "/api/ticket-webhook/jira", 503, "ticket-webhook is not configured; the operator's log has the details (correlation ID "},
 			{"GET", "/api/ticket-webhook/jira", 405, ""},
 			{"GET", "/api/nothing", 404, ""},
 		} {
@@ -128,14 +131,17 @@ func TestHTTPModes(t *testing.T) {
 
 // A problem with one function's own settings stops that function alone: a
 // webhook secret whose Key Vault reference the platform could not resolve
-// (the order of the README's steps produces one) leaves the export and
-// hunting running, and the webhook answers 503 saying what to fix.
+// (the order of the README's steps produces one) and raw KQL without its
+// role leave the export running; hunting answers 503 naming the setting,
+// the webhook (whose callers have not proved who they are) 503 with the
+// correlation ID of the log line that says what to fix.
 func TestOneFunctionsSettings(t *testing.T) {
 	app := appDir(t)
 	dir := t.TempDir()
 	s := devstack.Start(t, devstack.Options{Incidents: 50, Dir: filepath.Join(dir, "local")})
-	h, err := funchost.Start(funchost.Options{AppDir: app, NoTimers: true, Stdout: devstack.AuditLog(), Stderr: devstack.AuditLog(),
-		Env: settings(s, dir, "WEBHOOK_SECRET_JIRA=@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/jira-webhook-secret/)")})
+	logs := &lockedBuffer{}
+	h, err := funchost.Start(funchost.Options{AppDir: app, NoTimers: true, Stdout: io.MultiWriter(logs, devstack.AuditLog()), Stderr: devstack.AuditLog(),
+		Env: settings(s, dir, "WEBHOOK_SECRET_JIRA=@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/jira-webhook-secret/)", "HUNTING_ALLOW_ADHOC=true")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,11 +152,12 @@ func TestOneFunctionsSettings(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		method, path string
-		status       int
 		body         string
+		log          string // the log line of the answer's correlation ID holds it
 	}{
-		{"GET", "/api/hunting-query", 200, `{"adhoc":false,"queries":[`},
-		{"POST", "/api/ticket-webhook/jira", 503, "ticket-webhook is not configured: WEBHOOK_SECRET_JIRA is an unresolved Key Vault reference: give the Function App's identity the 'Key Vault Secrets User' role"},
+		{"GET", "/api/hunting-query", "hunting-query is not configured: HUNTING_ALLOW_ADHOC=true needs HUNTING_ADHOC_ROLE", ""},
+		{"POST", "/api/ticket-webhook/jira", "ticket-webhook is not configured; the operator's log has the details (correlation ID ",
+			"WEBHOOK_SECRET_JIRA is an unresolved Key Vault reference"},
 	} {
 		req, _ := http.NewRequest(tc.method, h.URL+tc.path, strings.NewReader(`{"a":1}`))
 		req.Header.Set("Content-Type", "application/json")
@@ -160,8 +167,35 @@ func TestOneFunctionsSettings(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != tc.status || !strings.HasPrefix(string(b), tc.body) {
-			t.Errorf("%s %s: %d %q", tc.method, tc.path, resp.StatusCode, b)
+		id := resp.Header.Get("X-Correlation-Id")
+		if resp.StatusCode != 503 || !strings.HasPrefix(string(b), tc.body) || id == "" {
+			t.Errorf("%s %s: %d %q (correlation ID %q)", tc.method, tc.path, resp.StatusCode, b, id)
+		}
+		if tc.log == "" {
+			continue
+		}
+		if !strings.Contains(string(b), id) || strings.Contains(string(b), "WEBHOOK_") {
+			t.Errorf("%s: the answer %q names the deployment or not its correlation ID %s", tc.path, b, id)
+		}
+		found := false
+		for _, line := range strings.Split(logs.String(), "\n") {
+			found = found || strings.Contains(line, `"invocation_id":"`+id+`"`) && strings.Contains(line, tc.log)
+		}
+		if !found {
+			t.Errorf("%s: no log line of invocation %s says %q", tc.path, id, tc.log)
 		}
 	}
 }
+
+// lockedBuffer is a bytes.Buffer safe for the handler's output goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
