@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/funchost"
 	"github.com/defender-functions/defender-functions/internal/devstack"
+	"github.com/defender-functions/defender-functions/shared/webhook"
 )
 
 // appDir lays out a Function App as make build does, with the real handler.
@@ -199,3 +201,87 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// The README's Azure deployment, step by step and in its order, on the real
+// handler under the local host: the template deploys the app with Key Vault
+// references for the webhook secrets and nothing in the vault yet; the
+// operator stores the client secret, then the webhook secret, and restarts
+// the app so the platform resolves the reference. At each step what can run
+// does, and what cannot says why; at the end every function works.
+func TestDeploymentStepsInOrder(t *testing.T) {
+	app := appDir(t)
+	dir := t.TempDir()
+	s := devstack.Start(t, devstack.Options{Incidents: 50, Dir: filepath.Join(dir, "local")})
+	const secretName = "defender-client-secret-fresh" // not in the vault until step 2
+	jiraRef := "@Microsoft.KeyVault(VaultName=soc-kv;SecretName=jira-webhook-secret)"
+	start := func(kv ...string) *funchost.Host {
+		h, err := funchost.Start(funchost.Options{AppDir: app, NoTimers: true, Stdout: devstack.AuditLog(), Stderr: devstack.AuditLog(),
+			Env: settings(s, dir, append([]string{"DEFENDER_SECRET_NAME=" + secretName}, kv...)...)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	call := func(h *funchost.Host, method, path string, body []byte, header http.Header) (int, string) {
+		req, _ := http.NewRequest(method, h.URL+path, bytes.NewReader(body))
+		for k, v := range header {
+			req.Header[k] = v
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	jiraSecret := "jira-webhook-secret-for-the-deployment-test"
+	jira, err := os.ReadFile(filepath.Join(emulators.RepoRoot(t), "functions", "ticket-webhook", "testdata", "jira-issue-updated-done.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jira = bytes.ReplaceAll(jira, []byte("1764165600000"), []byte(strconv.FormatInt(time.Now().UnixMilli(), 10)))
+	delivery := http.Header{"Content-Type": {"application/json"}, "X-Atlassian-Webhook-Identifier": {"deploy-1"},
+		"X-Hub-Signature": {webhook.SignHub([]byte(jiraSecret), jira)}}
+	hunt := []byte(`{"name":"failed-logons"}`)
+	json := http.Header{"Content-Type": {"application/json"}}
+
+	// 1. Deployed: nothing in the vault, the webhook's reference unresolved.
+	h := start("WEBHOOK_SECRET_JIRA=" + jiraRef)
+	if res, _ := h.Run(context.Background(), "incident-export"); res == nil || res.Status != 500 || !strings.Contains(strings.Join(res.Logs, " "), `secret "`+secretName+`" not found`) {
+		t.Errorf("step 1, export: %+v", res)
+	}
+	if st, body := call(h, "POST", "/api/hunting-query", hunt, json); st != 500 || !strings.Contains(body, "CredentialsRejected") {
+		t.Errorf("step 1, hunting: %d %s", st, body)
+	}
+	if st, body := call(h, "POST", "/api/ticket-webhook/jira", jira, delivery); st != 503 || !strings.Contains(body, "ticket-webhook is not configured") {
+		t.Errorf("step 1, webhook: %d %s", st, body)
+	}
+	// 2. The client secret stored (docs/app-registration.md §4): the
+	// export and hunting work at once (the vault is read again).
+	s.PutSecret(secretName, s.ClientSecret(devstack.DefaultClientID))
+	if res, err := h.Run(context.Background(), "incident-export"); err != nil || res.Status != 200 {
+		t.Errorf("step 2, export: %v %+v", err, res)
+	}
+	if st, body := call(h, "POST", "/api/hunting-query", hunt, json); st != 200 {
+		t.Errorf("step 2, hunting: %d %s", st, body)
+	}
+	if st, _ := call(h, "POST", "/api/ticket-webhook/jira", jira, delivery); st != 503 {
+		t.Errorf("step 2, webhook: %d", st)
+	}
+	h.Close()
+	// 3. The webhook secret stored and the app restarted: the platform
+	// resolves the reference; every function works.
+	s.PutSecret("jira-webhook-secret", jiraSecret)
+	h = start("WEBHOOK_SECRET_JIRA=" + jiraSecret)
+	defer h.Close()
+	if res, err := h.Run(context.Background(), "incident-export"); err != nil || res.Status != 200 {
+		t.Errorf("step 3, export: %v %+v", err, res)
+	}
+	if st, body := call(h, "POST", "/api/hunting-query", hunt, json); st != 200 {
+		t.Errorf("step 3, hunting: %d %s", st, body)
+	}
+	if st, body := call(h, "POST", "/api/ticket-webhook/jira", jira, delivery); st != 200 || !strings.Contains(body, `"status":"applied"`) && !strings.Contains(body, `"status":"unchanged"`) {
+		t.Errorf("step 3, webhook: %d %s", st, body)
+	}
+}
