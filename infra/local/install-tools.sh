@@ -1,10 +1,13 @@
 #!/bin/sh
 # Installs what the tests need beyond Go, pinned, from Debian's packages:
-# curl and python3 run the original guide's own sample clients.
+# curl and python3 run the original guide's own sample clients; cfn-lint
+# lints the SAM template (pip's is newer, where PyPI is reachable).
 set -eu
 missing=""
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
 command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+# cfn-lint (with AWS's SAM translator) checks infra/aws/template.yaml.
+command -v cfn-lint >/dev/null 2>&1 || missing="$missing cfn-lint"
 if [ -n "$missing" ]; then
 	if [ "$(id -u)" != 0 ]; then
 		echo "install-tools: please install:$missing" >&2
