@@ -39,60 +39,30 @@ func buildHandler(t testing.TB) string {
 type handlerProc struct {
 	cmd  *exec.Cmd
 	url  string
-	done chan struct{}
+	done <-chan struct{}
 }
 
 func startHandler(t testing.TB, bin string, env []string, logs io.Writer) *handlerProc {
 	t.Helper()
 	logs = io.MultiWriter(logs, devstack.AuditLog())
-	for attempt := 1; ; attempt++ {
-		port, err := loopback.Port()
-		if err != nil {
-			t.Fatal(err)
-		}
+	proc, err := loopback.Start(func(port int) *exec.Cmd {
 		cmd := exec.Command(bin)
 		cmd.Env = append(env, "FUNCTIONS_CUSTOMHANDLER_PORT="+strconv.Itoa(port))
 		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		p := &handlerProc{cmd: cmd, url: "http://127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{})}
-		go func() { cmd.Wait(); close(p.done) }()
-		if p.ready(20 * time.Second) {
-			return p
-		}
-		select {
-		case <-p.done:
-			if attempt < 3 {
-				continue // the port was taken meanwhile
-			}
-			t.Fatal("the handler exited before it answered GET /")
-		default:
-			t.Fatal("the handler did not answer GET /")
-		}
-	}
-}
-
-// ready waits for the handler to answer GET / as the host's probe does, and
-// to be running still (else the answer came from another process).
-func (p *handlerProc) ready(limit time.Duration) bool {
-	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		select {
-		case <-p.done:
+		return cmd
+	}, func(port int) bool {
+		// The host's probe: GET / answered 200.
+		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/")
+		if err != nil {
 			return false
-		default:
 		}
-		if resp, err := http.Get(p.url + "/"); err == nil {
-			resp.Body.Close()
-			select {
-			case <-p.done:
-				return false
-			default:
-				return resp.StatusCode == http.StatusOK
-			}
-		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 20*time.Second)
+	if err != nil {
+		t.Fatalf("the handler: %v", err)
 	}
-	return false
+	return &handlerProc{cmd: proc.Cmd, url: "http://127.0.0.1:" + strconv.Itoa(proc.Port), done: proc.Exited}
 }
 
 var timerPayload = `{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"ScheduleStatus":{"Last":"0001-01-01T00:00:00","Next":"%s","LastUpdated":"0001-01-01T00:00:00"},"IsPastDue":false}},"Metadata":{"sys":{"MethodName":"incident-export","UtcNow":"%s","RandGuid":"9a1b6f1e-4c52-4a7e-9e8b-3f0c2d7a1b55"}}}`

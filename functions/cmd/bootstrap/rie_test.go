@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -49,32 +48,22 @@ func buildBootstrap(t testing.TB) string {
 func launchRIE(t testing.TB, bin string, env []string) *rie {
 	t.Helper()
 	emu := emulators.Tool(t, "aws-lambda-rie")
-	dir := filepath.Dir(bin)
-	port, err := loopback.Port()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	cmd := exec.Command(emu, "--runtime-interface-emulator-address", addr, bin)
-	cmd.Dir = dir
-	cmd.Env = append(env, "AWS_LAMBDA_FUNCTION_TIMEOUT=60", "AWS_LAMBDA_FUNCTION_NAME=defender-functions")
-	r := &rie{url: "http://" + addr + "/2015-03-31/functions/function/invocations", out: &bytes.Buffer{}}
+	r := &rie{out: &bytes.Buffer{}}
 	w := io.MultiWriter(r.out, devstack.AuditLog())
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	proc, err := loopback.Start(func(port int) *exec.Cmd {
+		cmd := exec.Command(emu, "--runtime-interface-emulator-address", "127.0.0.1:"+strconv.Itoa(port), bin)
+		cmd.Dir = filepath.Dir(bin)
+		cmd.Env = append(env, "AWS_LAMBDA_FUNCTION_TIMEOUT=60", "AWS_LAMBDA_FUNCTION_NAME=defender-functions")
+		cmd.Stdout, cmd.Stderr = w, w
+		return cmd
+	}, loopback.Accepts, 20*time.Second)
+	if err != nil {
+		t.Fatalf("RIE: %v\n%s", err, r.out)
 	}
-	r.stop = sync.OnceFunc(func() { cmd.Process.Kill(); cmd.Wait() })
+	r.url = "http://127.0.0.1:" + strconv.Itoa(proc.Port) + "/2015-03-31/functions/function/invocations"
+	r.stop = sync.OnceFunc(func() { proc.Cmd.Process.Kill(); <-proc.Exited })
 	t.Cleanup(r.stop)
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("RIE did not start:\n%s", r.out)
-		}
-	}
+	return r
 }
 
 func (r *rie) invoke(t testing.TB, payload []byte) (int, []byte) {

@@ -8,7 +8,6 @@ package emulators
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,60 +69,21 @@ func Tool(tb testing.TB, rel string) string {
 }
 
 // start starts a node tool on a free loopback port, args giving its
-// arguments for a port, and returns the port once it accepts connections. A
-// tool that exits first (the port was taken meanwhile) starts again on
-// another.
+// arguments for a port, and returns the port once it accepts connections.
 func start(tb testing.TB, name string, args func(port int) []string) int {
 	tb.Helper()
 	bin := Tool(tb, "node/node_modules/.bin/"+name)
-	for attempt := 1; ; attempt++ {
-		port, err := loopback.Port()
-		if err != nil {
-			tb.Fatal(err)
-		}
+	var out bytes.Buffer
+	p, err := loopback.Start(func(port int) *exec.Cmd {
 		cmd := exec.Command(bin, args(port)...)
-		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			tb.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		tb.Cleanup(func() { cmd.Process.Kill(); <-exited })
-		if up(port, exited, 30*time.Second) {
-			return port
-		}
-		select {
-		case <-exited:
-			if attempt < 3 {
-				continue
-			}
-			tb.Fatalf("%s exited:\n%s", name, out.String())
-		default:
-			tb.Fatalf("%s did not start:\n%s", name, out.String())
-		}
+		return cmd
+	}, loopback.Accepts, 30*time.Second)
+	if err != nil {
+		tb.Fatalf("%s: %v\n%s", name, err, out.String())
 	}
-}
-
-// up waits until port accepts connections while the process is running.
-func up(port int, exited <-chan struct{}, limit time.Duration) bool {
-	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		select {
-		case <-exited:
-			return false
-		default:
-		}
-		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			c.Close()
-			select {
-			case <-exited: // another process answered
-				return false
-			default:
-				return true
-			}
-		}
-	}
-	return false
+	tb.Cleanup(func() { p.Cmd.Process.Kill(); <-p.Exited })
+	return p.Port
 }
 
 // StartAzurite starts Azurite's blob service on loopback.

@@ -12,7 +12,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -97,7 +96,7 @@ type Host struct {
 	cron       *cron.Cron
 	client     *http.Client
 	log        *slog.Logger
-	exited     chan struct{}
+	exited     <-chan struct{} // closed when the handler has exited
 }
 
 // Start starts the handler and the host.
@@ -137,7 +136,7 @@ func Start(opts Options) (*Host, error) {
 	if err := json.Unmarshal(raw, &hostJSON); err != nil {
 		return nil, fmt.Errorf("funchost: host.json: %w", err)
 	}
-	h := &Host{opts: opts, funcs: map[string]*fn{}, log: opts.Logger, client: &http.Client{}, exited: make(chan struct{})}
+	h := &Host{opts: opts, funcs: map[string]*fn{}, log: opts.Logger, client: &http.Client{}}
 	h.forwarding = hostJSON.CustomHandler.EnableForwardingHTTPRequest
 	if opts.Forwarding != nil {
 		h.forwarding = *opts.Forwarding
@@ -241,12 +240,7 @@ func (h *Host) startHandler(exe, workDir string, args []string) error {
 	if !filepath.IsAbs(exe) {
 		exe = filepath.Join(opts.AppDir, exe)
 	}
-	var err error
-	for range 3 {
-		var port int
-		if port, err = loopback.Port(); err != nil {
-			return fmt.Errorf("funchost: %w", err)
-		}
+	proc, err := loopback.Start(func(port int) *exec.Cmd {
 		cmd := exec.Command(exe, args...)
 		cmd.Dir = opts.AppDir
 		if workDir != "" {
@@ -257,46 +251,22 @@ func (h *Host) startHandler(exe, workDir string, args []string) error {
 		cmd.Env = append(append([]string{}, opts.Env...), "FUNCTIONS_CUSTOMHANDLER_PORT="+p, "FUNCTIONS_HTTPWORKER_PORT="+p,
 			"FUNCTIONS_CUSTOMHANDLER_WORKER_ID="+workerID, "FUNCTIONS_HTTPWORKER_ID="+workerID, "FUNCTIONS_APP_ROOT_PATH="+opts.AppDir)
 		cmd.Stdout, cmd.Stderr = opts.Stdout, opts.Stderr
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("funchost: start %s: %w", exe, err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		h.handler, h.handlerURL, h.exited = cmd, "http://127.0.0.1:"+p, exited
-		if err = h.waitReady(60 * time.Second); err == nil {
-			return nil
-		}
-		h.Close()
-		if !errors.Is(err, errExited) {
-			return err
-		}
+		return cmd
+	}, answers, 60*time.Second)
+	if err != nil {
+		return fmt.Errorf("funchost: the handler %s: %w", exe, err)
 	}
-	return err
+	h.handler, h.handlerURL, h.exited = proc.Cmd, "http://127.0.0.1:"+strconv.Itoa(proc.Port), proc.Exited
+	return nil
 }
 
-var errExited = errors.New("funchost: the handler exited before it was ready")
-
-func (h *Host) waitReady(limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		select {
-		case <-h.exited:
-			return errExited
-		default:
-		}
-		resp, err := http.Get(h.handlerURL + "/")
-		if err == nil {
-			resp.Body.Close()
-			select {
-			case <-h.exited: // the answer came from another process
-				return errExited
-			default:
-			}
-			return nil
-		}
-		time.Sleep(25 * time.Millisecond)
+// answers is the host's readiness probe: GET / answered.
+func answers(port int) bool {
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/")
+	if err == nil {
+		resp.Body.Close()
 	}
-	return fmt.Errorf("funchost: the handler did not answer GET / within %s", limit)
+	return err == nil
 }
 
 // Close stops the schedules, the host and the handler (SIGTERM, then kill).

@@ -1,6 +1,6 @@
-// Package loopback picks the ports of the local processes that must be told
-// a port before they listen: the custom handler (as the Functions host starts
-// it), Azurite and s3rver.
+// Package loopback starts the local processes that must be told a port
+// before they listen: the custom handler (as the Functions host starts it),
+// Azurite and s3rver.
 package loopback
 
 import (
@@ -9,9 +9,89 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
+	"time"
 )
+
+// Process is a child listening on Port.
+type Process struct {
+	Cmd  *exec.Cmd
+	Port int
+	// Exited is closed once the process has exited (and been waited for).
+	Exited <-chan struct{}
+}
+
+// ErrExited is a process that exited before it was ready, on every port
+// it was given.
+var ErrExited = errors.New("loopback: the process exited before it was ready")
+
+// Start starts the command that command makes for a port from Port, and
+// waits up to limit until ready(port) holds while it runs: an answer
+// after it exited came from another process. One that exits first (the
+// port was taken meanwhile) is started again on another port, three times
+// in all. A process that is not ready is killed and waited for.
+func Start(command func(port int) *exec.Cmd, ready func(port int) bool, limit time.Duration) (*Process, error) {
+	for range 3 {
+		port, err := Port()
+		if err != nil {
+			return nil, err
+		}
+		cmd := command(port)
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("loopback: start %s: %w", cmd.Path, err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		p := &Process{Cmd: cmd, Port: port, Exited: exited}
+		switch p.wait(ready, limit) {
+		case nil:
+			return p, nil
+		case ErrExited:
+			continue
+		default:
+			cmd.Process.Kill()
+			<-exited
+			return nil, fmt.Errorf("loopback: %s was not ready within %s", cmd.Path, limit)
+		}
+	}
+	return nil, ErrExited
+}
+
+var errNotReady = errors.New("not ready")
+
+func (p *Process) wait(ready func(port int) bool, limit time.Duration) error {
+	running := func() bool {
+		select {
+		case <-p.Exited:
+			return false
+		default:
+			return true
+		}
+	}
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if !running() {
+			return ErrExited
+		}
+		if ready(p.Port) {
+			if !running() {
+				return ErrExited
+			}
+			return nil
+		}
+	}
+	return errNotReady
+}
+
+// Accepts reports whether port accepts a TCP connection.
+func Accepts(port int) bool {
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
 
 // Port returns a loopback TCP port that is free now, chosen below the
 // kernel's ephemeral range. A port from bind(0), closed and handed to a
