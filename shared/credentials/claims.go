@@ -137,18 +137,17 @@ func CheckRoles(reg Registration, tenant string, c *Claims, reqs []RoleRequireme
 // app: redirectURI names one registered on it (as Microsoft's guide does);
 // without one, Entra ID answers AADSTS500113 once consent is granted.
 func AdminConsentURL(authority, tenant, clientID, redirectURI string) string {
-	u := fmt.Sprintf("%s/%s/adminconsent?client_id=%s", authority, url.PathEscape(tenant), url.QueryEscape(clientID))
-	if redirectURI != "" {
-		u += "&redirect_uri=" + url.QueryEscape(redirectURI)
-	}
-	return u
+	return withRedirect(fmt.Sprintf("%s/%s/adminconsent?client_id=%s", authority, url.PathEscape(tenant), url.QueryEscape(clientID)), redirectURI)
 }
 
 // AdminConsentURLv2 is the v2 endpoint's admin-consent link, scoped to the API.
 func AdminConsentURLv2(authority, tenant, clientID, resource, redirectURI string) string {
-	u := fmt.Sprintf("%s/%s/v2.0/adminconsent?client_id=%s&scope=%s", authority, url.PathEscape(tenant), url.QueryEscape(clientID), url.QueryEscape(resource+"/.default"))
-	if redirectURI != "" {
-		u += "&redirect_uri=" + url.QueryEscape(redirectURI)
+	return withRedirect(fmt.Sprintf("%s/%s/v2.0/adminconsent?client_id=%s&scope=%s", authority, url.PathEscape(tenant), url.QueryEscape(clientID), url.QueryEscape(resource+"/.default")), redirectURI)
+}
+
+func withRedirect(link, redirectURI string) string {
+	if redirectURI == "" {
+		return link
 	}
-	return u
+	return link + "&redirect_uri=" + url.QueryEscape(redirectURI)
 }

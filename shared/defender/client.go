@@ -223,20 +223,21 @@ func (g *graph) Capabilities() Capabilities {
 }
 
 func (g *graph) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, error] {
+	caps := g.Capabilities()
 	top := o.PageSize
-	if top <= 0 || top > 50 {
-		top = 50
+	if top <= 0 || top > caps.PageMax {
+		top = caps.PageMax
 	}
 	if o.Top > 0 {
 		top = o.Top
 	}
 	q := url.Values{}
 	q.Set("$top", strconv.Itoa(top))
-	if f := filter(o, "lastUpdateDateTime"); f != "" {
+	if f := filter(o, caps.UpdatedField); f != "" {
 		q.Set("$filter", f)
 	}
 	if o.OrderByLastUpdate {
-		q.Set("$orderby", "lastUpdateDateTime asc")
+		q.Set("$orderby", caps.UpdatedField+" asc")
 	}
 	if o.WithAlerts {
 		q.Set("$expand", "alerts")
@@ -431,19 +432,20 @@ func (x *xdr) Capabilities() Capabilities {
 }
 
 func (x *xdr) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, error] {
+	caps := x.Capabilities()
 	top := o.PageSize
-	if top <= 0 || top > 100 {
-		top = 100
+	if top <= 0 || top > caps.PageMax {
+		top = caps.PageMax
 	}
 	if o.Top > 0 {
 		top = o.Top
 	}
 	q := url.Values{}
-	if f := filter(o, "lastUpdateTime"); f != "" {
+	if f := filter(o, caps.UpdatedField); f != "" {
 		q.Set("$filter", f)
 	}
 	if o.OrderByLastUpdate {
-		q.Set("$orderby", "lastUpdateTime asc")
+		q.Set("$orderby", caps.UpdatedField+" asc")
 	}
 	q.Set("$top", strconv.Itoa(top))
 	at := func(skip int) string {
