@@ -144,7 +144,7 @@ func configured(cfg *config.Config, d function.Descriptor, err error) error {
 	p := cfg.FunctionProblems[d.Name]
 	switch {
 	case len(p) > 0 && err != nil:
-		return fmt.Errorf("%s is not configured: %s; %v", d.Name, strings.Join(p, "; "), err)
+		return fmt.Errorf("%s is not configured: %s; %w", d.Name, strings.Join(p, "; "), err)
 	case len(p) > 0:
 		return fmt.Errorf("%s is not configured: %s", d.Name, strings.Join(p, "; "))
 	case err != nil:
@@ -208,9 +208,12 @@ func receiver(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 	if cfg.StateStore == "" {
 		return nil, fmt.Errorf("it needs %s (file:///path or an Azure Blob container URL) to remember deliveries", config.EnvStateStore)
 	}
-	mapping, err := ticketwebhook.LoadMapping(cfg.WebhookMappingFile)
+	var mapping *ticketwebhook.Mapping
+	var err error
 	if cfg.WebhookMapping != "" {
 		mapping, err = ticketwebhook.ParseMapping([]byte(cfg.WebhookMapping), config.EnvWebhookMapping)
+	} else {
+		mapping, err = ticketwebhook.LoadMapping(cfg.WebhookMappingFile)
 	}
 	if err != nil {
 		return nil, err
