@@ -23,7 +23,7 @@ import (
 )
 
 // AzureTags are the Azure handler's build tags.
-const AzureTags = "nos3"
+const AzureTags = "noaws"
 
 func main() {
 	root := flag.String("root", ".", "the repository root")
@@ -94,7 +94,7 @@ func pack(root, out string, o options) error {
 		}
 	}
 	abs, _ := filepath.Abs(out)
-	// The Azure handler leaves Amazon S3 out (shared/sink/s3_nos3.go says why).
+	// The Azure handler leaves Amazon S3 out (shared/sink/s3_noaws.go says why).
 	goos, goarch := "linux", "amd64"
 	if o.Local {
 		goos, goarch = runtime.GOOS, runtime.GOARCH

@@ -88,7 +88,7 @@ type Options struct {
 }
 
 // Ports are the listening ports of each service.
-type Ports struct{ Entra, KeyVault, Graph, XDR, Identity, Control int }
+type Ports struct{ Entra, KeyVault, Graph, XDR, Identity, Control, SecretsManager int }
 
 // Faults are what the devstack breaks on purpose.
 type Faults struct {
@@ -107,6 +107,8 @@ type Faults struct {
 	TokenOutage bool `json:"tokenOutage"`
 	// VaultOutage makes Key Vault answer 503.
 	VaultOutage bool `json:"vaultOutage"`
+	// SecretsManagerOutage makes AWS Secrets Manager answer 500 InternalServiceError.
+	SecretsManagerOutage bool `json:"secretsManagerOutage"`
 	// ForeignNextLink, when set (an origin such as https://evil.example),
 	// makes every @odata.nextLink point there: a client must refuse it.
 	ForeignNextLink string `json:"foreignNextLink"`
@@ -132,6 +134,8 @@ type Stack struct {
 
 	// Service base URLs (no trailing slash).
 	EntraURL, KeyVaultURL, GraphURL, XDRURL, ControlURL string
+	// SecretsManagerURL is AWS Secrets Manager's endpoint (AWSSettings).
+	SecretsManagerURL string
 	// IdentityEndpoint is the value for IDENTITY_ENDPOINT.
 	IdentityEndpoint string
 
@@ -141,6 +145,7 @@ type Stack struct {
 	kid            string
 	dir            *directory
 	vault          *vault
+	secretsManager *secretsManager
 	stores         map[string]*store
 	tables         map[string]*tables
 	limiter        *limiter
@@ -197,8 +202,10 @@ func New(opts Options) (*Stack, error) {
 	}
 	s := &Stack{opts: opts, ca: ca, signKey: key, kid: randomHex(20), identityHeader: randomHex(16),
 		jtis: map[string]bool{}, issued: map[string]struct{}{}, counters: newCounters(), stop: make(chan struct{}),
-		vault: &vault{secrets: map[string][]*secretVersion{}}, stores: map[string]*store{}, tables: map[string]*tables{},
+		vault: &vault{secrets: map[string][]*secretVersion{}}, secretsManager: newSecretsManager(), stores: map[string]*store{}, tables: map[string]*tables{},
 		faultRNG: newLockedRand(opts.Seed)}
+	s.remember(s.secretsManager.creds.SecretAccessKey)
+	s.remember(s.secretsManager.creds.SessionToken)
 	f := opts.Faults
 	s.fault.Store(&f)
 	s.limiter = newLimiter(opts.Limits, opts.TimeScale)
@@ -224,6 +231,7 @@ func New(opts Options) (*Stack, error) {
 		{opts.Ports.XDR, true, &s.XDRURL, s.xdrHandler},
 		{opts.Ports.Identity, false, &s.IdentityEndpoint, s.identityHandler},
 		{opts.Ports.Control, false, &s.ControlURL, s.controlHandler},
+		{opts.Ports.SecretsManager, true, &s.SecretsManagerURL, s.secretsManagerHandler},
 	}
 	listeners := make([]net.Listener, len(services))
 	for i, sv := range services {

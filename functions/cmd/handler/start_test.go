@@ -18,7 +18,7 @@ import (
 func BenchmarkStartToReady(b *testing.B) {
 	bin := filepath.Join(b.TempDir(), "handler")
 	// Built as infra/pack builds the Azure package: static, stripped, without S3.
-	build := exec.Command("go", "build", "-trimpath", "-tags", "nos3", "-ldflags", "-s -w", "-o", bin, ".")
+	build := exec.Command("go", "build", "-trimpath", "-tags", "noaws", "-ldflags", "-s -w", "-o", bin, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("build: %v\n%s", err, out)

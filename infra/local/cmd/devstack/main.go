@@ -38,6 +38,7 @@ func main() {
 	flag.IntVar(&opts.Ports.XDR, "xdr-port", 0, "Defender XDR API port")
 	flag.IntVar(&opts.Ports.Identity, "identity-port", 0, "managed-identity endpoint port")
 	flag.IntVar(&opts.Ports.Control, "control-port", 0, "control endpoint port")
+	flag.IntVar(&opts.Ports.SecretsManager, "secretsmanager-port", 0, "AWS Secrets Manager port")
 	flag.BoolVar(&verbose, "v", false, "log every request")
 	flag.Parse()
 
