@@ -17,13 +17,13 @@ import (
 	huntingquery "github.com/defender-functions/defender-functions/functions/hunting-query"
 	incidentexport "github.com/defender-functions/defender-functions/functions/incident-export"
 	ticketwebhook "github.com/defender-functions/defender-functions/functions/ticket-webhook"
+	"github.com/defender-functions/defender-functions/shared/awssecret"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/defender"
 	"github.com/defender-functions/defender-functions/shared/function"
 	"github.com/defender-functions/defender-functions/shared/sink"
 	"github.com/defender-functions/defender-functions/shared/state"
-	"github.com/defender-functions/defender-functions/shared/webhook"
 )
 
 // Functions are the app's functions, as each declares itself beside its
@@ -130,7 +130,7 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 	}
 	app.HandleHTTP(huntingquery.Function, huntServe)
 
-	webhookServe, err := receiver(cfg, clients, o.HTTPClient)
+	webhookServe, err := receiver(cfg, clients, o.HTTPClient, log)
 	if cause := configured(cfg, ticketwebhook.Function, err); cause != nil {
 		webhookServe = unavailable(ticketwebhook.Function, cause)
 	}
@@ -204,7 +204,7 @@ func NewClient(cfg *config.Config, tenant string, src credentials.Source, o *def
 	return c, nil
 }
 
-func receiver(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Client) (function.HTTPFunc, error) {
+func receiver(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Client, log *slog.Logger) (function.HTTPFunc, error) {
 	if cfg.StateStore == "" {
 		return nil, fmt.Errorf("it needs %s (file:///path or an Azure Blob container URL) to remember deliveries", config.EnvStateStore)
 	}
@@ -218,17 +218,9 @@ func receiver(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 	if err != nil {
 		return nil, err
 	}
-	secrets := map[string][][]byte{}
-	for provider, s := range cfg.WebhookSecrets {
-		parse := webhook.ParseStandardSecrets
-		if provider == ticketwebhook.Jira {
-			parse = webhook.ParseSecrets
-		}
-		keys, err := parse(s.Reveal())
-		if err != nil {
-			return nil, fmt.Errorf("%s%s: %w", config.EnvWebhookSecretPrefix, strings.ToUpper(provider), err)
-		}
-		secrets[provider] = keys
+	keys, err := WebhookKeys(cfg, log)
+	if err != nil {
+		return nil, err
 	}
 	blob, err := BlobOptions(cfg, hc)
 	if err != nil {
@@ -238,13 +230,34 @@ func receiver(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 	if err != nil {
 		return nil, err
 	}
-	rc := &ticketwebhook.Receiver{Mapping: mapping, Secrets: secrets, Clients: map[string]defender.Client{}, DefaultTenant: cfg.Tenants[0],
+	rc := &ticketwebhook.Receiver{Mapping: mapping, Keys: keys, Clients: map[string]defender.Client{}, DefaultTenant: cfg.Tenants[0],
 		State: st, Tolerance: cfg.WebhookTolerance, RetryWindow: cfg.WebhookRetryWindow, DedupeTTL: cfg.WebhookDedupeTTL,
 		Timeout: cfg.WebhookTimeout, MaxBody: cfg.WebhookMaxBody}
 	for _, t := range tenants {
 		rc.Clients[t.Name] = t.Client
 	}
 	return rc.Serve, nil
+}
+
+// WebhookKeys are the providers' keys: from the settings, or read at run
+// time from AWS Secrets Manager.
+func WebhookKeys(cfg *config.Config, log *slog.Logger) (ticketwebhook.Keys, error) {
+	if cfg.WebhookSecretsARN != "" {
+		src, err := awssecret.New(cfg.WebhookSecretsARN, &awssecret.Options{TTL: cfg.WebhookSecretsTTL, Region: cfg.S3Region, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", config.EnvWebhookSecretsARN, err)
+		}
+		return &ticketwebhook.SecretKeys{Secret: src}, nil
+	}
+	keys := ticketwebhook.StaticKeys{}
+	for provider, s := range cfg.WebhookSecrets {
+		k, err := ticketwebhook.ParseKeys(provider, s.Reveal())
+		if err != nil {
+			return nil, fmt.Errorf("%s%s: %w", config.EnvWebhookSecretPrefix, strings.ToUpper(provider), err)
+		}
+		keys[provider] = k
+	}
+	return keys, nil
 }
 
 func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Client) (function.TimerFunc, error) {

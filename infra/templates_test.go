@@ -41,17 +41,22 @@ var notOn = map[string]map[string]string{
 		config.EnvAWSRegion:            "set by Lambda",
 		config.EnvStorage:              "identity-based storage: AzureWebJobsStorage__accountName",
 		config.EnvLambdaFunctionName:   "set by Lambda",
+		config.EnvWebhookSecretsARN:    "Azure resolves Key Vault references into WEBHOOK_SECRET_*",
+		config.EnvWebhookSecretsTTL:    "Azure resolves Key Vault references into WEBHOOK_SECRET_*",
 	},
 	"aws": {
-		config.EnvClientSecret:            "env-secret is for local development",
-		config.EnvManagedIdentityClientID: "no managed identity on Lambda",
-		config.EnvVaultCertificatePass:    "the layer's PEM has no password",
-		config.EnvFederatedTokenFile:      "the certificate is used, not federation",
-		config.EnvS3Endpoint:              "S3-compatible endpoints are for the emulators",
-		config.EnvAWSRegion:               "reserved: Lambda sets it",
-		config.EnvStorage:                 "the state's Blob container is reached with the bootstrap app",
-		config.EnvStorageAccount:          "a Functions host setting",
-		config.EnvLambdaFunctionName:      "reserved: Lambda sets it",
+		config.EnvClientSecret:                       "env-secret is for local development",
+		config.EnvManagedIdentityClientID:            "no managed identity on Lambda",
+		config.EnvVaultCertificatePass:               "the layer's PEM has no password",
+		config.EnvFederatedTokenFile:                 "the certificate is used, not federation",
+		config.EnvS3Endpoint:                         "S3-compatible endpoints are for the emulators",
+		config.EnvAWSRegion:                          "reserved: Lambda sets it",
+		config.EnvStorage:                            "the state's Blob container is reached with the bootstrap app",
+		config.EnvStorageAccount:                     "a Functions host setting",
+		config.EnvLambdaFunctionName:                 "reserved: Lambda sets it",
+		config.EnvWebhookSecretPrefix + "JIRA":       "read at run time from Secrets Manager (WEBHOOK_SECRETS_ARN)",
+		config.EnvWebhookSecretPrefix + "SERVICENOW": "read at run time from Secrets Manager (WEBHOOK_SECRETS_ARN)",
+		config.EnvWebhookSecretPrefix + "GENERIC":    "read at run time from Secrets Manager (WEBHOOK_SECRETS_ARN)",
 	},
 }
 
@@ -198,6 +203,19 @@ func TestSAMTemplate(t *testing.T) {
 		if !strings.Contains(string(raw), want) {
 			t.Errorf("template.yaml lacks %s", want)
 		}
+	}
+	// The webhook's keys are read at run time (a rotation needs no
+	// redeploy), from that one secret: nothing is resolved into the
+	// environment at deploy time, and no other secret is readable.
+	if strings.Contains(string(raw), "{{resolve:") {
+		t.Error("template.yaml resolves a secret into the environment at deploy time")
+	}
+	if n := strings.Count(string(raw), "secretsmanager:"); n != 1 || !strings.Contains(string(raw),
+		"Action: secretsmanager:GetSecretValue\n                Resource: !Ref WebhookSecretsArn") {
+		t.Errorf("Secrets Manager rights: want GetSecretValue on WebhookSecretsArn alone (%d mentions)", n)
+	}
+	if !strings.Contains(string(raw), config.EnvWebhookSecretsARN+": !Ref WebhookSecretsArn\n") {
+		t.Errorf("%s is not the WebhookSecretsArn parameter", config.EnvWebhookSecretsARN)
 	}
 	if _, err := tpl.GetS3BucketPolicyWithName("ExportBucketPolicy"); err != nil {
 		t.Error(err)

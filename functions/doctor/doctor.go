@@ -90,6 +90,7 @@ func Run(ctx context.Context, lookup func(string) (string, bool), out io.Writer,
 		k.tenant(t, vaultOK)
 	}
 	k.storage()
+	k.webhookKeys()
 	return !k.r.failed
 }
 
@@ -137,7 +138,7 @@ func (k *checkup) configuration(lookup func(string) (string, bool)) bool {
 	for _, on := range []struct {
 		d  function.Descriptor
 		on bool
-	}{{incidentexport.Function, cfg.ExportSink != ""}, {huntingquery.Function, true}, {ticketwebhook.Function, len(cfg.WebhookSecrets) > 0}} {
+	}{{incidentexport.Function, cfg.ExportSink != ""}, {huntingquery.Function, true}, {ticketwebhook.Function, len(cfg.WebhookSecrets) > 0 || cfg.WebhookSecretsARN != ""}} {
 		if on.on && len(cfg.FunctionProblems[on.d.Name]) == 0 {
 			k.enabled = append(k.enabled, on.d.Name)
 		}
@@ -251,6 +252,39 @@ func (k *checkup) storage() {
 	} else {
 		r.ok("sink", "%s is writable (wrote _doctor/check.json)", cfg.ExportSink)
 	}
+}
+
+// webhookKeys: 7. the webhook's keys, where they are read at run time
+// (AWS Secrets Manager): readable by this identity, and well formed.
+func (k *checkup) webhookKeys() {
+	cfg := k.cfg
+	if cfg.WebhookSecretsARN == "" || len(cfg.FunctionProblems[ticketwebhook.Function.Name]) > 0 {
+		return
+	}
+	keys, err := functions.WebhookKeys(cfg, nil)
+	if err != nil {
+		k.r.fail("webhook keys", err, "")
+		return
+	}
+	c, cancel := k.step()
+	defer cancel()
+	var on []string
+	for _, p := range []string{ticketwebhook.Jira, ticketwebhook.ServiceNow, ticketwebhook.Generic} {
+		ks, err := keys.Keys(c, p)
+		if err != nil {
+			k.r.fail("webhook keys", err, "")
+			return
+		}
+		if len(ks) > 0 {
+			on = append(on, fmt.Sprintf("%s (%d)", p, len(ks)))
+		}
+	}
+	if len(on) == 0 {
+		k.r.fail("webhook keys", fmt.Errorf("%s names a secret that turns no provider on", config.EnvWebhookSecretsARN),
+			`store {"jira": "…", "servicenow": "whsec_…", "generic": "whsec_…"} in it`)
+		return
+	}
+	k.r.ok("webhook keys", "%s is readable; providers on: %s", cfg.WebhookSecretsARN, strings.Join(on, ", "))
 }
 
 func firstPage(ctx context.Context, c defender.Client) (int, error) {

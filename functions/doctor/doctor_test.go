@@ -200,3 +200,40 @@ func runDoctor(t *testing.T, s *devstack.Stack, env []string, before, after func
 		t.Fatalf("a secret printed:\n%s", out.String())
 	}
 }
+
+// With WEBHOOK_SECRETS_ARN, doctor reads the webhook's keys as the function
+// will (the execution role's variables) and says which providers they turn
+// on, or what to fix.
+func TestDoctorWebhookKeys(t *testing.T) {
+	s := devstack.Start(t, devstack.Options{})
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(ca, s.CACertPEM(), 0o600)
+	t.Setenv("AWS_CA_BUNDLE", ca)
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	for k, v := range s.AWSSettings() {
+		t.Setenv(k, v)
+	}
+	good := s.PutAWSSecret("good", `{"jira": "jira-webhook-secret-for-the-doctor", "generic": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}`)
+	denied := s.PutAWSSecret("denied", `{"jira": "jira-webhook-secret-for-the-doctor"}`)
+	s.DenyAWSSecret("denied", true)
+	notJSON := s.PutAWSSecret("not-json", `jira=jira-webhook-secret-for-the-doctor`)
+	empty := s.PutAWSSecret("empty", `{}`)
+	for _, c := range []struct {
+		name string
+		arn  string
+		pass bool
+		want []string
+	}{
+		{"readable", good, true, []string{"ok    webhook keys " + good + " is readable; providers on: jira (1), generic (1)"}},
+		{"denied", denied, false, []string{"FAIL  webhook keys secrets manager: the function's role may not read \"" + denied + "\": grant it secretsmanager:GetSecretValue on that ARN"}},
+		{"not JSON", notJSON, false, []string{"FAIL  webhook keys webhook secrets: the secret is not a JSON object of strings"}},
+		{"no provider", empty, false, []string{"FAIL  webhook keys WEBHOOK_SECRETS_ARN names a secret that turns no provider on", `fix: store {"jira"`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			runDoctor(t, s, []string{"WEBHOOK_SECRET_JIRA", "", "WEBHOOK_SECRETS_ARN", c.arn,
+				"DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", s.ClientSecret(devstack.DefaultClientID)}, nil, nil, c.pass,
+				append([]string{"functions incident-export, hunting-query, ticket-webhook", "ok    sink"}, c.want...))
+		})
+	}
+}

@@ -28,7 +28,7 @@ func TestLedgerExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := time.Now()
-	rc := &ticketwebhook.Receiver{Mapping: builtin(t), Secrets: map[string][][]byte{"generic": {r.gen}},
+	rc := &ticketwebhook.Receiver{Mapping: builtin(t), Keys: ticketwebhook.StaticKeys{"generic": {r.gen}},
 		Clients: map[string]defender.Client{"contoso": r.client(t)}, DefaultTenant: "contoso", State: st,
 		Tolerance: 5 * time.Minute, RetryWindow: time.Hour, DedupeTTL: 24 * time.Hour, Timeout: 5 * time.Second, MaxBody: 1 << 20,
 		Now: func() time.Time { return clock }}

@@ -48,9 +48,9 @@ const (
 // Receiver serves ticket-webhook.
 type Receiver struct {
 	Mapping *Mapping
-	// Secrets are each provider's keys (several during a rotation); a
+	// Keys are each provider's signing keys (several during a rotation); a
 	// provider without keys is switched off.
-	Secrets map[string][][]byte
+	Keys Keys
 	// Clients are the tenants' API clients; DefaultTenant serves a provider
 	// whose mapping names none.
 	Clients       map[string]defender.Client
@@ -146,7 +146,7 @@ func (rc *Receiver) Serve(ctx context.Context, r *function.HTTPRequest) *functio
 // a method below, in order.
 func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome {
 	o := &Outcome{code: 200}
-	provider, keys, failed := rc.admit(r, o)
+	provider, keys, failed := rc.admit(ctx, r, o)
 	if failed != nil {
 		return failed
 	}
@@ -154,6 +154,17 @@ func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome
 
 	// Verification comes first: nothing of an unverified body is read.
 	deliveryID, at, err := rc.verify(r, provider, keys, now)
+	if errors.Is(err, webhook.ErrSignature) {
+		// Signed with a key added since the keys were read? Read them
+		// again (at most once per the source's bound) before rejecting.
+		if rr, ok := rc.Keys.(Rereader); ok {
+			if changed, rerr := rr.Reread(ctx); changed && rerr == nil {
+				if keys, rerr = rc.Keys.Keys(ctx, provider); rerr == nil {
+					deliveryID, at, err = rc.verify(r, provider, keys, now)
+				}
+			}
+		}
+	}
 	if err != nil {
 		return verifyFailed(o, err)
 	}
@@ -201,7 +212,7 @@ func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome
 
 // admit checks what can be checked before verification: a known provider
 // that is turned on, the body's size and type.
-func (rc *Receiver) admit(r *function.HTTPRequest, o *Outcome) (provider string, keys [][]byte, failed *Outcome) {
+func (rc *Receiver) admit(ctx context.Context, r *function.HTTPRequest, o *Outcome) (provider string, keys [][]byte, failed *Outcome) {
 	provider = strings.ToLower(r.Params["provider"])
 	switch provider {
 	case Jira, ServiceNow, Generic:
@@ -209,7 +220,10 @@ func (rc *Receiver) admit(r *function.HTTPRequest, o *Outcome) (provider string,
 	default:
 		return "", nil, o.fail(404, "UnknownProvider", "use /api/ticket-webhook/jira, /servicenow or /generic")
 	}
-	keys = rc.Secrets[provider]
+	keys, err := rc.Keys.Keys(ctx, provider)
+	if err != nil {
+		return "", nil, keysFailed(o, err)
+	}
 	if len(keys) == 0 {
 		// Said before any signature is checked: no setting names.
 		return "", nil, o.fail(404, "ProviderDisabled", fmt.Sprintf("the %s provider is off", provider))
@@ -379,6 +393,18 @@ func verifyFailed(o *Outcome, err error) *Outcome {
 		return o.fail(401, "Stale", err.Error())
 	}
 	return o.fail(401, "InvalidSignature", err.Error())
+}
+
+// keysFailed answers a failure to read the signing keys, before any
+// signature is checked: nothing names the deployment; the log has the cause.
+func keysFailed(o *Outcome, err error) *Outcome {
+	o.cause = err
+	if errors.Is(err, ErrBadSecret) {
+		return o.fail(500, "KeysMisconfigured", "the signing keys could not be read; the operator must fix them (the log says how)")
+	}
+	f := defender.Classify(err)
+	o.retryAfter = f.RetryAfter
+	return o.fail(f.Status, f.Code, f.Message)
 }
 
 func stateFailed(o *Outcome, err error) *Outcome {

@@ -79,6 +79,9 @@ func newRig(t *testing.T, api string, kv ...string) *rig {
 	for i := 0; i < len(kv); i += 2 {
 		m[kv[i]] = kv[i+1]
 	}
+	if m[config.EnvWebhookSecretsARN] == secretsManager {
+		m[config.EnvWebhookSecretsARN] = r.useSecretsManager(t, m)
+	}
 	m["DEFENDER_CLIENT_SECRET"] = s.ClientSecret(m["DEFENDER_CLIENT_ID"])
 	r.settings = m
 	app, err := functions.New(func(k string) (string, bool) { v, ok := m[k]; return v, ok }, slog.New(slog.NewJSONHandler(io.MultiWriter(r.logs, devstack.AuditLog()), nil)),

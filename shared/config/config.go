@@ -124,6 +124,8 @@ type Config struct {
 
 	// ticket-webhook settings. A provider without a secret is switched off.
 	WebhookSecrets     map[string]Secret // WEBHOOK_SECRET_JIRA, _SERVICENOW, _GENERIC: space-separated for rotation
+	WebhookSecretsARN  string            // WEBHOOK_SECRETS_ARN: an AWS Secrets Manager secret holding them all, read at run time
+	WebhookSecretsTTL  time.Duration     // WEBHOOK_SECRETS_TTL: how long that secret is served before it is read again
 	WebhookMappingFile string            // WEBHOOK_MAPPING_FILE: empty = the built-in mapping
 	WebhookMapping     string            // WEBHOOK_MAPPING: the mapping's JSON itself (an app setting or a Key Vault reference)
 	WebhookTolerance   time.Duration     // WEBHOOK_TOLERANCE: how far a signed timestamp may be from now
@@ -184,6 +186,8 @@ const (
 	EnvHuntingMaxRows          = "HUNTING_MAX_ROWS"
 	EnvHuntingTimeout          = "HUNTING_TIMEOUT"
 	EnvWebhookSecretPrefix     = "WEBHOOK_SECRET_" // + JIRA, SERVICENOW, GENERIC
+	EnvWebhookSecretsARN       = "WEBHOOK_SECRETS_ARN"
+	EnvWebhookSecretsTTL       = "WEBHOOK_SECRETS_TTL"
 	EnvWebhookMappingFile      = "WEBHOOK_MAPPING_FILE"
 	EnvWebhookMapping          = "WEBHOOK_MAPPING"
 	EnvWebhookTolerance        = "WEBHOOK_TOLERANCE"
@@ -593,6 +597,13 @@ func (r *reader) webhook(c *Config) {
 			continue
 		}
 		c.WebhookSecrets[prov] = Secret(v)
+	}
+	// On Lambda the secrets are read at run time, so that a rotation needs
+	// no redeploy; the secret's value is the providers' secrets as JSON.
+	c.WebhookSecretsARN = r.get(EnvWebhookSecretsARN, "")
+	c.WebhookSecretsTTL = r.duration(EnvWebhookSecretsTTL, 5*time.Minute, 30*time.Second, time.Hour)
+	if c.WebhookSecretsARN != "" && len(c.WebhookSecrets) > 0 {
+		r.problem(fmt.Sprintf("%s and %s* are both set: keep one (the ARN's secret holds every provider's)", EnvWebhookSecretsARN, EnvWebhookSecretPrefix))
 	}
 	c.WebhookMappingFile = r.get(EnvWebhookMappingFile, "")
 	// A deployed app has no place for a file of its own: the mapping can be

@@ -220,6 +220,8 @@ func TestProblemsBelongToTheirFunction(t *testing.T) {
 		{[]string{"WEBHOOK_SECRET_JIRA", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/j/)"}, map[string]int{config.TicketWebhook: 1}},
 		{[]string{"EXPORT_LAG", "forever", "HUNTING_MAX_ROWS", "0", "HUNTING_TIMEOUT", "1h"}, map[string]int{config.IncidentExport: 1, config.HuntingQuery: 2}},
 		{[]string{"EXPORT_SINK", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/s/)"}, map[string]int{config.IncidentExport: 1}},
+		{[]string{"WEBHOOK_SECRETS_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:hooks-AbCdEf", "WEBHOOK_SECRET_GENERIC", "whsec_x"}, map[string]int{config.TicketWebhook: 1}},
+		{[]string{"WEBHOOK_SECRETS_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:hooks-AbCdEf", "WEBHOOK_SECRETS_TTL", "10s"}, map[string]int{config.TicketWebhook: 1}},
 		{[]string{"HUNTING_MAX_ROWS", "0", "DEFENDER_API", "mde"}, nil},
 		{[]string{"DEFENDER_RATE_LIMITS", "fast"}, nil},
 	} {

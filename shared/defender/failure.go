@@ -6,11 +6,12 @@ import (
 	"net"
 	"time"
 
+	"github.com/defender-functions/defender-functions/shared/awssecret"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 )
 
 // Failure is what a failed call to Defender (or to Entra ID or Key Vault
-// for its token) means for the caller of an HTTP function. Every function
+// for its token, or to AWS Secrets Manager for a webhook's keys) means for the caller of an HTTP function. Every function
 // answers by it, so that one failure means the same everywhere: 503 and 429
 // say "retry" and when; 500 is a configuration only the operator can fix,
 // which a retry cannot; 504 a timeout; 4xx the request itself.
@@ -29,6 +30,7 @@ func Classify(err error) Failure {
 	var ee *credentials.EntraError
 	var ve *credentials.VaultError
 	var pe *credentials.PermissionError
+	var se *awssecret.Error
 	var ne net.Error
 	switch {
 	case errors.As(err, &ae) && ae.StatusCode == 429:
@@ -50,6 +52,11 @@ func Classify(err error) Failure {
 			Message: "Entra ID or Key Vault is unavailable, and no valid token is cached; retry later"}
 	case errors.As(err, &ee), errors.As(err, &ve), errors.As(err, &pe):
 		return Failure{Status: 500, Code: "CredentialsRejected", Message: "the app's credentials or its access to them were refused; the operator must fix it (doctor says how)"}
+	case errors.As(err, &se) && se.Transient():
+		return Failure{Status: 503, Code: "SecretsUnavailable", RetryAfter: 30 * time.Second,
+			Message: "the secret store is unavailable, and no copy is cached; retry later"}
+	case errors.As(err, &se):
+		return Failure{Status: 500, Code: "SecretsRejected", Message: "the function's access to its secrets was refused; the operator must fix it (doctor says how)"}
 	case errors.Is(err, credentials.ErrCrossOriginRedirect):
 		return Failure{Status: 502, Code: "Upstream", Message: "Defender answered with a redirect elsewhere; the call was not followed"}
 	case errors.As(err, &ne):

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/defender-functions/defender-functions/shared/awssecret"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/defender"
 )
@@ -37,6 +38,11 @@ func TestClassify(t *testing.T) {
 		{"Key Vault unreachable", wrap(&credentials.VaultError{Err: errors.New("dial tcp: connection refused")}), 503, "CredentialsUnavailable", 30 * time.Second},
 		{"Key Vault forbids", wrap(&credentials.VaultError{StatusCode: 403}), 500, "CredentialsRejected", 0},
 		{"roles missing", &credentials.PermissionError{}, 500, "CredentialsRejected", 0},
+		{"Secrets Manager outage", &awssecret.Error{StatusCode: 500, Code: "InternalServiceError"}, 503, "SecretsUnavailable", 30 * time.Second},
+		{"Secrets Manager throttles", &awssecret.Error{StatusCode: 400, Code: "ThrottlingException"}, 503, "SecretsUnavailable", 30 * time.Second},
+		{"Secrets Manager unreachable", &awssecret.Error{Err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}, 503, "SecretsUnavailable", 30 * time.Second},
+		{"Secrets Manager denies", &awssecret.Error{StatusCode: 400, Code: "AccessDeniedException"}, 500, "SecretsRejected", 0},
+		{"no such AWS secret", &awssecret.Error{StatusCode: 400, Code: "ResourceNotFoundException"}, 500, "SecretsRejected", 0},
 		{"timeout", wrap(context.DeadlineExceeded), 504, "Timeout", 0},
 		{"outage until the deadline", errors.Join(wrap(&defender.APIError{StatusCode: 502}), context.DeadlineExceeded), 503, "UpstreamUnavailable", 30 * time.Second},
 		{"network", wrap(&net.OpError{Op: "dial", Err: errors.New("connection refused")}), 503, "UpstreamUnavailable", 30 * time.Second},

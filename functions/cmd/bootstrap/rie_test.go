@@ -2,6 +2,8 @@ package main_test
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -15,9 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/loopback"
 	"github.com/defender-functions/defender-functions/internal/devstack"
+	"github.com/defender-functions/defender-functions/shared/webhook"
 )
 
 // rie runs the built bootstrap under the AWS Lambda Runtime Interface Emulator.
@@ -181,4 +185,67 @@ func devstackEnv(t testing.TB, dir string, incidents int) []string {
 		env = append(env, k+"="+v)
 	}
 	return env
+}
+
+// Under the emulator, the webhook's keys come from Secrets Manager at run
+// time (the execution role's variables, as Lambda sets them): a delivery
+// is verified with them, and one signed with a key added to the secret
+// since is verified at once, with no redeploy.
+func TestWebhookKeysFromSecretsManagerUnderRIE(t *testing.T) {
+	dir := t.TempDir()
+	s := devstack.Start(t, devstack.Options{Incidents: 20, Dir: filepath.Join(dir, "local")})
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "STATE_STORE=file://" + filepath.Join(dir, "state")}
+	for k, v := range s.Settings() {
+		env = append(env, k+"="+v)
+	}
+	for k, v := range s.AWSSettings() {
+		env = append(env, k+"="+v)
+	}
+	key1, key2 := make([]byte, 32), make([]byte, 32)
+	rand.Read(key1)
+	rand.Read(key2)
+	whsec := func(keys ...[]byte) string {
+		var f []string
+		for _, k := range keys {
+			f = append(f, "whsec_"+base64.StdEncoding.EncodeToString(k))
+		}
+		b, _ := json.Marshal(map[string]string{"generic": strings.Join(f, " ")})
+		return string(b)
+	}
+	arn := s.PutAWSSecret("defender/webhooks", whsec(key1))
+	r := startRIE(t, append(env, "WEBHOOK_SECRETS_ARN="+arn))
+
+	body, err := os.ReadFile(filepath.Join(emulators.RepoRoot(t), "functions", "ticket-webhook", "testdata", "generic-resolved.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver := func(key []byte, id string) (int, string) {
+		now := time.Now()
+		ev := events.APIGatewayV2HTTPRequest{Version: "2.0", RouteKey: "POST /ticket-webhook/{provider}", RawPath: "/ticket-webhook/generic", Body: string(body),
+			Headers: map[string]string{"content-type": "application/json", "webhook-id": id, "webhook-timestamp": strconv.FormatInt(now.Unix(), 10),
+				"webhook-signature": webhook.SignStandard(key, id, now, body)},
+			PathParameters: map[string]string{"provider": "generic"}}
+		ev.RequestContext.HTTP.Method = "POST"
+		ev.RequestContext.Stage = "$default"
+		payload, _ := json.Marshal(ev)
+		status, out := r.invoke(t, payload)
+		var resp events.APIGatewayV2HTTPResponse
+		if status != 200 || json.Unmarshal(out, &resp) != nil {
+			t.Fatalf("%d %s\n%s", status, out, r.out)
+		}
+		return resp.StatusCode, resp.Body
+	}
+	if code, b := deliver(key1, "msg_rie1"); code != 200 || !strings.Contains(b, `"status":"applied"`) {
+		t.Fatalf("signed with the secret's key: %d %s\n%s", code, b, r.out)
+	}
+	s.PutAWSSecret("defender/webhooks", whsec(key2, key1))
+	if code, b := deliver(key2, "msg_rie2"); code != 200 || !strings.Contains(b, `"status":"unchanged"`) {
+		t.Fatalf("signed with the key added since: %d %s\n%s", code, b, r.out)
+	}
+	if code, b := deliver(make([]byte, 32), "msg_rie3"); code != 401 {
+		t.Fatalf("forged: %d %s", code, b)
+	}
+	if n := s.Counters().Get("secretsmanager.GetSecretValue", 200); n != 2 {
+		t.Fatalf("Secrets Manager served %d reads; want 2 (the first delivery, then one reread on the new key)", n)
+	}
 }
