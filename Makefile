@@ -47,7 +47,7 @@ doctor:
 
 vet:
 	$(GO) vet $(PKGS)
-	$(GO) vet -tags noaws ./shared/sink ./shared/awssecret ./functions/cmd/handler
+	$(GO) vet -tags noaws ./shared/sink ./shared/awssecret ./shared/awsidentity ./functions/cmd/handler
 
 tools:
 	./infra/local/install-tools.sh

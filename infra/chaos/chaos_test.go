@@ -64,12 +64,25 @@ type env struct {
 }
 
 // newEnv is the app in its production credential mode (the secret read
-// from Key Vault with the managed identity) over a devstack.
-func newEnv(t *testing.T, s *devstack.Stack) *env {
+// from Key Vault with the managed identity) over a devstack; kv changes
+// settings (the secretless modes).
+func newEnv(t *testing.T, s *devstack.Stack, kv ...string) *env {
 	t.Setenv("IDENTITY_ENDPOINT", s.IdentityEndpoint)
 	t.Setenv("IDENTITY_HEADER", s.IdentityHeader())
+	// The Lambda execution role's variables, for aws-federation.
+	ca := t.TempDir() + "/ca.pem"
+	os.WriteFile(ca, s.CACertPEM(), 0o600)
+	t.Setenv("AWS_CA_BUNDLE", ca)
+	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
+	for k, v := range s.AWSSettings() {
+		t.Setenv(k, v)
+	}
 	e := &env{s: s, hc: s.HTTPClient(), clock: &clock{t: time.Now()}, key: []byte("chaos-generic-webhook-key-0123456789")}
 	m := s.Settings()
+	for i := 0; i < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
 	m["STATE_STORE"] = "file://" + t.TempDir()
 	m["DEFENDER_RATE_LIMITS"] = "off"
 	m["WEBHOOK_SECRET_GENERIC"] = "whsec_" + base64.StdEncoding.EncodeToString(e.key)
@@ -130,16 +143,32 @@ func (e *env) deliver(id string, incident int) (int, string) {
 	return resp.Status, string(resp.Body)
 }
 
-// Entra ID and Key Vault go down while the functions are warm: they keep
-// serving from the cached token while it is valid, answer a clear 5xx once
-// it is not, and recover by themselves.
+// What proves the app's identity goes down while the functions are warm
+// (Entra ID and Key Vault; the managed identity; AWS STS): they keep serving
+// from the cached token while it is valid, answer a clear 5xx once it is
+// not, and recover by themselves.
 func TestOutagesDuringWarmInvocations(t *testing.T) {
+	for _, mode := range []struct {
+		name   string
+		kv     []string
+		outage devstack.Faults
+	}{
+		{"keyvault-secret: Entra ID and Key Vault", nil, devstack.Faults{TokenOutage: true, VaultOutage: true}},
+		{"managed-identity-federation: the identity endpoint and Entra ID", []string{"DEFENDER_CREDENTIAL", "managed-identity-federation", "KEY_VAULT_URL", "",
+			"MANAGED_IDENTITY_CLIENT_ID", devstack.IdentityClientID}, devstack.Faults{TokenOutage: true}},
+		{"aws-federation: AWS STS", []string{"DEFENDER_CREDENTIAL", "aws-federation", "KEY_VAULT_URL", ""}, devstack.Faults{STSOutage: true}},
+	} {
+		t.Run(mode.name, func(t *testing.T) { outageWhileWarm(t, mode.kv, mode.outage) })
+	}
+}
+
+func outageWhileWarm(t *testing.T, kv []string, outage devstack.Faults) {
 	s := devstack.Start(t, devstack.Options{})
-	e := newEnv(t, s)
+	e := newEnv(t, s, kv...)
 	if st, body := e.hunt(); st != 200 {
 		t.Fatalf("warm-up: %d %s", st, body)
 	}
-	s.SetFaults(devstack.Faults{TokenOutage: true, VaultOutage: true})
+	s.SetFaults(outage)
 	e.clock.Advance(40 * time.Minute) // past the refresh point: refreshes fail, the token is still valid
 	for i := range 10 * scale() {
 		if st, body := e.hunt(); st != 200 {
@@ -151,7 +180,7 @@ func TestOutagesDuringWarmInvocations(t *testing.T) {
 	}
 	e.clock.Advance(25 * time.Minute) // the cached token has expired
 	st, body := e.hunt()
-	if st != 503 || !strings.Contains(body, "CredentialsUnavailable") || !strings.Contains(body, "Key Vault is unavailable") {
+	if st != 503 || !strings.Contains(body, "CredentialsUnavailable") || !strings.Contains(body, "is unavailable") {
 		t.Fatalf("hunting after expiry: %d %s", st, body)
 	}
 	// Both functions read the outage the same way (defender.Classify).

@@ -53,7 +53,7 @@ type App struct {
 	Name     string
 }
 
-// ManagedIdentity is the Function App's system-assigned identity.
+// ManagedIdentity is the Function App's user-assigned identity.
 type ManagedIdentity struct {
 	ClientID string
 	ObjectID string
@@ -73,8 +73,15 @@ const (
 	// how a host outside Azure (AWS Lambda) reaches Key Vault, with a
 	// certificate or workload-identity federation.
 	VaultReaderClientID = "b8c4e2d1-5f3a-4e7b-9d60-3a1f8e2c4b95"
-	IdentityClientID    = "6a0d4f2e-91b7-4c35-8e2a-f4c1d9b07e53"
-	IdentityObjectID    = "c3e57a1b-0d94-4f2c-b86e-1a9f3d5e7c20"
+	// IdentityClientID and IdentityObjectID are the Function App's
+	// user-assigned identity: the one apps may trust as a federated
+	// credential (Entra ID accepts no system-assigned identity there).
+	IdentityClientID = "6a0d4f2e-91b7-4c35-8e2a-f4c1d9b07e53"
+	IdentityObjectID = "c3e57a1b-0d94-4f2c-b86e-1a9f3d5e7c20"
+	// SystemIdentityObjectID is its system-assigned identity, what the
+	// endpoint serves to a request naming no client_id.
+	SystemIdentityObjectID = "5b7e9d21-3c4a-4f86-a0e2-7d1c9f3b6a48"
+	SystemIdentityClientID = "e2a64c1f-8b35-4d97-b0c6-2f9a7e1d5c83"
 	// DefaultSecretName is the vault secret holding the default app's client secret.
 	DefaultSecretName = "defender-client-secret"
 	// CertificateSecretName holds the default app's certificate and key as PEM.
@@ -130,11 +137,12 @@ type appState struct {
 	App
 	secrets []*secretCred
 	certs   []*certCred
-	// federated identity credentials: issuer + subject pairs it trusts.
+	// federated identity credentials: the issuer, subject and audience of
+	// each token it trusts.
 	federated []federatedCred
 }
 
-type federatedCred struct{ issuer, subject string }
+type federatedCred struct{ issuer, subject, audience string }
 
 // directory is Entra ID's state: tenants, apps, credentials.
 type directory struct {

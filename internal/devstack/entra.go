@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -267,13 +268,18 @@ func (s *Stack) checkAssertion(app *appState, t *Tenant, ver int, assertion stri
 	bad := func(why string) (int, string) {
 		return 700027, "Client assertion failed signature validation. " + why
 	}
-	parser := jwt.NewParser(jwt.WithValidMethods([]string{"RS256", "PS256"}), jwt.WithExpirationRequired(), jwt.WithLeeway(30*time.Second))
+	parser := jwt.NewParser(jwt.WithValidMethods([]string{"RS256", "PS256", "ES384"}), jwt.WithExpirationRequired(), jwt.WithLeeway(30*time.Second), jwt.WithTimeFunc(s.now))
 	claims := jwt.MapClaims{}
 	var fed bool
 	_, err := parser.ParseWithClaims(assertion, claims, func(tok *jwt.Token) (any, error) {
-		if kid, _ := tok.Header["kid"].(string); kid == s.kid {
+		kid, _ := tok.Header["kid"].(string)
+		if kid == s.kid {
 			fed = true
 			return &s.signKey.PublicKey, nil
+		}
+		if k := s.stsKey(kid); k != nil {
+			fed = true
+			return k, nil
 		}
 		s.dir.mu.RLock()
 		defer s.dir.mu.RUnlock()
@@ -288,24 +294,48 @@ func (s *Stack) checkAssertion(app *appState, t *Tenant, ver int, assertion stri
 		}
 		return nil, errors.New("the key used to sign the assertion is not registered on the application (x5t / x5t#S256 did not match any certificate)")
 	})
+	if errors.Is(err, jwt.ErrTokenExpired) || errors.Is(err, jwt.ErrTokenNotValidYet) {
+		// AADSTS700024, as Entra ID words it (Microsoft's "Workload identity
+		// federation: troubleshooting" and AADSTS error code reference).
+		nbf, _ := claims.GetNotBefore()
+		if nbf == nil {
+			nbf, _ = claims.GetIssuedAt()
+		}
+		exp, _ := claims.GetExpirationTime()
+		from, until := "", ""
+		if nbf != nil {
+			from = nbf.UTC().Format("2006-01-02 15:04:05Z")
+		}
+		if exp != nil {
+			until = exp.UTC().Format("2006-01-02 15:04:05Z")
+		}
+		return 700024, fmt.Sprintf("Client assertion is not within its valid time range. Current time: %s, assertion valid from %s, expiry time of assertion %s.",
+			s.opts.Now().UTC().Format("2006-01-02 15:04:05Z"), from, until)
+	}
 	if err != nil {
 		return bad(err.Error())
 	}
 	if fed {
+		// A federated credential matches on issuer and subject, and then
+		// on audience: AADSTS70021 and AADSTS700212 (same references).
 		iss, _ := claims["iss"].(string)
 		sub, _ := claims["sub"].(string)
 		aud, _ := claims.GetAudience()
-		if len(aud) != 1 || aud[0] != TokenExchangeAudience {
-			return 700212, "No matching federated identity record found for presented assertion audience '" + strings.Join(aud, ",") + "'."
-		}
 		s.dir.mu.RLock()
 		defer s.dir.mu.RUnlock()
+		audMismatch := false
 		for _, fc := range app.federated {
 			if fc.issuer == iss && fc.subject == sub {
-				return 0, ""
+				if slices.Contains(aud, fc.audience) {
+					return 0, ""
+				}
+				audMismatch = true
 			}
 		}
-		return 70021, fmt.Sprintf("No matching federated identity record found for presented assertion. Assertion Issuer: '%s'. Assertion Subject: '%s'.", iss, sub)
+		if audMismatch {
+			return 700212, "No matching federated identity record found for presented assertion audience '" + strings.Join(aud, ",") + "'."
+		}
+		return 70021, fmt.Sprintf("No matching federated identity record found for presented assertion. Assertion Issuer: '%s'. Assertion Subject: '%s'. Assertion Audience: '%s'.", iss, sub, strings.Join(aud, ","))
 	}
 	iss, _ := claims["iss"].(string)
 	sub, _ := claims["sub"].(string)

@@ -344,27 +344,43 @@ func TestCertificateAssertions(t *testing.T) {
 	}
 }
 
-// Secretless: the managed identity's token for api://AzureADTokenExchange is the assertion.
+// Secretless: the user-assigned identity's token for
+// api://AzureADTokenExchange is the assertion; the system-assigned
+// identity's is refused (no app may trust one).
 func TestManagedIdentityFederation(t *testing.T) {
 	t.Parallel()
 	s := start(t, devstack.Options{})
 	c := s.HTTPClient()
-	req, _ := newGet("GET", s.IdentityEndpoint+"?api-version=2019-08-01&resource="+url.QueryEscape(devstack.TokenExchangeAudience))
-	req.Header.Set("X-IDENTITY-HEADER", s.IdentityHeader())
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	miToken := func(clientID string) string {
+		req, _ := newGet("GET", s.IdentityEndpoint+"?api-version=2019-08-01&resource="+url.QueryEscape(devstack.TokenExchangeAudience)+"&client_id="+clientID)
+		req.Header.Set("X-IDENTITY-HEADER", s.IdentityHeader())
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mi struct {
+			AccessToken string `json:"access_token"`
+			ExpiresOn   string `json:"expires_on"`
+		}
+		json.NewDecoder(resp.Body).Decode(&mi)
+		resp.Body.Close()
+		if mi.ExpiresOn == "" || claims(t, mi.AccessToken)["aud"] != devstack.TokenExchangeAudience {
+			t.Fatalf("MI token for %q: expires_on=%q", clientID, mi.ExpiresOn)
+		}
+		return mi.AccessToken
 	}
-	var mi struct {
-		AccessToken string `json:"access_token"`
-		ExpiresOn   string `json:"expires_on"`
-	}
-	json.NewDecoder(resp.Body).Decode(&mi)
-	resp.Body.Close()
-	if mi.ExpiresOn == "" || claims(t, mi.AccessToken)["aud"] != devstack.TokenExchangeAudience {
-		t.Fatalf("MI token: expires_on=%q", mi.ExpiresOn)
+	system := miToken("")
+	if claims(t, system)["oid"] != devstack.SystemIdentityObjectID {
+		t.Fatalf("no client_id: %v", claims(t, system))
 	}
 	r := postForm(t, s, s.EntraURL+"/"+devstack.DefaultTenantID+"/oauth2/v2.0/token", url.Values{"grant_type": {"client_credentials"},
+		"client_id": {devstack.DefaultClientID}, "scope": {devstack.GraphResource + "/.default"},
+		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {system}})
+	if r.status != 401 || r.json(t)["error_codes"].([]any)[0] != float64(70021) {
+		t.Fatalf("system-assigned identity: %d %v", r.status, r.json(t)["error_codes"])
+	}
+	mi := struct{ AccessToken string }{miToken(devstack.IdentityClientID)}
+	r = postForm(t, s, s.EntraURL+"/"+devstack.DefaultTenantID+"/oauth2/v2.0/token", url.Values{"grant_type": {"client_credentials"},
 		"client_id": {devstack.DefaultClientID}, "scope": {devstack.GraphResource + "/.default"},
 		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {mi.AccessToken}})
 	if r.status != 200 {

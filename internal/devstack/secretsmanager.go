@@ -86,8 +86,8 @@ func (s *Stack) DenyAWSSecret(name string, deny bool) {
 }
 
 // AWSSettings are the variables Lambda gives a function (its execution
-// role's credentials and region) and the SDK's endpoint override that
-// points Secrets Manager here.
+// role's credentials and region) and the SDK's endpoint overrides that
+// point Secrets Manager and STS here.
 func (s *Stack) AWSSettings() map[string]string {
 	c := s.secretsManager.creds
 	return map[string]string{
@@ -96,6 +96,7 @@ func (s *Stack) AWSSettings() map[string]string {
 		"AWS_SESSION_TOKEN":                c.SessionToken,
 		"AWS_REGION":                       AWSRegion,
 		"AWS_ENDPOINT_URL_SECRETS_MANAGER": s.SecretsManagerURL,
+		"AWS_ENDPOINT_URL_STS":             s.STSURL,
 	}
 }
 
@@ -122,7 +123,7 @@ func (s *Stack) serveSecretsManager(w http.ResponseWriter, r *http.Request) int 
 	if err != nil || len(body) > 64<<10 {
 		return fail(413, "RequestEntityTooLarge", "Request is too large")
 	}
-	if code, msg := s.checkSigV4(r, body); code != "" {
+	if code, msg := s.checkSigV4(r, body, "secretsmanager"); code != "" {
 		return fail(400, code, msg)
 	}
 	if r.Header.Get("X-Amz-Target") != "secretsmanager.GetSecretValue" {
@@ -194,11 +195,11 @@ func (sm *secretsManager) find(id string) *awsSecret {
 	return nil
 }
 
-// checkSigV4 verifies the request's Signature Version 4 as the service
-// does: known credentials, this region and service, a timestamp within
+// checkSigV4 verifies the request's Signature Version 4 as AWS services
+// do: known credentials, this region and service, a timestamp within
 // five minutes, and the signature recomputed by the SDK's signer over the
 // headers the request says it signed.
-func (s *Stack) checkSigV4(r *http.Request, body []byte) (code, msg string) {
+func (s *Stack) checkSigV4(r *http.Request, body []byte, service string) (code, msg string) {
 	creds := s.secretsManager.creds
 	auth := r.Header.Get("Authorization")
 	if !strings.HasPrefix(auth, "AWS4-HMAC-SHA256 ") {
@@ -216,14 +217,15 @@ func (s *Stack) checkSigV4(r *http.Request, body []byte) (code, msg string) {
 	if scope[0] != creds.AccessKeyID || r.Header.Get("X-Amz-Security-Token") != creds.SessionToken {
 		return "UnrecognizedClientException", "The security token included in the request is invalid."
 	}
-	if scope[2] != AWSRegion || scope[3] != "secretsmanager" || scope[4] != "aws4_request" {
+	if scope[2] != AWSRegion || scope[3] != service || scope[4] != "aws4_request" {
 		return "InvalidSignatureException", fmt.Sprintf("Credential should be scoped to a valid region, not '%s'. ", scope[2])
 	}
 	at, err := time.Parse("20060102T150405Z", r.Header.Get("X-Amz-Date"))
 	if err != nil {
 		return "IncompleteSignatureException", "Date must be in ISO-8601 'basic format'. Got ''. See http://en.wikipedia.org/wiki/ISO_8601"
 	}
-	if now := s.opts.Now(); at.Before(now.Add(-5*time.Minute)) || at.After(now.Add(5*time.Minute)) {
+	// AWS's clock, not Options.Now (Entra ID's): a skew test moves one.
+	if now := time.Now(); at.Before(now.Add(-5*time.Minute)) || at.After(now.Add(5*time.Minute)) {
 		return "InvalidSignatureException", fmt.Sprintf("Signature expired: %s is now earlier than %s (%s - 5 min.)",
 			at.Format("20060102T150405Z"), now.Add(-5*time.Minute).UTC().Format("20060102T150405Z"), now.UTC().Format("20060102T150405Z"))
 	}
@@ -237,7 +239,7 @@ func (s *Stack) checkSigV4(r *http.Request, body []byte) (code, msg string) {
 		}
 	}
 	sum := sha256.Sum256(body)
-	if err := v4.NewSigner().SignHTTP(context.Background(), creds, cp, hex.EncodeToString(sum[:]), "secretsmanager", AWSRegion, at); err != nil {
+	if err := v4.NewSigner().SignHTTP(context.Background(), creds, cp, hex.EncodeToString(sum[:]), service, AWSRegion, at); err != nil {
 		return "InvalidSignatureException", err.Error()
 	}
 	if !strings.HasSuffix(cp.Header.Get("Authorization"), "Signature="+fields["Signature"]) {

@@ -88,7 +88,7 @@ type Options struct {
 }
 
 // Ports are the listening ports of each service.
-type Ports struct{ Entra, KeyVault, Graph, XDR, Identity, Control, SecretsManager int }
+type Ports struct{ Entra, KeyVault, Graph, XDR, Identity, Control, SecretsManager, STS int }
 
 // Faults are what the devstack breaks on purpose.
 type Faults struct {
@@ -109,6 +109,8 @@ type Faults struct {
 	VaultOutage bool `json:"vaultOutage"`
 	// SecretsManagerOutage makes AWS Secrets Manager answer 500 InternalServiceError.
 	SecretsManagerOutage bool `json:"secretsManagerOutage"`
+	// STSOutage makes AWS STS answer 503 ServiceUnavailable.
+	STSOutage bool `json:"stsOutage"`
 	// ForeignNextLink, when set (an origin such as https://evil.example),
 	// makes every @odata.nextLink point there: a client must refuse it.
 	ForeignNextLink string `json:"foreignNextLink"`
@@ -134,8 +136,9 @@ type Stack struct {
 
 	// Service base URLs (no trailing slash).
 	EntraURL, KeyVaultURL, GraphURL, XDRURL, ControlURL string
-	// SecretsManagerURL is AWS Secrets Manager's endpoint (AWSSettings).
-	SecretsManagerURL string
+	// SecretsManagerURL and STSURL are AWS Secrets Manager's and STS's
+	// regional endpoints (AWSSettings).
+	SecretsManagerURL, STSURL string
 	// IdentityEndpoint is the value for IDENTITY_ENDPOINT.
 	IdentityEndpoint string
 
@@ -146,6 +149,7 @@ type Stack struct {
 	dir            *directory
 	vault          *vault
 	secretsManager *secretsManager
+	sts            *awsSTS
 	stores         map[string]*store
 	tables         map[string]*tables
 	limiter        *limiter
@@ -200,7 +204,11 @@ func New(opts Options) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Stack{opts: opts, ca: ca, signKey: key, kid: randomHex(20), identityHeader: randomHex(16),
+	sts, err := newAWSSTS()
+	if err != nil {
+		return nil, err
+	}
+	s := &Stack{opts: opts, ca: ca, signKey: key, sts: sts, kid: randomHex(20), identityHeader: randomHex(16),
 		jtis: map[string]bool{}, issued: map[string]struct{}{}, counters: newCounters(), stop: make(chan struct{}),
 		vault: &vault{secrets: map[string][]*secretVersion{}}, secretsManager: newSecretsManager(), stores: map[string]*store{}, tables: map[string]*tables{},
 		faultRNG: newLockedRand(opts.Seed)}
@@ -232,6 +240,7 @@ func New(opts Options) (*Stack, error) {
 		{opts.Ports.Identity, false, &s.IdentityEndpoint, s.identityHandler},
 		{opts.Ports.Control, false, &s.ControlURL, s.controlHandler},
 		{opts.Ports.SecretsManager, true, &s.SecretsManagerURL, s.secretsManagerHandler},
+		{opts.Ports.STS, true, &s.STSURL, s.stsHandler},
 	}
 	listeners := make([]net.Listener, len(services))
 	for i, sv := range services {
@@ -280,7 +289,9 @@ func New(opts Options) (*Stack, error) {
 	// The Function App's identity may federate to the default app (secretless mode).
 	for _, id := range []string{DefaultClientID, VaultReaderClientID} {
 		if app := s.dir.apps[id]; app != nil {
-			app.federated = append(app.federated, federatedCred{issuer: s.issuerV2(s.dir.identity.TenantID), subject: IdentityObjectID})
+			app.federated = append(app.federated, federatedCred{issuer: s.issuerV2(s.dir.identity.TenantID), subject: IdentityObjectID, audience: TokenExchangeAudience},
+				// The Lambda's execution role too (aws-federation mode).
+				federatedCred{issuer: s.AWSIssuer(), subject: AWSRoleARN, audience: TokenExchangeAudience})
 		}
 	}
 

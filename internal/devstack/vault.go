@@ -32,7 +32,11 @@ func (s *Stack) identityHandler() http.Handler {
 			return
 		}
 		mi := s.dir.identity
-		if id := q.Get("client_id"); id != "" && !strings.EqualFold(id, mi.ClientID) {
+		switch id := q.Get("client_id"); {
+		case id == "":
+			// No client_id: the system-assigned identity.
+			mi = ManagedIdentity{ClientID: SystemIdentityClientID, ObjectID: SystemIdentityObjectID, TenantID: mi.TenantID}
+		case !strings.EqualFold(id, mi.ClientID):
 			writeJSON(w, http.StatusBadRequest, map[string]any{"statusCode": 400, "message": "No managed identity with client_id " + id + " is assigned to this app."})
 			return
 		}
@@ -218,7 +222,7 @@ func (s *Stack) vaultAuth(w http.ResponseWriter, r *http.Request) (jwt.MapClaims
 // mayReadVault is the "Key Vault Secrets User" role assignment check.
 func (s *Stack) mayReadVault(claims jwt.MapClaims) bool {
 	oid, _ := claims["oid"].(string)
-	if oid == s.dir.identity.ObjectID {
+	if oid == s.dir.identity.ObjectID || oid == SystemIdentityObjectID {
 		return !s.identityDenied.Load()
 	}
 	appid, _ := claims["appid"].(string)

@@ -10,6 +10,7 @@ package awssecret
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -61,3 +62,24 @@ func (e *Error) Transient() bool {
 
 // ErrUnavailable is returned by a build without the AWS SDK (the noaws tag).
 var ErrUnavailable = errors.New("this build has no AWS Secrets Manager client (the noaws tag keeps the AWS SDK out of the Azure package); use the Lambda bootstrap, or a Key Vault reference on Azure")
+
+// Options configures a Source. The zero value is a useful default.
+type Options struct {
+	// TTL is how long a value read is served before it is read again
+	// (default 5 minutes, as AWS's own caching extension).
+	TTL time.Duration
+	// Retry is how long after a failed read the value held is served before
+	// the next attempt (default 30 s): an outage costs one failed call per
+	// Retry, not one per invocation.
+	Retry time.Duration
+	// RereadEvery bounds Reread to one read per period (default 30 s), the
+	// first at once. Reread runs on a signature that fails to verify, which
+	// anyone can send: this bounds what they cost.
+	RereadEvery time.Duration
+	// Region overrides the SDK's (AWS_REGION, set by Lambda).
+	Region string
+	// Logger receives a line per read and per failure served from the cache.
+	Logger *slog.Logger
+	// Now is the clock (tests); nil is time.Now.
+	Now func() time.Time
+}

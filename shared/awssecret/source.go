@@ -11,34 +11,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
-	"github.com/aws/smithy-go"
+	"github.com/defender-functions/defender-functions/shared/awsclient"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 )
-
-// Options configures a Source. The zero value is a useful default.
-type Options struct {
-	// TTL is how long a value read is served before it is read again
-	// (default 5 minutes, as AWS's own caching extension).
-	TTL time.Duration
-	// Retry is how long after a failed read the value held is served before
-	// the next attempt (default 30 s): an outage costs one failed call per
-	// Retry, not one per invocation.
-	Retry time.Duration
-	// RereadEvery bounds Reread to one read per period (default 30 s), the
-	// first at once. Reread runs on a signature that fails to verify, which
-	// anyone can send: this bounds what they cost.
-	RereadEvery time.Duration
-	// Region overrides the SDK's (AWS_REGION, set by Lambda).
-	Region string
-	// Logger receives a line per read and per failure served from the cache.
-	Logger *slog.Logger
-	// Now is the clock (tests); nil is time.Now.
-	Now func() time.Time
-}
 
 // Source is one secret, read through the SDK's default credential chain
 // (the Lambda execution role) and held in memory. It is safe for concurrent
@@ -163,14 +140,7 @@ func (s *Source) fetch(ctx context.Context) (Value, error) {
 	out, err := c.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(s.id)})
 	if err != nil {
 		e := &Error{SecretID: s.id, Err: err}
-		var api smithy.APIError
-		if errors.As(err, &api) {
-			e.Code = api.ErrorCode()
-		}
-		var re *awshttp.ResponseError
-		if errors.As(err, &re) {
-			e.StatusCode = re.HTTPStatusCode()
-		}
+		e.Code, e.StatusCode = awsclient.ErrorOf(err)
 		return Value{}, e
 	}
 	if out.SecretString == nil || *out.SecretString == "" {
@@ -185,15 +155,9 @@ func (s *Source) init(ctx context.Context) (*secretsmanager.Client, error) {
 	if s.client != nil {
 		return s.client, nil
 	}
-	var opts []func(*awsconfig.LoadOptions) error
-	if s.o.Region != "" {
-		opts = append(opts, awsconfig.WithRegion(s.o.Region))
-	}
-	// The SDK's chain: the execution role's variables on Lambda;
-	// AWS_ENDPOINT_URL_SECRETS_MANAGER and AWS_CA_BUNDLE for a stand-in.
-	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	cfg, err := awsclient.Config(ctx, s.o.Region, nil)
 	if err != nil {
-		return nil, fmt.Errorf("AWS configuration: %w", err)
+		return nil, err
 	}
 	s.client = secretsmanager.NewFromConfig(cfg)
 	return s.client, nil

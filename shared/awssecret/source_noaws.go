@@ -2,19 +2,7 @@
 
 package awssecret
 
-import (
-	"context"
-	"log/slog"
-	"time"
-)
-
-// Options is as in the build with the AWS SDK.
-type Options struct {
-	TTL, Retry, RereadEvery time.Duration
-	Region                  string
-	Logger                  *slog.Logger
-	Now                     func() time.Time
-}
+import "context"
 
 // Source is absent from a build without the AWS SDK: New says so.
 type Source struct{}

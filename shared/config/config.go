@@ -36,6 +36,9 @@ const (
 	KeyVaultCertificate       Credential = "keyvault-certificate"
 	ManagedIdentityFederation Credential = "managed-identity-federation"
 	EnvSecret                 Credential = "env-secret"
+	// AWSFederation is the Lambda's execution role's JWT from AWS STS
+	// (IAM outbound identity federation), trusted by the app: no secret.
+	AWSFederation Credential = "aws-federation"
 )
 
 // VaultAccess is how the process authenticates to Key Vault.
@@ -48,6 +51,9 @@ const (
 	VaultWorkloadIdentity VaultAccess = "workload-identity"
 	// VaultCertificate is a bootstrap app's certificate (hosts outside Azure, e.g. AWS Lambda).
 	VaultCertificate VaultAccess = "client-certificate"
+	// VaultAWSFederation is the execution role's JWT from AWS STS, trusted
+	// by KEY_VAULT_CLIENT_ID's app (by default the Defender app itself).
+	VaultAWSFederation VaultAccess = "aws-federation"
 )
 
 // Secret is a string that never prints: fmt, slog and JSON all see "[redacted]".
@@ -355,9 +361,9 @@ func (r *reader) identity(c *Config) {
 
 	c.Credential = Credential(strings.ToLower(r.get(EnvCredential, string(KeyVaultSecret))))
 	switch c.Credential {
-	case KeyVaultSecret, KeyVaultCertificate, ManagedIdentityFederation, EnvSecret:
+	case KeyVaultSecret, KeyVaultCertificate, ManagedIdentityFederation, AWSFederation, EnvSecret:
 	default:
-		r.problem(fmt.Sprintf("%s=%q is not a credential mode: use keyvault-secret, keyvault-certificate, managed-identity-federation or env-secret", EnvCredential, c.Credential))
+		r.problem(fmt.Sprintf("%s=%q is not a credential mode: use keyvault-secret, keyvault-certificate, managed-identity-federation (Azure), aws-federation (AWS) or env-secret", EnvCredential, c.Credential))
 	}
 
 	c.SecretName = r.get(EnvSecretName, "defender-client-secret")
@@ -433,7 +439,13 @@ func (r *reader) vault(c *Config) {
 		}
 	}
 
-	c.VaultAccess = VaultAccess(strings.ToLower(r.get(EnvVaultAccess, string(VaultManagedIdentity))))
+	// Azure resources (the vault, Blob Storage) are reached as the Defender
+	// app is: with no secret on AWS in aws-federation mode.
+	vaultDefault := VaultManagedIdentity
+	if c.Credential == AWSFederation {
+		vaultDefault = VaultAWSFederation
+	}
+	c.VaultAccess = VaultAccess(strings.ToLower(r.get(EnvVaultAccess, string(vaultDefault))))
 	c.ManagedIdentityClientID = r.get(EnvManagedIdentityClientID, "")
 	if c.ManagedIdentityClientID != "" && !guidRe().MatchString(c.ManagedIdentityClientID) {
 		r.problem(fmt.Sprintf("%s=%q is not the client ID (GUID) of a user-assigned managed identity; leave it empty for the system-assigned identity", EnvManagedIdentityClientID, c.ManagedIdentityClientID))
@@ -459,11 +471,19 @@ func (r *reader) vault(c *Config) {
 		if needsVaultAccess && (c.VaultClientID == "" || c.VaultCertificatePath == "") {
 			r.problem(fmt.Sprintf("%s=client-certificate needs %s and %s (a PEM or PFX file with the certificate and its key)", EnvVaultAccess, EnvVaultClientID, EnvVaultCertificatePath))
 		}
+	case VaultAWSFederation:
+		if c.VaultClientID == "" {
+			c.VaultClientID = c.ClientID
+		}
 	default:
-		r.problem(fmt.Sprintf("%s=%q: use managed-identity (Azure), workload-identity or client-certificate (hosts outside Azure)", EnvVaultAccess, c.VaultAccess))
+		r.problem(fmt.Sprintf("%s=%q: use managed-identity (Azure), workload-identity, client-certificate or aws-federation (hosts outside Azure)", EnvVaultAccess, c.VaultAccess))
 	}
 	if c.Credential == ManagedIdentityFederation && c.VaultAccess != VaultManagedIdentity {
 		r.problem(fmt.Sprintf("%s=managed-identity-federation needs an Azure managed identity; it cannot be combined with %s=%s", EnvCredential, EnvVaultAccess, c.VaultAccess))
+	}
+	if c.Credential == ManagedIdentityFederation && c.ManagedIdentityClientID == "" {
+		// A system-assigned identity cannot be an app's federated credential.
+		r.problem(fmt.Sprintf("%s=managed-identity-federation needs %s: the client ID of the user-assigned identity the app trusts (Entra ID accepts no system-assigned identity as a federated credential)", EnvCredential, EnvManagedIdentityClientID))
 	}
 }
 

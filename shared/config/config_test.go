@@ -95,6 +95,8 @@ func TestRequiredAndReferences(t *testing.T) {
 			"KEY_VAULT_CREDENTIAL=client-certificate needs KEY_VAULT_CLIENT_ID and KEY_VAULT_CERTIFICATE_PATH"},
 		{"federation outside Azure", []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "managed-identity-federation", "KEY_VAULT_CREDENTIAL", "workload-identity"},
 			"cannot be combined"},
+		{"federation from a system-assigned identity", []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "managed-identity-federation"},
+			"managed-identity-federation needs MANAGED_IDENTITY_CLIENT_ID"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := config.Load(env(tc.env...))
@@ -295,5 +297,24 @@ func TestHuntingTimeoutDefault(t *testing.T) {
 		if err != nil || c.HuntingTimeout != tc.want {
 			t.Errorf("%v: %v %v, want %s", tc.kv, err, c.HuntingTimeout, tc.want)
 		}
+	}
+}
+
+// aws-federation needs no vault and no secret: Azure resources (the state's
+// Blob container) are reached with the same AWS token, as the Defender app
+// unless KEY_VAULT_CLIENT_ID names another.
+func TestAWSFederationSettings(t *testing.T) {
+	base := []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "aws-federation"}
+	c, err := config.Load(env(base...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Credential != config.AWSFederation || c.VaultAccess != config.VaultAWSFederation || c.VaultClientID != client || c.VaultTenantID != tenant {
+		t.Fatalf("%+v", c)
+	}
+	other := "0b5e2f3a-1c4d-4e6f-8a7b-9c0d1e2f3a4b"
+	c, err = config.Load(env(append(base, "KEY_VAULT_CLIENT_ID", other)...))
+	if err != nil || c.VaultClientID != other {
+		t.Fatalf("%v %+v", err, c)
 	}
 }

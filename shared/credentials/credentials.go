@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+	"github.com/defender-functions/defender-functions/shared/awsidentity"
 	"github.com/defender-functions/defender-functions/shared/config"
 )
 
@@ -45,6 +47,28 @@ type Credentials struct {
 	cfg     *Registration
 	m       *material
 	sources map[string]*source
+}
+
+// TokenExchangeAudience is the audience Entra ID expects of a federated
+// token in the cloud of an authority host: api://AzureADTokenExchange, with
+// the national clouds' own.
+func TokenExchangeAudience(authorityHost string) string {
+	switch h := strings.ToLower(strings.TrimPrefix(strings.TrimPrefix(authorityHost, "https://"), "http://")); {
+	case strings.HasPrefix(h, "login.microsoftonline.us"):
+		return "api://AzureADTokenExchangeUSGov"
+	case strings.HasPrefix(h, "login.chinacloudapi.cn"), strings.HasPrefix(h, "login.partner.microsoftonline.cn"):
+		return "api://AzureADTokenExchangeChina"
+	}
+	return "api://AzureADTokenExchange"
+}
+
+// awsIdentity is the execution role's JWT for Entra ID's token exchange.
+func awsIdentity(cfg *Registration, log *slog.Logger, now func() time.Time) (*awsidentity.Source, error) {
+	src, err := awsidentity.New(awsidentity.Options{Audience: TokenExchangeAudience(cfg.AuthorityHost), Logger: log, Now: now})
+	if err != nil {
+		return nil, fmt.Errorf("%s=%s: %w", config.EnvCredential, cfg.Credential, err)
+	}
+	return src, nil
 }
 
 // New prepares the credentials; it performs no I/O.
@@ -79,6 +103,12 @@ func New(reg Registration, opts *Options) (*Credentials, error) {
 			return nil, fmt.Errorf("key vault client for %s: %w", cfg.KeyVaultURL, err)
 		}
 		m.vault = &vaultSecret{client: client, name: cfg.SecretName, ttl: cfg.SecretTTL, now: o.Now, log: o.Logger}
+	case config.AWSFederation:
+		src, err := awsIdentity(cfg, o.Logger, o.Now)
+		if err != nil {
+			return nil, err
+		}
+		m.aws = src
 	case config.ManagedIdentityFederation:
 		miOpts := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: azClientOptions(cfg, o.HTTPClient)}
 		if cfg.ManagedIdentityClientID != "" {
@@ -147,6 +177,7 @@ type material struct {
 	now      func() time.Time
 	vault    *vaultSecret
 	identity azcore.TokenCredential
+	aws      *awsidentity.Source
 
 	mu      sync.Mutex
 	signers map[*secretValue]*signer
@@ -174,11 +205,18 @@ func (s *source) fetch(ctx context.Context) (*Token, error) {
 		tok, err = s.x.exchange(ctx, cfg.ClientSecret.Reveal(), "")
 	case config.ManagedIdentityFederation:
 		var at azcore.AccessToken
-		at, err = s.m.identity.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{"api://AzureADTokenExchange/.default"}})
+		aud := TokenExchangeAudience(cfg.AuthorityHost)
+		at, err = s.m.identity.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{aud + "/.default"}})
 		if err != nil {
-			return nil, fmt.Errorf("managed identity: no token for api://AzureADTokenExchange: %w (is a managed identity assigned to the app?)", scrubAzError(err))
+			return nil, fmt.Errorf("managed identity: no token for %s: %w (is the identity %s names assigned to the Function App?)", aud, scrubAzError(err), config.EnvManagedIdentityClientID)
 		}
 		tok, err = s.x.exchange(ctx, "", at.Token)
+	case config.AWSFederation:
+		var a string
+		if a, err = s.m.aws.Token(ctx); err != nil {
+			return nil, err
+		}
+		tok, err = s.x.exchange(ctx, "", a)
 	default:
 		var sv *secretValue
 		sv, err = s.m.vault.get(ctx)

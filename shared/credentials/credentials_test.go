@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,7 +80,22 @@ func start(t testing.TB, opts devstack.Options) *devstack.Stack {
 	// The managed identity endpoint, as App Service sets it.
 	t.Setenv("IDENTITY_ENDPOINT", s.IdentityEndpoint)
 	t.Setenv("IDENTITY_HEADER", s.IdentityHeader())
+	// The Lambda execution role's variables, for aws-federation.
+	awsEnv(t, s)
 	return s
+}
+
+func awsEnv(t testing.TB, s *devstack.Stack) {
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, s.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_CA_BUNDLE", ca)
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	for k, v := range s.AWSSettings() {
+		t.Setenv(k, v)
+	}
 }
 
 // settings are the devstack's own settings, with overrides.
@@ -324,6 +340,7 @@ func TestEveryCredentialMode(t *testing.T) {
 		{"keyvault-certificate PS256", []string{"DEFENDER_CREDENTIAL", "keyvault-certificate", "DEFENDER_SECRET_NAME", devstack.CertificateSecretName}},
 		{"keyvault-certificate RS256", []string{"DEFENDER_CREDENTIAL", "keyvault-certificate", "DEFENDER_SECRET_NAME", devstack.CertificateSecretName, "DEFENDER_ASSERTION_ALG", "RS256"}},
 		{"managed-identity-federation", []string{"DEFENDER_CREDENTIAL", "managed-identity-federation"}},
+		{"aws-federation", []string{"DEFENDER_CREDENTIAL", "aws-federation", "KEY_VAULT_URL", ""}},
 		{"env-secret", []string{"DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", secret}},
 	}
 	for _, mode := range modes {
@@ -491,3 +508,84 @@ func TestInvalidate(t *testing.T) {
 func newGet(u string) (*http.Request, error) { return http.NewRequest("GET", u, nil) }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+const stsEndpoint = "sts.GetWebIdentityToken"
+
+// aws-federation: the execution role's JWT from STS is the client
+// assertion. One JWT serves every tenant's token while it is fresh; each
+// broken link fails with Entra's or STS's code and what to do.
+func TestAWSFederation(t *testing.T) {
+	aws := []string{"DEFENDER_CREDENTIAL", "aws-federation", "KEY_VAULT_URL", "", "DEFENDER_TENANT_ID", devstack.DefaultTenantID + "," + devstack.PartnerTenantID}
+	f := newFixture(t, aws...)
+	for _, tenant := range f.creds.Tenants() {
+		tok, err := f.creds.Source(tenant).Token(context.Background())
+		if err != nil {
+			t.Fatalf("%s: %v", tenant, err)
+		}
+		if c := mustClaims(t, tok); c.TenantID != tenant || c.AppID != devstack.DefaultClientID {
+			t.Fatalf("%s: claims %+v", tenant, c)
+		}
+	}
+	if n := f.s.Counters().Get(stsEndpoint, 200); n != 1 {
+		t.Fatalf("two tenants' tokens took %d JWTs from STS; want 1", n)
+	}
+	f.clock.Advance(9 * time.Minute) // the 10-minute JWT has less than its fifth left
+	held, _ := f.source().Token(context.Background())
+	f.source().Invalidate(held) // as a 401 from the API would
+	if _, err := f.source().Token(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.s.Counters().Get(stsEndpoint, 200); n != 2 {
+		t.Fatalf("%d JWTs; want a new one once the held one is nearly spent", n)
+	}
+
+	for _, tc := range []struct {
+		name        string
+		opts        devstack.Options
+		breakIt     func(s *devstack.Stack)
+		code        int    // AADSTS; 0 for an STS failure
+		says        string // in the error
+		entraCalled bool
+	}{
+		{name: "outbound federation off", breakIt: func(s *devstack.Stack) { s.SetOutboundFederation(false) },
+			says: "outbound identity federation is not enabled for this AWS account: run `aws iam enable-outbound-web-identity-federation`"},
+		{name: "role lacks sts:GetWebIdentityToken", breakIt: func(s *devstack.Stack) { s.DenyWebIdentityToken(true) },
+			says: "may not call sts:GetWebIdentityToken"},
+		{name: "no federated credential", breakIt: func(s *devstack.Stack) {
+			s.TrustAWSRole(devstack.DefaultClientID, devstack.AWSRoleARN, devstack.TokenExchangeAudience, false)
+		}, code: 70021, says: "no federated credential of the app matches the AWS token (AADSTS70021", entraCalled: true},
+		{name: "another role trusted", breakIt: func(s *devstack.Stack) {
+			s.TrustAWSRole(devstack.DefaultClientID, devstack.AWSRoleARN, devstack.TokenExchangeAudience, false)
+			s.TrustAWSRole(devstack.DefaultClientID, "arn:aws:iam::"+devstack.AWSAccountID+":role/other", devstack.TokenExchangeAudience, true)
+		}, code: 70021, says: "subject the execution role's ARN", entraCalled: true},
+		{name: "wrong audience", breakIt: func(s *devstack.Stack) {
+			s.TrustAWSRole(devstack.DefaultClientID, devstack.AWSRoleARN, devstack.TokenExchangeAudience, false)
+			s.TrustAWSRole(devstack.DefaultClientID, devstack.AWSRoleARN, "api://AzureADTokenExchangeUSGov", true)
+		}, code: 700212, says: "audience api://AzureADTokenExchange", entraCalled: true},
+		{name: "clock skew", opts: devstack.Options{Now: func() time.Time { return time.Now().Add(20 * time.Minute) }},
+			code: 700024, says: "check this host's clock", entraCalled: true},
+		{name: "STS down", breakIt: func(s *devstack.Stack) { s.SetFaults(devstack.Faults{STSOutage: true}) }, says: "503 ServiceUnavailable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.IdentityClientID = uuid.NewString()
+			s := start(t, tc.opts)
+			if tc.breakIt != nil {
+				tc.breakIt(s)
+			}
+			f := fixtureOn(t, s, tc.opts.IdentityClientID, aws...)
+			_, err := f.source().Token(context.Background())
+			var ee *credentials.EntraError
+			switch {
+			case err == nil:
+				t.Fatal("a token")
+			case tc.code != 0 && (!errors.As(err, &ee) || ee.AADSTS != tc.code):
+				t.Fatalf("err = %v; want AADSTS%d", err, tc.code)
+			case !strings.Contains(err.Error(), tc.says):
+				t.Fatalf("err = %v; want it to say %q", err, tc.says)
+			}
+			if called := s.Counters().Get(tokenEndpoint, 0) > 0; called != tc.entraCalled {
+				t.Fatalf("Entra ID called: %v", called)
+			}
+		})
+	}
+}

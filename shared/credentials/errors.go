@@ -117,8 +117,13 @@ func advice(e *EntraError, cfg *Registration) string {
 		return fmt.Sprintf("the application is not in this tenant (AADSTS700016): check %s and %s, and have an administrator of tenant %s grant consent: %s", config.EnvClientID, config.EnvTenantID, e.Tenant, AdminConsentURL(cfg.AuthorityHost, e.Tenant, cfg.ClientID, cfg.ConsentRedirectURI))
 	case 700027:
 		return "the client assertion was rejected (AADSTS700027): upload the certificate (public part) to the app registration's Certificates & secrets page, and check the machine's clock"
-	case 70021, 700212, 700213:
-		return fmt.Sprintf("no federated credential matches the managed identity's token (AADSTS%d): add a federated identity credential to the app registration with the Function App identity's issuer and subject (object ID), audience api://AzureADTokenExchange", e.AADSTS)
+	case 70021, 700211, 700212, 700213:
+		if cfg.Credential == config.AWSFederation {
+			return fmt.Sprintf("no federated credential of the app matches the AWS token (AADSTS%d: %s): add one with the AWS account's issuer URL (aws iam get-outbound-web-identity-federation-info), subject the execution role's ARN (arn:aws:iam::<account>:role/<name>), audience %s", e.AADSTS, e.Description, TokenExchangeAudience(cfg.AuthorityHost))
+		}
+		return fmt.Sprintf("no federated credential matches the managed identity's token (AADSTS%d): add a federated identity credential to the app registration with issuer %s/<tenant>/v2.0, subject the user-assigned identity's principal (object) ID, audience %s; check that the identity is the one %s names", e.AADSTS, cfg.AuthorityHost, TokenExchangeAudience(cfg.AuthorityHost), config.EnvManagedIdentityClientID)
+	case 700024:
+		return "the federated token was outside its valid time (AADSTS700024): check this host's clock (NTP); Entra ID compares it with its own"
 	case 90002:
 		return fmt.Sprintf("the tenant was not found (AADSTS90002): check %s, and %s for national clouds", config.EnvTenantID, config.EnvAuthorityHost)
 	case 500011:

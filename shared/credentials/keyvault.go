@@ -215,6 +215,14 @@ func vaultCredential(cfg *Registration, hc *http.Client) (azcore.TokenCredential
 		return azidentity.NewClientCertificateCredential(cfg.VaultTenantID, cfg.VaultClientID, certs, key, &azidentity.ClientCertificateCredentialOptions{
 			ClientOptions: opts, DisableInstanceDiscovery: disco,
 		})
+	case config.VaultAWSFederation:
+		src, err := awsIdentity(cfg, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		return azidentity.NewClientAssertionCredential(cfg.VaultTenantID, cfg.VaultClientID, src.Token, &azidentity.ClientAssertionCredentialOptions{
+			ClientOptions: opts, DisableInstanceDiscovery: disco,
+		})
 	default:
 		miOpts := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: opts}
 		if cfg.ManagedIdentityClientID != "" {

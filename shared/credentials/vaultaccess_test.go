@@ -45,6 +45,8 @@ func TestVaultAccessOutsideAzure(t *testing.T) {
 	}{
 		{"client-certificate", []string{"KEY_VAULT_CREDENTIAL", "client-certificate", "KEY_VAULT_CLIENT_ID", devstack.VaultReaderClientID, "KEY_VAULT_CERTIFICATE_PATH", certFile}},
 		{"workload-identity", []string{"KEY_VAULT_CREDENTIAL", "workload-identity", "KEY_VAULT_CLIENT_ID", devstack.VaultReaderClientID, "KEY_VAULT_FEDERATED_TOKEN_FILE", tokenFile}},
+		// The Lambda's execution role's JWT from AWS STS, no file at all.
+		{"aws-federation", []string{"KEY_VAULT_CREDENTIAL", "aws-federation", "KEY_VAULT_CLIENT_ID", devstack.VaultReaderClientID}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := s.Counters().Get("msi.GET /msi/token", 0)
@@ -54,6 +56,9 @@ func TestVaultAccessOutsideAzure(t *testing.T) {
 			}
 			if s.Counters().Get("msi.GET /msi/token", 0) != before {
 				t.Fatal("the managed identity was used")
+			}
+			if sts := s.Counters().Get(stsEndpoint, 200); (tc.name == "aws-federation") != (sts > 0) {
+				t.Fatalf("%d JWTs from STS", sts)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/defender-functions/defender-functions/shared/awsidentity"
 	"github.com/defender-functions/defender-functions/shared/awssecret"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 )
@@ -31,6 +32,7 @@ func Classify(err error) Failure {
 	var ve *credentials.VaultError
 	var pe *credentials.PermissionError
 	var se *awssecret.Error
+	var ie *awsidentity.Error
 	var ne net.Error
 	switch {
 	case errors.As(err, &ae) && ae.StatusCode == 429:
@@ -47,10 +49,11 @@ func Classify(err error) Failure {
 	// failing is that failure, retried too long.
 	case errors.Is(err, context.DeadlineExceeded):
 		return Failure{Status: 504, Code: "Timeout", Message: "Defender did not answer in time"}
-	case errors.As(err, &ee) && ee.Transient(), errors.As(err, &ve) && (ve.StatusCode == 0 || ve.StatusCode == 429 || ve.StatusCode >= 500):
+	case errors.As(err, &ee) && ee.Transient(), errors.As(err, &ve) && (ve.StatusCode == 0 || ve.StatusCode == 429 || ve.StatusCode >= 500),
+		errors.As(err, &ie) && ie.Transient():
 		return Failure{Status: 503, Code: "CredentialsUnavailable", RetryAfter: 30 * time.Second,
-			Message: "Entra ID or Key Vault is unavailable, and no valid token is cached; retry later"}
-	case errors.As(err, &ee), errors.As(err, &ve), errors.As(err, &pe):
+			Message: "the identity provider (Entra ID, Key Vault, AWS STS) is unavailable, and no valid token is cached; retry later"}
+	case errors.As(err, &ee), errors.As(err, &ve), errors.As(err, &pe), errors.As(err, &ie):
 		return Failure{Status: 500, Code: "CredentialsRejected", Message: "the app's credentials or its access to them were refused; the operator must fix it (doctor says how)"}
 	case errors.As(err, &se) && se.Transient():
 		return Failure{Status: 503, Code: "SecretsUnavailable", RetryAfter: 30 * time.Second,

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/defender-functions/defender-functions/shared/awsidentity"
 	"github.com/defender-functions/defender-functions/shared/awssecret"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/defender"
@@ -38,6 +39,8 @@ func TestClassify(t *testing.T) {
 		{"Key Vault unreachable", wrap(&credentials.VaultError{Err: errors.New("dial tcp: connection refused")}), 503, "CredentialsUnavailable", 30 * time.Second},
 		{"Key Vault forbids", wrap(&credentials.VaultError{StatusCode: 403}), 500, "CredentialsRejected", 0},
 		{"roles missing", &credentials.PermissionError{}, 500, "CredentialsRejected", 0},
+		{"STS outage", &awsidentity.Error{StatusCode: 503, Code: "ServiceUnavailable"}, 503, "CredentialsUnavailable", 30 * time.Second},
+		{"outbound federation off", &awsidentity.Error{StatusCode: 403, Code: "OutboundWebIdentityFederationDisabledException"}, 500, "CredentialsRejected", 0},
 		{"Secrets Manager outage", &awssecret.Error{StatusCode: 500, Code: "InternalServiceError"}, 503, "SecretsUnavailable", 30 * time.Second},
 		{"Secrets Manager throttles", &awssecret.Error{StatusCode: 400, Code: "ThrottlingException"}, 503, "SecretsUnavailable", 30 * time.Second},
 		{"Secrets Manager unreachable", &awssecret.Error{Err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}, 503, "SecretsUnavailable", 30 * time.Second},

@@ -10,8 +10,8 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/defender-functions/defender-functions/shared/awsclient"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -41,16 +41,9 @@ func (s *S3Sink) init(ctx context.Context) error {
 	if s.client != nil {
 		return nil
 	}
-	var opts []func(*awsconfig.LoadOptions) error
-	if s.opts.Region != "" {
-		opts = append(opts, awsconfig.WithRegion(s.opts.Region))
-	}
-	if s.opts.HTTPClient != nil {
-		opts = append(opts, awsconfig.WithHTTPClient(s.opts.HTTPClient))
-	}
-	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	cfg, err := awsclient.Config(ctx, s.opts.Region, s.opts.HTTPClient)
 	if err != nil {
-		return fmt.Errorf("sink: AWS configuration: %w", err)
+		return fmt.Errorf("sink: %w", err)
 	}
 	s.client = s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if s.opts.Endpoint != "" {

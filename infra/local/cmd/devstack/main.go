@@ -39,6 +39,7 @@ func main() {
 	flag.IntVar(&opts.Ports.Identity, "identity-port", 0, "managed-identity endpoint port")
 	flag.IntVar(&opts.Ports.Control, "control-port", 0, "control endpoint port")
 	flag.IntVar(&opts.Ports.SecretsManager, "secretsmanager-port", 0, "AWS Secrets Manager port")
+	flag.IntVar(&opts.Ports.STS, "sts-port", 0, "AWS STS port")
 	flag.BoolVar(&verbose, "v", false, "log every request")
 	flag.Parse()
 
