@@ -3,6 +3,7 @@
 package infra_test
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"regexp"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/awslabs/goformation/v7"
 	"github.com/awslabs/goformation/v7/cloudformation/serverless"
+	"github.com/awslabs/goformation/v7/intrinsics"
+	"gopkg.in/yaml.v3"
 
 	"github.com/defender-functions/defender-functions/functions"
 	"github.com/defender-functions/defender-functions/shared/config"
@@ -271,7 +274,20 @@ func TestBicepSettings(t *testing.T) {
 		"resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(huntingRequiredRole))", "name: 'authsettingsV2'",
 		"requireAuthentication: true", "unauthenticatedClientAction: 'Return401'", "excludedPaths: [ '/api/ticket-webhook' ]",
 		"callerTokenVersion == '1' ? 'https://sts.windows.net/${tenant().tenantId}/' : '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'",
-		"allowedAudiences: [ callerApiClientId, empty(callerApiIdUri) ? 'api://${callerApiClientId}' : callerApiIdUri ]"} {
+		"allowedAudiences: [ callerApiClientId, empty(callerApiIdUri) ? 'api://${callerApiClientId}' : callerApiIdUri ]",
+		// Secretless: a user-assigned identity (no app may trust a system-assigned
+		// one as a federated credential), assigned, named to the code, holding
+		// the functions' own rights, its subject and issuer given out.
+		"resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31'",
+		"identity: { type: 'SystemAssigned, UserAssigned', userAssignedIdentities: { '${identity.id}': {} } }",
+		"{ name: 'MANAGED_IDENTITY_CLIENT_ID'\n          value: identity.properties.clientId }",
+		"@allowed(['keyvault-secret', 'keyvault-certificate', 'managed-identity-federation'])\nparam defenderCredential string = 'keyvault-secret'",
+		"{ name: 'DEFENDER_CREDENTIAL'\n          value: defenderCredential }",
+		"scope: vault\n  name: guid(vault.id, identity.id, kvSecretsUser)",
+		"scope: exportsContainer\n  name: guid(exportsContainer.id, identity.id, blobDataContributor)",
+		"scope: stateContainer\n  name: guid(stateContainer.id, identity.id, blobDataContributor)",
+		"output identityPrincipalId string = identity.properties.principalId",
+		"output federationIssuer string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("main.bicep lacks %s", want)
 		}
@@ -295,4 +311,70 @@ func TestReadmeSettings(t *testing.T) {
 		}
 	}
 	compare(t, "README.md", got, nil)
+}
+
+// With DefenderCredential=aws-federation the AWS deployment holds no secret
+// and no private key: no layer, no certificate path, no vault, no secret in
+// the environment, no parameter that takes one; the role may ask STS for a
+// JWT for Entra ID's token exchange, and nothing else of STS.
+func TestSAMTemplateSecretless(t *testing.T) {
+	raw, _ := os.ReadFile("aws/template.yaml")
+	for _, mode := range []string{"keyvault-secret", "aws-federation"} {
+		t.Run(mode, func(t *testing.T) {
+			tpl, err := goformation.OpenWithOptions("aws/template.yaml", &intrinsics.ProcessorOptions{EvaluateConditions: true, ParameterOverrides: map[string]any{
+				"DefenderCredential": mode, "KeyVaultCertificateLayerArn": "arn:aws:lambda:eu-west-1:123456789012:layer:defender-keyvault:1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fn, err := tpl.GetServerlessFunctionWithName("DefenderFunctions")
+			if err != nil {
+				t.Fatal(err)
+			}
+			env := fn.Environment.Variables
+			policies, _ := json.Marshal(fn.Policies)
+			federated := mode == "aws-federation"
+			if got := strings.Contains(string(policies), "sts:GetWebIdentityToken"); got != federated {
+				t.Errorf("sts:GetWebIdentityToken granted: %v", got)
+			}
+			if !federated {
+				if len(fn.Layers) != 1 || env["KEY_VAULT_CERTIFICATE_PATH"] == "" || env["KEY_VAULT_CREDENTIAL"] != "client-certificate" {
+					t.Errorf("the vault mode lost its certificate: layers %v, env %v", fn.Layers, env)
+				}
+				return
+			}
+			if len(fn.Layers) != 0 {
+				t.Errorf("layers %v: a layer could carry a key", fn.Layers)
+			}
+			if !strings.Contains(string(policies), `"sts:IdentityTokenAudience":"api://AzureADTokenExchange"`) {
+				t.Errorf("the JWT's audience is not held to Entra ID's token exchange: %s", policies)
+			}
+			for k, want := range map[string]string{"DEFENDER_CREDENTIAL": "aws-federation", "KEY_VAULT_CREDENTIAL": "aws-federation", "KEY_VAULT_URL": "", "KEY_VAULT_CERTIFICATE_PATH": ""} {
+				if env[k] != want {
+					t.Errorf("%s=%q, want %q", k, env[k], want)
+				}
+			}
+			for k, v := range env {
+				if strings.Contains(v, "PRIVATE KEY") || strings.Contains(v, "{{resolve:") || k == config.EnvClientSecret || strings.HasPrefix(k, config.EnvWebhookSecretPrefix) {
+					t.Errorf("%s holds a secret", k)
+				}
+			}
+		})
+	}
+	// No parameter takes a secret: the ones without a default are
+	// identifiers, and none is NoEcho (the mark of a secret).
+	var doc struct {
+		Parameters map[string]map[string]any `yaml:"Parameters"`
+	}
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{"DefenderTenantId": true, "DefenderClientId": true, "StateStore": true, "CallerTenantId": true, "CallerApiClientId": true}
+	for name, p := range doc.Parameters {
+		if _, ok := p["Default"]; !ok && !ids[name] {
+			t.Errorf("parameter %s has no default: a federated deployment would have to give it", name)
+		}
+		if p["NoEcho"] != nil {
+			t.Errorf("parameter %s is NoEcho: it takes a secret", name)
+		}
+	}
 }

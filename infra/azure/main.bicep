@@ -1,7 +1,9 @@
 // Defender Functions on Azure: a Linux Flex Consumption Function App running the custom handler
-// (dist/azure.zip), its system-assigned managed identity, a Key Vault (RBAC) holding the Defender
-// app's secret, storage reached by identity (host storage, the exports and the state), and
-// Application Insights. Deploy with the commands in README.md ("Deploy to Azure").
+// (dist/azure.zip), its managed identities (system-assigned: the host's storage and Key Vault
+// references; user-assigned: the functions' own Key Vault and Blob access, and the federated
+// credential of defenderCredential=managed-identity-federation), a Key Vault (RBAC) holding the
+// Defender app's secret, storage reached by identity (host storage, the exports and the state),
+// and Application Insights. Deploy with the commands in README.md ("Deploy to Azure").
 
 @description('Location of every resource.')
 param location string = resourceGroup().location
@@ -23,6 +25,10 @@ param defenderTenantId string = subscription().tenantId
 
 @description('Application (client) ID of the Defender app registration (docs/app-registration.md).')
 param defenderClientId string
+
+@description('How the Defender app proves its identity: its secret (or certificate) in the vault, or no secret at all: the user-assigned identity below, which the app trusts through a federated credential (docs/app-registration.md §4).')
+@allowed(['keyvault-secret', 'keyvault-certificate', 'managed-identity-federation'])
+param defenderCredential string = 'keyvault-secret'
 
 @description('The app\'s client secret. Leave empty to store it later: az keyvault secret set --name defender-client-secret.')
 @secure()
@@ -178,6 +184,13 @@ resource clientSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empt
   properties: { value: defenderClientSecret }
 }
 
+// The functions' identity. A user-assigned identity because an app
+// registration can trust no system-assigned one as a federated credential.
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: '${namePrefix}-id-${suffix}'
+  location: location
+}
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: '${namePrefix}-plan-${suffix}'
   location: location
@@ -190,7 +203,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   name: appName
   location: location
   kind: 'functionapp,linux'
-  identity: { type: 'SystemAssigned' }
+  identity: { type: 'SystemAssigned, UserAssigned', userAssignedIdentities: { '${identity.id}': {} } }
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
@@ -222,9 +235,9 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'DEFENDER_CLIENT_ID'
           value: defenderClientId }
         { name: 'DEFENDER_CREDENTIAL'
-          value: 'keyvault-secret' }
+          value: defenderCredential }
         { name: 'DEFENDER_SECRET_NAME'
-          value: 'defender-client-secret' }
+          value: defenderCredential == 'keyvault-certificate' ? 'defender-client-cert' : 'defender-client-secret' }
         { name: 'DEFENDER_SECRET_TTL'
           value: '1h' }
         { name: 'DEFENDER_TOKEN_VERSION'
@@ -244,7 +257,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'KEY_VAULT_CREDENTIAL'
           value: 'managed-identity' }
         { name: 'MANAGED_IDENTITY_CLIENT_ID'
-          value: '' }
+          value: identity.properties.clientId }
         { name: 'EXPORT_SINK'
           value: '${blobEndpoint}/exports' }
         { name: 'STATE_STORE'
@@ -302,6 +315,17 @@ resource vaultAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', kvSecretsUser)
     principalId: app.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The functions read the Defender app's secret as the user-assigned identity.
+resource identityVaultAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: vault
+  name: guid(vault.id, identity.id, kvSecretsUser)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', kvSecretsUser)
+    principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
   }
 }
@@ -369,22 +393,23 @@ resource hostStorageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' 
 }
 
 // The exports and the state, by name, so that moving host storage elsewhere keeps them writable.
+// The functions write them as the user-assigned identity.
 resource exportsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: exportsContainer
-  name: guid(exportsContainer.id, app.id, blobDataContributor)
+  name: guid(exportsContainer.id, identity.id, blobDataContributor)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', blobDataContributor)
-    principalId: app.identity.principalId
+    principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
   }
 }
 
 resource stateAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: stateContainer
-  name: guid(stateContainer.id, app.id, blobDataContributor)
+  name: guid(stateContainer.id, identity.id, blobDataContributor)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', blobDataContributor)
-    principalId: app.identity.principalId
+    principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
   }
 }
@@ -393,3 +418,8 @@ output functionAppName string = app.name
 output keyVaultName string = vault.name
 output hostName string = app.properties.defaultHostName
 output principalId string = app.identity.principalId
+// The federated credential's subject and issuer (docs/app-registration.md §4).
+output identityPrincipalId string = identity.properties.principalId
+output identityClientId string = identity.properties.clientId
+output federationIssuer string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+
