@@ -52,9 +52,12 @@ vet:
 tools:
 	./infra/local/install-tools.sh
 
-# A tidy module, and nothing large tracked (a built binary was committed once).
+# A tidy module, formatted code, and nothing large tracked (a built binary
+# was committed once).
 hygiene:
 	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+	@unformatted=$$("$$($(GO) env GOROOT)/bin/gofmt" -l functions shared infra internal); \
+		if [ -n "$$unformatted" ]; then echo "not gofmt-ed (run gofmt -w):"; echo "$$unformatted"; exit 1; fi
 	@if git rev-parse --git-dir >/dev/null 2>&1; then \
 		big=$$(git ls-files -z | xargs -0 -r stat -c '%s %n' 2>/dev/null | awk '$$1 > 1048576 {print $$2 " (" $$1 " bytes)"}'); \
 		if [ -n "$$big" ]; then echo "tracked files over 1 MB (built output does not belong in git):"; echo "$$big"; exit 1; fi; \

@@ -85,7 +85,7 @@ func Run(ctx context.Context, lookup func(string) (string, bool), out io.Writer,
 	if !k.configuration(lookup) {
 		return false
 	}
-	vaultOK := k.vault()
+	vaultOK := k.vault() && k.federation()
 	for _, t := range k.cfg.Tenants {
 		k.tenant(t, vaultOK)
 	}
@@ -170,11 +170,40 @@ func (k *checkup) vault() bool {
 	return err == nil
 }
 
+// federation: 2. in a secretless mode, the token presented as the app's
+// assertion: what Entra ID will match against the app's federated
+// credentials, for the operator to compare with them.
+func (k *checkup) federation() bool {
+	c, cancel := k.step()
+	claims, used, err := k.creds.CheckFederation(c)
+	cancel()
+	switch {
+	case !used:
+		return true
+	case err != nil:
+		k.r.fail("federation", err, federationFix(k.cfg, err))
+		return false
+	}
+	k.r.ok("federation", "%s: a token with issuer %s, subject %s, audience %s: the app needs a federated credential with exactly these",
+		k.cfg.Credential, claims.Issuer, claims.Subject, claims.Audience)
+	return true
+}
+
+func federationFix(cfg *config.Config, err error) string {
+	if cfg.Credential == config.ManagedIdentityFederation {
+		if fix := netFix(err, "IDENTITY_ENDPOINT"); fix != "" {
+			return fix
+		}
+		return fmt.Sprintf("assign the user-assigned identity %s to the Function App (the Bicep does), or set %s to the client ID of one that is", cfg.ManagedIdentityClientID, config.EnvManagedIdentityClientID)
+	}
+	return "" // the AWS errors say what to do
+}
+
 // tenant: 3. a token, 4. its roles, 5. the API, and the listing's probe.
 func (k *checkup) tenant(t string, vaultOK bool) {
 	r, cfg := k.r, k.cfg
 	if !vaultOK {
-		r.skip("token", "tenant "+t+": needs the Key Vault secret")
+		r.skip("token", "tenant "+t+": needs the app's credential (above)")
 		r.skip("roles", "tenant "+t+": needs a token")
 		r.skip("api", "tenant "+t+": needs a token")
 		return

@@ -10,10 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/defender-functions/defender-functions/functions/doctor"
 	"github.com/defender-functions/defender-functions/infra/local/loopback"
 	"github.com/defender-functions/defender-functions/internal/devstack"
+	"github.com/google/uuid"
 )
 
 // doctor against the devstack: everything passing, then each failure the
@@ -206,14 +208,7 @@ func runDoctor(t *testing.T, s *devstack.Stack, env []string, before, after func
 // on, or what to fix.
 func TestDoctorWebhookKeys(t *testing.T) {
 	s := devstack.Start(t, devstack.Options{})
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	os.WriteFile(ca, s.CACertPEM(), 0o600)
-	t.Setenv("AWS_CA_BUNDLE", ca)
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-	for k, v := range s.AWSSettings() {
-		t.Setenv(k, v)
-	}
+	s.UseAWS(t)
 	good := s.PutAWSSecret("good", `{"jira": "jira-webhook-secret-for-the-doctor", "generic": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}`)
 	denied := s.PutAWSSecret("denied", `{"jira": "jira-webhook-secret-for-the-doctor"}`)
 	s.DenyAWSSecret("denied", true)
@@ -234,6 +229,72 @@ func TestDoctorWebhookKeys(t *testing.T) {
 			runDoctor(t, s, []string{"WEBHOOK_SECRET_JIRA", "", "WEBHOOK_SECRETS_ARN", c.arn,
 				"DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", s.ClientSecret(devstack.DefaultClientID)}, nil, nil, c.pass,
 				append([]string{"functions incident-export, hunting-query, ticket-webhook", "ok    sink"}, c.want...))
+		})
+	}
+}
+
+// The secretless modes: doctor shows the token presented as the app's
+// assertion (what the app's federated credential must match), and names
+// the fix for each broken link.
+func TestDoctorFederation(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		mode    string
+		opts    devstack.Options
+		breakIt func(s *devstack.Stack)
+		env     func(s *devstack.Stack, id string) []string
+		pass    bool
+		want    func(s *devstack.Stack) []string
+	}{
+		{name: "managed identity", mode: "managed-identity-federation", pass: true, want: func(s *devstack.Stack) []string {
+			return []string{"ok    federation   managed-identity-federation: a token with issuer " + s.EntraURL + "/" + devstack.DefaultTenantID + "/v2.0, subject " + devstack.IdentityObjectID + ", audience api://AzureADTokenExchange",
+				"ok    token", "ok    roles", "ok    api"}
+		}},
+		{name: "identity not assigned", mode: "managed-identity-federation", env: func(*devstack.Stack, string) []string {
+			return []string{"MANAGED_IDENTITY_CLIENT_ID", "0d3c5e7a-1b2f-4a6c-9e8d-7f6a5b4c3d2e"}
+		}, want: func(*devstack.Stack) []string {
+			return []string{"FAIL  federation   managed identity 0d3c5e7a-1b2f-4a6c-9e8d-7f6a5b4c3d2e: no token for api://AzureADTokenExchange",
+				"fix: assign the user-assigned identity 0d3c5e7a-1b2f-4a6c-9e8d-7f6a5b4c3d2e to the Function App", "skip  token"}
+		}},
+		{name: "AWS role", mode: "aws-federation", pass: true, want: func(s *devstack.Stack) []string {
+			return []string{"ok    key vault    not used (DEFENDER_CREDENTIAL=aws-federation)",
+				"ok    federation   aws-federation: a token with issuer " + s.AWSIssuer() + ", subject " + devstack.AWSRoleARN + ", audience api://AzureADTokenExchange",
+				"ok    token", "ok    roles", "ok    api"}
+		}},
+		{name: "outbound federation off", mode: "aws-federation", breakIt: func(s *devstack.Stack) { s.SetOutboundFederation(false) },
+			want: func(*devstack.Stack) []string {
+				return []string{"FAIL  federation   aws sts: outbound identity federation is not enabled for this AWS account: run `aws iam enable-outbound-web-identity-federation` once", "skip  token"}
+			}},
+		{name: "no federated credential", mode: "aws-federation", breakIt: func(s *devstack.Stack) {
+			s.TrustAWSRole(devstack.DefaultClientID, devstack.AWSRoleARN, devstack.TokenExchangeAudience, false)
+		}, want: func(s *devstack.Stack) []string {
+			return []string{"ok    federation", "FAIL  token", "no federated credential of the app matches the AWS token (AADSTS70021", "subject the execution role's ARN"}
+		}},
+		{name: "wrong audience", mode: "aws-federation", breakIt: func(s *devstack.Stack) {
+			s.TrustAWSRole(devstack.DefaultClientID, devstack.AWSRoleARN, devstack.TokenExchangeAudience, false)
+			s.TrustAWSRole(devstack.DefaultClientID, devstack.AWSRoleARN, "api://AzureADTokenExchangeChina", true)
+		}, want: func(s *devstack.Stack) []string {
+			return []string{"FAIL  token", "AADSTS700212"}
+		}},
+		{name: "clock skew", mode: "aws-federation", opts: devstack.Options{Now: func() time.Time { return time.Now().Add(time.Hour) }},
+			want: func(s *devstack.Stack) []string {
+				return []string{"FAIL  token", "the federated token was outside its valid time (AADSTS700024): check this host's clock"}
+			}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.opts.IdentityClientID = uuid.NewString() // the SDK caches identity tokens per client ID
+			s := devstack.Start(t, c.opts)
+			t.Setenv("IDENTITY_ENDPOINT", s.IdentityEndpoint)
+			t.Setenv("IDENTITY_HEADER", s.IdentityHeader())
+			s.UseAWS(t)
+			if c.breakIt != nil {
+				c.breakIt(s)
+			}
+			env := []string{"DEFENDER_CREDENTIAL", c.mode, "KEY_VAULT_URL", "", "MANAGED_IDENTITY_CLIENT_ID", c.opts.IdentityClientID}
+			if c.env != nil {
+				env = append(env, c.env(s, c.opts.IdentityClientID)...)
+			}
+			runDoctor(t, s, env, nil, nil, c.pass, c.want(s))
 		})
 	}
 }

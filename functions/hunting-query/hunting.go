@@ -71,6 +71,7 @@ type outcome struct {
 	what, tenant string
 	status       int
 	rows         int
+	cause        error // logged, never sent: what the operator needs
 }
 
 func apiErr(status int, code, msg string) *function.HTTPResponse {
@@ -88,7 +89,15 @@ func (h *Hunter) Serve(ctx context.Context, r *function.HTTPRequest) *function.H
 	resp, out := h.serve(ctx, r)
 	log := function.Logger(ctx).With("caller", caller, "query", out.what, "tenant", out.tenant)
 	if resp.Stream == nil {
-		log.Info("hunting-query", "status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds())
+		attrs := []any{"status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds()}
+		if out.cause != nil {
+			attrs = append(attrs, "cause", out.cause.Error())
+		}
+		if resp.Status >= 500 {
+			log.Warn("hunting-query", attrs...)
+		} else {
+			log.Info("hunting-query", attrs...)
+		}
 		return resp
 	}
 	stream := resp.Stream
@@ -190,7 +199,7 @@ func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest) (*function.
 	if err != nil {
 		cancel()
 		resp := upstreamError(err)
-		out.status = resp.Status
+		out.status, out.cause = resp.Status, err
 		return resp, out
 	}
 	resp := &function.HTTPResponse{Status: 200, Header: http.Header{"Content-Type": {format}}}

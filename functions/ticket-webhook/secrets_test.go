@@ -3,8 +3,6 @@ package ticketwebhook_test
 import (
 	"encoding/base64"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,16 +25,7 @@ func (r *rig) useSecretsManager(t *testing.T, m map[string]string) string {
 	for _, p := range []string{"JIRA", "SERVICENOW", "GENERIC"} {
 		delete(m, config.EnvWebhookSecretPrefix+p)
 	}
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, r.s.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("AWS_CA_BUNDLE", ca)
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-	for k, v := range r.s.AWSSettings() {
-		t.Setenv(k, v)
-	}
+	r.s.UseAWS(t)
 	return r.s.PutAWSSecret(awsSecretName, r.secretJSON(map[string]string{}))
 }
 

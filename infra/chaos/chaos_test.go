@@ -70,14 +70,7 @@ func newEnv(t *testing.T, s *devstack.Stack, kv ...string) *env {
 	t.Setenv("IDENTITY_ENDPOINT", s.IdentityEndpoint)
 	t.Setenv("IDENTITY_HEADER", s.IdentityHeader())
 	// The Lambda execution role's variables, for aws-federation.
-	ca := t.TempDir() + "/ca.pem"
-	os.WriteFile(ca, s.CACertPEM(), 0o600)
-	t.Setenv("AWS_CA_BUNDLE", ca)
-	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
-	for k, v := range s.AWSSettings() {
-		t.Setenv(k, v)
-	}
+	s.UseAWS(t)
 	e := &env{s: s, hc: s.HTTPClient(), clock: &clock{t: time.Now()}, key: []byte("chaos-generic-webhook-key-0123456789")}
 	m := s.Settings()
 	for i := 0; i < len(kv); i += 2 {

@@ -18,6 +18,7 @@ type TB interface {
 	TempDir() string
 	Fatal(args ...any)
 	Fatalf(format string, args ...any)
+	Setenv(key, value string)
 }
 
 // Start starts a devstack for a test or benchmark and stops it when tb
@@ -73,4 +74,23 @@ func StartProcess(tb TB, flags ...string) map[string]string {
 		}
 	}
 	return env
+}
+
+// UseAWS points the AWS SDK's default chain of this process at the
+// devstack, as Lambda's variables point it at the execution role: the
+// role's credentials and region, the endpoints, the CA (AWS_CA_BUNDLE), and
+// no shared config or credentials file. It lasts until tb ends.
+func (s *Stack) UseAWS(tb TB) {
+	tb.Helper()
+	dir := tb.TempDir()
+	ca := filepath.Join(dir, "devstack-ca.pem")
+	if err := os.WriteFile(ca, s.CACertPEM(), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Setenv("AWS_CA_BUNDLE", ca)
+	tb.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "none"))
+	tb.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "none"))
+	for k, v := range s.AWSSettings() {
+		tb.Setenv(k, v)
+	}
 }

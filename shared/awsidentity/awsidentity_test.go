@@ -8,8 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"math/big"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,17 +16,6 @@ import (
 	"github.com/defender-functions/defender-functions/shared/awsidentity"
 	"github.com/golang-jwt/jwt/v5"
 )
-
-func awsEnv(t *testing.T, s *devstack.Stack) {
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	os.WriteFile(ca, s.CACertPEM(), 0o600)
-	t.Setenv("AWS_CA_BUNDLE", ca)
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-	for k, v := range s.AWSSettings() {
-		t.Setenv(k, v)
-	}
-}
 
 // jwks reads the issuer's keys as a verifier does: discovery, then jwks_uri.
 func jwks(t *testing.T, s *devstack.Stack, issuer string) map[string]any {
@@ -55,7 +42,10 @@ func jwks(t *testing.T, s *devstack.Stack, issuer string) map[string]any {
 	}
 	get(disco.JWKSURI, &set)
 	keys := map[string]any{}
-	num := func(s string) *big.Int { b, _ := base64.RawURLEncoding.DecodeString(s); return new(big.Int).SetBytes(b) }
+	num := func(s string) *big.Int {
+		b, _ := base64.RawURLEncoding.DecodeString(s)
+		return new(big.Int).SetBytes(b)
+	}
 	for _, k := range set.Keys {
 		switch k["kty"] {
 		case "RSA":
@@ -71,7 +61,7 @@ func jwks(t *testing.T, s *devstack.Stack, issuer string) map[string]any {
 // published keys; reused while fresh.
 func TestToken(t *testing.T) {
 	s := devstack.Start(t, devstack.Options{Incidents: 1})
-	awsEnv(t, s)
+	s.UseAWS(t)
 	keys := jwks(t, s, s.AWSIssuer())
 	for _, alg := range []string{"RS256", "ES384"} {
 		t.Run(alg, func(t *testing.T) {

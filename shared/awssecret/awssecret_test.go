@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,19 +23,10 @@ func (c *clock) now() time.Time      { return *c.t.Load() }
 func (c *clock) add(d time.Duration) { t := c.now().Add(d); c.t.Store(&t) }
 
 // env points the SDK's default chain at the devstack, as Lambda's
-// variables point it at the execution role.
+// variables point it at the execution role, with overrides.
 func env(t *testing.T, s *devstack.Stack, override map[string]string) {
-	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, s.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("AWS_CA_BUNDLE", ca)
-	for k, v := range s.AWSSettings() {
-		if o, ok := override[k]; ok {
-			v = o
-		}
+	s.UseAWS(t)
+	for k, v := range override {
 		t.Setenv(k, v)
 	}
 }

@@ -19,6 +19,7 @@ import (
 type Claims struct {
 	Audience  string
 	Issuer    string
+	Subject   string
 	TenantID  string
 	AppID     string // appid (v1) or azp (v2)
 	Roles     []string
@@ -41,6 +42,7 @@ func ParseClaims(accessToken string) (*Claims, error) {
 	var c struct {
 		Aud   any      `json:"aud"`
 		Iss   string   `json:"iss"`
+		Sub   string   `json:"sub"`
 		Tid   string   `json:"tid"`
 		AppID string   `json:"appid"`
 		Azp   string   `json:"azp"`
@@ -53,7 +55,7 @@ func ParseClaims(accessToken string) (*Claims, error) {
 	if err := json.Unmarshal(raw, &c); err != nil {
 		return nil, errors.New("the access token's payload is not JSON")
 	}
-	out := &Claims{Issuer: c.Iss, TenantID: c.Tid, AppID: c.AppID, Roles: c.Roles, Version: c.Ver,
+	out := &Claims{Issuer: c.Iss, Subject: c.Sub, TenantID: c.Tid, AppID: c.AppID, Roles: c.Roles, Version: c.Ver,
 		IssuedAt: time.Unix(c.Iat, 0), NotBefore: time.Unix(c.Nbf, 0), Expiry: time.Unix(c.Exp, 0)}
 	if out.AppID == "" {
 		out.AppID = c.Azp

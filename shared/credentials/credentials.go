@@ -142,6 +142,31 @@ func (c *Credentials) Source(tenant string) Source {
 	return nil
 }
 
+// CheckFederation gets the token a secretless mode presents as the app's
+// client assertion (the managed identity's, or the AWS execution role's
+// JWT) and returns what Entra ID matches against the app's federated
+// credentials: issuer, subject, audience. used is false in the other modes.
+func (c *Credentials) CheckFederation(ctx context.Context) (claims *Claims, used bool, err error) {
+	var assertion string
+	switch c.cfg.Credential {
+	case config.ManagedIdentityFederation:
+		aud := TokenExchangeAudience(c.cfg.AuthorityHost)
+		at, err := c.m.identity.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{aud + "/.default"}})
+		if err != nil {
+			return nil, true, fmt.Errorf("managed identity %s: no token for %s: %w", c.cfg.ManagedIdentityClientID, aud, scrubAzError(err))
+		}
+		assertion = at.Token
+	case config.AWSFederation:
+		if assertion, err = c.m.aws.Token(ctx); err != nil {
+			return nil, true, err
+		}
+	default:
+		return nil, false, nil
+	}
+	claims, err = ParseClaims(assertion)
+	return claims, true, err
+}
+
 // CheckVault reads the app's credential from Key Vault (or returns the copy
 // read within the TTL) and returns its version, for a preflight check.
 // used is false when the credential mode does not use Key Vault.

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,21 +80,8 @@ func start(t testing.TB, opts devstack.Options) *devstack.Stack {
 	t.Setenv("IDENTITY_ENDPOINT", s.IdentityEndpoint)
 	t.Setenv("IDENTITY_HEADER", s.IdentityHeader())
 	// The Lambda execution role's variables, for aws-federation.
-	awsEnv(t, s)
+	s.UseAWS(t)
 	return s
-}
-
-func awsEnv(t testing.TB, s *devstack.Stack) {
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, s.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("AWS_CA_BUNDLE", ca)
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-	for k, v := range s.AWSSettings() {
-		t.Setenv(k, v)
-	}
 }
 
 // settings are the devstack's own settings, with overrides.
@@ -585,6 +571,25 @@ func TestAWSFederation(t *testing.T) {
 			}
 			if called := s.Counters().Get(tokenEndpoint, 0) > 0; called != tc.entraCalled {
 				t.Fatalf("Entra ID called: %v", called)
+			}
+		})
+	}
+}
+
+// A partner app without a secret: the one federated credential, in the
+// app's home tenant, serves every consented tenant.
+func TestMultiTenantFederation(t *testing.T) {
+	for _, mode := range []string{"managed-identity-federation", "aws-federation"} {
+		t.Run(mode, func(t *testing.T) {
+			f := newFixture(t, "DEFENDER_CREDENTIAL", mode, "KEY_VAULT_URL", "", "DEFENDER_TENANT_ID", devstack.DefaultTenantID+","+devstack.PartnerTenantID)
+			for _, tenant := range f.creds.Tenants() {
+				tok, err := f.creds.Source(tenant).Token(context.Background())
+				if err != nil {
+					t.Fatalf("%s: %v", tenant, err)
+				}
+				if c := mustClaims(t, tok); c.TenantID != tenant || c.AppID != devstack.DefaultClientID || len(c.Roles) == 0 {
+					t.Fatalf("%s: claims %+v", tenant, c)
+				}
 			}
 		})
 	}

@@ -55,7 +55,13 @@ func launchRIE(t testing.TB, bin string, env []string) *rie {
 	r := &rie{out: &bytes.Buffer{}}
 	w := io.MultiWriter(r.out, devstack.AuditLog())
 	proc, err := loopback.Start(func(port int) *exec.Cmd {
-		cmd := exec.Command(emu, "--runtime-interface-emulator-address", "127.0.0.1:"+strconv.Itoa(port), bin)
+		// The runtime API's port too: its default, 9001, is one for all.
+		api, err := loopback.Port()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(emu, "--runtime-interface-emulator-address", "127.0.0.1:"+strconv.Itoa(port),
+			"--runtime-api-address", "127.0.0.1:"+strconv.Itoa(api), bin)
 		cmd.Dir = filepath.Dir(bin)
 		cmd.Env = append(env, "AWS_LAMBDA_FUNCTION_TIMEOUT=60", "AWS_LAMBDA_FUNCTION_NAME=defender-functions")
 		cmd.Stdout, cmd.Stderr = w, w
@@ -74,7 +80,7 @@ func (r *rie) invoke(t testing.TB, payload []byte) (int, []byte) {
 	t.Helper()
 	resp, err := http.Post(r.url, "application/json", bytes.NewReader(payload))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, r.out)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -247,5 +253,48 @@ func TestWebhookKeysFromSecretsManagerUnderRIE(t *testing.T) {
 	}
 	if n := s.Counters().Get("secretsmanager.GetSecretValue", 200); n != 2 {
 		t.Fatalf("Secrets Manager served %d reads; want 2 (the first delivery, then one reread on the new key)", n)
+	}
+}
+
+// aws-federation under the emulator: no vault, no certificate, no secret;
+// the execution role's JWT from STS is the app's credential. A broken link
+// (outbound federation off for the account) is named with its fix.
+func TestAWSFederationUnderRIE(t *testing.T) {
+	dir := t.TempDir()
+	s := devstack.Start(t, devstack.Options{Incidents: 30, Dir: filepath.Join(dir, "local")})
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
+		"EXPORT_SINK=file://" + filepath.Join(dir, "export"), "STATE_STORE=file://" + filepath.Join(dir, "state")}
+	for k, v := range s.Settings() {
+		switch k {
+		case "KEY_VAULT_URL", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "DEFENDER_CREDENTIAL", "DEFENDER_SECRET_NAME", "EXPORT_SINK", "STATE_STORE":
+			continue // Lambda has no managed identity; this mode no vault
+		}
+		env = append(env, k+"="+v)
+	}
+	for k, v := range s.AWSSettings() {
+		env = append(env, k+"="+v)
+	}
+	r := startRIE(t, append(env, "DEFENDER_CREDENTIAL=aws-federation"))
+	status, body := r.invoke(t, fixture(t, "scheduler-input.json"))
+	if status != 200 || !strings.Contains(string(body), `"status":"completed"`) {
+		t.Fatalf("export: %d %s\n%s", status, body, r.out)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "export", devstack.DefaultTenantID, "*", "*", "*", "*.json"))
+	c := s.Counters()
+	if len(files) == 0 || c.Get("sts.GetWebIdentityToken", 200) != 1 || c.Get("msi.GET /msi/token", 0) != 0 || c.Get("keyvault.GET /secrets/{name}/{$}", 0) != 0 {
+		t.Fatalf("%d files; %d JWTs from STS, %d managed-identity and %d vault requests", len(files), c.Get("sts.GetWebIdentityToken", 200),
+			c.Get("msi.GET /msi/token", 0), c.Get("keyvault.GET /secrets/{name}/{$}", 0))
+	}
+
+	s.SetOutboundFederation(false)
+	r2 := startRIE(t, append(env, "DEFENDER_CREDENTIAL=aws-federation"))
+	ev := []byte(`{"version":"2.0","routeKey":"POST /hunting-query","rawPath":"/hunting-query","rawQueryString":"","headers":{"content-type":"application/json"},"requestContext":{"http":{"method":"POST","path":"/hunting-query"},"stage":"$default","authorizer":{"jwt":{"claims":{"roles":"[Hunting.Run]"},"scopes":null}}},"body":"{\"name\":\"failed-logons\",\"parameters\":{\"threshold\":1,\"lookback\":\"30d\"}}","isBase64Encoded":false}`)
+	status, body = r2.invoke(t, ev)
+	var resp events.APIGatewayV2HTTPResponse
+	if status != 200 || json.Unmarshal(body, &resp) != nil || resp.StatusCode != 500 || !strings.Contains(resp.Body, "CredentialsRejected") {
+		t.Fatalf("hunting with federation off: %d %s\n%s", status, body, r2.out)
+	}
+	if !strings.Contains(r2.out.String(), "aws iam enable-outbound-web-identity-federation") {
+		t.Fatalf("the log does not say how to fix it:\n%s", r2.out)
 	}
 }

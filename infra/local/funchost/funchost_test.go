@@ -3,6 +3,7 @@ package funchost_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -283,5 +284,43 @@ func TestDeploymentStepsInOrder(t *testing.T) {
 	}
 	if st, body := call(h, "POST", "/api/ticket-webhook/jira", jira, delivery); st != 200 || !strings.Contains(body, `"status":"applied"`) && !strings.Contains(body, `"status":"unchanged"`) {
 		t.Errorf("step 3, webhook: %d %s", st, body)
+	}
+}
+
+// managed-identity-federation through the Functions host and the real
+// handler: no secret read anywhere, the user-assigned identity's token is
+// the app's credential; an identity not assigned to the app is named.
+func TestSecretlessThroughTheHost(t *testing.T) {
+	app := appDir(t)
+	for _, tc := range []struct {
+		name, identity string
+		status         int
+		says           string
+	}{
+		{"user-assigned identity", devstack.IdentityClientID, 200, "incident-export completed in "},
+		{"identity not assigned", "0d3c5e7a-1b2f-4a6c-9e8d-7f6a5b4c3d2e", 500, "is the identity MANAGED_IDENTITY_CLIENT_ID names assigned to the Function App?"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := devstack.Start(t, devstack.Options{Incidents: 50, Dir: filepath.Join(dir, "local")})
+			h, err := funchost.Start(funchost.Options{AppDir: app, NoTimers: true, Stdout: devstack.AuditLog(), Stderr: devstack.AuditLog(),
+				Env: settings(s, dir, "DEFENDER_CREDENTIAL=managed-identity-federation", "KEY_VAULT_URL=", "MANAGED_IDENTITY_CLIENT_ID="+tc.identity)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			res, err := h.Run(context.Background(), "incident-export")
+			if tc.status == 200 && (err != nil || res.Status != 200 || len(res.Logs) == 0 || !strings.Contains(res.Logs[0], tc.says)) ||
+				tc.status != 200 && (err == nil || !strings.Contains(err.Error(), fmt.Sprintf("(HTTP %d)", tc.status)) || !strings.Contains(err.Error(), tc.says)) {
+				t.Fatalf("run: %v %+v", err, res)
+			}
+			c := s.Counters()
+			if c.Get("keyvault.GET /secrets/{name}/{$}", 0) != 0 || c.Get("msi.GET /msi/token", 0) == 0 {
+				t.Fatalf("%d vault reads, %d identity tokens", c.Get("keyvault.GET /secrets/{name}/{$}", 0), c.Get("msi.GET /msi/token", 0))
+			}
+			if tc.status == 200 && exportedFiles(dir) == 0 {
+				t.Fatal("nothing exported")
+			}
+		})
 	}
 }
