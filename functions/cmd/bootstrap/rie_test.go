@@ -27,9 +27,18 @@ import (
 // rie runs the built bootstrap under the AWS Lambda Runtime Interface Emulator.
 type rie struct {
 	url  string
-	out  *bytes.Buffer
+	out  *output
 	stop func()
 }
+
+// output is the emulator's output, read by the test while it still writes.
+type output struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (o *output) Write(p []byte) (int, error) { o.mu.Lock(); defer o.mu.Unlock(); return o.b.Write(p) }
+func (o *output) String() string              { o.mu.Lock(); defer o.mu.Unlock(); return o.b.String() }
 
 func startRIE(t testing.TB, env []string) *rie {
 	t.Helper()
@@ -52,7 +61,7 @@ func buildBootstrap(t testing.TB) string {
 func launchRIE(t testing.TB, bin string, env []string) *rie {
 	t.Helper()
 	emu := emulators.Tool(t, "aws-lambda-rie")
-	r := &rie{out: &bytes.Buffer{}}
+	r := &rie{out: &output{}}
 	w := io.MultiWriter(r.out, devstack.AuditLog())
 	proc, err := loopback.Start(func(port int) *exec.Cmd {
 		// The runtime API's port too: its default, 9001, is one for all.
