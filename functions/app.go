@@ -283,7 +283,7 @@ func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 	if err != nil {
 		return nil, err
 	}
-	e := &incidentexport.Exporter{Tenants: tenants, Sink: sk, State: st, Lookback: cfg.ExportLookback, PageSize: cfg.ExportPageSize,
+	e := &incidentexport.Exporter{Tenants: tenants, Sink: sk, State: st, Lookback: cfg.ExportLookback, PageSize: cfg.ExportPageSize, Concurrency: cfg.ExportConcurrency,
 		MaxRun: cfg.ExportMaxRun, Lag: cfg.ExportLag}
 	return e.Run, nil
 }

@@ -40,6 +40,7 @@ import (
 	"iter"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/defender-functions/defender-functions/shared/defender"
@@ -89,7 +90,11 @@ type Exporter struct {
 	// crash loses at most this much progress, which the next run writes
 	// again over itself.
 	CheckpointEvery time.Duration
-	Now             func() time.Time
+	// Concurrency is how many tenants are exported at once (default 1): a
+	// partner app's tenants share the run's time instead of queueing behind
+	// one backlog. Each tenant keeps its own client and pacing.
+	Concurrency int
+	Now         func() time.Time
 }
 
 // Checkpoint is a tenant's progress.
@@ -140,19 +145,32 @@ func (e *Exporter) Run(ctx context.Context, t function.Timer) error {
 	// Requests end before the margin, so the checkpoint can still be written.
 	rctx, cancel := context.WithDeadline(ctx, deadline.Add(-margin/2))
 	defer cancel()
+	// Every goroutine ends before Run returns: nothing runs while Lambda
+	// freezes the sandbox.
+	runs := make([]*run, len(e.Tenants))
+	results := make([]error, len(e.Tenants))
+	sem := make(chan struct{}, max(1, e.Concurrency))
+	var wg sync.WaitGroup
+	for i, tn := range e.Tenants {
+		runs[i] = &run{e: e, t: tn, log: log.With("tenant", tn.Name, "api", tn.Client.API()), deadline: deadline.Add(-margin), hard: deadline}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			results[i] = runs[i].export(rctx)
+		})
+	}
+	wg.Wait()
 	var errs []error
 	total, requests := 0, 0
-	for _, tn := range e.Tenants {
-		r := &run{e: e, t: tn, log: log.With("tenant", tn.Name, "api", tn.Client.API()), deadline: deadline.Add(-margin), hard: deadline}
-		err := r.export(rctx)
+	for i, r := range runs {
 		total += r.written
 		requests += r.requests
-		switch {
+		switch err := results[i]; {
 		case errors.Is(err, ErrConcurrentRun):
 			r.log.Warn("another run is exporting this tenant; this run stopped without writing state")
 		case err != nil:
 			r.log.Error("tenant export failed", "error", err.Error(), "written", r.written)
-			errs = append(errs, fmt.Errorf("tenant %s: %w", tn.Name, err))
+			errs = append(errs, fmt.Errorf("tenant %s: %w", r.t.Name, err))
 		}
 	}
 	log.Info("incident export finished", "tenants", len(e.Tenants), "failed", len(errs), "written", total, "requests", requests,

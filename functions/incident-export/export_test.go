@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/defender-functions/defender-functions/shared/function"
 	"github.com/defender-functions/defender-functions/shared/sink"
 	"github.com/defender-functions/defender-functions/shared/state"
+	"github.com/google/uuid"
 )
 
 type env struct {
@@ -587,4 +590,66 @@ func TestCheckpointEvery(t *testing.T) {
 		}
 		verify(t, s, e.sinkDir, devstack.DefaultTenantID, devstack.DefaultTenantID, time.Now().Add(-40*24*time.Hour))
 	})
+}
+
+// inflight counts the tenants whose listing is being read at once.
+type inflight struct {
+	defender.Client
+	now, peak *atomic.Int32
+}
+
+func (c inflight) Incidents(ctx context.Context, o defender.ListOptions) iter.Seq2[*defender.Page, error] {
+	return func(yield func(*defender.Page, error) bool) {
+		n := c.now.Add(1)
+		defer c.now.Add(-1)
+		for p := c.peak.Load(); n > p && !c.peak.CompareAndSwap(p, n); p = c.peak.Load() {
+		}
+		for p, err := range c.Client.Incidents(ctx, o) {
+			if !yield(p, err) {
+				return
+			}
+		}
+	}
+}
+
+// A partner app's tenants are exported at once, never more than the bound,
+// each exactly once; a tenant that fails holds back no other.
+func TestTenantsConcurrently(t *testing.T) {
+	t.Parallel()
+	var tenants []devstack.Tenant
+	for i := range 7 {
+		tenants = append(tenants, devstack.Tenant{ID: uuid.NewString(), Domain: fmt.Sprintf("customer%d.onmicrosoft.com", i), Incidents: 60,
+			Apps: []devstack.Grant{{ClientID: devstack.DefaultClientID, Roles: devstack.AllRoles}}})
+	}
+	tenants[3].Apps = nil // not consented: AADSTS700016 there alone
+	s := devstack.Start(t, devstack.Options{Tenants: tenants, Faults: devstack.Faults{LatencyMs: 30}})
+	var ids []string
+	for _, tn := range tenants {
+		ids = append(ids, tn.ID)
+	}
+	e := newEnv(t, s, "graph", "DEFENDER_TENANT_ID", strings.Join(ids, ","))
+	var now, peak atomic.Int32
+	for i := range e.clients {
+		e.clients[i].Client = inflight{e.clients[i].Client, &now, &peak}
+	}
+	x := e.exporter(t, nil, nil)
+	x.Concurrency = 3
+	err := e.run(t, x)
+	if err == nil || !strings.HasPrefix(err.Error(), "tenant "+tenants[3].ID+": ") || !strings.Contains(err.Error(), "AADSTS700016") {
+		t.Fatalf("err = %v; want the unconsented tenant's failure", err)
+	}
+	for i, id := range ids {
+		if i != 3 && strings.Contains(err.Error(), "tenant "+id+": ") {
+			t.Fatalf("tenant %d failed too: %v", i, err)
+		}
+	}
+	if p := peak.Load(); p < 2 || p > 3 {
+		t.Fatalf("%d tenants read at once; want 2 or 3 (the bound)", p)
+	}
+	since := time.Now().Add(-40 * 24 * time.Hour)
+	for i, tn := range tenants {
+		if i != 3 {
+			verify(t, s, e.sinkDir, tn.ID, tn.ID, since)
+		}
+	}
 }

@@ -272,6 +272,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: '' }
         { name: 'EXPORT_LAG'
           value: '10m' }
+        { name: 'EXPORT_CONCURRENCY'
+          value: '8' }
         { name: 'HUNTING_ALLOW_ADHOC'
           value: string(huntingAllowAdhoc) }
         { name: 'HUNTING_REQUIRED_ROLE'

@@ -138,6 +138,8 @@ var goals = []Goal{
 	{"Hunting", "latency added, p50, 50 concurrent", "LatencyAdded/50", "added-p50-ms", "", nil, unit("ms"), 7},
 	{"Hunting", "heap growth while streaming 100k rows", "Stream100kRows", "peak-heap-growth-MiB", "flat (growth < 8 MiB)", below(8), unit("MiB"), 7},
 
+	{"Partners", "doctor's table of 500 tenants (9 not consented), checked 16 at a time", "DoctorPartners", "s/500-tenants", "< 10 s", below(10), unit("s"), 20},
+
 	{"Webhooks", "Standard Webhooks verification, 9 KB body", "Verify/standard", "ns/op", "", nil, us, 8},
 	{"Webhooks", "X-Hub-Signature verification, 9 KB body", "Verify/hub", "ns/op", "", nil, us, 8},
 	{"Webhooks", "Jira payload parse and mapping", "ParseJira", "ns/op", "", nil, us, 8},

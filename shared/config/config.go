@@ -99,17 +99,18 @@ type Config struct {
 	FederatedTokenFile      string
 
 	// Export and storage settings.
-	ExportSink     string        // EXPORT_SINK; required by incident-export
-	StateStore     string        // STATE_STORE; required by incident-export and ticket-webhook
-	ExportSchedule string        // EXPORT_SCHEDULE (read by the host through function.json)
-	ExportLookback time.Duration // EXPORT_LOOKBACK: how far back a first run starts
-	ExportPageSize int           // EXPORT_PAGE_SIZE: 0 = the API's maximum
-	ExportMaxRun   time.Duration // EXPORT_MAX_RUN: a run stops cleanly by then
-	ExportLag      time.Duration // EXPORT_LAG: how late an update may become visible to listings
-	StorageConnStr Secret        // AzureWebJobsStorage: Blob connection string (Azurite, development)
-	StorageAccount string        // AzureWebJobsStorage__accountName: identity-based Blob access
-	S3Endpoint     string        // EXPORT_S3_ENDPOINT: an S3-compatible endpoint (s3rver, MinIO)
-	S3Region       string        // AWS_REGION
+	ExportSink        string        // EXPORT_SINK; required by incident-export
+	StateStore        string        // STATE_STORE; required by incident-export and ticket-webhook
+	ExportSchedule    string        // EXPORT_SCHEDULE (read by the host through function.json)
+	ExportLookback    time.Duration // EXPORT_LOOKBACK: how far back a first run starts
+	ExportPageSize    int           // EXPORT_PAGE_SIZE: 0 = the API's maximum
+	ExportMaxRun      time.Duration // EXPORT_MAX_RUN: a run stops cleanly by then
+	ExportLag         time.Duration // EXPORT_LAG: how late an update may become visible to listings
+	ExportConcurrency int           // EXPORT_CONCURRENCY: tenants exported at once
+	StorageConnStr    Secret        // AzureWebJobsStorage: Blob connection string (Azurite, development)
+	StorageAccount    string        // AzureWebJobsStorage__accountName: identity-based Blob access
+	S3Endpoint        string        // EXPORT_S3_ENDPOINT: an S3-compatible endpoint (s3rver, MinIO)
+	S3Region          string        // AWS_REGION
 
 	// RateLimits replace the documented client-side limits: nil keeps them,
 	// an empty map turns pacing off (DEFENDER_RATE_LIMITS=off).
@@ -179,6 +180,7 @@ const (
 	EnvExportPageSize          = "EXPORT_PAGE_SIZE"
 	EnvExportMaxRun            = "EXPORT_MAX_RUN"
 	EnvExportLag               = "EXPORT_LAG"
+	EnvExportConcurrency       = "EXPORT_CONCURRENCY"
 	EnvStorage                 = "AzureWebJobsStorage"
 	EnvStorageAccount          = "AzureWebJobsStorage__accountName"
 	EnvS3Endpoint              = "EXPORT_S3_ENDPOINT"
@@ -307,6 +309,21 @@ func (r *reader) get(name, def string) string {
 		return def
 	}
 	return v
+}
+
+// integer reads a whole number from lo to hi; a bad one is a problem
+// saying what to use.
+func (r *reader) integer(name string, def, lo, hi int, use string) int {
+	v := r.get(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		r.problem(fmt.Sprintf("%s=%q: %s", name, v, use))
+		return def
+	}
+	return n
 }
 
 // duration is a duration setting within [lo, hi], or def.
@@ -510,6 +527,7 @@ func (r *reader) export(c *Config) {
 	c.ExportLookback = r.duration(EnvExportLookback, 7*24*time.Hour, time.Minute, 90*24*time.Hour)
 	c.ExportMaxRun = r.duration(EnvExportMaxRun, 4*time.Minute, 10*time.Second, 10*time.Hour)
 	c.ExportLag = r.duration(EnvExportLag, 10*time.Minute, 0, 24*time.Hour)
+	c.ExportConcurrency = r.integer(EnvExportConcurrency, 8, 1, 64, "use 1 to 64 (tenants exported at once; each has its own rate limits)")
 	if v := r.get(EnvExportPageSize, ""); v != "" {
 		n, err := strconv.Atoi(v)
 		max := 50
@@ -583,15 +601,7 @@ func (r *reader) hunting(c *Config) {
 		r.problem(fmt.Sprintf("%s=true needs %s: the app role a caller must hold to send raw KQL (App Service Authentication or an API Gateway authorizer supplies it)",
 			EnvHuntingAllowAdhoc, EnvHuntingAdhocRole))
 	}
-	c.HuntingMaxRows = 10000
-	if v := r.get(EnvHuntingMaxRows, ""); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 100000 {
-			r.problem(fmt.Sprintf("%s=%q: use 1 to 100000 (the API returns at most 100,000 rows)", EnvHuntingMaxRows, v))
-		} else {
-			c.HuntingMaxRows = n
-		}
-	}
+	c.HuntingMaxRows = r.integer(EnvHuntingMaxRows, 10000, 1, 100000, "use 1 to 100000 (the API returns at most 100,000 rows)")
 	// Azure's front end ends an HTTP call at 230 s; API Gateway's HTTP APIs
 	// end an integration at 30 s, so on Lambda the default leaves the rows
 	// 5 s to stream (a Function URL allows more: set HUNTING_TIMEOUT).
@@ -645,15 +655,7 @@ func (r *reader) webhook(c *Config) {
 		r.problem(fmt.Sprintf("%s=%s is shorter than %s + %s (%s): a redelivery after it would be applied again; use at least %s",
 			EnvWebhookDedupeTTL, c.WebhookDedupeTTL, EnvWebhookRetryWindow, EnvWebhookTolerance, min, min))
 	}
-	c.WebhookMaxBody = 1 << 20
-	if v := r.get(EnvWebhookMaxBody, ""); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1024 || n > 16<<20 {
-			r.problem(fmt.Sprintf("%s=%q: use a size in bytes from 1024 to 16777216, such as 1048576", EnvWebhookMaxBody, v))
-		} else {
-			c.WebhookMaxBody = n
-		}
-	}
+	c.WebhookMaxBody = r.integer(EnvWebhookMaxBody, 1<<20, 1024, 16<<20, "use a size in bytes from 1024 to 16777216, such as 1048576")
 }
 
 // IsProblems reports whether err is a configuration error.
