@@ -2,9 +2,11 @@ package incidentexport_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -100,7 +102,25 @@ func verify(t testing.TB, s *devstack.Stack, dir, tenantName, tenantID string, s
 	}
 	missing := missingCurrent(s, got, tenantID, since)
 	if missing > 0 {
-		t.Fatalf("%d incidents' current versions are missing from the sink", missing)
+		// Each missing incident's history beside what the sink holds of
+		// it: which version was lost, and what was written instead.
+		history := s.History(tenantID)
+		var lines []string
+		for _, v := range s.Incidents(tenantID) {
+			id := strconv.FormatInt(v.ID, 10)
+			if v.LastUpdate.Before(since) || got[id+"@"+v.LastUpdate.UTC().Format(time.RFC3339Nano)] == 1 || len(lines) == 5 {
+				continue
+			}
+			var written []string
+			for k := range got {
+				if strings.HasPrefix(k, id+"@") {
+					written = append(written, strings.TrimPrefix(k, id+"@"))
+				}
+			}
+			sort.Strings(written)
+			lines = append(lines, fmt.Sprintf("incident %s: current %s, history %v, in the sink %v", id, v.LastUpdate.UTC().Format(time.RFC3339Nano), history[v.ID], written))
+		}
+		t.Fatalf("%d incidents' current versions are missing from the sink:\n%s", missing, strings.Join(lines, "\n"))
 	}
 	return len(got)
 }

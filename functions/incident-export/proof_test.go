@@ -188,6 +188,16 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 		sinkView = func() string { return mirrorS3(t, srv.Endpoint) }
 	}
 	logs := &syncBuf{}
+	// The handlers' logs of a failed proof are kept for whoever debugs it
+	// (a t.Fatalf in the loop ends the test before any line after it).
+	t.Cleanup(func() {
+		if t.Failed() {
+			f := filepath.Join(os.TempDir(), fmt.Sprintf("proof-%s-%d.log", strings.ReplaceAll(tc.name, "/", "-"), time.Now().Unix()))
+			if os.WriteFile(f, []byte(logs.String()), 0o600) == nil {
+				t.Logf("the handlers' logs: %s", f)
+			}
+		}
+	})
 
 	var mu sync.Mutex
 	changing := true
@@ -253,7 +263,6 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 			pause(false)
 		}
 	}
-	os.WriteFile("/tmp/proof-"+strings.ReplaceAll(tc.name, "/", "-")+".log", []byte(logs.String()), 0o600)
 	if completed == 0 || killed < 15*scale {
 		t.Fatalf("completed %d, killed %d", completed, killed)
 	}
