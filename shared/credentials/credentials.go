@@ -147,24 +147,33 @@ func (c *Credentials) Source(tenant string) Source {
 // JWT) and returns what Entra ID matches against the app's federated
 // credentials: issuer, subject, audience. used is false in the other modes.
 func (c *Credentials) CheckFederation(ctx context.Context) (claims *Claims, used bool, err error) {
-	var assertion string
 	switch c.cfg.Credential {
-	case config.ManagedIdentityFederation:
-		aud := TokenExchangeAudience(c.cfg.AuthorityHost)
-		at, err := c.m.identity.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{aud + "/.default"}})
-		if err != nil {
-			return nil, true, fmt.Errorf("managed identity %s: no token for %s: %w", c.cfg.ManagedIdentityClientID, aud, scrubAzError(err))
-		}
-		assertion = at.Token
-	case config.AWSFederation:
-		if assertion, err = c.m.aws.Token(ctx); err != nil {
-			return nil, true, err
-		}
+	case config.ManagedIdentityFederation, config.AWSFederation:
 	default:
 		return nil, false, nil
 	}
+	assertion, err := c.m.federated(ctx)
+	if err != nil {
+		return nil, true, err
+	}
 	claims, err = ParseClaims(assertion)
 	return claims, true, err
+}
+
+// federated is the token a secretless mode presents as the app's client
+// assertion: the managed identity's for Entra ID's token exchange, or the
+// AWS execution role's JWT.
+func (m *material) federated(ctx context.Context) (string, error) {
+	if m.aws != nil {
+		return m.aws.Token(ctx)
+	}
+	aud := TokenExchangeAudience(m.cfg.AuthorityHost)
+	at, err := m.identity.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{aud + "/.default"}})
+	if err != nil {
+		return "", fmt.Errorf("managed identity %s: no token for %s: %w (is the identity %s names assigned to the Function App?)",
+			m.cfg.ManagedIdentityClientID, aud, scrubAzError(err), config.EnvManagedIdentityClientID)
+	}
+	return at.Token, nil
 }
 
 // CheckVault reads the app's credential from Key Vault (or returns the copy
@@ -228,17 +237,9 @@ func (s *source) fetch(ctx context.Context) (*Token, error) {
 	switch cfg.Credential {
 	case config.EnvSecret:
 		tok, err = s.x.exchange(ctx, cfg.ClientSecret.Reveal(), "")
-	case config.ManagedIdentityFederation:
-		var at azcore.AccessToken
-		aud := TokenExchangeAudience(cfg.AuthorityHost)
-		at, err = s.m.identity.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{aud + "/.default"}})
-		if err != nil {
-			return nil, fmt.Errorf("managed identity: no token for %s: %w (is the identity %s names assigned to the Function App?)", aud, scrubAzError(err), config.EnvManagedIdentityClientID)
-		}
-		tok, err = s.x.exchange(ctx, "", at.Token)
-	case config.AWSFederation:
+	case config.ManagedIdentityFederation, config.AWSFederation:
 		var a string
-		if a, err = s.m.aws.Token(ctx); err != nil {
+		if a, err = s.m.federated(ctx); err != nil {
 			return nil, err
 		}
 		tok, err = s.x.exchange(ctx, "", a)
