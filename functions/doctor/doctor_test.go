@@ -134,15 +134,16 @@ func TestListingProbe(t *testing.T) {
 	top := "ok    listing      tenant " + devstack.DefaultTenantID + ": $top=50 served, $top=51 refused: pages of 50"
 	count := "@odata.count under $filter is the true total"
 	paging := "no repeats, no skips"
+	created := "ok    listing      tenant " + devstack.DefaultTenantID + ": $filter on createdDateTime holds"
 	for _, c := range []struct {
 		name string
 		opts devstack.Options
 		env  []string
 		want []string
 	}{
-		{"observed", devstack.Options{}, nil, []string{top, filter,
+		{"observed", devstack.Options{}, nil, []string{top, filter, created,
 			"note  listing      tenant " + devstack.DefaultTenantID + ": $orderby=lastUpdateDateTime asc is accepted and ignored (as live tenants were seen to)", count, paging}},
-		{"documented", devstack.Options{DocumentedOrder: true}, nil, []string{top, filter,
+		{"documented", devstack.Options{DocumentedOrder: true}, nil, []string{top, filter, created,
 			"ok    listing      tenant " + devstack.DefaultTenantID + ": $orderby=lastUpdateDateTime asc is honoured (as documented)", count, paging}},
 		{"orderby refused", devstack.Options{Faults: devstack.Faults{RejectOrderBy: true}}, nil, []string{top, filter,
 			"note  listing      tenant " + devstack.DefaultTenantID + ": $orderby=lastUpdateDateTime is refused (400): the export sends no $orderby", count, paging}},
@@ -151,8 +152,11 @@ func TestListingProbe(t *testing.T) {
 		{"xdr", devstack.Options{}, []string{"DEFENDER_API", "xdr", "DEFENDER_API_URL", ""}, []string{
 			"ok    listing      tenant " + devstack.DefaultTenantID + ": $top=100 served, $top=101 refused: pages of 100",
 			"ok    listing      tenant " + devstack.DefaultTenantID + ": $filter on lastUpdateTime: ge and lt exact at 100 ns",
+			"ok    listing      tenant " + devstack.DefaultTenantID + ": $filter on createdTime holds",
 			"$orderby=lastUpdateTime asc is accepted and ignored",
 			"the xdr API offers no @odata.count: the export reads each window in one response", paging}},
+		{"created filter ignored", devstack.Options{Faults: devstack.Faults{CreatedFilterIgnored: true}}, nil, []string{top, filter,
+			"note  listing      tenant " + devstack.DefaultTenantID + ": $filter on createdDateTime is accepted and does not hold: an instant of last update holding more than a page is paged", count, paging}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := devstack.Start(t, c.opts)

@@ -74,6 +74,12 @@ func probeListing(ctx context.Context, r *report, t string, c defender.Client, p
 	}
 	line(true, "$filter on %s: ge and lt exact at 100 ns: windows tile with no gap and no overlap", field)
 
+	// $filter on the creation time, which cuts an instant of last update
+	// holding more than a page where no count proves a paged read.
+	if !probeCreated(ctx, r, t, c, in, pageSize, line) {
+		return
+	}
+
 	// $orderby on the last update: honoured, ignored, or refused.
 	ordered, err := first(ctx, c, defender.ListOptions{OrderByLastUpdate: true, Top: pageSize})
 	switch {
@@ -151,6 +157,36 @@ func probeListing(ctx context.Context, r *report, t string, c defender.Client, p
 	} else {
 		line(false, "paging a window of %d unchanged incidents by %d: %d repeated, %d skipped: the export's count check sees it and reads such windows in one response each", len(truth), step, repeats, skips)
 	}
+}
+
+// probeCreated says whether the creation-time filter holds on incident in;
+// false when the probe cannot go on.
+func probeCreated(ctx context.Context, r *report, t string, c defender.Client, in *defender.Incident, pageSize int, line func(bool, string, ...any)) bool {
+	field, at := c.Capabilities().CreatedField, in.LastUpdate
+	if in.Created.IsZero() {
+		line(false, "incident %s has no creation time to probe %s with", in.ID, field)
+		return true
+	}
+	for _, q := range []struct {
+		from, to time.Time
+		want     bool
+	}{{in.Created, in.Created.Add(tick), true}, {in.Created.Add(tick), time.Time{}, false}, {time.Time{}, in.Created, false}} {
+		got, err := contains(ctx, c, defender.ListOptions{Since: at, Before: at.Add(tick), CreatedSince: q.from, CreatedBefore: q.to, Top: pageSize}, in.ID)
+		if isBadRequest(err) {
+			line(false, "$filter on %s is refused (400): an instant of last update holding more than a page is paged until a pass finds nothing new, which can miss a member that leaves it meanwhile", field)
+			return true
+		}
+		if err != nil {
+			r.fail("listing", fmt.Errorf("tenant %s: $filter on %s: %w", t, field, err), "")
+			return false
+		}
+		if got != q.want {
+			line(false, "$filter on %s is accepted and does not hold: an instant of last update holding more than a page is paged until a pass finds nothing new, which can miss a member that leaves it meanwhile", field)
+			return true
+		}
+	}
+	line(true, "$filter on %s holds: an instant of last update holding more than a page is cut by creation time, one response each", field)
+	return true
 }
 
 type span struct{ from, to time.Time }

@@ -157,7 +157,7 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 	env = append(env, "EXPORT_LOOKBACK=960h", "EXPORT_MAX_RUN=90s", "EXPORT_LAG="+exportLag)
 	if tc.api == "xdr" {
 		// Pages of 40, so that the ties stay larger than a page while they
-		// settle: without a count, one instant is then paged and re-read.
+		// settle: without a count, one instant is then cut by creation time.
 		env = append(env, "DEFENDER_API=xdr", "DEFENDER_API_URL="+s.XDRURL, "DEFENDER_RATE_LIMITS=list=3000/1m", "EXPORT_PAGE_SIZE=40")
 	} else {
 		env = append(env, "DEFENDER_RATE_LIMITS=security=9000/1m")

@@ -316,7 +316,7 @@ func (s *Stack) list(kind apiKind, w http.ResponseWriter, r *http.Request, c *ca
 		fail(err)
 		return
 	}
-	if lq.preds, lq.after, lq.before, err = parseFilter(q.Get("$filter"), fields); err != nil {
+	if lq.preds, lq.after, lq.before, err = parseFilter(q.Get("$filter"), fields, s.faults().CreatedFilterIgnored); err != nil {
 		fail(err)
 		return
 	}

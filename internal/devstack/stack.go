@@ -127,6 +127,10 @@ type Faults struct {
 	// some Graph endpoints were seen to answer (research: defender-api.md
 	// §6.1a): a client must not take it for the filtered total.
 	CountEchoesTop bool `json:"countEchoesTop"`
+	// CreatedFilterIgnored makes $filter accept clauses on the creation time
+	// and ignore them, as Graph accepts $orderby=lastUpdateDateTime and
+	// ignores it: a client must check that a filter holds.
+	CreatedFilterIgnored bool `json:"createdFilterIgnored"`
 }
 
 // Stack is a running devstack.

@@ -294,8 +294,9 @@ var (
 )
 
 // parseFilter understands the subset both APIs document: comparisons of the
-// time fields (ge, gt, le, lt, eq) and eq/ne on enum fields, joined with "and".
-func parseFilter(f string, fn fieldNames) (preds []pred, after, before *time.Time, err error) {
+// time fields (ge, gt, le, lt, eq) and eq/ne on enum fields, joined with
+// "and". ignoreCreated accepts the creation time's clauses and drops them.
+func parseFilter(f string, fn fieldNames, ignoreCreated bool) (preds []pred, after, before *time.Time, err error) {
 	if strings.TrimSpace(f) == "" {
 		return nil, nil, nil, nil
 	}
@@ -310,6 +311,9 @@ func parseFilter(f string, fn fieldNames) (preds []pred, after, before *time.Tim
 			t, err := time.Parse(time.RFC3339Nano, strings.Trim(val, "'"))
 			if err != nil {
 				return nil, nil, nil, &odataError{fmt.Sprintf("Invalid filter clause: the value '%s' is not a valid DateTimeOffset.", val)}
+			}
+			if field == fn.created && ignoreCreated {
+				continue
 			}
 			get := func(in *incident) time.Time { return in.LastUpdate }
 			if field == fn.created {

@@ -219,7 +219,7 @@ func (g *graph) API() string { return string(Graph) }
 // Capabilities: Graph documents $count on incidents and a live tenant
 // honours it under $filter (research: defender-api.md §6.1a).
 func (g *graph) Capabilities() Capabilities {
-	return Capabilities{PageMax: 50, Count: true, UpdatedField: "lastUpdateDateTime"}
+	return Capabilities{PageMax: 50, Count: true, UpdatedField: "lastUpdateDateTime", CreatedField: "createdDateTime"}
 }
 
 func (g *graph) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, error] {
@@ -233,7 +233,7 @@ func (g *graph) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, e
 	}
 	q := url.Values{}
 	q.Set("$top", strconv.Itoa(top))
-	if f := filter(o, caps.UpdatedField); f != "" {
+	if f := filter(o, caps); f != "" {
 		q.Set("$filter", f)
 	}
 	if o.OrderByLastUpdate {
@@ -256,13 +256,15 @@ func (g *graph) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, e
 	return l.list(ctx, g.base+"/v1.0/security/incidents?"+q.Encode())
 }
 
-func filter(o ListOptions, updateField string) string {
+func filter(o ListOptions, caps Capabilities) string {
 	var parts []string
-	if !o.Since.IsZero() {
-		parts = append(parts, updateField+" ge "+odataTime(o.Since))
-	}
-	if !o.Before.IsZero() {
-		parts = append(parts, updateField+" lt "+odataTime(o.Before))
+	for _, b := range []struct {
+		field, op string
+		t         time.Time
+	}{{caps.UpdatedField, "ge", o.Since}, {caps.UpdatedField, "lt", o.Before}, {caps.CreatedField, "ge", o.CreatedSince}, {caps.CreatedField, "lt", o.CreatedBefore}} {
+		if !b.t.IsZero() {
+			parts = append(parts, b.field+" "+b.op+" "+odataTime(b.t))
+		}
 	}
 	if o.Status != "" {
 		parts = append(parts, "status eq "+odataString(o.Status))
@@ -428,7 +430,7 @@ func (x *xdr) API() string { return string(XDR) }
 // Capabilities: the XDR API documents $top up to 100 and no $count, so
 // ListOptions.Count is not sent to it.
 func (x *xdr) Capabilities() Capabilities {
-	return Capabilities{PageMax: 100, UpdatedField: "lastUpdateTime"}
+	return Capabilities{PageMax: 100, UpdatedField: "lastUpdateTime", CreatedField: "createdTime"}
 }
 
 func (x *xdr) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, error] {
@@ -441,7 +443,7 @@ func (x *xdr) Incidents(ctx context.Context, o ListOptions) iter.Seq2[*Page, err
 		top = o.Top
 	}
 	q := url.Values{}
-	if f := filter(o, caps.UpdatedField); f != "" {
+	if f := filter(o, caps); f != "" {
 		q.Set("$filter", f)
 	}
 	if o.OrderByLastUpdate {

@@ -433,7 +433,7 @@ func TestCommentNotResentAfterServerError(t *testing.T) {
 }
 
 // KeysOnly lists the same incidents with the same raw documents; only the
-// identity and version are decoded.
+// identity, version and creation time are decoded.
 func TestKeysOnly(t *testing.T) {
 	t.Parallel()
 	s := start(t, devstack.Options{Incidents: 300})
@@ -453,7 +453,7 @@ func TestKeysOnly(t *testing.T) {
 			}
 			for i, k := range keys {
 				f := full[i]
-				if k.ID != f.ID || !k.LastUpdate.Equal(f.LastUpdate) || !bytes.Equal(k.Raw, f.Raw) {
+				if k.ID != f.ID || !k.LastUpdate.Equal(f.LastUpdate) || !k.Created.Equal(f.Created) || f.Created.IsZero() || !bytes.Equal(k.Raw, f.Raw) {
 					t.Fatalf("#%d: %s@%s, want %s@%s (raw equal %v)", i, k.ID, k.LastUpdate, f.ID, f.LastUpdate, bytes.Equal(k.Raw, f.Raw))
 				}
 				if k.Name != "" || len(k.Alerts) != 0 || len(f.Alerts) == 0 {
@@ -521,5 +521,59 @@ func TestNewRefusesBadArguments(t *testing.T) {
 	}
 	if c, err := defender.New(defender.XDR, "https://api.security.microsoft.com/", "contoso.onmicrosoft.com", nil, nil); err != nil || c.API() != "xdr" {
 		t.Fatalf("a good XDR client: %v", err)
+	}
+}
+
+// A creation-time range lists exactly the incidents created in it, on both
+// APIs, with or without a last-update range beside it.
+func TestListCreatedRange(t *testing.T) {
+	t.Parallel()
+	s := start(t, devstack.Options{Incidents: 400})
+	for _, api := range []string{"graph", "xdr"} {
+		t.Run(api, func(t *testing.T) {
+			c := client(t, s, settings(t, s, api), nil)
+			all, _, _, err := listAll(t, context.Background(), c, defender.ListOptions{KeysOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			created := make([]time.Time, 0, len(all))
+			for _, in := range all {
+				created = append(created, in.Created)
+			}
+			slices.SortFunc(created, time.Time.Compare)
+			lo, hi := created[100], created[300]
+			for _, tc := range []struct {
+				name string
+				o    defender.ListOptions
+				in   func(*defender.Incident) bool
+			}{
+				{"from", defender.ListOptions{CreatedSince: lo}, func(in *defender.Incident) bool { return !in.Created.Before(lo) }},
+				{"before", defender.ListOptions{CreatedBefore: hi}, func(in *defender.Incident) bool { return in.Created.Before(hi) }},
+				{"both", defender.ListOptions{CreatedSince: lo, CreatedBefore: hi}, func(in *defender.Incident) bool { return !in.Created.Before(lo) && in.Created.Before(hi) }},
+				{"with updates", defender.ListOptions{Since: lo, CreatedSince: lo, CreatedBefore: hi}, func(in *defender.Incident) bool {
+					return !in.Created.Before(lo) && in.Created.Before(hi) && !in.LastUpdate.Before(lo)
+				}},
+			} {
+				tc.o.KeysOnly = true
+				got, _, _, err := listAll(t, context.Background(), c, tc.o)
+				if err != nil {
+					t.Fatalf("%s: %v", tc.name, err)
+				}
+				want := map[string]bool{}
+				for _, in := range all {
+					if tc.in(in) {
+						want[in.ID] = true
+					}
+				}
+				if len(got) != len(want) || len(want) == 0 {
+					t.Fatalf("%s: %d incidents, want %d", tc.name, len(got), len(want))
+				}
+				for _, in := range got {
+					if !want[in.ID] {
+						t.Fatalf("%s: incident %s (created %s) is outside the range", tc.name, in.ID, in.Created)
+					}
+				}
+			}
+		})
 	}
 }

@@ -57,6 +57,8 @@ type Capabilities struct {
 	// UpdatedField is the listing's last-update field, as $filter and
 	// $orderby name it (for messages that quote the request).
 	UpdatedField string
+	// CreatedField is the creation time's field, as $filter names it.
+	CreatedField string
 }
 
 // ListOptions select and shape an incident listing.
@@ -65,6 +67,11 @@ type ListOptions struct {
 	Since time.Time
 	// Before is an exclusive upper bound on the last update time (zero: none).
 	Before time.Time
+	// CreatedSince and CreatedBefore bound the creation time the same way.
+	// Unlike the last update it never changes, so a range of it is a set
+	// that members can leave but not reorder.
+	CreatedSince  time.Time
+	CreatedBefore time.Time
 	// Status and AssignedTo filter by equality (empty: no filter).
 	Status     string
 	AssignedTo string
