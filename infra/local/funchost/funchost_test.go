@@ -180,9 +180,13 @@ func TestOneFunctionsSettings(t *testing.T) {
 		if !strings.Contains(string(b), id) || strings.Contains(string(b), "WEBHOOK_") {
 			t.Errorf("%s: the answer %q names the deployment or not its correlation ID %s", tc.path, b, id)
 		}
+		// The handler's output reaches the host through a pipe, and may
+		// come after the answer.
 		found := false
-		for _, line := range strings.Split(logs.String(), "\n") {
-			found = found || strings.Contains(line, `"invocation_id":"`+id+`"`) && strings.Contains(line, tc.log)
+		for deadline := time.Now().Add(5 * time.Second); !found && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			for _, line := range strings.Split(logs.String(), "\n") {
+				found = found || strings.Contains(line, `"invocation_id":"`+id+`"`) && strings.Contains(line, tc.log)
+			}
 		}
 		if !found {
 			t.Errorf("%s: no log line of invocation %s says %q", tc.path, id, tc.log)
