@@ -22,13 +22,14 @@ import (
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/defender"
 	"github.com/defender-functions/defender-functions/shared/function"
+	"github.com/defender-functions/defender-functions/shared/queue"
 	"github.com/defender-functions/defender-functions/shared/sink"
 	"github.com/defender-functions/defender-functions/shared/state"
 )
 
 // Functions are the app's functions, as each declares itself beside its
 // code.
-var Functions = []function.Descriptor{incidentexport.Function, huntingquery.Function, ticketwebhook.Function}
+var Functions = []function.Descriptor{incidentexport.Function, incidentexport.TenantFunction, huntingquery.Function, ticketwebhook.Function}
 
 // Requirements lists the application permissions that the named functions
 // need on api, from their descriptors.
@@ -108,11 +109,16 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 		}
 		clients = append(clients, incidentexport.Tenant{Name: t, Client: c})
 	}
-	exportRun, err := exporter(cfg, clients, o.HTTPClient)
+	export, err := exporter(cfg, clients, o.HTTPClient)
+	exportRun, exportTask := function.TimerFunc(nil), function.MessageFunc(nil)
 	if cause := configured(cfg, incidentexport.Function, err); cause != nil {
 		exportRun = func(context.Context, function.Timer) error { return cause }
+		exportTask = func(context.Context, function.Message) error { return cause }
+	} else {
+		exportRun, exportTask = export.Run, export.Export
 	}
 	app.HandleTimer(incidentexport.Function, exportRun)
+	app.HandleQueue(incidentexport.TenantFunction, exportTask)
 
 	catalog, err := huntingquery.BuiltinCatalog()
 	if err != nil {
@@ -260,7 +266,7 @@ func WebhookKeys(cfg *config.Config, log *slog.Logger) (ticketwebhook.Keys, erro
 	return keys, nil
 }
 
-func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Client) (function.TimerFunc, error) {
+func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Client) (*incidentexport.Exporter, error) {
 	var missing []string
 	if cfg.ExportSink == "" {
 		missing = append(missing, config.EnvExportSink+" (file:///path, an Azure Blob container URL, or s3://bucket/prefix)")
@@ -285,7 +291,22 @@ func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 	}
 	e := &incidentexport.Exporter{Tenants: tenants, Sink: sk, State: st, Lookback: cfg.ExportLookback, PageSize: cfg.ExportPageSize, Concurrency: cfg.ExportConcurrency,
 		MaxRun: cfg.ExportMaxRun, Lag: cfg.ExportLag}
-	return e.Run, nil
+	switch {
+	case config.ExportQueueIsSQS(cfg.ExportQueue):
+		q, err := queue.NewSQS(cfg.ExportQueue, cfg.S3Region)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", config.EnvExportQueue, err)
+		}
+		e.Queue = q
+	case cfg.ExportQueue != "":
+		q, err := queue.NewAzure(cfg.ExportQueue, queue.AzureOptions{ConnectionString: cfg.StorageConnStr.Reveal(), Account: cfg.StorageAccount,
+			Credential: blob.Credential, HTTPClient: credentials.SameOrigin(hc)})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", config.EnvExportQueue, err)
+		}
+		e.Queue = q
+	}
+	return e, nil
 }
 
 // BlobOptions follow the Functions conventions: AzureWebJobsStorage as a
@@ -309,9 +330,12 @@ func Broken(cause error, log *slog.Logger) *function.App {
 	cause = fmt.Errorf("Defender Functions is not configured: %w", cause)
 	app := &function.App{Logger: log}
 	for _, d := range Functions {
-		if d.HTTP != nil {
+		switch {
+		case d.HTTP != nil:
 			app.HandleHTTP(d, unavailable(d, cause))
-		} else {
+		case d.Queue != nil:
+			app.HandleQueue(d, func(context.Context, function.Message) error { return cause })
+		default:
 			app.HandleTimer(d, func(context.Context, function.Timer) error { return cause })
 		}
 	}

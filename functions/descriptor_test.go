@@ -15,10 +15,10 @@ import (
 // functionJSON is what the Functions host reads of a function.json.
 type functionJSON struct {
 	Bindings []struct {
-		Name, Type, Direction, AuthLevel, Route, Schedule string
-		Methods                                           []string
-		RunOnStartup                                      *bool
-		UseMonitor                                        *bool
+		Name, Type, Direction, AuthLevel, Route, Schedule, QueueName, Connection string
+		Methods                                                                  []string
+		RunOnStartup                                                             *bool
+		UseMonitor                                                               *bool
 	}
 }
 
@@ -62,6 +62,11 @@ func TestDescriptorsAgree(t *testing.T) {
 				if d.Timer == nil || bd.Schedule != d.Timer.Schedule || bd.RunOnStartup == nil || *bd.RunOnStartup || bd.UseMonitor == nil || !*bd.UseMonitor {
 					t.Errorf("%s: function.json binds %+v, the descriptor %+v", d.Name, bd, d.Timer)
 				}
+			case "queueTrigger":
+				triggers++
+				if d.Queue == nil || bd.QueueName != d.Queue.Queue || bd.Connection != d.Queue.Connection || bd.Direction != "in" {
+					t.Errorf("%s: function.json binds %+v, the descriptor %+v", d.Name, bd, d.Queue)
+				}
 			case "http":
 				if d.HTTP == nil || bd.Direction != "out" {
 					t.Errorf("%s: an HTTP output binding on a function that is not HTTP", d.Name)
@@ -84,6 +89,10 @@ func TestDescriptorsAgree(t *testing.T) {
 						t.Errorf("%s app: %s /api/%s reaches %q", kind, m, exampleRoute(d.HTTP.Route), name)
 					}
 				}
+			} else if d.Queue != nil {
+				if q, ok := a.Queues[d.Name]; !ok || q.Queue != d.Queue.Queue || q.Func == nil {
+					t.Errorf("%s app: %s listens to %+v, declared %+v", kind, d.Name, q, d.Queue)
+				}
 			} else if tm, ok := a.Timers[d.Name]; !ok || tm.Schedule != d.Timer.Schedule || tm.Func == nil {
 				t.Errorf("%s app: %s is scheduled %+v, declared %+v", kind, d.Name, tm, d.Timer)
 			}
@@ -97,16 +106,21 @@ func TestDescriptorsAgree(t *testing.T) {
 		}
 	}
 	for kind, a := range apps {
-		if len(a.HTTP)+len(a.Timers) != len(functions.Functions) {
-			t.Errorf("%s app serves %d functions, %d are declared", kind, len(a.HTTP)+len(a.Timers), len(functions.Functions))
+		if n := len(a.HTTP) + len(a.Timers) + len(a.Queues); n != len(functions.Functions) {
+			t.Errorf("%s app serves %d functions, %d are declared", kind, n, len(functions.Functions))
 		}
 	}
-	// The export's schedule is the setting config reads and checks.
+	// The export's schedule and queue are the settings config reads and checks.
 	for _, d := range functions.Functions {
 		if d.Timer != nil && d.Timer.Schedule != "%"+config.EnvExportSchedule+"%" {
 			t.Errorf("%s: schedule %q is not %%%s%%", d.Name, d.Timer.Schedule, config.EnvExportSchedule)
 		}
+		if d.Queue != nil && (d.Queue.Queue != "%"+config.EnvExportQueue+"%" || d.Queue.Connection != config.EnvStorage) {
+			t.Errorf("%s: queue %+v is not %%%s%% of %s", d.Name, d.Queue, config.EnvExportQueue, config.EnvStorage)
+		}
 	}
+	// incident-export-tenant runs on incident-export's settings.
+	delete(names, "incident-export-tenant")
 	// config files each function's own settings' problems under its name.
 	if want := []string{config.IncidentExport, config.HuntingQuery, config.TicketWebhook}; !slices.Equal(slices.Sorted(maps.Keys(names)), slices.Sorted(slices.Values(want))) {
 		t.Errorf("config names the functions %v, the descriptors %v", want, slices.Sorted(maps.Keys(names)))

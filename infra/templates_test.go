@@ -136,8 +136,13 @@ func TestSAMTemplate(t *testing.T) {
 		defaultAuth = *api.Auth.DefaultAuthorizer
 	}
 	routes, auth := map[string]string{}, map[string]string{}
+	var sqsEvents []string
 	for name, ev := range fn.Events {
 		switch {
+		case ev.Type == "SQS":
+			// goformation knows no FunctionResponseTypes, so it leaves the
+			// properties unread: the text is checked below.
+			sqsEvents = append(sqsEvents, name)
 		case ev.Properties.HttpApiEvent != nil:
 			h := ev.Properties.HttpApiEvent
 			r := *h.Method + " " + *h.Path
@@ -148,6 +153,28 @@ func TestSAMTemplate(t *testing.T) {
 		default:
 			t.Fatalf("event %s of an unexpected type", name)
 		}
+	}
+	// The export's tasks: one queue, its dead-letter queue after the fifth
+	// receive, a few tasks per invocation with partial batch responses,
+	// a visibility timeout of six times the function's, the function
+	// allowed to send to it and given its URL.
+	if len(sqsEvents) != 1 {
+		t.Errorf("SQS events %v, want the export's tasks", sqsEvents)
+	}
+	raw, _ := os.ReadFile("aws/template.yaml")
+	for _, want := range []string{"Queue: !GetAtt ExportTasks.Arn\n            BatchSize: 4\n            FunctionResponseTypes: [ReportBatchItemFailures]",
+		"SQSSendMessagePolicy: {QueueName: !GetAtt ExportTasks.QueueName}", "EXPORT_QUEUE: !Ref ExportTasks",
+		"deadLetterTargetArn: !GetAtt ExportTaskDeadLetters.Arn\n        maxReceiveCount: 5"} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("template.yaml lacks %q", want)
+		}
+	}
+	tasks, err := tpl.GetSQSQueueWithName("ExportTasks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fn.Timeout == nil || tasks.VisibilityTimeout == nil || *tasks.VisibilityTimeout < 6**fn.Timeout {
+		t.Errorf("the tasks' visibility timeout %v is under six times the function's timeout %v", tasks.VisibilityTimeout, fn.Timeout)
 	}
 	// The hunting routes need an Entra ID token; the webhook's signature is
 	// its authentication. An authorizer of NONE needs a default beside it
@@ -183,7 +210,7 @@ func TestSAMTemplate(t *testing.T) {
 	// The authorizer's issuer and audiences agree with the API app's token
 	// version: v1 from sts.windows.net for the ID URI, v2 from …/v2.0 for
 	// the client ID (a v2 issuer refused every v1 token).
-	raw, _ := os.ReadFile("aws/template.yaml")
+	raw, _ = os.ReadFile("aws/template.yaml")
 	for _, want := range []string{
 		`issuer: !If [CallerV1, !Sub "https://sts.windows.net/${CallerTenantId}/", !Sub "https://login.microsoftonline.com/${CallerTenantId}/v2.0"]`,
 		"- !Ref CallerApiClientId", `- !If [HasCallerIdUri, !Ref CallerApiIdUri, !Sub "api://${CallerApiClientId}"]`,
@@ -287,7 +314,14 @@ func TestBicepSettings(t *testing.T) {
 		"scope: exportsContainer\n  name: guid(exportsContainer.id, identity.id, blobDataContributor)",
 		"scope: stateContainer\n  name: guid(stateContainer.id, identity.id, blobDataContributor)",
 		"output identityPrincipalId string = identity.properties.principalId",
-		"output federationIssuer string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'"} {
+		"output federationIssuer string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'",
+		// The export's fan-out: the queue, named to the code; the host's
+		// listener may take tasks and write the poison queue, the functions'
+		// identity send them.
+		"resource exportQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01'", "name: 'incident-export'\n}",
+		"{ name: 'EXPORT_QUEUE'\n          value: exportQueue.name }",
+		"scope: storage\n  name: guid(storage.id, app.id, queueDataContributor)", "var queueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'",
+		"scope: exportQueue\n  name: guid(exportQueue.id, identity.id, queueMessageSender)", "var queueMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("main.bicep lacks %s", want)
 		}

@@ -7,12 +7,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,6 +28,7 @@ import (
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/defender"
 	"github.com/defender-functions/defender-functions/shared/function"
+	"github.com/defender-functions/defender-functions/shared/queue"
 	"github.com/defender-functions/defender-functions/shared/sink"
 	"github.com/defender-functions/defender-functions/shared/state"
 )
@@ -93,6 +96,7 @@ func Run(ctx context.Context, lookup func(string) (string, bool), out io.Writer,
 		k.partner(vaultOK)
 	}
 	k.storage()
+	k.queue()
 	k.webhookKeys()
 	return !k.r.failed
 }
@@ -352,6 +356,78 @@ func (k *checkup) storage() {
 	} else {
 		r.ok("sink", "%s is writable (wrote _doctor/check.json)", cfg.ExportSink)
 	}
+}
+
+// queue: the export's fan-out queue reachable, and its poison queue empty:
+// a task there is a tenant that failed on every delivery and is no longer
+// exported. It reads without taking anything.
+func (k *checkup) queue() {
+	r, cfg := k.r, k.cfg
+	if cfg.ExportQueue == "" {
+		return
+	}
+	blob, err := functions.BlobOptions(cfg, k.o.HTTPClient)
+	if err != nil {
+		r.fail("queue", err, "set "+config.EnvStorage+" or give the app a managed identity")
+		return
+	}
+	open := func(name string) (*queue.Azure, error) {
+		return queue.NewAzure(name, queue.AzureOptions{ConnectionString: cfg.StorageConnStr.Reveal(), Account: cfg.StorageAccount,
+			Credential: blob.Credential, HTTPClient: credentials.SameOrigin(k.o.HTTPClient)})
+	}
+	q, err := open(cfg.ExportQueue)
+	if err != nil {
+		r.fail("queue", err, "")
+		return
+	}
+	c, cancel := k.step()
+	waiting, err := q.Peek(c, 32)
+	cancel()
+	if err != nil {
+		r.fail("queue", err, "the host's identity needs Storage Queue Data Contributor on the account, the functions' identity Storage Queue Data Message Sender on "+cfg.ExportQueue+" (the Bicep assigns both)")
+		return
+	}
+	r.ok("queue", "%s is reachable: %s waiting", cfg.ExportQueue, plural(len(waiting), "task", 32))
+	p, err := open(cfg.ExportQueue + "-poison")
+	if err != nil {
+		r.fail("queue", err, "")
+		return
+	}
+	c, cancel = k.step()
+	dead, err := p.Peek(c, 32)
+	cancel()
+	switch {
+	case err != nil:
+		r.fail("queue", fmt.Errorf("%s-poison: %w", cfg.ExportQueue, err), "")
+	case len(dead) == 0:
+		r.ok("queue", "%s-poison is empty: no tenant failed on every delivery", cfg.ExportQueue)
+	default:
+		var lines []string
+		for _, m := range dead {
+			tenant := "(not a task: " + strconv.Quote(string(m.Body[:min(len(m.Body), 80)])) + ")"
+			var task struct {
+				Tenant string `json:"tenant"`
+			}
+			if json.Unmarshal(m.Body, &task) == nil && task.Tenant != "" {
+				tenant = "tenant " + task.Tenant
+			}
+			lines = append(lines, fmt.Sprintf("%s, enqueued %s", tenant, m.InsertedAt.UTC().Format(time.RFC3339)))
+		}
+		r.fail("queue", fmt.Errorf("%s in %s-poison, no longer exported: %s", plural(len(dead), "task", 32), cfg.ExportQueue, strings.Join(lines, "; ")),
+			"the log line \"tenant export failed on the message's last delivery\" names each cause; fix it (the tenants' checks above), then move the tasks back to "+cfg.ExportQueue+" or delete them (the next round enqueues every tenant again)")
+	}
+}
+
+// plural says n things, "32 or more" at a peek's limit.
+func plural(n int, thing string, limit int) string {
+	s := fmt.Sprintf("%d %s", n, thing)
+	if n != 1 {
+		s += "s"
+	}
+	if n >= limit {
+		s = fmt.Sprintf("%d or more %ss", n, thing)
+	}
+	return s
 }
 
 // webhookKeys: 7. the webhook's keys, where they are read at run time

@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/functions/doctor"
+	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/loopback"
 	"github.com/defender-functions/defender-functions/internal/devstack"
+	"github.com/defender-functions/defender-functions/shared/queue"
 	"github.com/google/uuid"
 )
 
@@ -308,19 +310,14 @@ func TestDoctorFederation(t *testing.T) {
 // those in unconsented have not consented, those in readOnly granted the
 // read-only roles.
 func partnerStack(t testing.TB, n int, unconsented, readOnly map[int]bool) (*devstack.Stack, []string) {
-	var tenants []devstack.Tenant
-	var ids []string
-	for i := range n {
-		tn := devstack.Tenant{ID: uuid.NewString(), Domain: fmt.Sprintf("customer%d.onmicrosoft.com", i), Incidents: 3,
-			Apps: []devstack.Grant{{ClientID: devstack.DefaultClientID, Roles: devstack.AllRoles}}}
+	tenants, ids := devstack.Customers(n, 3)
+	for i := range tenants {
 		switch {
 		case unconsented[i]:
-			tn.Apps = nil
+			tenants[i].Apps = nil
 		case readOnly[i]:
-			tn.Apps[0].Roles = devstack.ReadOnlyRoles
+			tenants[i].Apps[0].Roles = devstack.ReadOnlyRoles
 		}
-		tenants = append(tenants, tn)
-		ids = append(ids, tn.ID)
 	}
 	return devstack.Start(t, devstack.Options{Tenants: tenants, HuntingRows: 10}), ids
 }
@@ -370,5 +367,40 @@ func BenchmarkDoctorPartners(b *testing.B) {
 		if !strings.Contains(out.String(), "500 tenants: 491 consented, 9 failing") {
 			b.Fatalf("%s", out.String())
 		}
+	}
+}
+
+// With the export's fan-out on, doctor reads the queue and its poison
+// queue without taking anything: an empty poison queue passes; a task in
+// it is a tenant no longer exported, named, with what to do.
+func TestDoctorQueue(t *testing.T) {
+	t.Parallel()
+	s := devstack.Start(t, devstack.Options{Incidents: 20})
+	az := emulators.StartAzuriteQueues(t)
+	q, _ := queue.NewAzure("incident-export", queue.AzureOptions{ConnectionString: az.ConnectionString})
+	if err := q.Create(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"EXPORT_QUEUE", "incident-export", "AzureWebJobsStorage", az.ConnectionString,
+		"DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", s.ClientSecret(devstack.DefaultClientID)}
+	runDoctor(t, s, env, nil, nil, true, []string{
+		"ok    queue        incident-export is reachable: 0 tasks waiting",
+		"ok    queue        incident-export-poison is empty: no tenant failed on every delivery"})
+
+	poison, _ := queue.NewAzure("incident-export-poison", queue.AzureOptions{ConnectionString: az.ConnectionString})
+	poison.Create(context.Background())
+	if err := poison.Send(context.Background(), [][]byte{[]byte(`{"tenant":"fabrikam.onmicrosoft.com","round":"2026-11-26T13:05:00Z"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Send(context.Background(), [][]byte{[]byte(`{"tenant":"contoso.onmicrosoft.com","round":"2026-11-26T13:05:00Z"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	runDoctor(t, s, env, nil, nil, false, []string{
+		"ok    queue        incident-export is reachable: 1 task waiting",
+		"FAIL  queue        1 task in incident-export-poison, no longer exported: tenant fabrikam.onmicrosoft.com, enqueued ",
+		"the log line \"tenant export failed on the message's last delivery\" names each cause"})
+	// Nothing was taken.
+	if left, _ := poison.Peek(context.Background(), 32); len(left) != 1 {
+		t.Fatalf("%d tasks left in the poison queue", len(left))
 	}
 }

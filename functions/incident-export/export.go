@@ -97,7 +97,10 @@ type Exporter struct {
 	// partner app's tenants share the run's time instead of queueing behind
 	// one backlog. Each tenant keeps its own client and pacing.
 	Concurrency int
-	Now         func() time.Time
+	// Queue, when set, makes Run send a Task per tenant instead of
+	// exporting; Export runs one (incident-export-tenant).
+	Queue Queue
+	Now   func() time.Time
 }
 
 // Checkpoint is a tenant's progress.
@@ -134,10 +137,41 @@ const tick = 100 * time.Nanosecond
 var ErrConcurrentRun = errors.New("another export run holds this tenant's checkpoint")
 
 // Run exports every tenant; a failing tenant does not stop the others.
+// With a Queue it only enqueues a task per tenant, which Export runs.
 func (e *Exporter) Run(ctx context.Context, t function.Timer) error {
+	if e.Queue != nil {
+		return e.enqueue(ctx, t)
+	}
 	log := function.Logger(ctx)
 	now := e.now()
-	deadline := now.Add(e.MaxRun)
+	outcomes := e.runs(ctx, e.Tenants)
+	var errs []error
+	total, requests := 0, 0
+	for _, o := range outcomes {
+		total += o.run.written
+		requests += o.run.requests
+		if o.err != nil && !errors.Is(o.err, ErrConcurrentRun) {
+			errs = append(errs, fmt.Errorf("tenant %s: %w", o.run.t.Name, o.err))
+		}
+	}
+	log.Info("incident export finished", "tenants", len(e.Tenants), "failed", len(errs), "written", total, "requests", requests,
+		"duration_ms", e.now().Sub(now).Milliseconds(), "past_due", t.PastDue)
+	return errors.Join(errs...)
+}
+
+// outcome is how one tenant's export ended.
+type outcome struct {
+	run *run
+	err error
+}
+
+func (o outcome) result() (*run, error) { return o.run, o.err }
+
+// runs exports tenants, Concurrency at a time, within MaxRun (and the
+// context's deadline), and logs each failure.
+func (e *Exporter) runs(ctx context.Context, tenants []Tenant) []outcome {
+	log := function.Logger(ctx)
+	deadline := e.now().Add(e.MaxRun)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
@@ -148,37 +182,30 @@ func (e *Exporter) Run(ctx context.Context, t function.Timer) error {
 	// Requests end before the margin, so the checkpoint can still be written.
 	rctx, cancel := context.WithDeadline(ctx, deadline.Add(-margin/2))
 	defer cancel()
-	// Every goroutine ends before Run returns: nothing runs while Lambda
+	// Every goroutine ends before runs returns: nothing runs while Lambda
 	// freezes the sandbox.
-	runs := make([]*run, len(e.Tenants))
-	results := make([]error, len(e.Tenants))
+	out := make([]outcome, len(tenants))
 	sem := make(chan struct{}, max(1, e.Concurrency))
 	var wg sync.WaitGroup
-	for i, tn := range e.Tenants {
-		runs[i] = &run{e: e, t: tn, log: log.With("tenant", tn.Name, "api", tn.Client.API()), deadline: deadline.Add(-margin), hard: deadline}
+	for i, tn := range tenants {
+		r := &run{e: e, t: tn, log: log.With("tenant", tn.Name, "api", tn.Client.API()), deadline: deadline.Add(-margin), hard: deadline}
+		out[i].run = r
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			results[i] = runs[i].export(rctx)
+			out[i].err = r.export(rctx)
 		})
 	}
 	wg.Wait()
-	var errs []error
-	total, requests := 0, 0
-	for i, r := range runs {
-		total += r.written
-		requests += r.requests
-		switch err := results[i]; {
-		case errors.Is(err, ErrConcurrentRun):
-			r.log.Warn("another run is exporting this tenant; this run stopped without writing state")
-		case err != nil:
-			r.log.Error("tenant export failed", "error", err.Error(), "written", r.written)
-			errs = append(errs, fmt.Errorf("tenant %s: %w", r.t.Name, err))
+	for _, o := range out {
+		switch {
+		case errors.Is(o.err, ErrConcurrentRun):
+			o.run.log.Warn("another run is exporting this tenant; this run stopped without writing state")
+		case o.err != nil:
+			o.run.log.Error("tenant export failed", "error", o.err.Error(), "written", o.run.written)
 		}
 	}
-	log.Info("incident export finished", "tenants", len(e.Tenants), "failed", len(errs), "written", total, "requests", requests,
-		"duration_ms", e.now().Sub(now).Milliseconds(), "past_due", t.PastDue)
-	return errors.Join(errs...)
+	return out
 }
 
 func (e *Exporter) now() time.Time {
@@ -211,6 +238,7 @@ type run struct {
 	written  int
 	pages    int
 	requests int
+	caughtUp bool // the run read up to now, the trailing Lag included
 }
 
 func (r *run) key() string { return "incident-export/" + r.t.Client.API() + "/" + r.t.Name + ".json" }
@@ -450,6 +478,7 @@ func (r *run) scan(ctx context.Context) error {
 	if err != nil {
 		return r.stop(ctx, err, nil)
 	}
+	r.caughtUp = true
 	r.log.Info("caught up", "checkpoint", r.cp.Since, "lag_s", int(r.e.now().Sub(r.cp.Since).Seconds()), "trailing", n,
 		"written", r.written, "pages", r.pages, "requests", r.requests)
 	return nil

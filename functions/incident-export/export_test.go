@@ -29,7 +29,6 @@ import (
 	"github.com/defender-functions/defender-functions/shared/function"
 	"github.com/defender-functions/defender-functions/shared/sink"
 	"github.com/defender-functions/defender-functions/shared/state"
-	"github.com/google/uuid"
 )
 
 type env struct {
@@ -727,17 +726,9 @@ func (c inflight) Incidents(ctx context.Context, o defender.ListOptions) iter.Se
 // each exactly once; a tenant that fails holds back no other.
 func TestTenantsConcurrently(t *testing.T) {
 	t.Parallel()
-	var tenants []devstack.Tenant
-	for i := range 7 {
-		tenants = append(tenants, devstack.Tenant{ID: uuid.NewString(), Domain: fmt.Sprintf("customer%d.onmicrosoft.com", i), Incidents: 60,
-			Apps: []devstack.Grant{{ClientID: devstack.DefaultClientID, Roles: devstack.AllRoles}}})
-	}
+	tenants, ids := devstack.Customers(7, 60)
 	tenants[3].Apps = nil // not consented: AADSTS700016 there alone
 	s := devstack.Start(t, devstack.Options{Tenants: tenants, Faults: devstack.Faults{LatencyMs: 30}})
-	var ids []string
-	for _, tn := range tenants {
-		ids = append(ids, tn.ID)
-	}
 	e := newEnv(t, s, "graph", "DEFENDER_TENANT_ID", strings.Join(ids, ","))
 	var now, peak atomic.Int32
 	for i := range e.clients {
@@ -763,4 +754,177 @@ func TestTenantsConcurrently(t *testing.T) {
 			verify(t, s, e.sinkDir, tn.ID, tn.ID, since)
 		}
 	}
+}
+
+// sentQueue records what the exporter sends to its queue.
+type sentQueue struct {
+	mu   sync.Mutex
+	sent [][]byte
+	err  error
+}
+
+func (q *sentQueue) Send(_ context.Context, bodies [][]byte) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil {
+		return q.err
+	}
+	q.sent = append(q.sent, bodies...)
+	return nil
+}
+
+func (q *sentQueue) take() [][]byte {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := q.sent
+	q.sent = nil
+	return out
+}
+
+// A queue message is a task for one configured tenant, or it is refused,
+// naming what is wrong, before anything is read or written.
+func TestParseTask(t *testing.T) {
+	t.Parallel()
+	x := &incidentexport.Exporter{Tenants: []incidentexport.Tenant{{Name: "contoso.onmicrosoft.com"}, {Name: "fabrikam.onmicrosoft.com"}}}
+	for _, tc := range []struct {
+		name, body, err string
+	}{
+		{"task", `{"tenant":"fabrikam.onmicrosoft.com","round":"2026-11-26T13:05:00Z"}`, ""},
+		{"continued", `{"tenant":"contoso.onmicrosoft.com","round":"2026-11-26T13:05:00Z","continued":3}`, ""},
+		{"unknown tenant", `{"tenant":"evil.onmicrosoft.com","round":"2026-11-26T13:05:00Z"}`, `the message names tenant "evil.onmicrosoft.com", which is not among DEFENDER_TENANT_IDS`},
+		{"no tenant", `{"round":"2026-11-26T13:05:00Z"}`, `the message names tenant "", which is not among`},
+		{"unknown field", `{"tenant":"contoso.onmicrosoft.com","path":"../../etc"}`, `the message is not a task`},
+		{"not JSON", `contoso.onmicrosoft.com`, `the message is not a task`},
+		{"too large", `{"tenant":"contoso.onmicrosoft.com","round":"` + strings.Repeat("x", 5000) + `"}`, `bytes; a task is at most 4096`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			task, tn, err := x.ParseTask([]byte(tc.body))
+			if tc.err == "" {
+				if err != nil || tn.Name != task.Tenant || tn.Name == "" {
+					t.Fatalf("%+v %+v %v", task, tn, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("err = %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
+
+// With a queue the timer only enqueues a task per tenant; a task exports
+// its tenant alone. One whose backlog does not fit in an invocation is
+// continued by a task at the back of the queue.
+func TestQueueTasks(t *testing.T) {
+	t.Parallel()
+	tenants, ids := devstack.Customers(3, 300)
+	s := devstack.Start(t, devstack.Options{Tenants: tenants, Faults: devstack.Faults{LatencyMs: 20}})
+	e := newEnv(t, s, "graph", "DEFENDER_TENANT_ID", strings.Join(ids, ","), "EXPORT_PAGE_SIZE", "10")
+	q := &sentQueue{}
+	x := e.exporter(t, nil, nil)
+	x.Queue = q
+	scheduled := time.Date(2026, 11, 26, 13, 5, 0, 0, time.UTC)
+	ctx := function.WithInvocation(context.Background(), slog.New(slog.NewJSONHandler(io.MultiWriter(e.logs, devstack.AuditLog()), nil)), "test")
+	if err := x.Run(ctx, function.Timer{ScheduledTime: scheduled}); err != nil {
+		t.Fatal(err)
+	}
+	sent := q.take()
+	if len(sent) != 3 {
+		t.Fatalf("%d tasks for 3 tenants", len(sent))
+	}
+	for i, b := range sent {
+		if want := `{"tenant":"` + ids[i] + `","round":"2026-11-26T13:05:00Z"}`; string(b) != want {
+			t.Fatalf("task %s, want %s", b, want)
+		}
+	}
+	if files := exported(t, e.sinkDir, ids[0]); len(files) != 0 {
+		t.Fatal("the timer exported")
+	}
+	// The first tenant's task, with too little time for its backlog: it
+	// stops, saves its progress, and sends its continuation.
+	x.MaxRun, x.Margin = 1200*time.Millisecond, time.Second
+	if err := x.Export(ctx, function.Message{ID: "m1", Body: sent[0], DequeueCount: 1}); err != nil {
+		t.Fatal(err)
+	}
+	cont := q.take()
+	if len(cont) != 1 || string(cont[0]) != `{"tenant":"`+ids[0]+`","round":"2026-11-26T13:05:00Z","continued":1}` {
+		t.Fatalf("continuation %q", cont)
+	}
+	partial := len(exported(t, e.sinkDir, ids[0]))
+	if partial == 0 || partial >= s.IncidentCount(ids[0]) {
+		t.Fatalf("%d of %d exported by the bounded invocation", partial, s.IncidentCount(ids[0]))
+	}
+	if len(exported(t, e.sinkDir, ids[1])) != 0 {
+		t.Fatal("a task exported another tenant")
+	}
+	// The continuation and the other tasks, with time enough: no more
+	// continuations, every tenant whole.
+	x.MaxRun, x.Margin = time.Minute, 0
+	for i, b := range append(cont, sent[1:]...) {
+		if err := x.Export(ctx, function.Message{ID: fmt.Sprint("m", i+2), Body: b, DequeueCount: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if more := q.take(); len(more) != 0 {
+		t.Fatalf("continued again: %q", more)
+	}
+	since := time.Now().Add(-40 * 24 * time.Hour)
+	for _, id := range ids {
+		verify(t, s, e.sinkDir, id, id, since)
+	}
+	// A refused message changes nothing and fails, for the poison queue.
+	if err := x.Export(ctx, function.Message{ID: "bad", Body: []byte(`{"tenant":"evil"}`), DequeueCount: 5, LastAttempt: true}); err == nil {
+		t.Fatal("a task for an unknown tenant succeeded")
+	}
+}
+
+// Invocations for one tenant overlap (the queue delivers a continuation
+// and the next round's task to two instances at once) while incidents
+// change: the checkpoint's optimistic concurrency is the lease, and every
+// current version is exported, once.
+func TestQueueTasksOverlapping(t *testing.T) {
+	t.Parallel()
+	s := devstack.Start(t, devstack.Options{Incidents: 1500})
+	e := newEnv(t, s, "graph", "EXPORT_PAGE_SIZE", "20", "EXPORT_LAG", "1s")
+	x := e.exporter(t, nil, nil)
+	x.Queue = &sentQueue{}
+	task := []byte(`{"tenant":"` + devstack.DefaultTenantID + `","round":"2026-11-26T13:05:00Z"}`)
+	ctx := function.WithInvocation(context.Background(), slog.New(slog.NewJSONHandler(io.MultiWriter(e.logs, devstack.AuditLog()), nil)), "test")
+	stop := make(chan struct{})
+	var changes sync.WaitGroup
+	changes.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(15 * time.Millisecond):
+				s.Mutate(3)
+			}
+		}
+	})
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for range 4 {
+		wg.Go(func() {
+			for range 5 {
+				if err := x.Export(ctx, function.Message{Body: task, DequeueCount: 1}); err != nil {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	changes.Wait()
+	if failed.Load() > 0 {
+		t.Fatalf("%d invocations failed\n%s", failed.Load(), e.logs.String())
+	}
+	if !strings.Contains(e.logs.String(), "another run is exporting this tenant") {
+		t.Fatal("no invocations overlapped: the test did not exercise the case")
+	}
+	time.Sleep(1100 * time.Millisecond) // past the lag: the last run lists every change
+	if err := x.Export(ctx, function.Message{Body: task, DequeueCount: 1}); err != nil {
+		t.Fatal(err)
+	}
+	verify(t, s, e.sinkDir, devstack.DefaultTenantID, devstack.DefaultTenantID, time.Now().Add(-40*24*time.Hour))
 }

@@ -93,6 +93,8 @@ var kvSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 var kvCertificatesOfficer = 'a4417e6f-fecd-4de8-b567-7b0420556985'
 var blobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var blobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+var queueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+var queueMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
 var webhookSecret = {
   jira: '@Microsoft.KeyVault(VaultName=${vaultName};SecretName=jira-webhook-secret)'
   servicenow: '@Microsoft.KeyVault(VaultName=${vaultName};SecretName=servicenow-webhook-secret)'
@@ -130,6 +132,18 @@ resource exportsContainer 'Microsoft.Storage/storageAccounts/blobServices/contai
 resource stateContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: 'state'
+}
+
+// The export's fan-out: the timer enqueues a task per tenant, incident-export-tenant takes them
+// (the host moves one that fails maxDequeueCount times to incident-export-poison, which it creates).
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource exportQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: 'incident-export'
 }
 
 // Delivery records of ticket-webhook expire logically after WEBHOOK_DEDUPE_TTL; remove them later.
@@ -274,6 +288,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: '10m' }
         { name: 'EXPORT_CONCURRENCY'
           value: '8' }
+        { name: 'EXPORT_QUEUE'
+          value: exportQueue.name }
         { name: 'HUNTING_ALLOW_ADHOC'
           value: string(huntingAllowAdhoc) }
         { name: 'HUNTING_REQUIRED_ROLE'
@@ -390,6 +406,29 @@ resource hostStorageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', blobDataOwner)
     principalId: app.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The host's queue listener (AzureWebJobsStorage, the system-assigned identity) takes the tasks
+// and creates and writes the -poison queue.
+resource hostQueueAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: storage
+  name: guid(storage.id, app.id, queueDataContributor)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queueDataContributor)
+    principalId: app.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The functions (the user-assigned identity) send the tasks: the timer's, and a tenant's continuation.
+resource queueSend 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: exportQueue
+  name: guid(exportQueue.id, identity.id, queueMessageSender)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queueMessageSender)
+    principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
   }
 }

@@ -29,7 +29,7 @@ func TestZipLayouts(t *testing.T) {
 		files []string
 		exec  string
 	}{
-		{"azure.zip", []string{"handler", "host.json", "hunting-query/function.json", "incident-export/function.json", "ticket-webhook/function.json"}, "handler"},
+		{"azure.zip", []string{"handler", "host.json", "hunting-query/function.json", "incident-export-tenant/function.json", "incident-export/function.json", "ticket-webhook/function.json"}, "handler"},
 		{"lambda.zip", []string{"bootstrap"}, "bootstrap"},
 		{"lambda-amd64.zip", []string{"bootstrap"}, "bootstrap"},
 	} {
@@ -135,7 +135,7 @@ func TestLocalLayout(t *testing.T) {
 		}
 		return err
 	})
-	want := []string{"azure/handler", "azure/host.json", "azure/hunting-query/function.json", "azure/incident-export/function.json", "azure/ticket-webhook/function.json"}
+	want := []string{"azure/handler", "azure/host.json", "azure/hunting-query/function.json", "azure/incident-export/function.json", "azure/incident-export-tenant/function.json", "azure/ticket-webhook/function.json"}
 	if !slices.Equal(files, want) {
 		t.Fatalf("files %v, want %v", files, want)
 	}

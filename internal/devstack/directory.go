@@ -9,10 +9,13 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // The real resources the app asks tokens for. The devstack serves them on
@@ -35,6 +38,19 @@ type Tenant struct {
 	// Apps are the applications consented in this tenant, with the app roles
 	// granted to each, keyed by resource URI.
 	Apps []Grant
+}
+
+// Customers are n customer tenants of a partner app: each holds incidents
+// and has consented to the default app with every role. It returns their
+// IDs too, in order, as DEFENDER_TENANT_ID lists them.
+func Customers(n, incidents int) ([]Tenant, []string) {
+	tenants, ids := make([]Tenant, n), make([]string, n)
+	for i := range tenants {
+		ids[i] = uuid.NewString()
+		tenants[i] = Tenant{ID: ids[i], Domain: fmt.Sprintf("customer%d.onmicrosoft.com", i), Incidents: incidents,
+			Apps: []Grant{{ClientID: DefaultClientID, Roles: AllRoles}}}
+	}
+	return tenants, ids
 }
 
 // Grant is an application's service principal in a tenant.

@@ -87,7 +87,7 @@ func (s *Stack) DenyAWSSecret(name string, deny bool) {
 
 // AWSSettings are the variables Lambda gives a function (its execution
 // role's credentials and region) and the SDK's endpoint overrides that
-// point Secrets Manager and STS here.
+// point Secrets Manager, STS and SQS here.
 func (s *Stack) AWSSettings() map[string]string {
 	c := s.secretsManager.creds
 	return map[string]string{
@@ -97,6 +97,7 @@ func (s *Stack) AWSSettings() map[string]string {
 		"AWS_REGION":                       AWSRegion,
 		"AWS_ENDPOINT_URL_SECRETS_MANAGER": s.SecretsManagerURL,
 		"AWS_ENDPOINT_URL_STS":             s.STSURL,
+		"AWS_ENDPOINT_URL_SQS":             s.SQSURL,
 	}
 }
 

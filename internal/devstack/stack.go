@@ -88,7 +88,7 @@ type Options struct {
 }
 
 // Ports are the listening ports of each service.
-type Ports struct{ Entra, KeyVault, Graph, XDR, Identity, Control, SecretsManager, STS int }
+type Ports struct{ Entra, KeyVault, Graph, XDR, Identity, Control, SecretsManager, STS, SQS int }
 
 // Faults are what the devstack breaks on purpose.
 type Faults struct {
@@ -143,6 +143,8 @@ type Stack struct {
 	// SecretsManagerURL and STSURL are AWS Secrets Manager's and STS's
 	// regional endpoints (AWSSettings).
 	SecretsManagerURL, STSURL string
+	// SQSURL is Amazon SQS's endpoint; queues are SQSURL/<account>/<name>.
+	SQSURL string
 	// IdentityEndpoint is the value for IDENTITY_ENDPOINT.
 	IdentityEndpoint string
 
@@ -153,6 +155,7 @@ type Stack struct {
 	dir            *directory
 	vault          *vault
 	secretsManager *secretsManager
+	sqs            *sqs
 	sts            *awsSTS
 	stores         map[string]*store
 	tables         map[string]*tables
@@ -214,7 +217,7 @@ func New(opts Options) (*Stack, error) {
 	}
 	s := &Stack{opts: opts, ca: ca, signKey: key, sts: sts, kid: randomHex(20), identityHeader: randomHex(16),
 		jtis: map[string]bool{}, issued: map[string]struct{}{}, counters: newCounters(), stop: make(chan struct{}),
-		vault: &vault{secrets: map[string][]*secretVersion{}}, secretsManager: newSecretsManager(), stores: map[string]*store{}, tables: map[string]*tables{},
+		vault: &vault{secrets: map[string][]*secretVersion{}}, secretsManager: newSecretsManager(), sqs: newSQS(), stores: map[string]*store{}, tables: map[string]*tables{},
 		faultRNG: newLockedRand(opts.Seed)}
 	s.remember(s.secretsManager.creds.SecretAccessKey)
 	s.remember(s.secretsManager.creds.SessionToken)
@@ -245,6 +248,7 @@ func New(opts Options) (*Stack, error) {
 		{opts.Ports.Control, false, &s.ControlURL, s.controlHandler},
 		{opts.Ports.SecretsManager, true, &s.SecretsManagerURL, s.secretsManagerHandler},
 		{opts.Ports.STS, true, &s.STSURL, s.stsHandler},
+		{opts.Ports.SQS, true, &s.SQSURL, s.sqsHandler},
 	}
 	listeners := make([]net.Listener, len(services))
 	for i, sv := range services {

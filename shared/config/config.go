@@ -107,6 +107,7 @@ type Config struct {
 	ExportMaxRun      time.Duration // EXPORT_MAX_RUN: a run stops cleanly by then
 	ExportLag         time.Duration // EXPORT_LAG: how late an update may become visible to listings
 	ExportConcurrency int           // EXPORT_CONCURRENCY: tenants exported at once
+	ExportQueue       string        // EXPORT_QUEUE: the Storage queue's name or SQS queue's URL the timer fans tenants out to
 	StorageConnStr    Secret        // AzureWebJobsStorage: Blob connection string (Azurite, development)
 	StorageAccount    string        // AzureWebJobsStorage__accountName: identity-based Blob access
 	S3Endpoint        string        // EXPORT_S3_ENDPOINT: an S3-compatible endpoint (s3rver, MinIO)
@@ -181,6 +182,7 @@ const (
 	EnvExportMaxRun            = "EXPORT_MAX_RUN"
 	EnvExportLag               = "EXPORT_LAG"
 	EnvExportConcurrency       = "EXPORT_CONCURRENCY"
+	EnvExportQueue             = "EXPORT_QUEUE"
 	EnvStorage                 = "AzureWebJobsStorage"
 	EnvStorageAccount          = "AzureWebJobsStorage__accountName"
 	EnvS3Endpoint              = "EXPORT_S3_ENDPOINT"
@@ -504,6 +506,16 @@ func (r *reader) vault(c *Config) {
 	}
 }
 
+// ExportQueueIsSQS says whether EXPORT_QUEUE names an SQS queue (its URL)
+// rather than an Azure Storage queue (a name).
+func ExportQueueIsSQS(v string) bool {
+	u, err := url.Parse(v)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" && strings.Count(strings.Trim(u.Path, "/"), "/") == 1
+}
+
+// queueName is an Azure Storage queue's name.
+var queueName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`)
+
 // export: incident-export's sink, state, schedule and windows, and storage.
 func (r *reader) export(c *Config) {
 	c.ExportSink = r.get(EnvExportSink, "")
@@ -528,6 +540,10 @@ func (r *reader) export(c *Config) {
 	c.ExportMaxRun = r.duration(EnvExportMaxRun, 4*time.Minute, 10*time.Second, 10*time.Hour)
 	c.ExportLag = r.duration(EnvExportLag, 10*time.Minute, 0, 24*time.Hour)
 	c.ExportConcurrency = r.integer(EnvExportConcurrency, 8, 1, 64, "use 1 to 64 (tenants exported at once; each has its own rate limits)")
+	c.ExportQueue = r.get(EnvExportQueue, "")
+	if q := c.ExportQueue; q != "" && !ExportQueueIsSQS(q) && (!queueName.MatchString(q) || strings.Contains(q, "--") || strings.HasSuffix(q, "-poison")) {
+		r.problem(fmt.Sprintf("%s=%q is neither an Amazon SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>) nor an Azure Storage queue name: 3 to 63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit (and not the host's -poison queue)", EnvExportQueue, q))
+	}
 	if v := r.get(EnvExportPageSize, ""); v != "" {
 		n, err := strconv.Atoi(v)
 		max := 50

@@ -318,3 +318,35 @@ func TestAWSFederationSettings(t *testing.T) {
 		t.Fatalf("%v %+v", err, c)
 	}
 }
+
+// EXPORT_QUEUE is an Azure Storage queue's name or an SQS queue's URL; the
+// export's own problem otherwise.
+func TestExportQueue(t *testing.T) {
+	base := []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", "x"}
+	for _, tc := range []struct {
+		v   string
+		sqs bool
+		ok  bool
+	}{
+		{"incident-export", false, true},
+		{"q01", false, true},
+		{"https://sqs.eu-west-1.amazonaws.com/123456789012/defender-functions-incident-export", true, true},
+		{"https://127.0.0.1:4566/123456789012/tasks", true, true},
+		{"Incident-Export", false, false},
+		{"incident--export", false, false},
+		{"incident-export-poison", false, false},
+		{"-export", false, false},
+		{"ie", false, false},
+		{"https://sqs.eu-west-1.amazonaws.com/", false, false},
+		{"sqs://incident-export", false, false},
+	} {
+		c, err := config.Load(env(append(base, "EXPORT_QUEUE", tc.v)...))
+		if c == nil {
+			t.Fatalf("%s: %v", tc.v, err)
+		}
+		got := len(c.FunctionProblems[config.IncidentExport]) == 0
+		if got != tc.ok || config.ExportQueueIsSQS(tc.v) != tc.sqs || !tc.ok && !strings.Contains(err.Error(), "EXPORT_QUEUE=") {
+			t.Errorf("%s: accepted %v (sqs %v), want %v (sqs %v): %v", tc.v, got, config.ExportQueueIsSQS(tc.v), tc.ok, tc.sqs, err)
+		}
+	}
+}

@@ -32,6 +32,7 @@ const (
 	HTTPIn  = "req"
 	HTTPOut = "res"
 	TimerIn = "timer"
+	QueueIn = "msg"
 )
 
 // Options tune the handler.
@@ -43,6 +44,10 @@ type Options struct {
 	// when App Service Authentication is on (WEBSITE_AUTH_ENABLED=True): only
 	// then does the platform strip the header from outside requests.
 	TrustEasyAuth bool
+	// MaxDequeueCount is host.json's extensions.queues.maxDequeueCount
+	// (default 5): a message failing on that delivery goes to the poison
+	// queue.
+	MaxDequeueCount int
 }
 
 type handler struct {
@@ -55,6 +60,9 @@ type handler struct {
 func New(app *function.App, opts Options) http.Handler {
 	if opts.MaxBody == 0 {
 		opts.MaxBody = 1 << 20
+	}
+	if opts.MaxDequeueCount == 0 {
+		opts.MaxDequeueCount = 5
 	}
 	return &handler{app: app, opts: opts, log: app.Log()}
 }
@@ -158,6 +166,18 @@ func (h *handler) envelope(ctx context.Context, w http.ResponseWriter, r *http.R
 			return
 		}
 		h.timer(ctx, w, name, t, inv)
+		return
+	}
+	if q, ok := h.app.Queues[name]; ok {
+		var inv struct {
+			Data     map[string]jsontext.Value `json:"Data"`
+			Metadata map[string]jsontext.Value `json:"Metadata"`
+		}
+		if err := jsonv2.Unmarshal(body, &inv, decodeOptions); err != nil {
+			h.fail(ctx, w, name, fmt.Errorf("the host's invocation request is not the expected JSON envelope: %w", err))
+			return
+		}
+		h.queue(ctx, w, name, q, inv.Data, inv.Metadata)
 		return
 	}
 	if route, ok := h.app.HTTP[name]; ok {
@@ -264,6 +284,62 @@ func (h *handler) timer(ctx context.Context, w http.ResponseWriter, name string,
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	json.NewEncoder(w).Encode(result{Outputs: map[string]any{},
 		Logs: []string{fmt.Sprintf("%s completed in %s", name, time.Since(start).Round(time.Millisecond))}})
+}
+
+// queue runs a queue function. The message is Data.msg: a JSON string
+// holding its text (a JSON message may come as the object itself). The
+// host writes Metadata's scalars JSON-encoded inside a string (research:
+// runtime-contracts.md §1.4): "Id": "\"…\"", "DequeueCount": "1".
+func (h *handler) queue(ctx context.Context, w http.ResponseWriter, name string, q function.QueueRoute, data, meta map[string]jsontext.Value) {
+	raw, ok := data[QueueIn]
+	if !ok {
+		for _, v := range data { // a binding with another name
+			raw = v
+			break
+		}
+	}
+	var m function.Message
+	switch raw.Kind() {
+	case '"':
+		var text string
+		if err := jsonv2.Unmarshal(raw, &text); err != nil {
+			h.fail(ctx, w, name, fmt.Errorf("queue message: %w", err))
+			return
+		}
+		m.Body = []byte(text)
+	case 0:
+		h.fail(ctx, w, name, fmt.Errorf("Data has no %q binding", QueueIn))
+		return
+	default:
+		m.Body = bytes.Clone(raw)
+	}
+	m.ID = scalar(meta["Id"])
+	m.DequeueCount, _ = strconv.Atoi(scalar(meta["DequeueCount"]))
+	m.InsertedAt = parseLenient(scalar(meta["InsertionTime"]))
+	m.LastAttempt = m.DequeueCount >= h.opts.MaxDequeueCount
+	start := time.Now()
+	function.Logger(ctx).Info("queue function started", "function", name, "message", m.ID, "dequeue_count", m.DequeueCount)
+	if err := q.Func(ctx, m); err != nil {
+		h.fail(ctx, w, name, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	json.NewEncoder(w).Encode(result{Outputs: map[string]any{},
+		Logs: []string{fmt.Sprintf("%s completed in %s", name, time.Since(start).Round(time.Millisecond))}})
+}
+
+// scalar reads a metadata value: a number, a string, or a JSON value
+// encoded in a string.
+func scalar(v jsontext.Value) string {
+	var s string
+	if v.Kind() != '"' || jsonv2.Unmarshal(v, &s) != nil {
+		return strings.TrimSpace(string(v))
+	}
+	var inner string
+	if strings.HasPrefix(s, `"`) && json.Unmarshal([]byte(s), &inner) == nil {
+		return inner
+	}
+	return s
 }
 
 // httpData is Data.req of a non-forwarded HTTP invocation.

@@ -26,6 +26,8 @@ type recorderApp struct {
 	timer    function.Timer
 	req      *function.HTTPRequest
 	timerErr error
+	msg      function.Message
+	msgErr   error
 	logs     bytes.Buffer
 }
 
@@ -42,6 +44,7 @@ func (a *recorderApp) app() *function.App {
 			"ticket-webhook": {Route: "ticket-webhook/{provider}", Methods: []string{"post"}, Func: echo},
 		},
 		Timers: map[string]function.TimerSchedule{"incident-export": {Func: func(ctx context.Context, t function.Timer) error { a.timer = t; return a.timerErr }}},
+		Queues: map[string]function.QueueRoute{"incident-export-tenant": {Func: func(ctx context.Context, m function.Message) error { a.msg = m; return a.msgErr }}},
 	}
 }
 
@@ -103,6 +106,34 @@ func TestTimerPayloads(t *testing.T) {
 	a = &recorderApp{timerErr: errors.New("sink unreachable")}
 	w := post(t, customhandler.New(a.app(), customhandler.Options{}), "/incident-export", "timer-normal.json")
 	if w.Code != 500 || !strings.Contains(w.Body.String(), "incident-export failed: sink unreachable") {
+		t.Fatalf("failure: %d %s", w.Code, w.Body)
+	}
+}
+
+// A queue message as the host delivers it: the text in Data.msg, the
+// metadata's scalars JSON-encoded inside strings (as the host writes them)
+// or plain (as the docs show them).
+func TestQueuePayloads(t *testing.T) {
+	const body = `{"tenant":"4d2a9e1c-6b7f-4c1e-9a52-0c3f8d7e1b10","round":"2026-11-26T13:05:00Z"}`
+	for _, tc := range []struct {
+		fixture string
+		want    function.Message
+	}{
+		{"queue-double-encoded.json", function.Message{ID: "9a1c0e5e-53b5-4b5f-9d0a-7f3e2c1b4a69", Body: []byte(body), DequeueCount: 2, InsertedAt: mustTime("2026-11-26T13:05:00.6185461Z")}},
+		{"queue-last-attempt.json", function.Message{ID: "9a1c0e5e-53b5-4b5f-9d0a-7f3e2c1b4a69", Body: []byte(body), DequeueCount: 5, InsertedAt: mustTime("2026-11-26T13:05:00.6185461Z"), LastAttempt: true}},
+		{"queue-docs.json", function.Message{ID: "800ae4b3-bdd2-4c08-badd-f08e5a34b865", Body: []byte(`{ message: "Message sent" }`), DequeueCount: 1, InsertedAt: mustTime("2019-10-09T17:58:31Z")}},
+	} {
+		t.Run(tc.fixture, func(t *testing.T) {
+			a := &recorderApp{}
+			w := post(t, customhandler.New(a.app(), customhandler.Options{}), "/incident-export-tenant", tc.fixture)
+			if w.Code != 200 || !reflect.DeepEqual(a.msg, tc.want) {
+				t.Fatalf("status %d, message %+v (%s), want %+v (%s)", w.Code, a.msg, a.msg.Body, tc.want, tc.want.Body)
+			}
+		})
+	}
+	// A failed message is a non-2xx answer: the host makes it visible again.
+	a := &recorderApp{msgErr: errors.New("token refused")}
+	if w := post(t, customhandler.New(a.app(), customhandler.Options{}), "/incident-export-tenant", "queue-double-encoded.json"); w.Code != 500 || !strings.Contains(w.Body.String(), "token refused") {
 		t.Fatalf("failure: %d %s", w.Code, w.Body)
 	}
 }

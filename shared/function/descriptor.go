@@ -15,9 +15,11 @@ import (
 type Descriptor struct {
 	// Name is the function's name in Azure: its folder in the Function App.
 	Name string
-	// HTTP binds an HTTP function, Timer a timer function; exactly one is set.
+	// HTTP binds an HTTP function, Timer a timer function, Queue a queue
+	// function; exactly one is set.
 	HTTP  *HTTPBinding
 	Timer *TimerBinding
+	Queue *QueueBinding
 	// Roles are the application permissions the function's app needs.
 	Roles Roles
 }
@@ -39,6 +41,15 @@ type HTTPBinding struct {
 type TimerBinding struct {
 	// Schedule is an NCRONTAB expression or an %APP_SETTING% reference.
 	Schedule string
+}
+
+// QueueBinding is a queue trigger.
+type QueueBinding struct {
+	// Queue is the queue's name or an %APP_SETTING% reference.
+	Queue string
+	// Connection is the app setting (prefix) that names the storage account
+	// on Azure: AzureWebJobsStorage, the host's own.
+	Connection string
 }
 
 // Roles are, for each API, the application permissions any one of which
@@ -63,19 +74,31 @@ func (d Descriptor) FunctionJSON() ([]byte, error) {
 		Schedule     string   `json:"schedule,omitempty"`
 		RunOnStartup *bool    `json:"runOnStartup,omitempty"`
 		UseMonitor   *bool    `json:"useMonitor,omitempty"`
+		QueueName    string   `json:"queueName,omitempty"`
+		Connection   string   `json:"connection,omitempty"`
 	}
 	var b []binding
+	set := 0
+	for _, bound := range []bool{d.HTTP != nil, d.Timer != nil, d.Queue != nil} {
+		if bound {
+			set++
+		}
+	}
 	switch {
-	case d.HTTP != nil && d.Timer == nil:
+	case set != 1:
+	case d.HTTP != nil:
 		b = []binding{
 			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: d.HTTP.AuthLevel, Methods: d.HTTP.Methods, Route: d.HTTP.Route},
 			{Name: "res", Type: "http", Direction: "out"},
 		}
-	case d.Timer != nil && d.HTTP == nil:
+	case d.Timer != nil:
 		no, yes := false, true
 		b = []binding{{Name: "timer", Type: "timerTrigger", Direction: "in", Schedule: d.Timer.Schedule, RunOnStartup: &no, UseMonitor: &yes}}
-	default:
-		return nil, fmt.Errorf("function %q: a descriptor sets exactly one of HTTP and Timer", d.Name)
+	case d.Queue != nil:
+		b = []binding{{Name: "msg", Type: "queueTrigger", Direction: "in", QueueName: d.Queue.Queue, Connection: d.Queue.Connection}}
+	}
+	if b == nil {
+		return nil, fmt.Errorf("function %q: a descriptor sets exactly one of HTTP, Timer and Queue", d.Name)
 	}
 	out, err := json.MarshalIndent(struct {
 		Bindings []binding `json:"bindings"`
@@ -108,6 +131,14 @@ func (a *App) HandleHTTP(d Descriptor, f HTTPFunc) {
 
 // HeaderCorrelationID carries the invocation's ID on every HTTP answer.
 const HeaderCorrelationID = "X-Correlation-Id"
+
+// HandleQueue runs f as the queue function d declares.
+func (a *App) HandleQueue(d Descriptor, f MessageFunc) {
+	if a.Queues == nil {
+		a.Queues = map[string]QueueRoute{}
+	}
+	a.Queues[d.Name] = QueueRoute{Queue: d.Queue.Queue, Func: f}
+}
 
 // HandleTimer runs f as the timer function d declares.
 func (a *App) HandleTimer(d Descriptor, f TimerFunc) {

@@ -71,6 +71,34 @@ type Timer struct {
 // TimerFunc runs on a schedule. An error marks the run failed.
 type TimerFunc func(ctx context.Context, t Timer) error
 
+// Message is one queue message delivered to a function.
+type Message struct {
+	// ID is the platform's message ID.
+	ID string
+	// Body is the message's content.
+	Body []byte
+	// DequeueCount is how many times it has been delivered, this time
+	// included (Azure's dequeueCount, SQS's ApproximateReceiveCount).
+	DequeueCount int
+	// InsertedAt is when it was enqueued, zero when unknown.
+	InsertedAt time.Time
+	// LastAttempt: the platform moves the message to its poison or
+	// dead-letter queue if this delivery fails too.
+	LastAttempt bool
+}
+
+// MessageFunc handles one queue message. An error leaves the message on
+// the queue to be delivered again; after the platform's maximum it lands
+// in the poison (Azure) or dead-letter (SQS) queue.
+type MessageFunc func(ctx context.Context, m Message) error
+
+// QueueRoute is a queue function's binding.
+type QueueRoute struct {
+	// Queue is the queue's name or an %APP_SETTING% reference.
+	Queue string
+	Func  MessageFunc
+}
+
 // HTTPRoute is an HTTP function's binding.
 type HTTPRoute struct {
 	// Route is the path under /api/, e.g. "ticket-webhook/{provider}".
@@ -92,6 +120,7 @@ type TimerSchedule struct {
 type App struct {
 	HTTP   map[string]HTTPRoute
 	Timers map[string]TimerSchedule
+	Queues map[string]QueueRoute
 	// Logger writes the process's structured log; nil means JSON to stdout.
 	Logger *slog.Logger
 }

@@ -1,7 +1,9 @@
 // Package lambdahandler serves a function.App on AWS Lambda: API Gateway
 // HTTP API (payload 2.0) and Function URL events reach the HTTP functions by
 // path; EventBridge scheduled events and EventBridge Scheduler invocations
-// run the timer function; any other event is refused with a clear error.
+// run the timer function; SQS batches run the queue function, each message
+// on its own, answered with the failed ones (batchItemFailures); any other
+// event is refused with a clear error.
 package lambdahandler
 
 import (
@@ -15,7 +17,9 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -28,6 +32,10 @@ import (
 type Options struct {
 	// MaxBody bounds a request body (default 1 MiB, after base64 decoding).
 	MaxBody int
+	// MaxReceiveCount is the queue's redrive policy's maxReceiveCount
+	// (default 5, as the SAM template sets it): a message failing on that
+	// receive goes to the dead-letter queue.
+	MaxReceiveCount int
 }
 
 // Handler is a lambda.Handler for the app.
@@ -41,6 +49,9 @@ type Handler struct {
 func New(app *function.App, opts Options) *Handler {
 	if opts.MaxBody == 0 {
 		opts.MaxBody = 1 << 20
+	}
+	if opts.MaxReceiveCount == 0 {
+		opts.MaxReceiveCount = 5
 	}
 	return &Handler{app: app, opts: opts, log: app.Log()}
 }
@@ -62,6 +73,9 @@ type probe struct {
 	Source         string          `json:"source"`
 	DetailType     string          `json:"detail-type"`
 	Function       string          `json:"function"`
+	Records        []struct {
+		EventSource string `json:"eventSource"`
+	} `json:"Records"`
 }
 
 // Invoke implements lambda.Handler.
@@ -98,8 +112,55 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 			t.ScheduledTime = st
 		}
 		return h.timer(ctx, in.Function, t)
+	case len(p.Records) > 0 && p.Records[0].EventSource == "aws:sqs":
+		var ev events.SQSEvent
+		if err := json.Unmarshal(payload, &ev); err != nil {
+			return nil, fmt.Errorf("SQS event: %w", err)
+		}
+		return h.queue(ctx, &ev)
 	}
-	return nil, fmt.Errorf("unsupported event: expected an API Gateway HTTP API (payload 2.0) or Function URL request, an EventBridge scheduled event, or EventBridge Scheduler input with \"source\":\"scheduler\"")
+	return nil, fmt.Errorf("unsupported event: expected an API Gateway HTTP API (payload 2.0) or Function URL request, an EventBridge scheduled event, EventBridge Scheduler input with \"source\":\"scheduler\", or an SQS batch")
+}
+
+// queue runs the queue function on each message of an SQS batch at once,
+// each with its own invocation ID (the message's), and answers the failed
+// ones: the event source mapping (ReportBatchItemFailures) deletes the
+// others, and the failed ones come back after the visibility timeout.
+func (h *Handler) queue(ctx context.Context, ev *events.SQSEvent) ([]byte, error) {
+	if len(h.app.Queues) != 1 {
+		return nil, fmt.Errorf("an SQS batch, and %d queue functions to give it to", len(h.app.Queues))
+	}
+	var name string
+	var q function.QueueRoute
+	for name, q = range h.app.Queues {
+	}
+	failed := make([]bool, len(ev.Records))
+	var wg sync.WaitGroup
+	for i := range ev.Records {
+		rec := &ev.Records[i]
+		wg.Go(func() {
+			m := function.Message{ID: rec.MessageId, Body: []byte(rec.Body)}
+			m.DequeueCount, _ = strconv.Atoi(rec.Attributes["ApproximateReceiveCount"])
+			if ms, err := strconv.ParseInt(rec.Attributes["SentTimestamp"], 10, 64); err == nil {
+				m.InsertedAt = time.UnixMilli(ms).UTC()
+			}
+			m.LastAttempt = m.DequeueCount >= h.opts.MaxReceiveCount
+			mctx := function.WithInvocation(ctx, h.log, rec.MessageId)
+			function.Logger(mctx).Info("queue function started", "function", name, "message", m.ID, "dequeue_count", m.DequeueCount)
+			if err := q.Func(mctx, m); err != nil {
+				function.Logger(mctx).Error("queue message failed", "function", name, "message", m.ID, "error", err.Error())
+				failed[i] = true
+			}
+		})
+	}
+	wg.Wait()
+	resp := events.SQSEventResponse{BatchItemFailures: []events.SQSBatchItemFailure{}}
+	for i, f := range failed {
+		if f {
+			resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: ev.Records[i].MessageId})
+		}
+	}
+	return json.Marshal(resp)
 }
 
 // timer runs the named timer function, or the only one.

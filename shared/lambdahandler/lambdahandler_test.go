@@ -6,7 +6,10 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +21,8 @@ import (
 type seen struct {
 	req   *function.HTTPRequest
 	timer *function.Timer
+	mu    sync.Mutex
+	msgs  []function.Message
 }
 
 func app(s *seen) *function.App {
@@ -36,6 +41,46 @@ func app(s *seen) *function.App {
 			}
 			return nil
 		}}},
+		Queues: map[string]function.QueueRoute{"incident-export-tenant": {Func: func(ctx context.Context, m function.Message) error {
+			s.mu.Lock()
+			s.msgs = append(s.msgs, m)
+			s.mu.Unlock()
+			if strings.Contains(string(m.Body), "b7c1e2d3") {
+				return errors.New("token refused")
+			}
+			return nil
+		}}},
+	}
+}
+
+// An SQS batch: every message is given to the queue function, and the
+// answer names the failed ones, for the event source mapping to leave on
+// the queue (and, past maxReceiveCount, to the dead-letter queue).
+func TestSQSEvents(t *testing.T) {
+	for _, tc := range []struct {
+		fixture string
+		want    string
+		msgs    []function.Message
+	}{
+		{"sqs-event-tasks.json", `{"batchItemFailures":[{"itemIdentifier":"9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a"}]}`, []function.Message{
+			{ID: "0c1f2a3b-4d5e-4f60-8172-93a4b5c6d7e8", Body: []byte(`{"tenant":"4d2a9e1c-6b7f-4c1e-9a52-0c3f8d7e1b10","round":"2026-11-26T13:05:00Z"}`), DequeueCount: 1, InsertedAt: time.UnixMilli(1764162300612).UTC()},
+			{ID: "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a", Body: []byte(`{"tenant":"b7c1e2d3-0f4a-4b5c-8d6e-7f8091a2b3c4","round":"2026-11-26T13:05:00Z"}`), DequeueCount: 5, InsertedAt: time.UnixMilli(1764162300615).UTC(), LastAttempt: true},
+		}},
+		{"sqs-event.json", `{"batchItemFailures":[]}`, []function.Message{
+			{ID: "MessageID_1", Body: []byte("Message Body"), DequeueCount: 2, InsertedAt: time.UnixMilli(1520621625029).UTC()},
+		}},
+	} {
+		t.Run(tc.fixture, func(t *testing.T) {
+			s := &seen{}
+			out, err := invoke(t, lambdahandler.New(app(s), lambdahandler.Options{}), tc.fixture)
+			if err != nil || string(out) != tc.want {
+				t.Fatalf("%s %v, want %s", out, err, tc.want)
+			}
+			slices.SortFunc(s.msgs, func(a, b function.Message) int { return strings.Compare(string(a.Body), string(b.Body)) })
+			if !reflect.DeepEqual(s.msgs, tc.msgs) {
+				t.Fatalf("messages %+v, want %+v", s.msgs, tc.msgs)
+			}
+		})
 	}
 }
 

@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -18,6 +19,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/loopback"
 	"github.com/defender-functions/defender-functions/internal/devstack"
@@ -305,5 +309,102 @@ func TestAWSFederationUnderRIE(t *testing.T) {
 	}
 	if !strings.Contains(r2.out.String(), "aws iam enable-outbound-web-identity-federation") {
 		t.Fatalf("the log does not say how to fix it:\n%s", r2.out)
+	}
+}
+
+// The export fans out through SQS (the devstack's) under the emulator: the
+// schedule's run enqueues a task per tenant, and the test is the event
+// source mapping, as AWS runs it: it receives up to four tasks (long
+// polling, a short visibility timeout), invokes the function with them as
+// an SQS event, deletes those the answer does not name in
+// batchItemFailures, and leaves the others to come back. A tenant whose
+// consent is gone fails on every receive and, past maxReceiveCount (5), is
+// moved to the dead-letter queue; the others are exported meanwhile.
+func TestQueueFanOutUnderRIE(t *testing.T) {
+	dir := t.TempDir()
+	tenants, ids := devstack.Customers(6, 30)
+	poisoned := tenants[4].ID
+	tenants[4].Apps = nil // consent withdrawn
+	s := devstack.Start(t, devstack.Options{Tenants: tenants, Dir: filepath.Join(dir, "local")})
+	s.UseAWS(t) // the test's own SQS client: the event source mapping
+	s.CreateSQSQueue("incident-export-dlq", "", 0)
+	url := s.CreateSQSQueue("incident-export", "incident-export-dlq", 5)
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "EXPORT_SINK=file://" + filepath.Join(dir, "export"),
+		"STATE_STORE=file://" + filepath.Join(dir, "state"), "EXPORT_QUEUE=" + url, "EXPORT_LOOKBACK=2160h", "DEFENDER_TENANT_ID=" + strings.Join(ids, ","),
+		// The devstack's vault belongs to its default directory, which these tenants replace.
+		"DEFENDER_CREDENTIAL=env-secret", "DEFENDER_CLIENT_SECRET=" + s.ClientSecret(devstack.DefaultClientID)}
+	for k, v := range s.Settings() {
+		switch k {
+		case "DEFENDER_TENANT_ID", "DEFENDER_CREDENTIAL", "EXPORT_SINK", "STATE_STORE":
+			continue
+		}
+		env = append(env, k+"="+v)
+	}
+	for k, v := range s.AWSSettings() {
+		env = append(env, k+"="+v)
+	}
+	r := startRIE(t, env)
+	if status, body := r.invoke(t, fixture(t, "scheduler-input.json")); status != 200 || !strings.Contains(string(body), `"status":"completed"`) {
+		t.Fatalf("the schedule: %d %s\n%s", status, body, r.out)
+	}
+	if n := len(s.SQSMessages("incident-export")); n != len(tenants) {
+		t.Fatalf("%d tasks enqueued for %d tenants", n, len(tenants))
+	}
+
+	cfg, err := awsconfig.LoadDefaultConfig(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := sqs.NewFromConfig(cfg)
+	failures := 0
+	for deadline := time.Now().Add(90 * time.Second); len(s.SQSMessages("incident-export")) > 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("tasks left: %+v\n%s", s.SQSMessages("incident-export"), r.out)
+		}
+		got, err := q.ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: &url, MaxNumberOfMessages: 4, WaitTimeSeconds: 1, VisibilityTimeout: 1,
+			MessageSystemAttributeNames: []sqstypes.MessageSystemAttributeName{sqstypes.MessageSystemAttributeNameAll}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Messages) == 0 {
+			continue
+		}
+		ev := events.SQSEvent{}
+		for _, m := range got.Messages {
+			ev.Records = append(ev.Records, events.SQSMessage{MessageId: *m.MessageId, ReceiptHandle: *m.ReceiptHandle, Body: *m.Body, Md5OfBody: *m.MD5OfBody,
+				Attributes: m.Attributes, EventSource: "aws:sqs", EventSourceARN: "arn:aws:sqs:" + devstack.AWSRegion + ":" + devstack.AWSAccountID + ":incident-export",
+				AWSRegion: devstack.AWSRegion})
+		}
+		payload, _ := json.Marshal(ev)
+		status, body := r.invoke(t, payload)
+		var resp events.SQSEventResponse
+		if status != 200 || json.Unmarshal(body, &resp) != nil {
+			t.Fatalf("SQS batch: %d %s\n%s", status, body, r.out)
+		}
+		failed := map[string]bool{}
+		for _, f := range resp.BatchItemFailures {
+			failed[f.ItemIdentifier] = true
+			failures++
+		}
+		for _, m := range got.Messages {
+			if !failed[*m.MessageId] {
+				if _, err := q.DeleteMessage(context.Background(), &sqs.DeleteMessageInput{QueueUrl: &url, ReceiptHandle: m.ReceiptHandle}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	dead := s.SQSMessages("incident-export-dlq")
+	if len(dead) != 1 || !strings.Contains(dead[0].Body, `"tenant":"`+poisoned+`"`) || dead[0].Receives != 5 || failures != 5 {
+		t.Fatalf("dead-letter queue %+v after %d failed deliveries; want the poisoned tenant's task, received 5 times", dead, failures)
+	}
+	for _, tn := range tenants {
+		files, _ := filepath.Glob(filepath.Join(dir, "export", tn.ID, "*", "*", "*", "*.json"))
+		if want := s.IncidentCount(tn.ID); tn.ID != poisoned && len(files) != want || tn.ID == poisoned && len(files) != 0 {
+			t.Fatalf("tenant %s: %d files of %d incidents", tn.ID, len(files), want)
+		}
+	}
+	if n := strings.Count(r.out.String(), "tenant export failed on the message's last delivery"); n != 1 {
+		t.Fatalf("%d last-delivery lines\n%s", n, r.out)
 	}
 }

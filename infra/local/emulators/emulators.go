@@ -1,8 +1,9 @@
 // Package emulators starts the storage emulators that tests use as the real
-// services: Azurite for Azure Blob Storage and s3rver for Amazon S3. Both are
-// installed, pinned, by infra/local/install-tools.sh (make tools) into
-// .tools/node; each test gets its own process, data directory and port. It
-// also locates the repository's root and its other installed tools.
+// services: Azurite for Azure Blob Storage and Storage Queues, and s3rver
+// for Amazon S3. Both are installed, pinned, by infra/local/install-tools.sh
+// (make tools) into .tools/node; each test gets its own process, data
+// directory and port. It also locates the repository's root and its other
+// installed tools.
 package emulators
 
 import (
@@ -31,6 +32,8 @@ type Azurite struct {
 	ConnectionString string
 	// BlobURL is the account's blob endpoint; containers are BlobURL + "/" + name.
 	BlobURL string
+	// QueueURL is the account's queue endpoint, when its queue service runs.
+	QueueURL string
 }
 
 // S3 is a running S3 emulator; its credentials are s3rver's fixed S3RVER/S3RVER.
@@ -96,6 +99,21 @@ func StartAzurite(tb testing.TB) *Azurite {
 	url := fmt.Sprintf("http://127.0.0.1:%d/%s", port, AzuriteAccount)
 	return &Azurite{BlobURL: url,
 		ConnectionString: fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=%s;", AzuriteAccount, AzuriteKey, url)}
+}
+
+// StartAzuriteQueues starts Azurite's blob and queue services on loopback,
+// one connection string for both (the Functions host's storage, whose
+// queues trigger functions).
+func StartAzuriteQueues(tb testing.TB) *Azurite {
+	tb.Helper()
+	a := StartAzurite(tb)
+	port := start(tb, "azurite-queue", func(port int) []string {
+		return []string{"--queueHost", "127.0.0.1", "--queuePort", strconv.Itoa(port),
+			"--silent", "--skipApiVersionCheck", "--loose", "--inMemoryPersistence"}
+	})
+	a.QueueURL = fmt.Sprintf("http://127.0.0.1:%d/%s", port, AzuriteAccount)
+	a.ConnectionString += "QueueEndpoint=" + a.QueueURL + ";"
+	return a
 }
 
 // StartS3 starts s3rver on loopback with the given buckets.

@@ -3,8 +3,10 @@
 // function.json files of a Function App folder, starts the custom handler
 // with FUNCTIONS_CUSTOMHANDLER_PORT, waits for GET / as the host does, fires
 // timers on their NCRONTAB schedules (and on demand at
-// POST /admin/functions/{name}), and serves /api/... by forwarding the
-// request or by the JSON envelope, as host.json says.
+// POST /admin/functions/{name}), polls the Storage queues of queue-triggered
+// functions as the host's queue listener does (queue.go), and serves
+// /api/... by forwarding the request or by the JSON envelope, as host.json
+// says.
 package funchost
 
 import (
@@ -47,6 +49,8 @@ type Options struct {
 	Forwarding *bool
 	// NoTimers disables the schedules (runs on demand still work).
 	NoTimers bool
+	// NoQueues leaves the queues of queue-triggered functions unread.
+	NoQueues bool
 	// Stdout and Stderr receive the handler's output (default os.Stdout/os.Stderr).
 	Stdout, Stderr io.Writer
 	Logger         *slog.Logger
@@ -61,6 +65,8 @@ type binding struct {
 	Methods    []string `json:"methods"`
 	Route      string   `json:"route"`
 	AuthLevel  string   `json:"authLevel"`
+	QueueName  string   `json:"queueName"`
+	Connection string   `json:"connection"`
 }
 
 type fn struct {
@@ -97,6 +103,9 @@ type Host struct {
 	client     *http.Client
 	log        *slog.Logger
 	exited     <-chan struct{} // closed when the handler has exited
+	queues     queueSettings
+	stop       context.CancelFunc // ends the queue listeners
+	listeners  sync.WaitGroup
 }
 
 // Start starts the handler and the host.
@@ -128,6 +137,9 @@ func Start(opts Options) (*Host, error) {
 			} `json:"description"`
 			EnableForwardingHTTPRequest bool `json:"enableForwardingHttpRequest"`
 		} `json:"customHandler"`
+		Extensions struct {
+			Queues queueSettings `json:"queues"`
+		} `json:"extensions"`
 	}
 	raw, err := os.ReadFile(filepath.Join(opts.AppDir, "host.json"))
 	if err != nil {
@@ -138,6 +150,7 @@ func Start(opts Options) (*Host, error) {
 	}
 	h := &Host{opts: opts, funcs: map[string]*fn{}, log: opts.Logger, client: &http.Client{}}
 	h.forwarding = hostJSON.CustomHandler.EnableForwardingHTTPRequest
+	h.queues = hostJSON.Extensions.Queues.withDefaults()
 	if opts.Forwarding != nil {
 		h.forwarding = *opts.Forwarding
 	}
@@ -205,6 +218,12 @@ func Start(opts Options) (*Host, error) {
 		}
 		h.cron.Start()
 	}
+	if !opts.NoQueues {
+		if err := h.listen(); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
 	return h, nil
 }
 
@@ -214,13 +233,7 @@ var settingRef = regexp.MustCompile(`^%([A-Za-z0-9_]+)%$`)
 // fields with seconds; five are accepted as the host does).
 func (h *Host) schedule(s string) (string, error) {
 	if m := settingRef.FindStringSubmatch(s); m != nil {
-		s = ""
-		for _, kv := range h.opts.Env {
-			if k, v, _ := strings.Cut(kv, "="); k == m[1] {
-				s = v
-			}
-		}
-		if s == "" {
+		if s = h.setting(m[1]); s == "" {
 			s = "0 */5 * * * *"
 		}
 	}
@@ -231,6 +244,17 @@ func (h *Host) schedule(s string) (string, error) {
 		return "", err
 	}
 	return s, nil
+}
+
+// setting is the app setting name, or "".
+func (h *Host) setting(name string) string {
+	v := ""
+	for _, kv := range h.opts.Env {
+		if k, val, _ := strings.Cut(kv, "="); k == name {
+			v = val
+		}
+	}
+	return v
 }
 
 // startHandler starts the custom handler as the host does, with
@@ -269,10 +293,17 @@ func answers(port int) bool {
 	return err == nil
 }
 
+// HandlerPID is the handler process's ID (to read its memory).
+func (h *Host) HandlerPID() int { return h.handler.Process.Pid }
+
 // Close stops the schedules, the host and the handler (SIGTERM, then kill).
 func (h *Host) Close() error {
 	if h.cron != nil {
 		<-h.cron.Stop().Done()
+	}
+	if h.stop != nil {
+		h.stop()
+		h.listeners.Wait()
 	}
 	if h.srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

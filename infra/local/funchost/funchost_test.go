@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,11 +20,12 @@ import (
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/funchost"
 	"github.com/defender-functions/defender-functions/internal/devstack"
+	"github.com/defender-functions/defender-functions/shared/queue"
 	"github.com/defender-functions/defender-functions/shared/webhook"
 )
 
 // appDir lays out a Function App as make build does, with the real handler.
-func appDir(t *testing.T) string {
+func appDir(t testing.TB) string {
 	t.Helper()
 	dir, root := t.TempDir(), emulators.RepoRoot(t)
 	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "handler"), "github.com/defender-functions/defender-functions/functions/cmd/handler").CombinedOutput(); err != nil {
@@ -43,7 +45,7 @@ func appDir(t *testing.T) string {
 	return dir
 }
 
-func copyFile(t *testing.T, src, dst string) {
+func copyFile(t testing.TB, src, dst string) {
 	b, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
@@ -327,4 +329,84 @@ func TestSecretlessThroughTheHost(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The export fans out through a Storage queue (Azurite's): the timer only
+// enqueues a task per tenant, and the queue trigger delivers them to
+// incident-export-tenant on the real handler, as the host's listener does
+// (host.json's batch, polling, visibility and maxDequeueCount). A tenant
+// whose consent is gone fails on every delivery and lands in the -poison
+// queue after the fifth, with one error line; the others are exported
+// meanwhile, and the queue is left empty.
+func TestQueueFanOut(t *testing.T) {
+	app := appDir(t)
+	// Failed deliveries come back at once, so that five take seconds.
+	hostJSON, _ := os.ReadFile(filepath.Join(app, "host.json"))
+	hostJSON = bytes.Replace(hostJSON, []byte(`"visibilityTimeout": "00:00:30"`), []byte(`"visibilityTimeout": "00:00:00"`), 1)
+	hostJSON = bytes.Replace(hostJSON, []byte(`"maxPollingInterval": "00:00:02"`), []byte(`"maxPollingInterval": "00:00:00.5"`), 1)
+	os.WriteFile(filepath.Join(app, "host.json"), hostJSON, 0o644)
+
+	dir := t.TempDir()
+	tenants, ids := devstack.Customers(6, 40)
+	poisoned := tenants[2].ID
+	tenants[2].Apps = nil // consent withdrawn: every token request fails
+	s := devstack.Start(t, devstack.Options{Tenants: tenants, Dir: filepath.Join(dir, "local")})
+	az := emulators.StartAzuriteQueues(t)
+	q, err := queue.NewAzure("incident-export", queue.AzureOptions{ConnectionString: az.ConnectionString})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Create(context.Background()); err != nil { // as the deployment does
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	hostLog := &lockedBuffer{}
+	h, err := funchost.Start(funchost.Options{AppDir: app, NoTimers: true, Stdout: io.MultiWriter(logs, devstack.AuditLog()), Stderr: devstack.AuditLog(),
+		Logger: slog.New(slog.NewJSONHandler(io.MultiWriter(hostLog, devstack.AuditLog()), nil)),
+		Env: settings(s, dir, "DEFENDER_TENANT_ID="+strings.Join(ids, ","), "EXPORT_QUEUE=incident-export", "AzureWebJobsStorage="+az.ConnectionString, "EXPORT_LOOKBACK=2160h",
+			// The devstack's vault belongs to its default directory, which these tenants replace.
+			"DEFENDER_CREDENTIAL=env-secret", "DEFENDER_CLIENT_SECRET="+s.ClientSecret(devstack.DefaultClientID))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	res, err := h.Run(context.Background(), "incident-export")
+	if err != nil || res.Status != 200 {
+		t.Fatalf("the timer: %v %+v", err, res)
+	}
+	poison, _ := queue.NewAzure("incident-export-poison", queue.AzureOptions{ConnectionString: az.ConnectionString})
+	var dead []queue.Peeked
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		done := 0
+		for _, tn := range tenants {
+			if tn.ID != poisoned && tenantFiles(dir, tn.ID) == s.IncidentCount(tn.ID) {
+				done++
+			}
+		}
+		dead, _ = poison.Peek(context.Background(), 32)
+		left, _ := q.Peek(context.Background(), 32)
+		if done == len(tenants)-1 && len(dead) == 1 && len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d tenants exported, %d in the poison queue, %d left\nhandler:\n%s\nhost:\n%s", done, len(tenants)-1, len(dead), len(left), logs.String(), hostLog.String())
+		}
+	}
+	if !strings.Contains(string(dead[0].Body), `"tenant":"`+poisoned+`"`) {
+		t.Fatalf("the poison queue holds %s", dead[0].Body)
+	}
+	if tenantFiles(dir, poisoned) != 0 {
+		t.Fatal("the poisoned tenant wrote files")
+	}
+	if n := strings.Count(logs.String(), "tenant export failed on the message's last delivery"); n != 1 {
+		t.Fatalf("%d last-delivery lines\n%s", n, logs.String())
+	}
+	if n := strings.Count(hostLog.String(), "delivered again after the visibility timeout"); n != 4 {
+		t.Fatalf("%d redeliveries of the poisoned task, want 4 before the poison queue\n%s", n, hostLog.String())
+	}
+}
+
+func tenantFiles(dir, tenant string) int {
+	files, _ := filepath.Glob(filepath.Join(dir, "export", tenant, "*", "*", "*", "*.json"))
+	return len(files)
 }
