@@ -139,6 +139,15 @@ var goals = []Goal{
 	{"Hunting", "heap growth while streaming 100k rows", "Stream100kRows", "peak-heap-growth-MiB", "flat (growth < 8 MiB)", below(8), unit("MiB"), 7},
 
 	{"Partners", "doctor's table of 500 tenants (9 not consented), checked 16 at a time", "DoctorPartners", "s/500-tenants", "< 10 s", below(10), unit("s"), 20},
+	{"Partners", "a round of 500 tenants × 200 incidents, one instance's concurrent loop (8 at once)", "FanOut/loop", "s/round", "within one EXPORT_SCHEDULE period (300 s)", atMost(300), unit("s"), 20},
+	{"Partners", "the same round through the Storage queue, 1 instance (host and handler)", "FanOut/queue/k=1", "s/round", "", nil, unit("s"), 20},
+	{"Partners", "the same round through the Storage queue, 2 instances on the 2 cores", "FanOut/queue/k=2", "s/round", "", nil, unit("s"), 20},
+	{"Partners", "the same round through the Storage queue, 4 instances on the 2 cores", "FanOut/queue/k=4", "s/round", "", nil, unit("s"), 20},
+	{"Partners", "staleness at the round's end, p50 across tenants, the loop", "FanOut/loop", "stale-p50-s", "", nil, unit("s"), 20},
+	{"Partners", "staleness at the round's end, p99 across tenants, the loop", "FanOut/loop", "stale-p99-s", "", nil, unit("s"), 20},
+	{"Partners", "staleness, p99 across tenants, the queue with 4 instances", "FanOut/queue/k=4", "stale-p99-s", "", nil, unit("s"), 20},
+	{"Partners", "handler's peak RSS, 500 tenants' tokens cached, the loop", "FanOut/loop", "peak-rss-MiB", "< 128 MB", below(128), unit("MiB"), 20},
+	{"Partners", "largest handler's peak RSS, the queue with 1 instance", "FanOut/queue/k=1", "peak-rss-MiB", "< 128 MB", below(128), unit("MiB"), 20},
 
 	{"Webhooks", "Standard Webhooks verification, 9 KB body", "Verify/standard", "ns/op", "", nil, us, 8},
 	{"Webhooks", "X-Hub-Signature verification, 9 KB body", "Verify/hub", "ns/op", "", nil, us, 8},
