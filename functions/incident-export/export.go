@@ -165,8 +165,6 @@ type outcome struct {
 	err error
 }
 
-func (o outcome) result() (*run, error) { return o.run, o.err }
-
 // runs exports tenants, Concurrency at a time, within MaxRun (and the
 // context's deadline), and logs each failure.
 func (e *Exporter) runs(ctx context.Context, tenants []Tenant) []outcome {

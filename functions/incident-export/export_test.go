@@ -791,8 +791,8 @@ func TestParseTask(t *testing.T) {
 	}{
 		{"task", `{"tenant":"fabrikam.onmicrosoft.com","round":"2026-11-26T13:05:00Z"}`, ""},
 		{"continued", `{"tenant":"contoso.onmicrosoft.com","round":"2026-11-26T13:05:00Z","continued":3}`, ""},
-		{"unknown tenant", `{"tenant":"evil.onmicrosoft.com","round":"2026-11-26T13:05:00Z"}`, `the message names tenant "evil.onmicrosoft.com", which is not among DEFENDER_TENANT_IDS`},
-		{"no tenant", `{"round":"2026-11-26T13:05:00Z"}`, `the message names tenant "", which is not among`},
+		{"unknown tenant", `{"tenant":"evil.onmicrosoft.com","round":"2026-11-26T13:05:00Z"}`, `the message names tenant "evil.onmicrosoft.com", which is not in DEFENDER_TENANT_ID`},
+		{"no tenant", `{"round":"2026-11-26T13:05:00Z"}`, `the message names tenant "", which is not in DEFENDER_TENANT_ID`},
 		{"unknown field", `{"tenant":"contoso.onmicrosoft.com","path":"../../etc"}`, `the message is not a task`},
 		{"not JSON", `contoso.onmicrosoft.com`, `the message is not a task`},
 		{"too large", `{"tenant":"contoso.onmicrosoft.com","round":"` + strings.Repeat("x", 5000) + `"}`, `bytes; a task is at most 4096`},

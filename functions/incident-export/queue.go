@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/function"
 )
 
@@ -74,7 +75,7 @@ func (e *Exporter) ParseTask(body []byte) (Task, Tenant, error) {
 			return task, tn, nil
 		}
 	}
-	return task, Tenant{}, fmt.Errorf("the message names tenant %q, which is not among DEFENDER_TENANT_IDS", task.Tenant)
+	return task, Tenant{}, fmt.Errorf("the message names tenant %q, which is not in %s", task.Tenant, config.EnvTenantID)
 }
 
 // Export runs the task a queue message holds: one tenant, bounded by
@@ -90,8 +91,8 @@ func (e *Exporter) Export(ctx context.Context, m function.Message) error {
 		log.Error("queue message refused", "message", m.ID, "error", err.Error())
 		return err
 	}
-	r, err := e.runs(ctx, []Tenant{tn})[0].result()
-	switch {
+	o := e.runs(ctx, []Tenant{tn})[0]
+	switch err := o.err; {
 	case errors.Is(err, ErrConcurrentRun):
 		// Another invocation holds the tenant and will finish it.
 		return nil
@@ -101,7 +102,7 @@ func (e *Exporter) Export(ctx context.Context, m function.Message) error {
 		return err
 	case err != nil:
 		return err
-	case !r.caughtUp && e.Queue != nil:
+	case !o.run.caughtUp && e.Queue != nil:
 		task.Continued++
 		b, _ := json.Marshal(task)
 		if err := e.Queue.Send(context.WithoutCancel(ctx), [][]byte{b}); err != nil {
