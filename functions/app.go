@@ -299,8 +299,7 @@ func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 		}
 		e.Queue = q
 	case cfg.ExportQueue != "":
-		q, err := queue.NewAzure(cfg.ExportQueue, queue.AzureOptions{ConnectionString: cfg.StorageConnStr.Reveal(), Account: cfg.StorageAccount,
-			Credential: blob.Credential, HTTPClient: credentials.SameOrigin(hc)})
+		q, err := AzureQueue(cfg, cfg.ExportQueue, blob)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", config.EnvExportQueue, err)
 		}
@@ -323,6 +322,13 @@ func BlobOptions(cfg *config.Config, hc *http.Client) (state.BlobOptions, error)
 		o.Credential = cred
 	}
 	return o, nil
+}
+
+// AzureQueue is the Storage queue name in AzureWebJobsStorage's account,
+// reached the way BlobOptions reaches its containers.
+func AzureQueue(cfg *config.Config, name string, blob state.BlobOptions) (*queue.Azure, error) {
+	return queue.NewAzure(name, queue.AzureOptions{ConnectionString: cfg.StorageConnStr.Reveal(), Account: cfg.StorageAccount,
+		Credential: blob.Credential, HTTPClient: blob.HTTPClient})
 }
 
 // Broken is the app of a process whose configuration is wrong.

@@ -363,7 +363,11 @@ func (k *checkup) storage() {
 // exported. It reads without taking anything.
 func (k *checkup) queue() {
 	r, cfg := k.r, k.cfg
-	if cfg.ExportQueue == "" {
+	switch {
+	case cfg.ExportQueue == "":
+		return
+	case config.ExportQueueIsSQS(cfg.ExportQueue):
+		r.note("queue", "%s is an SQS queue: its dead-letter queue is not checked here; look at the stack's ExportDeadLetterQueue", cfg.ExportQueue)
 		return
 	}
 	blob, err := functions.BlobOptions(cfg, k.o.HTTPClient)
@@ -371,10 +375,7 @@ func (k *checkup) queue() {
 		r.fail("queue", err, "set "+config.EnvStorage+" or give the app a managed identity")
 		return
 	}
-	open := func(name string) (*queue.Azure, error) {
-		return queue.NewAzure(name, queue.AzureOptions{ConnectionString: cfg.StorageConnStr.Reveal(), Account: cfg.StorageAccount,
-			Credential: blob.Credential, HTTPClient: credentials.SameOrigin(k.o.HTTPClient)})
-	}
+	open := func(name string) (*queue.Azure, error) { return functions.AzureQueue(cfg, name, blob) }
 	q, err := open(cfg.ExportQueue)
 	if err != nil {
 		r.fail("queue", err, "")

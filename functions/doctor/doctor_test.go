@@ -403,4 +403,8 @@ func TestDoctorQueue(t *testing.T) {
 	if left, _ := poison.Peek(context.Background(), 32); len(left) != 1 {
 		t.Fatalf("%d tasks left in the poison queue", len(left))
 	}
+	// An SQS queue (the Lambda deployment) is named, not read as a Storage queue.
+	sqsURL := "https://sqs.eu-west-1.amazonaws.com/123456789012/incident-export"
+	runDoctor(t, s, []string{"EXPORT_QUEUE", sqsURL, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", s.ClientSecret(devstack.DefaultClientID)}, nil, nil, true, []string{
+		"note  queue        " + sqsURL + " is an SQS queue: its dead-letter queue is not checked here"})
 }
