@@ -1,7 +1,6 @@
 package incidentexport_test
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,30 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/defender-functions/defender-functions/infra/local/loopback"
 	"github.com/defender-functions/defender-functions/internal/devstack"
 	"golang.org/x/sys/unix"
 )
-
-// peakRSS reads a process's high-water resident set (VmHWM) in MiB.
-func peakRSS(pid int) float64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			return float64(kb) / 1024
-		}
-	}
-	return -1
-}
 
 // devstackProcess runs the devstack as its own process with n incidents.
 func devstackProcess(b *testing.B, incidents int, flags ...string) map[string]string {
@@ -90,7 +72,7 @@ func BenchmarkExport(b *testing.B) {
 				}
 				took := time.Since(start)
 				requests := listRequests(b, settings, "graph")
-				rss := peakRSS(p.cmd.Process.Pid)
+				rss := loopback.PeakRSS(p.cmd.Process.Pid)
 				p.cmd.Process.Kill()
 				<-p.done
 				files := 0

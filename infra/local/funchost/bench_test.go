@@ -6,16 +6,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/funchost"
+	"github.com/defender-functions/defender-functions/infra/local/loopback"
 	"github.com/defender-functions/defender-functions/internal/devstack"
 	"github.com/defender-functions/defender-functions/shared/queue"
 )
@@ -88,9 +87,9 @@ func BenchmarkFanOut(b *testing.B) {
 				}
 			}
 			slices.Sort(stale)
-			rss := 0
+			rss := 0.0
 			for _, h := range hosts {
-				rss = max(rss, peakRSS(b, h.HandlerPID()))
+				rss = max(rss, loopback.PeakRSS(h.HandlerPID()))
 			}
 			for _, h := range hosts {
 				h.Close()
@@ -98,7 +97,7 @@ func BenchmarkFanOut(b *testing.B) {
 			b.ReportMetric(last.Sub(start).Seconds(), "s/round")
 			b.ReportMetric(stale[len(stale)/2], "stale-p50-s")
 			b.ReportMetric(stale[len(stale)*99/100], "stale-p99-s")
-			b.ReportMetric(float64(rss)/(1<<20), "peak-rss-MiB")
+			b.ReportMetric(rss, "peak-rss-MiB")
 			b.ReportMetric(float64(tenants*incidents)/last.Sub(start).Seconds(), "versions/s")
 		}
 	}
@@ -130,19 +129,4 @@ func caughtUp(logs []*lockedBuffer) map[string]time.Time {
 		}
 	}
 	return out
-}
-
-// peakRSS is a process's peak resident set (VmHWM), in bytes.
-func peakRSS(tb testing.TB, pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return kb << 10
-		}
-	}
-	return 0
 }

@@ -142,3 +142,22 @@ func kernelPort() (int, error) {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
+
+// PeakRSS is a process's high-water resident set (VmHWM) in MiB, or -1
+// when it cannot be read (the process is gone, or this is not Linux).
+func PeakRSS(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			if err != nil {
+				return -1
+			}
+			return float64(kb) / 1024
+		}
+	}
+	return -1
+}
