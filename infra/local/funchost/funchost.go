@@ -51,6 +51,9 @@ type Options struct {
 	NoTimers bool
 	// NoQueues leaves the queues of queue-triggered functions unread.
 	NoQueues bool
+	// QueueLease is how long a taken queue message stays invisible between
+	// renewals (default 10 minutes, the host's).
+	QueueLease time.Duration
 	// Stdout and Stderr receive the handler's output (default os.Stdout/os.Stderr).
 	Stdout, Stderr io.Writer
 	Logger         *slog.Logger

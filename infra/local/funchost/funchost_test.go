@@ -3,6 +3,7 @@ package funchost_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -409,4 +410,63 @@ func TestQueueFanOut(t *testing.T) {
 func tenantFiles(dir, tenant string) int {
 	files, _ := filepath.Glob(filepath.Join(dir, "export", tenant, "*", "*", "*", "*.json"))
 	return len(files)
+}
+
+// An invocation longer than the lease keeps its message: the host renews
+// the lease while the function runs, so the task is not delivered again
+// beside itself, and its delete uses the renewed pop receipt.
+func TestQueueLeaseRenewed(t *testing.T) {
+	app := appDir(t)
+	dir := t.TempDir()
+	// Each API answer takes 700 ms: the tenant's export outlasts two leases.
+	s := devstack.Start(t, devstack.Options{Incidents: 120, Dir: filepath.Join(dir, "local"), Faults: devstack.Faults{LatencyMs: 700}})
+	az := emulators.StartAzuriteQueues(t)
+	q, _ := queue.NewAzure("incident-export", queue.AzureOptions{ConnectionString: az.ConnectionString})
+	if err := q.Create(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	logs, hostLog := &lockedBuffer{}, &lockedBuffer{}
+	h, err := funchost.Start(funchost.Options{AppDir: app, NoTimers: true, QueueLease: 2 * time.Second,
+		Stdout: io.MultiWriter(logs, devstack.AuditLog()), Stderr: devstack.AuditLog(),
+		Logger: slog.New(slog.NewJSONHandler(io.MultiWriter(hostLog, devstack.AuditLog()), nil)),
+		Env:    settings(s, dir, "EXPORT_QUEUE=incident-export", "AzureWebJobsStorage="+az.ConnectionString, "EXPORT_LOOKBACK=2160h", "EXPORT_PAGE_SIZE=20", "DEFENDER_RATE_LIMITS=off")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	start := time.Now()
+	if err := q.Send(context.Background(), [][]byte{[]byte(`{"tenant":"` + devstack.DefaultTenantID + `","round":"2026-12-02T18:00:00Z"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); exportedFiles(dir) < s.IncidentCount(devstack.DefaultTenantID); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d exported\n%s", exportedFiles(dir), s.IncidentCount(devstack.DefaultTenantID), logs.String())
+		}
+	}
+	// The message is gone once the invocation ends.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if left, _ := q.Peek(context.Background(), 32); len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the task is still queued\nhost:\n%s", hostLog.String())
+		}
+	}
+	took := time.Since(start)
+	if took < 4*time.Second {
+		t.Fatalf("the invocation took %s, not more than two leases: the test proves nothing", took)
+	}
+	// One invocation, never a second delivery.
+	ids := map[string]bool{}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var l struct {
+			ID string `json:"invocation_id"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && l.ID != "" {
+			ids[l.ID] = true
+		}
+	}
+	if len(ids) != 1 || strings.Contains(hostLog.String(), "renewal failed") || strings.Contains(hostLog.String(), "delete failed") {
+		t.Fatalf("%d invocations in %s\nhost:\n%s", len(ids), took, hostLog.String())
+	}
 }

@@ -1,6 +1,7 @@
 package funchost
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -92,7 +93,7 @@ func (h *Host) listen() error {
 		if err != nil {
 			return fmt.Errorf("funchost: %s: %w", f.name, err)
 		}
-		l := &listener{h: h, f: f, q: q, poison: poison, s: h.queues}
+		l := &listener{h: h, f: f, q: q, poison: poison, s: h.queues, lease: cmp.Or(h.opts.QueueLease, defaultLease)}
 		h.listeners.Go(func() { l.run(ctx) })
 	}
 	return nil
@@ -110,11 +111,13 @@ type listener struct {
 	f         *fn
 	q, poison *azqueue.QueueClient
 	s         queueSettings
+	lease     time.Duration
 }
 
-// lease is how long a taken message stays invisible: the host renews it
-// while the function runs; here it outlasts host.json's functionTimeout.
-const lease = 10 * time.Minute
+// defaultLease is how long a taken message stays invisible, as the host
+// takes it; the host renews the lease at half of it while the function
+// runs, so that a long invocation is not delivered again beside itself.
+const defaultLease = 10 * time.Minute
 
 func (l *listener) run(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -127,7 +130,7 @@ func (l *listener) run(ctx context.Context) {
 			continue
 		}
 		n := int32(l.s.BatchSize - len(slots))
-		resp, err := l.q.DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{NumberOfMessages: &n, VisibilityTimeout: ptr(int32(lease / time.Second))})
+		resp, err := l.q.DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{NumberOfMessages: &n, VisibilityTimeout: ptr(int32(l.lease / time.Second))})
 		if err != nil || len(resp.Messages) == 0 {
 			if err != nil && ctx.Err() == nil && !strings.Contains(err.Error(), "QueueNotFound") {
 				l.h.log.Warn("queue listener: dequeue failed", "function", l.f.name, "error", err.Error())
@@ -167,7 +170,9 @@ func (l *listener) process(ctx context.Context, m *azqueue.DequeuedMessage) {
 		meta := map[string]any{"DequeueCount": strconv.FormatInt(count, 10), "Id": quoted(id), "PopReceipt": quoted(pop),
 			"InsertionTime": date(m.InsertionTime), "ExpirationTime": date(m.ExpirationTime), "NextVisibleTime": date(m.TimeNextVisible),
 			"sys": map[string]any{"MethodName": l.f.name, "UtcNow": now.Format(time.RFC3339Nano), "RandGuid": uuid.NewString()}}
+		stop := l.renew(ctx, id, text, pop)
 		_, failure = l.h.envelope(context.WithoutCancel(ctx), l.f.name, map[string]any{"Data": map[string]any{l.f.trigger.Name: body}, "Metadata": meta})
+		pop = stop()
 	} else {
 		failure = fmt.Errorf("the message is not base64 (host.json messageEncoding)")
 	}
@@ -191,6 +196,42 @@ func (l *listener) process(ctx context.Context, m *azqueue.DequeuedMessage) {
 		if _, err := l.q.UpdateMessage(bg, id, pop, text, &azqueue.UpdateMessageOptions{VisibilityTimeout: &vis}); err != nil {
 			l.h.log.Warn("queue listener: release failed; the message returns when its lease ends", "function", l.f.name, "message", id, "error", err.Error())
 		}
+	}
+}
+
+// renew keeps the message invisible while its invocation runs, every half
+// lease; each renewal changes the pop receipt, which stop returns for the
+// delete or release that follows.
+func (l *listener) renew(ctx context.Context, id, text, pop string) (stop func() string) {
+	var mu sync.Mutex
+	current := pop
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(l.lease / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			mu.Lock()
+			resp, err := l.q.UpdateMessage(context.WithoutCancel(ctx), id, current, text, &azqueue.UpdateMessageOptions{VisibilityTimeout: ptr(int32(l.lease / time.Second))})
+			if err == nil && resp.PopReceipt != nil {
+				current = *resp.PopReceipt
+			} else if err != nil {
+				l.h.log.Warn("queue listener: lease renewal failed; the message may be delivered again while it runs", "function", l.f.name, "message", id, "error", err.Error())
+			}
+			mu.Unlock()
+		}
+	})
+	return func() string {
+		close(done)
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return current
 	}
 }
 
