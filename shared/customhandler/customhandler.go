@@ -13,10 +13,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -45,9 +48,52 @@ type Options struct {
 	// then does the platform strip the header from outside requests.
 	TrustEasyAuth bool
 	// MaxDequeueCount is host.json's extensions.queues.maxDequeueCount
-	// (default 5): a message failing on that delivery goes to the poison
-	// queue.
+	// (default 5; HostMaxDequeueCount reads it): a message failing on that
+	// delivery goes to the poison queue.
 	MaxDequeueCount int
+}
+
+// EnvMaxDequeueCount is the app setting by which the host overrides
+// host.json's extensions.queues.maxDequeueCount.
+const EnvMaxDequeueCount = "AzureFunctionsJobHost__extensions__queues__maxDequeueCount"
+
+// HostMaxDequeueCount reads maxDequeueCount as the host does: the app
+// setting EnvMaxDequeueCount over host.json in dir (the handler runs in the
+// app's root). It is 0 when neither sets it, and an error when a value is
+// not a positive number.
+func HostMaxDequeueCount(dir string, getenv func(string) string) (int, error) {
+	if v := getenv(EnvMaxDequeueCount); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return 0, fmt.Errorf("customhandler: %s=%q is not a positive number", EnvMaxDequeueCount, v)
+		}
+		return n, nil
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "host.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	} else if err != nil {
+		return 0, fmt.Errorf("customhandler: %w", err)
+	}
+	// Keys match without regard to case, as the host's configuration does.
+	var host struct {
+		Extensions struct {
+			Queues struct {
+				MaxDequeueCount *int
+			}
+		}
+	}
+	if err := json.Unmarshal(b, &host); err != nil {
+		return 0, fmt.Errorf("customhandler: host.json: %w", err)
+	}
+	switch n := host.Extensions.Queues.MaxDequeueCount; {
+	case n == nil:
+		return 0, nil
+	case *n < 1:
+		return 0, fmt.Errorf("customhandler: host.json's extensions.queues.maxDequeueCount is %d; the host needs a positive number", *n)
+	default:
+		return *n, nil
+	}
 }
 
 type handler struct {

@@ -6,16 +6,18 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"github.com/defender-functions/defender-functions/internal/devstack"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/defender-functions/defender-functions/internal/devstack"
 
 	"github.com/defender-functions/defender-functions/shared/customhandler"
 	"github.com/defender-functions/defender-functions/shared/function"
@@ -271,5 +273,54 @@ func TestBrokenEnvelopes(t *testing.T) {
 				t.Fatalf("request %+v", a.req)
 			}
 		})
+	}
+}
+
+// maxDequeueCount is read as the host reads it, and a message on that
+// delivery is the last.
+func TestHostMaxDequeueCount(t *testing.T) {
+	for _, tc := range []struct {
+		name, hostJSON, env string
+		want                int
+		err                 string
+	}{
+		{name: "the repository's host.json", hostJSON: "../../host.json", want: 5},
+		{name: "set", hostJSON: `{"version":"2.0","extensions":{"queues":{"maxDequeueCount":2}}}`, want: 2},
+		{name: "keys in another case", hostJSON: `{"Extensions":{"Queues":{"MaxDequeueCount":3}}}`, want: 3},
+		{name: "not set", hostJSON: `{"version":"2.0"}`, want: 0},
+		{name: "no host.json", want: 0},
+		{name: "the app setting overrides", hostJSON: `{"extensions":{"queues":{"maxDequeueCount":2}}}`, env: "7", want: 7},
+		{name: "app setting not a number", env: "five", err: `AzureFunctionsJobHost__extensions__queues__maxDequeueCount="five" is not a positive number`},
+		{name: "zero", hostJSON: `{"extensions":{"queues":{"maxDequeueCount":0}}}`, err: "maxDequeueCount is 0; the host needs a positive number"},
+		{name: "host.json broken", hostJSON: `{"extensions":`, err: "host.json: unexpected end of JSON input"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			switch {
+			case strings.HasPrefix(tc.hostJSON, "../"):
+				b, err := os.ReadFile(tc.hostJSON)
+				if err != nil {
+					t.Fatal(err)
+				}
+				os.WriteFile(filepath.Join(dir, "host.json"), b, 0o644)
+			case tc.hostJSON != "":
+				os.WriteFile(filepath.Join(dir, "host.json"), []byte(tc.hostJSON), 0o644)
+			}
+			n, err := customhandler.HostMaxDequeueCount(dir, func(k string) string {
+				if k == customhandler.EnvMaxDequeueCount {
+					return tc.env
+				}
+				return ""
+			})
+			if n != tc.want || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("%d %v, want %d %q", n, err, tc.want, tc.err)
+			}
+		})
+	}
+	// With maxDequeueCount 2, the second delivery is the last.
+	a := &recorderApp{}
+	post(t, customhandler.New(a.app(), customhandler.Options{MaxDequeueCount: 2}), "/incident-export-tenant", "queue-double-encoded.json")
+	if a.msg.DequeueCount != 2 || !a.msg.LastAttempt {
+		t.Fatalf("%+v", a.msg)
 	}
 }

@@ -33,10 +33,14 @@ type Options struct {
 	// MaxBody bounds a request body (default 1 MiB, after base64 decoding).
 	MaxBody int
 	// MaxReceiveCount is the queue's redrive policy's maxReceiveCount
-	// (default 5, as the SAM template sets it): a message failing on that
-	// receive goes to the dead-letter queue.
+	// (default DefaultMaxReceiveCount): a message failing on that receive
+	// goes to the dead-letter queue.
 	MaxReceiveCount int
 }
+
+// DefaultMaxReceiveCount is the SAM template's redrive policy's
+// maxReceiveCount (a test holds them equal): an SQS event does not carry it.
+const DefaultMaxReceiveCount = 5
 
 // Handler is a lambda.Handler for the app.
 type Handler struct {
@@ -51,7 +55,7 @@ func New(app *function.App, opts Options) *Handler {
 		opts.MaxBody = 1 << 20
 	}
 	if opts.MaxReceiveCount == 0 {
-		opts.MaxReceiveCount = 5
+		opts.MaxReceiveCount = DefaultMaxReceiveCount
 	}
 	return &Handler{app: app, opts: opts, log: app.Log()}
 }

@@ -32,10 +32,16 @@ func main() {
 		log.Error("listen", "error", err.Error())
 		os.Exit(1)
 	}
+	// A queue message's last delivery is the host's maxDequeueCount-th.
+	maxDequeue, err := customhandler.HostMaxDequeueCount(".", os.Getenv)
+	if err != nil {
+		log.Error("reading the host's queue settings", "error", err.Error())
+		os.Exit(1)
+	}
 	var h http.Handler
 	ready := make(chan struct{})
 	go func() {
-		h = customhandler.New(functions.FromEnv(log), customhandler.Options{TrustEasyAuth: os.Getenv("WEBSITE_AUTH_ENABLED") == "True"})
+		h = customhandler.New(functions.FromEnv(log), customhandler.Options{TrustEasyAuth: os.Getenv("WEBSITE_AUTH_ENABLED") == "True", MaxDequeueCount: maxDequeue})
 		close(ready)
 	}()
 	srv := &http.Server{ReadHeaderTimeout: 30 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
