@@ -367,7 +367,7 @@ func (k *checkup) queue() {
 	case cfg.ExportQueue == "":
 		return
 	case config.ExportQueueIsSQS(cfg.ExportQueue):
-		r.note("queue", "%s is an SQS queue: its dead-letter queue is not checked here; look at the stack's ExportDeadLetterQueue", cfg.ExportQueue)
+		k.sqsQueue()
 		return
 	}
 	blob, err := functions.BlobOptions(cfg, k.o.HTTPClient)
@@ -419,13 +419,45 @@ func (k *checkup) queue() {
 	}
 }
 
-// plural says n things, "32 or more" at a peek's limit.
+// sqsQueue: the SQS queue reachable, with a dead-letter queue, and that
+// queue empty. It reads attributes only: a receive would count as a
+// delivery, so the tasks' tenants are not named (the log lines name them).
+func (k *checkup) sqsQueue() {
+	r, cfg := k.r, k.cfg
+	q, err := queue.NewSQS(cfg.ExportQueue, cfg.S3Region)
+	if err != nil {
+		r.fail("queue", err, "")
+		return
+	}
+	c, cancel := k.step()
+	st, err := q.Status(c)
+	cancel()
+	switch {
+	case err != nil:
+		r.fail("queue", err, "set EXPORT_QUEUE to the stack's queue URL (its ExportTasks), and give doctor's AWS identity sqs:GetQueueAttributes on the queue and its dead-letter queue")
+		return
+	case st.DeadLetterQueue == "":
+		r.ok("queue", "%s is reachable: %s waiting", cfg.ExportQueue, plural(st.Waiting, "task", 0))
+		r.fail("queue", fmt.Errorf("%s has no redrive policy: a tenant that keeps failing is delivered again until its task expires, and no dead-letter queue shows it", cfg.ExportQueue),
+			"give the queue a dead-letter queue (the SAM template's ExportTasks has one, maxReceiveCount 5)")
+		return
+	}
+	r.ok("queue", "%s is reachable: %s waiting; after %d receives a task goes to %s", cfg.ExportQueue, plural(st.Waiting, "task", 0), st.MaxReceiveCount, st.DeadLetterQueue)
+	if st.DeadLetters == 0 {
+		r.ok("queue", "%s is empty: no tenant failed on every delivery", st.DeadLetterQueue)
+		return
+	}
+	r.fail("queue", fmt.Errorf("%s in %s, no longer exported", plural(st.DeadLetters, "task", 0), st.DeadLetterQueue),
+		"the log line \"tenant export failed on the message's last delivery\" names each tenant and cause; fix it (the tenants' checks above), then redrive the tasks to "+cfg.ExportQueue+" (the SQS console's \"Start DLQ redrive\") or purge them (the next round enqueues every tenant again)")
+}
+
+// plural says n things, "32 or more" at a peek's limit (0: none).
 func plural(n int, thing string, limit int) string {
 	s := fmt.Sprintf("%d %s", n, thing)
 	if n != 1 {
 		s += "s"
 	}
-	if n >= limit {
+	if limit > 0 && n >= limit {
 		s = fmt.Sprintf("%d or more %ss", n, thing)
 	}
 	return s

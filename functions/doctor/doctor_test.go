@@ -403,8 +403,46 @@ func TestDoctorQueue(t *testing.T) {
 	if left, _ := poison.Peek(context.Background(), 32); len(left) != 1 {
 		t.Fatalf("%d tasks left in the poison queue", len(left))
 	}
-	// An SQS queue (the Lambda deployment) is named, not read as a Storage queue.
-	sqsURL := "https://sqs.eu-west-1.amazonaws.com/123456789012/incident-export"
-	runDoctor(t, s, []string{"EXPORT_QUEUE", sqsURL, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", s.ClientSecret(devstack.DefaultClientID)}, nil, nil, true, []string{
-		"note  queue        " + sqsURL + " is an SQS queue: its dead-letter queue is not checked here"})
+}
+
+// The Lambda deployment's SQS queue: its redrive policy and its
+// dead-letter queue's depth, read from the attributes without a receive.
+func TestDoctorSQSQueue(t *testing.T) {
+	s := devstack.Start(t, devstack.Options{Incidents: 20})
+	s.UseAWS(t) // the process's AWS environment: not parallel
+	s.CreateSQSQueue("incident-export-dlq", "", 0)
+	url := s.CreateSQSQueue("incident-export", "incident-export-dlq", 5)
+	bare := s.CreateSQSQueue("no-redrive", "", 0)
+	dlq := s.SQSURL + "/" + devstack.AWSAccountID + "/incident-export-dlq"
+	env := func(q string) []string {
+		return []string{"EXPORT_QUEUE", q, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", s.ClientSecret(devstack.DefaultClientID)}
+	}
+	runDoctor(t, s, env(url), nil, nil, true, []string{
+		"ok    queue        " + url + " is reachable: 0 tasks waiting; after 5 receives a task goes to " + dlq,
+		"ok    queue        " + dlq + " is empty: no tenant failed on every delivery"})
+
+	runDoctor(t, s, env(bare), nil, nil, false, []string{
+		"ok    queue        " + bare + " is reachable: 0 tasks waiting",
+		"FAIL  queue        " + bare + " has no redrive policy",
+		"give the queue a dead-letter queue"})
+
+	// Two tasks failed on every delivery, one waits.
+	dead, _ := queue.NewSQS(dlq, "")
+	if err := dead.Send(context.Background(), [][]byte{[]byte(`{"tenant":"a"}`), []byte(`{"tenant":"b"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	q, _ := queue.NewSQS(url, "")
+	q.Send(context.Background(), [][]byte{[]byte(`{"tenant":"c"}`)})
+	runDoctor(t, s, env(url), nil, nil, false, []string{
+		"ok    queue        " + url + " is reachable: 1 task waiting",
+		"FAIL  queue        2 tasks in " + dlq + ", no longer exported",
+		"redrive the tasks to " + url})
+	// Nothing was received.
+	if c := s.Counters(); c.Get("sqs.ReceiveMessage", 200) != 0 || len(s.SQSMessages("incident-export-dlq")) != 2 {
+		t.Fatalf("doctor received messages: %d", c.Get("sqs.ReceiveMessage", 200))
+	}
+	// A queue that does not exist, or credentials refused, is said.
+	runDoctor(t, s, env(s.SQSURL+"/"+devstack.AWSAccountID+"/nope"), nil, nil, false, []string{
+		"FAIL  queue        reading queue " + s.SQSURL + "/" + devstack.AWSAccountID + "/nope",
+		"QueueDoesNotExist", "sqs:GetQueueAttributes on the queue and its dead-letter queue"})
 }

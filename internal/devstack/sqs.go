@@ -93,6 +93,8 @@ func (s *Stack) sqsHandler() http.Handler {
 	})
 }
 
+func sqsARN(name string) string { return "arn:aws:sqs:" + AWSRegion + ":" + AWSAccountID + ":" + name }
+
 func md5Hex(s string) string { sum := md5.Sum([]byte(s)); return hex.EncodeToString(sum[:]) }
 
 func (s *Stack) serveSQS(w http.ResponseWriter, r *http.Request) int {
@@ -274,8 +276,25 @@ func (s *Stack) serveSQS(w http.ResponseWriter, r *http.Request) int {
 				visible++
 			}
 		}
-		return reply(map[string]any{"Attributes": map[string]string{"ApproximateNumberOfMessages": strconv.Itoa(visible),
-			"ApproximateNumberOfMessagesNotVisible": strconv.Itoa(inFlight), "QueueArn": "arn:aws:sqs:" + AWSRegion + ":" + AWSAccountID + ":" + name}})
+		all := map[string]string{"ApproximateNumberOfMessages": strconv.Itoa(visible),
+			"ApproximateNumberOfMessagesNotVisible": strconv.Itoa(inFlight), "QueueArn": sqsARN(name)}
+		if qq.dlq != "" {
+			// A JSON document in a string, its count a number, as the
+			// service answers.
+			p, _ := json.Marshal(map[string]any{"deadLetterTargetArn": sqsARN(qq.dlq), "maxReceiveCount": qq.maxReceive})
+			all["RedrivePolicy"] = string(p)
+		}
+		// Only the attributes asked for ("All" for every one), none without.
+		out := map[string]string{}
+		for _, a := range in.AttributeNames {
+			if v, ok := all[a]; ok {
+				out[a] = v
+			} else if a == "All" {
+				out = all
+				break
+			}
+		}
+		return reply(map[string]any{"Attributes": out})
 	}
 	return fail(400, "UnsupportedOperation", "")
 }

@@ -17,3 +17,11 @@ var ErrNoSQS = errors.New("queue: this build has no Amazon SQS client (the Azure
 func NewSQS(url, region string) (*SQS, error) { return nil, ErrNoSQS }
 
 func (*SQS) Send(context.Context, [][]byte) error { return ErrNoSQS }
+
+// SQSStatus is what a queue's attributes say of the fan-out's health.
+type SQSStatus struct {
+	Waiting, MaxReceiveCount, DeadLetters int
+	DeadLetterQueue                       string
+}
+
+func (*SQS) Status(context.Context) (SQSStatus, error) { return SQSStatus{}, ErrNoSQS }
