@@ -328,7 +328,7 @@ func BlobOptions(cfg *config.Config, hc *http.Client) (state.BlobOptions, error)
 // reached the way BlobOptions reaches its containers.
 func AzureQueue(cfg *config.Config, name string, blob state.BlobOptions) (*queue.Azure, error) {
 	return queue.NewAzure(name, queue.AzureOptions{ConnectionString: cfg.StorageConnStr.Reveal(), Account: cfg.StorageAccount,
-		Credential: blob.Credential, HTTPClient: blob.HTTPClient})
+		ServiceURL: cfg.StorageQueueURI, Credential: blob.Credential, HTTPClient: blob.HTTPClient})
 }
 
 // Broken is the app of a process whose configuration is wrong.

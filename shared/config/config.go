@@ -110,6 +110,7 @@ type Config struct {
 	ExportQueue       string        // EXPORT_QUEUE: the Storage queue's name or SQS queue's URL the timer fans tenants out to
 	StorageConnStr    Secret        // AzureWebJobsStorage: Blob connection string (Azurite, development)
 	StorageAccount    string        // AzureWebJobsStorage__accountName: identity-based Blob access
+	StorageQueueURI   string        // AzureWebJobsStorage__queueServiceUri: identity-based queue endpoint outside Azure's public cloud
 	S3Endpoint        string        // EXPORT_S3_ENDPOINT: an S3-compatible endpoint (s3rver, MinIO)
 	S3Region          string        // AWS_REGION
 
@@ -185,6 +186,7 @@ const (
 	EnvExportQueue             = "EXPORT_QUEUE"
 	EnvStorage                 = "AzureWebJobsStorage"
 	EnvStorageAccount          = "AzureWebJobsStorage__accountName"
+	EnvStorageQueueURI         = "AzureWebJobsStorage__queueServiceUri"
 	EnvS3Endpoint              = "EXPORT_S3_ENDPOINT"
 	EnvAWSRegion               = "AWS_REGION"
 	EnvLambdaFunctionName      = "AWS_LAMBDA_FUNCTION_NAME" // set by Lambda
@@ -560,6 +562,19 @@ func (r *reader) export(c *Config) {
 		c.StorageConnStr = Secret(v)
 	}
 	c.StorageAccount = r.get(EnvStorageAccount, "")
+	// The host's identity-based form for a queue endpoint that accountName
+	// cannot name (a national cloud's).
+	if v := r.get(EnvStorageQueueURI, ""); v != "" {
+		u, err := url.Parse(v)
+		if err != nil || u.Scheme != "https" || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.User != nil {
+			if i := strings.IndexAny(v, "?#"); i >= 0 {
+				v = v[:i] + "?…" // a SAS is a secret
+			}
+			r.problem(fmt.Sprintf("%s=%q: use the account's queue endpoint, https://<account>.queue.core.windows.net or a national cloud's (no path, no SAS)", EnvStorageQueueURI, v))
+		} else {
+			c.StorageQueueURI = strings.TrimSuffix(v, "/")
+		}
+	}
 	c.S3Endpoint = r.get(EnvS3Endpoint, "")
 	c.S3Region = r.get(EnvAWSRegion, "")
 }

@@ -350,3 +350,25 @@ func TestExportQueue(t *testing.T) {
 		}
 	}
 }
+
+// AzureWebJobsStorage__queueServiceUri is an https endpoint without path
+// or SAS, kept without its trailing slash.
+func TestStorageQueueURI(t *testing.T) {
+	base := []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", "x"}
+	for _, tc := range []struct{ v, want string }{
+		{"https://acct.queue.core.chinacloudapi.cn", "https://acct.queue.core.chinacloudapi.cn"},
+		{"https://acct.queue.core.usgovcloudapi.net/", "https://acct.queue.core.usgovcloudapi.net"},
+		{"http://acct.queue.core.windows.net", ""},
+		{"https://acct.queue.core.windows.net/incident-export", ""},
+		{"https://acct.queue.core.windows.net?sv=2022-11-02&sig=x", ""},
+		{"acct", ""},
+	} {
+		c, err := config.Load(env(append(base, config.EnvStorageQueueURI, tc.v)...))
+		switch {
+		case tc.want != "" && (err != nil || c.StorageQueueURI != tc.want):
+			t.Errorf("%s: %v %q", tc.v, err, c.StorageQueueURI)
+		case tc.want == "" && (err == nil || !strings.Contains(err.Error(), config.EnvStorageQueueURI+"=") || strings.Contains(err.Error(), "sig=x")):
+			t.Errorf("%s: accepted, or the error does not name it (or shows the SAS): %v", tc.v, err)
+		}
+	}
+}

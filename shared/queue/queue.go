@@ -31,7 +31,10 @@ type AzureOptions struct {
 	ConnectionString string
 	// Account is the storage account's name (AzureWebJobsStorage__accountName)
 	// when there is no connection string; Credential reaches it.
-	Account    string
+	Account string
+	// ServiceURL is the queue endpoint (AzureWebJobsStorage__queueServiceUri)
+	// in place of Account, for a national cloud's.
+	ServiceURL string
 	Credential azcore.TokenCredential
 	HTTPClient *http.Client
 }
@@ -53,10 +56,12 @@ func NewAzure(name string, o AzureOptions) (*Azure, error) {
 	switch {
 	case o.ConnectionString != "":
 		c, err = azqueue.NewQueueClientFromConnectionString(o.ConnectionString, name, copts)
+	case o.ServiceURL != "" && o.Credential != nil:
+		c, err = azqueue.NewQueueClient(strings.TrimSuffix(o.ServiceURL, "/")+"/"+name, o.Credential, copts)
 	case o.Account != "" && o.Credential != nil:
 		c, err = azqueue.NewQueueClient("https://"+o.Account+".queue.core.windows.net/"+name, o.Credential, copts)
 	default:
-		return nil, errors.New("queue: no storage account: set AzureWebJobsStorage (a connection string) or AzureWebJobsStorage__accountName with an identity")
+		return nil, errors.New("queue: no storage account: set AzureWebJobsStorage (a connection string), or AzureWebJobsStorage__accountName (or __queueServiceUri) with an identity")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("queue %s: %w", name, err)
