@@ -67,9 +67,24 @@ func startHandler(t testing.TB, bin string, env []string, logs io.Writer) *handl
 
 var timerPayload = `{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"ScheduleStatus":{"Last":"0001-01-01T00:00:00","Next":"%s","LastUpdated":"0001-01-01T00:00:00"},"IsPastDue":false}},"Metadata":{"sys":{"MethodName":"incident-export","UtcNow":"%s","RandGuid":"9a1b6f1e-4c52-4a7e-9e8b-3f0c2d7a1b55"}}}`
 
+// queuePayload is the host's queueTrigger envelope (its metadata scalars
+// JSON-encoded inside strings, as shared/customhandler's fixtures show).
+var queuePayload = `{"Data":{"msg":%q},"Metadata":{"DequeueCount":"1","Id":"\"%s\"","InsertionTime":"%s","PopReceipt":"\"AgAAAAMAAAAAAAAAwYwKzZ1G3QE=\"","sys":{"MethodName":"incident-export-tenant","UtcNow":"%s","RandGuid":"5b6a1d3e-8f0c-4e2a-9b7d-1c2e3f4a5b6c"}}}`
+
 func (p *handlerProc) runExport() (int, error) {
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	req, _ := http.NewRequest("POST", p.url+"/incident-export", bytes.NewReader([]byte(fmt.Sprintf(timerPayload, now, now))))
+	return p.invoke("incident-export", fmt.Sprintf(timerPayload, now, now))
+}
+
+// runTask delivers incident-export-tenant the task of round n for tenant.
+func (p *handlerProc) runTask(tenant string, n int) (int, error) {
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	task := fmt.Sprintf(`{"tenant":%q,"round":"2026-12-02T00:%02d:00Z"}`, tenant, n%60)
+	return p.invoke("incident-export-tenant", fmt.Sprintf(queuePayload, task, fmt.Sprint(rand.Int()), now, now))
+}
+
+func (p *handlerProc) invoke(name, payload string) (int, error) {
+	req, _ := http.NewRequest("POST", p.url+"/"+name, bytes.NewReader([]byte(payload)))
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
 	req.Header.Set("X-Azure-Functions-InvocationId", fmt.Sprint(rand.Int()))
 	resp, err := http.DefaultClient.Do(req)
@@ -92,7 +107,8 @@ func (p *handlerProc) runExport() (int, error) {
 // live tenant was observed to (no order to rely on, $orderby on the last
 // update ignored), as documented (newest first, $orderby honoured), and as
 // observed with replication lag (a share of updates listed only 2 s after
-// their lastUpdate, EXPORT_LAG 3 s).
+// their lastUpdate, EXPORT_LAG 3 s); and for the fan-out's queue tasks with
+// two instances exporting the one tenant at once, each killed on its own.
 func TestExactlyOnceUnderKills(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the kill matrix runs in the full suite")
@@ -101,13 +117,17 @@ func TestExactlyOnceUnderKills(t *testing.T) {
 	// The S3 sink is proven by TestExportToS3 without kills: s3rver's listing
 	// answers 500 once a client was killed in the middle of a PutObject.
 	for _, tc := range []killCase{
-		{"graph/file/observed", "file", "graph", orderObserved},
-		{"graph/blob/observed", "blob", "graph", orderObserved},
-		{"xdr/file/observed", "file", "xdr", orderObserved},
-		{"graph/file/documented", "file", "graph", orderDocumented},
-		{"xdr/file/documented", "file", "xdr", orderDocumented},
-		{"graph/file/lag", "file", "graph", orderObservedLag},
-		{"xdr/file/lag", "file", "xdr", orderObservedLag},
+		{name: "graph/file/observed", sink: "file", api: "graph", mode: orderObserved},
+		{name: "graph/blob/observed", sink: "blob", api: "graph", mode: orderObserved},
+		{name: "xdr/file/observed", sink: "file", api: "xdr", mode: orderObserved},
+		{name: "graph/file/documented", sink: "file", api: "graph", mode: orderDocumented},
+		{name: "xdr/file/documented", sink: "file", api: "xdr", mode: orderDocumented},
+		{name: "graph/file/lag", sink: "file", api: "graph", mode: orderObservedLag},
+		{name: "xdr/file/lag", sink: "file", api: "xdr", mode: orderObservedLag},
+		// The fan-out's queue tasks, two instances invoked for the one
+		// tenant at once (a redelivery overtaking a slow invocation, or the
+		// timer's task beside a continuation), each killed on its own.
+		{name: "graph/file/overlapping-tasks", sink: "file", api: "graph", mode: orderObserved, overlap: true},
 	} {
 		// The runs mostly wait (pacing, kills at random moments): the cases
 		// share the two cores well, each with its own devstack.
@@ -126,6 +146,9 @@ const (
 type killCase struct {
 	name, sink, api string
 	mode            listingMode
+	// overlap runs each round as two instances given the same tenant's
+	// queue task at once, instead of one timer invocation.
+	overlap bool
 }
 
 // lagMs is the replication lag of orderObservedLag.
@@ -229,22 +252,43 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 	r := rand.New(rand.NewPCG(1, 2))
 	completed, killed := 0, 0
 	since := time.Now().Add(-960 * time.Hour)
+	instances := 1
+	if tc.overlap {
+		instances = 2
+	}
 	for run := 1; run <= 30*scale; run++ {
-		p := startHandler(t, bin, env, logs)
-		if run%3 == 0 {
-			// Let this one finish.
-			if st, err := p.runExport(); err != nil || st != 200 {
-				t.Fatalf("run %d: %d %v", run, st, err)
+		var wg sync.WaitGroup
+		for range instances {
+			p := startHandler(t, bin, env, logs)
+			kill := time.Duration(r.IntN(1200)) * time.Millisecond
+			invoke := p.runExport
+			if tc.overlap {
+				invoke = func() (int, error) { return p.runTask(devstack.DefaultTenantID, run) }
 			}
-			completed++
-		} else {
-			go p.runExport()
-			time.Sleep(time.Duration(r.IntN(1200)) * time.Millisecond)
-			p.cmd.Process.Signal(syscall.SIGKILL)
-			killed++
+			if run%3 == 0 {
+				// Let this one finish.
+				completed++
+			} else {
+				killed++
+			}
+			wg.Go(func() {
+				defer func() { p.cmd.Process.Signal(syscall.SIGKILL); <-p.done }()
+				if run%3 != 0 {
+					go invoke()
+					time.Sleep(kill)
+					return
+				}
+				// Of two overlapping tasks one may stop on the other's
+				// checkpoint: that too is a success.
+				if st, err := invoke(); err != nil || st != 200 {
+					t.Errorf("run %d: %d %v", run, st, err)
+				}
+			})
 		}
-		p.cmd.Process.Signal(syscall.SIGKILL)
-		<-p.done
+		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
 		if run%10 == 0 {
 			// Changes pause: the next completed run exports every current
 			// version (once the lag has passed, it is listed).
@@ -253,7 +297,11 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 				time.Sleep(lagMs*time.Millisecond + 100*time.Millisecond)
 			}
 			p := startHandler(t, bin, env, logs)
-			if st, err := p.runExport(); err != nil || st != 200 {
+			invoke := p.runExport
+			if tc.overlap {
+				invoke = func() (int, error) { return p.runTask(devstack.DefaultTenantID, run) }
+			}
+			if st, err := invoke(); err != nil || st != 200 {
 				t.Fatalf("run %d after pause: %d %v", run, st, err)
 			}
 			p.cmd.Process.Signal(syscall.SIGTERM)
@@ -265,6 +313,14 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 	}
 	if completed == 0 || killed < 15*scale {
 		t.Fatalf("completed %d, killed %d", completed, killed)
+	}
+	// The overlap happened: some task stopped on the other's checkpoint.
+	if tc.overlap {
+		n := strings.Count(logs.String(), "another run is exporting this tenant")
+		if n == 0 {
+			t.Fatal("no task met another's checkpoint: the invocations did not overlap")
+		}
+		t.Logf("%d tasks stopped on the other's checkpoint", n)
 	}
 }
 
