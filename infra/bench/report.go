@@ -146,6 +146,9 @@ var goals = []Goal{
 	{"Partners", "staleness at the round's end, p50 across tenants, the loop", "FanOut/loop", "stale-p50-s", "", nil, unit("s"), 20},
 	{"Partners", "staleness at the round's end, p99 across tenants, the loop", "FanOut/loop", "stale-p99-s", "", nil, unit("s"), 20},
 	{"Partners", "staleness, p99 across tenants, the queue with 4 instances", "FanOut/queue/k=4", "stale-p99-s", "", nil, unit("s"), 20},
+	{"Partners", "machine CPU busy during the round (all processes, 2 cores), the loop", "FanOut/loop", "cpu-busy-%", "", nil, unit("%"), 20},
+	{"Partners", "machine CPU busy during the round, the queue with 1 instance: k > 1 cannot go faster than this allows", "FanOut/queue/k=1", "cpu-busy-%", "", nil, unit("%"), 20},
+	{"Partners", "machine CPU busy during the round, the queue with 4 instances", "FanOut/queue/k=4", "cpu-busy-%", "", nil, unit("%"), 20},
 	{"Partners", "handler's peak RSS, 500 tenants' tokens cached, the loop", "FanOut/loop", "peak-rss-MiB", "< 128 MB", below(128), unit("MiB"), 20},
 	{"Partners", "largest handler's peak RSS, the queue with 1 instance", "FanOut/queue/k=1", "peak-rss-MiB", "< 128 MB", below(128), unit("MiB"), 20},
 

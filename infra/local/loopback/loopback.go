@@ -161,3 +161,34 @@ func PeakRSS(pid int) float64 {
 	}
 	return -1
 }
+
+// CPUBusy is the machine's CPU time spent busy and in all since boot, in
+// clock ticks (/proc/stat's first line; idle and iowait are not busy). Two
+// readings give the share of the machine a benchmark used: whether it ran
+// out of CPU. Both are 0 when /proc/stat cannot be read.
+func CPUBusy() (busy, total uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 6 || fields[0] != "cpu" {
+		return 0, 0
+	}
+	for i, f := range fields[1:] {
+		n, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return 0, 0
+		}
+		// guest and guest_nice (the 9th and 10th) are counted in user already.
+		if i >= 8 {
+			break
+		}
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total
+}

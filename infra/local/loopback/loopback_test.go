@@ -42,3 +42,19 @@ func TestStart(t *testing.T) {
 		t.Fatal("ready but not listening")
 	}
 }
+
+// CPUBusy counts a busy loop's time as busy, and busy time never exceeds
+// the total.
+func TestCPUBusy(t *testing.T) {
+	busy0, total0 := loopback.CPUBusy()
+	if total0 == 0 || busy0 > total0 {
+		t.Fatalf("busy %d of %d", busy0, total0)
+	}
+	// Spin for 300 ms: at 100 ticks a second, about 30 busy ticks.
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+	}
+	busy1, total1 := loopback.CPUBusy()
+	if busy1-busy0 < 15 || busy1-busy0 > total1-total0 {
+		t.Fatalf("a 300 ms spin: %d busy ticks of %d", busy1-busy0, total1-total0)
+	}
+}
