@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/defender-functions/defender-functions/functions/doctor"
+
 	"github.com/aws/aws-lambda-go/events"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -406,5 +408,17 @@ func TestQueueFanOutUnderRIE(t *testing.T) {
 	}
 	if n := strings.Count(r.out.String(), "tenant export failed on the message's last delivery"); n != 1 {
 		t.Fatalf("%d last-delivery lines\n%s", n, r.out)
+	}
+	// doctor, with the function's settings, finds the dead letter.
+	settings := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		settings[k] = v
+	}
+	var out strings.Builder
+	doctor.Run(context.Background(), func(k string) (string, bool) { v, ok := settings[k]; return v, ok }, &out, &doctor.Options{HTTPClient: s.HTTPClient()})
+	dlq := s.SQSURL + "/" + devstack.AWSAccountID + "/incident-export-dlq"
+	if !strings.Contains(out.String(), "FAIL  queue        1 task in "+dlq+", no longer exported") {
+		t.Fatalf("doctor does not report the dead letter:\n%s", out.String())
 	}
 }

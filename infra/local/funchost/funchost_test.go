@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/defender-functions/defender-functions/functions/doctor"
+
 	"github.com/defender-functions/defender-functions/functions"
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/funchost"
@@ -362,11 +364,11 @@ func TestQueueFanOut(t *testing.T) {
 	}
 	logs := &lockedBuffer{}
 	hostLog := &lockedBuffer{}
+	env := settings(s, dir, "DEFENDER_TENANT_ID="+strings.Join(ids, ","), "EXPORT_QUEUE=incident-export", "AzureWebJobsStorage="+az.ConnectionString, "EXPORT_LOOKBACK=2160h",
+		// The devstack's vault belongs to its default directory, which these tenants replace.
+		"DEFENDER_CREDENTIAL=env-secret", "DEFENDER_CLIENT_SECRET="+s.ClientSecret(devstack.DefaultClientID))
 	h, err := funchost.Start(funchost.Options{AppDir: app, NoTimers: true, Stdout: io.MultiWriter(logs, devstack.AuditLog()), Stderr: devstack.AuditLog(),
-		Logger: slog.New(slog.NewJSONHandler(io.MultiWriter(hostLog, devstack.AuditLog()), nil)),
-		Env: settings(s, dir, "DEFENDER_TENANT_ID="+strings.Join(ids, ","), "EXPORT_QUEUE=incident-export", "AzureWebJobsStorage="+az.ConnectionString, "EXPORT_LOOKBACK=2160h",
-			// The devstack's vault belongs to its default directory, which these tenants replace.
-			"DEFENDER_CREDENTIAL=env-secret", "DEFENDER_CLIENT_SECRET="+s.ClientSecret(devstack.DefaultClientID))})
+		Logger: slog.New(slog.NewJSONHandler(io.MultiWriter(hostLog, devstack.AuditLog()), nil)), Env: env})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,6 +406,17 @@ func TestQueueFanOut(t *testing.T) {
 	}
 	if n := strings.Count(hostLog.String(), "delivered again after the visibility timeout"); n != 4 {
 		t.Fatalf("%d redeliveries of the poisoned task, want 4 before the poison queue\n%s", n, hostLog.String())
+	}
+	// doctor, with the app's settings, names the tenant in the poison queue.
+	m := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	var out strings.Builder
+	doctor.Run(context.Background(), func(k string) (string, bool) { v, ok := m[k]; return v, ok }, &out, &doctor.Options{HTTPClient: s.HTTPClient()})
+	if !strings.Contains(out.String(), "FAIL  queue        1 task in incident-export-poison, no longer exported: tenant "+poisoned) {
+		t.Fatalf("doctor does not report the poisoned tenant:\n%s", out.String())
 	}
 }
 
