@@ -189,7 +189,20 @@ var decodeOptions = jsonv2.JoinOptions(jsonv2.MatchCaseInsensitiveNames(true), j
 // invocation is the host's envelope; its Metadata repeats what the
 // functions need from Data, so it is not decoded.
 type invocation struct {
-	Data map[string]jsontext.Value `json:"Data"`
+	Data     map[string]jsontext.Value `json:"Data"`
+	Metadata map[string]jsontext.Value `json:"Metadata"`
+}
+
+// binding is Data's value for the trigger binding want, or for the only
+// binding when the function.json names it otherwise.
+func (inv invocation) binding(want string) jsontext.Value {
+	if raw, ok := inv.Data[want]; ok {
+		return raw
+	}
+	for _, v := range inv.Data {
+		return v
+	}
+	return nil
 }
 
 // result is the host's expected answer.
@@ -205,25 +218,19 @@ func (h *handler) envelope(ctx context.Context, w http.ResponseWriter, r *http.R
 		h.fail(ctx, w, name, fmt.Errorf("the host's invocation request is not the expected JSON envelope: %w", err))
 		return
 	}
-	if t, ok := h.app.Timers[name]; ok {
+	t, isTimer := h.app.Timers[name]
+	q, isQueue := h.app.Queues[name]
+	if isTimer || isQueue {
 		var inv invocation
 		if err := jsonv2.Unmarshal(body, &inv, decodeOptions); err != nil {
 			h.fail(ctx, w, name, fmt.Errorf("the host's invocation request is not the expected JSON envelope: %w", err))
 			return
 		}
-		h.timer(ctx, w, name, t, inv)
-		return
-	}
-	if q, ok := h.app.Queues[name]; ok {
-		var inv struct {
-			Data     map[string]jsontext.Value `json:"Data"`
-			Metadata map[string]jsontext.Value `json:"Metadata"`
+		if isTimer {
+			h.timer(ctx, w, name, t, inv)
+		} else {
+			h.queue(ctx, w, name, q, inv)
 		}
-		if err := jsonv2.Unmarshal(body, &inv, decodeOptions); err != nil {
-			h.fail(ctx, w, name, fmt.Errorf("the host's invocation request is not the expected JSON envelope: %w", err))
-			return
-		}
-		h.queue(ctx, w, name, q, inv.Data, inv.Metadata)
 		return
 	}
 	if route, ok := h.app.HTTP[name]; ok {
@@ -299,13 +306,7 @@ func parseLenient(s string) time.Time {
 }
 
 func (h *handler) timer(ctx context.Context, w http.ResponseWriter, name string, t function.TimerSchedule, inv invocation) {
-	raw, ok := inv.Data[TimerIn]
-	if !ok {
-		for _, v := range inv.Data { // a binding with another name
-			raw = v
-			break
-		}
-	}
+	raw := inv.binding(TimerIn)
 	var ti timerInfo
 	if len(raw) > 0 {
 		if err := jsonv2.Unmarshal(raw, &ti, decodeOptions); err != nil {
@@ -327,6 +328,11 @@ func (h *handler) timer(ctx context.Context, w http.ResponseWriter, name string,
 		h.fail(ctx, w, name, err)
 		return
 	}
+	completed(w, name, start)
+}
+
+// completed answers the host for a function without outputs that succeeded.
+func completed(w http.ResponseWriter, name string, start time.Time) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	json.NewEncoder(w).Encode(result{Outputs: map[string]any{},
 		Logs: []string{fmt.Sprintf("%s completed in %s", name, time.Since(start).Round(time.Millisecond))}})
@@ -336,14 +342,8 @@ func (h *handler) timer(ctx context.Context, w http.ResponseWriter, name string,
 // holding its text (a JSON message may come as the object itself). The
 // host writes Metadata's scalars JSON-encoded inside a string (research:
 // runtime-contracts.md §1.4): "Id": "\"…\"", "DequeueCount": "1".
-func (h *handler) queue(ctx context.Context, w http.ResponseWriter, name string, q function.QueueRoute, data, meta map[string]jsontext.Value) {
-	raw, ok := data[QueueIn]
-	if !ok {
-		for _, v := range data { // a binding with another name
-			raw = v
-			break
-		}
-	}
+func (h *handler) queue(ctx context.Context, w http.ResponseWriter, name string, q function.QueueRoute, inv invocation) {
+	raw, meta := inv.binding(QueueIn), inv.Metadata
 	var m function.Message
 	switch raw.Kind() {
 	case '"':
@@ -369,9 +369,7 @@ func (h *handler) queue(ctx context.Context, w http.ResponseWriter, name string,
 		h.fail(ctx, w, name, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	json.NewEncoder(w).Encode(result{Outputs: map[string]any{},
-		Logs: []string{fmt.Sprintf("%s completed in %s", name, time.Since(start).Round(time.Millisecond))}})
+	completed(w, name, start)
 }
 
 // scalar reads a metadata value: a number, a string, or a JSON value
