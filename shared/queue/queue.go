@@ -16,6 +16,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue/queueerror"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -97,7 +98,7 @@ func (q *Azure) Send(ctx context.Context, bodies [][]byte) error {
 // poison queue itself, the deployment the queue.
 func (q *Azure) Create(ctx context.Context) error {
 	_, err := q.c.Create(ctx, nil)
-	if err != nil && !strings.Contains(err.Error(), "QueueAlreadyExists") {
+	if err != nil && !queueerror.HasCode(err, queueerror.QueueAlreadyExists) {
 		return fmt.Errorf("creating %s: %w", q, err)
 	}
 	return nil
@@ -116,7 +117,7 @@ type Peeked struct {
 func (q *Azure) Peek(ctx context.Context, n int) ([]Peeked, error) {
 	resp, err := q.c.PeekMessages(ctx, &azqueue.PeekMessagesOptions{NumberOfMessages: ptr(int32(min(max(n, 1), 32)))})
 	if err != nil {
-		if strings.Contains(err.Error(), "QueueNotFound") {
+		if queueerror.HasCode(err, queueerror.QueueNotFound) {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("peeking at %s: %w", q, err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue/queueerror"
 	"github.com/google/uuid"
 )
 
@@ -132,7 +133,7 @@ func (l *listener) run(ctx context.Context) {
 		n := int32(l.s.BatchSize - len(slots))
 		resp, err := l.q.DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{NumberOfMessages: &n, VisibilityTimeout: ptr(int32(l.lease / time.Second))})
 		if err != nil || len(resp.Messages) == 0 {
-			if err != nil && ctx.Err() == nil && !strings.Contains(err.Error(), "QueueNotFound") {
+			if err != nil && ctx.Err() == nil && !queueerror.HasCode(err, queueerror.QueueNotFound) {
 				l.h.log.Warn("queue listener: dequeue failed", "function", l.f.name, "error", err.Error())
 			}
 			wait = min(max(2*wait, 100*time.Millisecond), l.s.maxPoll)
@@ -184,7 +185,7 @@ func (l *listener) process(ctx context.Context, m *azqueue.DequeuedMessage) {
 		}
 	case count >= int64(l.s.MaxDequeueCount):
 		l.h.log.Error("queue message failed on its last delivery; moved to the poison queue", "function", l.f.name, "message", id, "dequeue_count", count, "error", failure.Error())
-		if _, err := l.poison.Create(bg, nil); err != nil && !strings.Contains(err.Error(), "QueueAlreadyExists") {
+		if _, err := l.poison.Create(bg, nil); err != nil && !queueerror.HasCode(err, queueerror.QueueAlreadyExists) {
 			l.h.log.Warn("queue listener: poison queue", "error", err.Error())
 		}
 		if _, err := l.poison.EnqueueMessage(bg, text, nil); err == nil {
