@@ -93,6 +93,21 @@ func (s *Stack) sqsHandler() http.Handler {
 	})
 }
 
+// askedFor is the attributes of all a request names, as the service
+// answers: "All" for every one, none without a name.
+func askedFor(all map[string]string, names []string) map[string]string {
+	out := map[string]string{}
+	for _, a := range names {
+		if a == "All" {
+			return all
+		}
+		if v, ok := all[a]; ok {
+			out[a] = v
+		}
+	}
+	return out
+}
+
 func sqsARN(name string) string { return "arn:aws:sqs:" + AWSRegion + ":" + AWSAccountID + ":" + name }
 
 func md5Hex(s string) string { sum := md5.Sum([]byte(s)); return hex.EncodeToString(sum[:]) }
@@ -222,20 +237,7 @@ func (s *Stack) serveSQS(w http.ResponseWriter, r *http.Request) int {
 				all := map[string]string{
 					"ApproximateReceiveCount": strconv.Itoa(m.receives), "SentTimestamp": strconv.FormatInt(m.sent.UnixMilli(), 10),
 					"SenderId": "AROAEXAMPLE:defender-functions", "ApproximateFirstReceiveTimestamp": strconv.FormatInt(now.UnixMilli(), 10)}
-				attrs := map[string]string{}
-				for _, a := range append(in.AttributeNames, in.MessageSystemAttributeNames...) {
-					if a == "All" {
-						attrs = all
-						break
-					}
-					if v, ok := all[a]; ok {
-						attrs[a] = v
-					}
-				}
-				if len(attrs) == 0 {
-					attrs = nil
-				}
-				out = append(out, msg{m.id, m.handle, md5Hex(m.body), m.body, attrs})
+				out = append(out, msg{m.id, m.handle, md5Hex(m.body), m.body, askedFor(all, append(in.AttributeNames, in.MessageSystemAttributeNames...))})
 			}
 			if len(out) > 0 || !now.Before(deadline) {
 				break
@@ -284,17 +286,7 @@ func (s *Stack) serveSQS(w http.ResponseWriter, r *http.Request) int {
 			p, _ := json.Marshal(map[string]any{"deadLetterTargetArn": sqsARN(qq.dlq), "maxReceiveCount": qq.maxReceive})
 			all["RedrivePolicy"] = string(p)
 		}
-		// Only the attributes asked for ("All" for every one), none without.
-		out := map[string]string{}
-		for _, a := range in.AttributeNames {
-			if v, ok := all[a]; ok {
-				out[a] = v
-			} else if a == "All" {
-				out = all
-				break
-			}
-		}
-		return reply(map[string]any{"Attributes": out})
+		return reply(map[string]any{"Attributes": askedFor(all, in.AttributeNames)})
 	}
 	return fail(400, "UnsupportedOperation", "")
 }
