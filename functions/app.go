@@ -109,7 +109,7 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 		}
 		clients = append(clients, incidentexport.Tenant{Name: t, Client: c})
 	}
-	export, err := exporter(cfg, clients, o.HTTPClient)
+	export, err := exporter(cfg, clients, o.HTTPClient, log)
 	exportRun, exportTask := function.TimerFunc(nil), function.MessageFunc(nil)
 	if cause := configured(cfg, incidentexport.Function, err); cause != nil {
 		exportRun = func(context.Context, function.Timer) error { return cause }
@@ -266,7 +266,7 @@ func WebhookKeys(cfg *config.Config, log *slog.Logger) (ticketwebhook.Keys, erro
 	return keys, nil
 }
 
-func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Client) (*incidentexport.Exporter, error) {
+func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Client, log *slog.Logger) (*incidentexport.Exporter, error) {
 	var missing []string
 	if cfg.ExportSink == "" {
 		missing = append(missing, config.EnvExportSink+" (file:///path, an Azure Blob container URL, or s3://bucket/prefix)")
@@ -281,7 +281,7 @@ func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 	if err != nil {
 		return nil, err
 	}
-	sk, err := sink.Open(cfg.ExportSink, sink.Options{Blob: blob, S3: sink.S3Options{Region: cfg.S3Region, Endpoint: cfg.S3Endpoint}})
+	sk, err := Sink(cfg, hc, blob, log)
 	if err != nil {
 		return nil, err
 	}
@@ -306,6 +306,29 @@ func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 		e.Queue = q
 	}
 	return e, nil
+}
+
+// Sink is the sink EXPORT_SINK names, reached as the settings say: Blob
+// containers as BlobOptions, a Logs Ingestion stream with the process's
+// identity (the managed identity in Azure), a Splunk collector with its
+// token read from Key Vault.
+func Sink(cfg *config.Config, hc *http.Client, blob state.BlobOptions, log *slog.Logger) (sink.Sink, error) {
+	o := sink.Options{Blob: blob, S3: sink.S3Options{Region: cfg.S3Region, Endpoint: cfg.S3Endpoint}}
+	switch {
+	case sink.IsLogsURL(cfg.ExportSink):
+		cred, err := credentials.AzureCredential(Registration(cfg), hc)
+		if err != nil {
+			return nil, fmt.Errorf("%s: a Logs Ingestion stream needs an identity: %w", config.EnvExportSink, err)
+		}
+		o.Logs = sink.LogsOptions{Credential: cred, HTTPClient: credentials.SameOrigin(hc), MaxBytes: cfg.ExportBatchBytes}
+	case sink.IsSplunkURL(cfg.ExportSink):
+		tok, err := credentials.NewVaultSecret(Registration(cfg), cfg.SplunkTokenSecret, config.EnvSplunkTokenSecret, &credentials.Options{HTTPClient: hc, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		o.Splunk = sink.SplunkOptions{Token: tok, HTTPClient: credentials.SameOrigin(hc), Ack: cfg.SplunkAck, MaxBytes: cfg.ExportBatchBytes, Index: cfg.SplunkIndex}
+	}
+	return sink.Open(cfg.ExportSink, o)
 }
 
 // BlobOptions follow the Functions conventions: AzureWebJobsStorage as a

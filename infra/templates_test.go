@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/defender-functions/defender-functions/functions"
 	"github.com/defender-functions/defender-functions/shared/config"
+	"github.com/defender-functions/defender-functions/shared/sink"
 )
 
 // settingsRead is every setting config.Load reads, recorded as it reads.
@@ -233,7 +235,7 @@ func TestSAMTemplate(t *testing.T) {
 	}
 	for _, want := range []string{
 		"Action: s3:PutObject\n              Resource: !Sub \"arn:${AWS::Partition}:s3:::${ExportBucket}/incidents/*\"",
-		"EXPORT_SINK: !Sub s3://${ExportBucket}/incidents",
+		`EXPORT_SINK: !If [HasSplunk, !Ref SplunkHecUrl, !Sub "s3://${ExportBucket}/incidents"]`,
 		"Effect: Deny", `Condition: {Bool: {"aws:SecureTransport": "false"}}`, `Resource: [!GetAtt ExportBucket.Arn, !Sub "${ExportBucket.Arn}/*"]`,
 	} {
 		if !strings.Contains(string(raw), want) {
@@ -330,6 +332,44 @@ func TestBicepSettings(t *testing.T) {
 		"scope: exportQueue\n  name: guid(exportQueue.id, identity.id, queueMessageSender)", "var queueMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("main.bicep lacks %s", want)
+		}
+	}
+}
+
+// The Bicep's table and the rule's stream have the columns the Logs
+// Ingestion sink sends (sink.LogsRow), with their types; the sink's URL is
+// the rule's own endpoint and stream, and the functions' identity may ingest.
+func TestBicepLogsTable(t *testing.T) {
+	b, err := os.ReadFile("azure/main.bicep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, m := range regexp.MustCompile(`\{ name: '(\w+)', type: '(\w+)', description: `).FindAllStringSubmatch(string(b), -1) {
+		got[m[1]] = m[2]
+	}
+	want := map[string]string{}
+	rt := reflect.TypeFor[sink.LogsRow]()
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		typ := map[reflect.Type]string{reflect.TypeFor[time.Time](): "datetime", reflect.TypeFor[string](): "string", reflect.TypeFor[json.RawMessage](): "dynamic", reflect.TypeFor[int](): "int"}[f.Type]
+		want[strings.Split(f.Tag.Get("json"), ",")[0]] = typ
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("main.bicep's incidentColumns = %v, want the sink's %v", got, want)
+	}
+	for _, w := range []string{
+		"resource incidentTable 'Microsoft.OperationalInsights/workspaces/tables@2022-10-01' = if (exportDestination == 'logAnalytics')",
+		"name: 'DefenderIncidents_CL'", "kind: 'Direct'",
+		"streamDeclarations: { 'Custom-DefenderIncidents': { columns: map(incidentColumns, c => { name: c.name, type: c.type }) } }",
+		"outputStream: 'Custom-DefenderIncidents_CL'",
+		"'${incidentRule.properties.endpoints.logsIngestion}/dataCollectionRules/${incidentRule.properties.immutableId}/streams/Custom-DefenderIncidents'",
+		"scope: incidentRule\n  name: guid(incidentRule.id, identity.id, monitoringMetricsPublisher)",
+		"var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'",
+		"{ name: 'EXPORT_SINK'\n          value: exportSink }",
+	} {
+		if !strings.Contains(string(b), w) {
+			t.Errorf("main.bicep lacks %s", w)
 		}
 	}
 }

@@ -84,6 +84,20 @@ func TestDoctor(t *testing.T) {
 			"FAIL  sink",
 			"fix: EXPORT_SINK=file://" + filepath.Join(blocker, "export") + " must be a directory this process can create and write",
 		}},
+		// A SIEM is checked with an empty request: it keeps every row.
+		{name: "log analytics sink", env: []string{"EXPORT_SINK", s.LogsStreamURL()}, pass: true, want: []string{
+			"ok    sink         " + s.LogsStreamURL() + " takes this app's records (an empty request was accepted; nothing written)",
+		}},
+		{name: "log analytics stream unknown", env: []string{"EXPORT_SINK", strings.Replace(s.LogsStreamURL(), devstack.LogsStream, "Custom-Other", 1)}, want: []string{
+			"FAIL  sink         sink: logs ingestion knows no data collection rule dcr-", "with stream Custom-Other at this endpoint (HTTP 404 NotFound): check EXPORT_SINK",
+		}},
+		{name: "splunk sink", env: []string{"EXPORT_SINK", s.HECEventURL()}, pass: true, want: []string{
+			"ok    sink         " + s.HECEventURL() + " takes this app's records",
+		}},
+		{name: "splunk token unknown", env: []string{"EXPORT_SINK", s.HECEventURL(), "EXPORT_SPLUNK_TOKEN_SECRET", "other-token"},
+			before: func() { s.PutSecret("other-token", "5a1d0c5e-0000-4000-8000-00000000beef") }, want: []string{
+				`FAIL  sink         splunk HEC: HTTP 403, code 4 "Invalid token": the token is disabled or unknown to the collector`,
+			}},
 		{name: "one function's settings", env: []string{"WEBHOOK_SECRET_JIRA", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/jira/)"}, want: []string{
 			"FAIL  config       ticket-webhook: WEBHOOK_SECRET_JIRA is an unresolved Key Vault reference",
 			// The others are checked: the webhook's roles are not asked for.

@@ -373,7 +373,8 @@ func (r *run) write(ctx context.Context, items []*defender.Incident) error {
 	objs := make([]sink.Object, len(items))
 	for i, in := range items {
 		data := make([]byte, 0, len(in.Raw)+1)
-		objs[i] = sink.Object{Name: objectName(r.t.Name, in), Data: append(append(data, in.Raw...), '\n')}
+		objs[i] = sink.Object{Name: objectName(r.t.Name, in), Data: append(append(data, in.Raw...), '\n'),
+			Tenant: r.t.Name, ID: in.ID, LastUpdate: in.LastUpdate}
 	}
 	// A page already fetched may be written past the fetch cut-off (the
 	// requests' context ends half a margin early), up to the run's end.

@@ -50,6 +50,19 @@ param exportSchedule string = '0 */5 * * * *'
 @description('How far back the first export starts.')
 param exportLookback string = '168h'
 
+@description('Where incident-export writes: blob (one JSON file per incident version in the exports container), logAnalytics (rows of the DefenderIncidents_CL table in this deployment\'s workspace, through a data collection rule; turn Microsoft Sentinel on for the workspace to search them there), or splunk (events to splunkHecUrl, its token in the vault as splunk-hec-token).')
+@allowed(['blob', 'logAnalytics', 'splunk'])
+param exportDestination string = 'blob'
+
+@description('With exportDestination=splunk: the HTTP Event Collector, https://<host>:8088/services/collector/event.')
+param splunkHecUrl string = ''
+
+@description('With exportDestination=splunk: wait for indexer acknowledgement (turn it on for the token too).')
+param splunkAck bool = false
+
+@description('With exportDestination=splunk: the index (empty: the token\'s default).')
+param splunkIndex string = ''
+
 @description('Role every hunting-query caller must carry (App Service Authentication); empty: function key only.')
 param huntingRequiredRole string = ''
 
@@ -95,6 +108,20 @@ var blobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var blobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 var queueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var queueMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
+var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+// The table's columns, as the export sends them (shared/sink.LogsRow) and
+// the rule's stream declares them.
+var incidentColumns = [
+  { name: 'TimeGenerated', type: 'datetime', description: 'When the export sent the row' }
+  { name: 'VersionId', type: 'string', description: 'The version\'s identity, <tenant>/<incident ID>/<lastUpdateDateTime>: the same for every copy of one version (summarize arg_max(TimeGenerated, *) by VersionId, Part keeps one of each row)' }
+  { name: 'Tenant', type: 'string', description: 'The Defender tenant, as DEFENDER_TENANT_ID names it' }
+  { name: 'IncidentId', type: 'string', description: 'The incident\'s ID' }
+  { name: 'LastUpdateDateTime', type: 'datetime', description: 'The version\'s lastUpdateDateTime' }
+  { name: 'Incident', type: 'dynamic', description: 'The incident as the API returned it, without its alerts (on part 0)' }
+  { name: 'Alerts', type: 'dynamic', description: 'Its alerts, whole: as many as fit in a field (64 KB); an alert larger than that without its evidence (evidenceOmitted)' }
+  { name: 'Part', type: 'int', description: 'Which of the version\'s rows this is, from 0' }
+  { name: 'Parts', type: 'int', description: 'How many rows the version has: more than one when its alerts do not fit in one' }
+]
 var webhookSecret = {
   jira: '@Microsoft.KeyVault(VaultName=${vaultName};SecretName=jira-webhook-secret)'
   servicenow: '@Microsoft.KeyVault(VaultName=${vaultName};SecretName=servicenow-webhook-secret)'
@@ -172,6 +199,31 @@ resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   location: location
   properties: { retentionInDays: 30, sku: { name: 'PerGB2018' } }
 }
+
+// exportDestination=logAnalytics: the table, and the rule whose stream the
+// export sends rows to (kind Direct: the rule has its own ingestion endpoint).
+resource incidentTable 'Microsoft.OperationalInsights/workspaces/tables@2022-10-01' = if (exportDestination == 'logAnalytics') {
+  parent: logs
+  name: 'DefenderIncidents_CL'
+  properties: {
+    schema: { name: 'DefenderIncidents_CL', columns: incidentColumns }
+    retentionInDays: 90
+  }
+}
+
+resource incidentRule 'Microsoft.Insights/dataCollectionRules@2023-03-11' = if (exportDestination == 'logAnalytics') {
+  name: '${namePrefix}-dcr-${suffix}'
+  location: location
+  kind: 'Direct'
+  properties: {
+    streamDeclarations: { 'Custom-DefenderIncidents': { columns: map(incidentColumns, c => { name: c.name, type: c.type }) } }
+    destinations: { logAnalytics: [ { workspaceResourceId: logs.id, name: 'workspace' } ] }
+    dataFlows: [ { streams: [ 'Custom-DefenderIncidents' ], destinations: [ 'workspace' ], transformKql: 'source', outputStream: 'Custom-DefenderIncidents_CL' } ]
+  }
+  dependsOn: [ incidentTable ]
+}
+
+var exportSink = exportDestination == 'logAnalytics' ? '${incidentRule.properties.endpoints.logsIngestion}/dataCollectionRules/${incidentRule.properties.immutableId}/streams/Custom-DefenderIncidents' : exportDestination == 'splunk' ? splunkHecUrl : '${blobEndpoint}/exports'
 
 resource insights 'Microsoft.Insights/components@2020-02-02' = {
   name: '${namePrefix}-ai-${suffix}'
@@ -273,7 +325,15 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'MANAGED_IDENTITY_CLIENT_ID'
           value: identity.properties.clientId }
         { name: 'EXPORT_SINK'
-          value: '${blobEndpoint}/exports' }
+          value: exportSink }
+        { name: 'EXPORT_BATCH_BYTES'
+          value: '' }
+        { name: 'EXPORT_SPLUNK_TOKEN_SECRET'
+          value: 'splunk-hec-token' }
+        { name: 'EXPORT_SPLUNK_ACK'
+          value: string(splunkAck) }
+        { name: 'EXPORT_SPLUNK_INDEX'
+          value: splunkIndex }
         { name: 'STATE_STORE'
           value: '${blobEndpoint}/state' }
         { name: 'EXPORT_SCHEDULE'
@@ -450,6 +510,17 @@ resource stateAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(stateContainer.id, identity.id, blobDataContributor)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', blobDataContributor)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The functions send rows as the user-assigned identity.
+resource ruleAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (exportDestination == 'logAnalytics') {
+  scope: incidentRule
+  name: guid(incidentRule.id, identity.id, monitoringMetricsPublisher)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisher)
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
   }

@@ -234,6 +234,8 @@ func (s *Stack) knownResource(res string) (string, bool) {
 		return s.vaultResource, true
 	case strings.ToLower(TokenExchangeAudience):
 		return TokenExchangeAudience, true
+	case MonitorResource:
+		return MonitorResource, true
 	}
 	return "", false
 }

@@ -85,10 +85,12 @@ type Options struct {
 	// JSON encoder, and a benchmark on one machine measures that instead of
 	// the client. The command turns it on.
 	Prerender bool
+	// SIEM shapes the simulated Logs Ingestion API and HTTP Event Collector.
+	SIEM SIEMOptions
 }
 
 // Ports are the listening ports of each service.
-type Ports struct{ Entra, KeyVault, Graph, XDR, Identity, Control, SecretsManager, STS, SQS int }
+type Ports struct{ Entra, KeyVault, Graph, XDR, Identity, Control, SecretsManager, STS, SQS, Logs, HEC int }
 
 // Faults are what the devstack breaks on purpose.
 type Faults struct {
@@ -131,6 +133,11 @@ type Faults struct {
 	// and ignore them, as Graph accepts $orderby=lastUpdateDateTime and
 	// ignores it: a client must check that a filter holds.
 	CreatedFilterIgnored bool `json:"createdFilterIgnored"`
+	// SinkThrottleRate is the share of SIEM requests answered 429 with
+	// Retry-After (Logs Ingestion) or 503 "Server is busy" (HEC).
+	SinkThrottleRate float64 `json:"sinkThrottleRate"`
+	// SinkErrorRate is the share of SIEM requests answered 503.
+	SinkErrorRate float64 `json:"sinkErrorRate"`
 }
 
 // Stack is a running devstack.
@@ -147,6 +154,9 @@ type Stack struct {
 	SQSURL string
 	// IdentityEndpoint is the value for IDENTITY_ENDPOINT.
 	IdentityEndpoint string
+	// LogsURL is a data collection endpoint's Logs Ingestion API; HECURL
+	// a Splunk HTTP Event Collector (LogsStreamURL, HECEventURL).
+	LogsURL, HECURL string
 
 	identityHeader string
 	vaultResource  string
@@ -157,6 +167,7 @@ type Stack struct {
 	secretsManager *secretsManager
 	sqs            *sqs
 	sts            *awsSTS
+	siem           *siem
 	stores         map[string]*store
 	tables         map[string]*tables
 	limiter        *limiter
@@ -217,7 +228,7 @@ func New(opts Options) (*Stack, error) {
 	}
 	s := &Stack{opts: opts, ca: ca, signKey: key, sts: sts, kid: randomHex(20), identityHeader: randomHex(16),
 		jtis: map[string]bool{}, issued: map[string]struct{}{}, counters: newCounters(), stop: make(chan struct{}),
-		vault: &vault{secrets: map[string][]*secretVersion{}}, secretsManager: newSecretsManager(), sqs: newSQS(), stores: map[string]*store{}, tables: map[string]*tables{},
+		vault: &vault{secrets: map[string][]*secretVersion{}}, secretsManager: newSecretsManager(), sqs: newSQS(), siem: newSIEM(opts.SIEM), stores: map[string]*store{}, tables: map[string]*tables{},
 		faultRNG: newLockedRand(opts.Seed)}
 	s.remember(s.secretsManager.creds.SecretAccessKey)
 	s.remember(s.secretsManager.creds.SessionToken)
@@ -249,6 +260,8 @@ func New(opts Options) (*Stack, error) {
 		{opts.Ports.SecretsManager, true, &s.SecretsManagerURL, s.secretsManagerHandler},
 		{opts.Ports.STS, true, &s.STSURL, s.stsHandler},
 		{opts.Ports.SQS, true, &s.SQSURL, s.sqsHandler},
+		{opts.Ports.Logs, true, &s.LogsURL, s.logsHandler},
+		{opts.Ports.HEC, true, &s.HECURL, s.hecHandler},
 	}
 	listeners := make([]net.Listener, len(services))
 	for i, sv := range services {
@@ -331,6 +344,8 @@ func (s *Stack) seedVault() {
 	s.vault.put(DefaultSecretName, app.secrets[0].value, "")
 	s.vault.put(CertificateSecretName, app.certs[0].pem(), "application/x-pem-file")
 	s.remember(app.secrets[0].value)
+	s.vault.put(HECTokenSecret, s.siem.hecToken, "")
+	s.remember(s.siem.hecToken)
 	for _, a := range s.dir.apps {
 		for _, c := range a.secrets {
 			s.remember(c.value)
@@ -614,6 +629,10 @@ func (s *Stack) Settings() map[string]string {
 		"DEVSTACK_GRAPH_URL":     s.GraphURL,
 		"DEVSTACK_XDR_URL":       s.XDRURL,
 		"DEVSTACK_CONTROL_URL":   s.ControlURL,
+		// To export into a simulated SIEM, EXPORT_SINK takes one of these.
+		"DEVSTACK_LOGS_SINK":         s.LogsStreamURL(),
+		"DEVSTACK_HEC_SINK":          s.HECEventURL(),
+		"EXPORT_SPLUNK_TOKEN_SECRET": HECTokenSecret,
 	}
 	if s.caFile != "" {
 		m["SSL_CERT_FILE"] = s.caFile

@@ -112,6 +112,10 @@ type Config struct {
 	StorageAccount    string        // AzureWebJobsStorage__accountName: identity-based Blob access
 	StorageQueueURI   string        // AzureWebJobsStorage__queueServiceUri: identity-based queue endpoint outside Azure's public cloud
 	S3Endpoint        string        // EXPORT_S3_ENDPOINT: an S3-compatible endpoint (s3rver, MinIO)
+	ExportBatchBytes  int           // EXPORT_BATCH_BYTES: a SIEM request's body at most; 0 = the sink's default
+	SplunkTokenSecret string        // EXPORT_SPLUNK_TOKEN_SECRET: the Key Vault secret holding the HEC token
+	SplunkAck         bool          // EXPORT_SPLUNK_ACK: wait for indexer acknowledgement
+	SplunkIndex       string        // EXPORT_SPLUNK_INDEX: empty = the token's default index
 	S3Region          string        // AWS_REGION
 
 	// RateLimits replace the documented client-side limits: nil keeps them,
@@ -188,6 +192,10 @@ const (
 	EnvStorageAccount          = "AzureWebJobsStorage__accountName"
 	EnvStorageQueueURI         = "AzureWebJobsStorage__queueServiceUri"
 	EnvS3Endpoint              = "EXPORT_S3_ENDPOINT"
+	EnvExportBatchBytes        = "EXPORT_BATCH_BYTES"
+	EnvSplunkTokenSecret       = "EXPORT_SPLUNK_TOKEN_SECRET"
+	EnvSplunkAck               = "EXPORT_SPLUNK_ACK"
+	EnvSplunkIndex             = "EXPORT_SPLUNK_INDEX"
 	EnvAWSRegion               = "AWS_REGION"
 	EnvLambdaFunctionName      = "AWS_LAMBDA_FUNCTION_NAME" // set by Lambda
 	EnvRateLimits              = "DEFENDER_RATE_LIMITS"
@@ -577,6 +585,30 @@ func (r *reader) export(c *Config) {
 	}
 	c.S3Endpoint = r.get(EnvS3Endpoint, "")
 	c.S3Region = r.get(EnvAWSRegion, "")
+	r.siem(c)
+}
+
+// siem: the record sinks' settings (Log Analytics, Splunk).
+func (r *reader) siem(c *Config) {
+	c.ExportBatchBytes = r.integer(EnvExportBatchBytes, 0, 1<<10, 512<<20, "use a size in bytes from 1024 to 536870912: the largest request body the SIEM takes (Logs Ingestion: 1 MB at most; Splunk: the collector's max_content_length)")
+	c.SplunkTokenSecret = r.get(EnvSplunkTokenSecret, "")
+	c.SplunkIndex = r.get(EnvSplunkIndex, "")
+	switch v := strings.ToLower(r.get(EnvSplunkAck, "false")); v {
+	case "true", "false":
+		c.SplunkAck = v == "true"
+	default:
+		r.problem(fmt.Sprintf("%s=%q: use true (the token has indexer acknowledgement on) or false", EnvSplunkAck, v))
+	}
+	if u, err := url.Parse(c.ExportSink); err == nil && strings.HasPrefix(strings.TrimSuffix(u.Path, "/"), "/services/collector") {
+		if c.SplunkTokenSecret == "" {
+			r.problem(fmt.Sprintf("%s names a Splunk HTTP Event Collector: set %s to the Key Vault secret (in %s) that holds its token", EnvExportSink, EnvSplunkTokenSecret, EnvKeyVaultURL))
+		} else if !nameRe().MatchString(c.SplunkTokenSecret) {
+			r.problem(fmt.Sprintf("%s=%q is not a Key Vault secret name: 1 to 127 letters, digits and hyphens", EnvSplunkTokenSecret, c.SplunkTokenSecret))
+		}
+		if c.KeyVaultURL == "" {
+			r.problem(fmt.Sprintf("%s names a Splunk HTTP Event Collector, whose token is read from Key Vault: set %s", EnvExportSink, EnvKeyVaultURL))
+		}
+	}
 }
 
 // rateLimits: the client-side pacing.

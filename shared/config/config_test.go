@@ -372,3 +372,36 @@ func TestStorageQueueURI(t *testing.T) {
 		}
 	}
 }
+
+// The SIEM settings: a Splunk sink needs its token's Key Vault secret (and
+// the vault), the others are checked wherever they are set; each problem
+// is the export's own and names its setting.
+func TestSIEMSettings(t *testing.T) {
+	base := []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", "x"}
+	hec := "https://splunk.example.com:8088/services/collector/event"
+	for _, tc := range []struct {
+		name    string
+		kv      []string
+		problem string // "" = accepted
+	}{
+		{"splunk", []string{"EXPORT_SINK", hec, "EXPORT_SPLUNK_TOKEN_SECRET", "splunk-hec-token", "KEY_VAULT_URL", "https://v.vault.azure.net/", "EXPORT_SPLUNK_ACK", "TRUE", "EXPORT_BATCH_BYTES", "524288"}, ""},
+		{"logs ingestion", []string{"EXPORT_SINK", "https://dce-1.westeurope-1.ingest.monitor.azure.com/dataCollectionRules/dcr-0123456789abcdef0123456789abcdef/streams/Custom-DefenderIncidents"}, ""},
+		{"splunk without its token", []string{"EXPORT_SINK", hec, "KEY_VAULT_URL", "https://v.vault.azure.net/"}, "set EXPORT_SPLUNK_TOKEN_SECRET to the Key Vault secret"},
+		{"splunk without a vault", []string{"EXPORT_SINK", hec, "EXPORT_SPLUNK_TOKEN_SECRET", "splunk-hec-token"}, "whose token is read from Key Vault: set KEY_VAULT_URL"},
+		{"a token secret that is no name", []string{"EXPORT_SINK", hec, "EXPORT_SPLUNK_TOKEN_SECRET", "splunk/token", "KEY_VAULT_URL", "https://v.vault.azure.net/"}, `EXPORT_SPLUNK_TOKEN_SECRET="splunk/token" is not a Key Vault secret name`},
+		{"ack neither true nor false", []string{"EXPORT_SPLUNK_ACK", "yes"}, `EXPORT_SPLUNK_ACK="yes": use true`},
+		{"batch too small", []string{"EXPORT_BATCH_BYTES", "100"}, `EXPORT_BATCH_BYTES="100": use a size in bytes from 1024`},
+	} {
+		c, err := config.Load(env(append(base, tc.kv...)...))
+		if c == nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		p := strings.Join(c.FunctionProblems[config.IncidentExport], "; ")
+		if tc.problem == "" && p != "" || tc.problem != "" && !strings.Contains(p, tc.problem) {
+			t.Errorf("%s: incident-export's problems %q, want %q", tc.name, p, tc.problem)
+		}
+		if tc.name == "splunk" && (!c.SplunkAck || c.SplunkTokenSecret != "splunk-hec-token" || c.ExportBatchBytes != 524288) {
+			t.Errorf("splunk: read %+v", c)
+		}
+	}
+}

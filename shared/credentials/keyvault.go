@@ -31,11 +31,12 @@ type secretValue struct {
 // vaultSecret reads one Key Vault secret through azsecrets and keeps it in
 // memory for a TTL. Concurrent readers share one read.
 type vaultSecret struct {
-	client *azsecrets.Client
-	name   string
-	ttl    time.Duration
-	now    func() time.Time
-	log    *slog.Logger
+	client  *azsecrets.Client
+	name    string
+	setting string // the setting that names it, for errors (default DEFENDER_SECRET_NAME)
+	ttl     time.Duration
+	now     func() time.Time
+	log     *slog.Logger
 
 	mu  sync.Mutex
 	cur *secretValue
@@ -75,9 +76,12 @@ func (v *vaultSecret) read(ctx context.Context, seen *secretValue) (*secretValue
 		}
 		resp, err := v.client.GetSecret(ctx, v.name, "", nil)
 		if err != nil {
-			return nil, vaultError(v.name, err)
+			return nil, vaultError(v.name, v.setting, err)
 		}
 		if resp.Value == nil || *resp.Value == "" {
+			if v.setting != "" {
+				return nil, fmt.Errorf("key vault secret %q (%s) is empty: store the value in it", v.name, v.setting)
+			}
 			return nil, fmt.Errorf("key vault secret %q is empty: store the app's client secret (its Value) or certificate in it", v.name)
 		}
 		sv := &secretValue{value: *resp.Value, readAt: v.now()}
@@ -104,9 +108,12 @@ func (v *vaultSecret) read(ctx context.Context, seen *secretValue) (*secretValue
 	}
 }
 
-// VaultError is a failure to read the Defender app's credential from Key Vault.
+// VaultError is a failure to read a secret from Key Vault: the Defender
+// app's credential, or a secret another setting names.
 type VaultError struct {
-	Secret     string
+	Secret  string
+	Setting string // the setting that names the secret
+
 	StatusCode int    // 0 when the vault was not reached
 	Code       string // Key Vault's error code, e.g. SecretNotFound, Forbidden
 	Err        error
@@ -115,7 +122,7 @@ type VaultError struct {
 func (e *VaultError) Error() string {
 	switch {
 	case e.StatusCode == http.StatusNotFound:
-		return fmt.Sprintf("key vault: secret %q not found: create it, or set %s to the secret's name", e.Secret, config.EnvSecretName)
+		return fmt.Sprintf("key vault: secret %q not found: create it, or set %s to the secret's name", e.Secret, e.Setting)
 	case e.StatusCode == http.StatusForbidden:
 		return fmt.Sprintf("key vault: reading secret %q is forbidden (%s): give the Function App's managed identity the 'Key Vault Secrets User' role on the vault (RBAC) or a Get secret access policy", e.Secret, e.Code)
 	case e.StatusCode == http.StatusUnauthorized:
@@ -128,11 +135,14 @@ func (e *VaultError) Error() string {
 
 func (e *VaultError) Unwrap() error { return e.Err }
 
-func vaultError(name string, err error) error {
+func vaultError(name, setting string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	ve := &VaultError{Secret: name, Err: err}
+	if setting == "" {
+		setting = config.EnvSecretName
+	}
+	ve := &VaultError{Secret: name, Setting: setting, Err: err}
 	var re *azcore.ResponseError
 	if errors.As(err, &re) {
 		ve.StatusCode, ve.Code = re.StatusCode, re.ErrorCode
@@ -182,6 +192,61 @@ func knownAuthority(host string) bool {
 		}
 	}
 	return false
+}
+
+// VaultSecret is a secret of the app's own kept beside the Defender
+// credential in KEY_VAULT_URL (the Splunk collector's token), read with the
+// process's identity, kept for SecretTTL and read again when the service it
+// is for refuses it.
+type VaultSecret struct{ v *vaultSecret }
+
+// NewVaultSecret prepares the secret name, which the setting names; it
+// performs no I/O.
+func NewVaultSecret(reg Registration, name, setting string, opts *Options) (*VaultSecret, error) {
+	o := Options{}
+	if opts != nil {
+		o = *opts
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = DefaultHTTPClient()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if reg.KeyVaultURL == "" {
+		return nil, fmt.Errorf("%s names a Key Vault secret, and %s is not set", setting, config.EnvKeyVaultURL)
+	}
+	cred, err := vaultCredential(&reg, o.HTTPClient)
+	if err != nil {
+		return nil, err
+	}
+	client, err := azsecrets.NewClient(reg.KeyVaultURL, cred, &azsecrets.ClientOptions{ClientOptions: azClientOptions(&reg, SameOrigin(o.HTTPClient))})
+	if err != nil {
+		return nil, fmt.Errorf("key vault client for %s: %w", reg.KeyVaultURL, err)
+	}
+	return &VaultSecret{&vaultSecret{client: client, name: name, setting: setting, ttl: reg.SecretTTL, now: o.Now, log: o.Logger}}, nil
+}
+
+// Value is the secret, read when absent or older than SecretTTL.
+func (s *VaultSecret) Value(ctx context.Context) (string, error) {
+	sv, err := s.v.get(ctx)
+	if err != nil {
+		return "", err
+	}
+	return sv.value, nil
+}
+
+// Rejected makes the next Value read the vault again, unless the value
+// was already replaced.
+func (s *VaultSecret) Rejected(value string) {
+	s.v.mu.Lock()
+	defer s.v.mu.Unlock()
+	if s.v.cur != nil && s.v.cur.value == value {
+		s.v.cur = nil
+	}
 }
 
 // AzureCredential is the process's own identity for Azure resources (Key

@@ -1,7 +1,11 @@
 // Package sink writes exported incident versions where the user wants them:
-// files, Azure Blob Storage or Amazon S3. Objects have deterministic names,
-// so writing the same version twice overwrites it; a write returns only once
-// the objects are durable, or, for a Syncer, once its Sync returns.
+// files, Azure Blob Storage or Amazon S3, or a SIEM: a Log Analytics table
+// through the Logs Ingestion API, or Splunk's HTTP Event Collector. Objects
+// have deterministic names, so writing the same version twice overwrites it;
+// a SIEM has no overwrite, so each record carries the version's identity
+// (VersionID) and a version sent twice is two rows a query can fold into
+// one. A write returns only once the objects are durable, or, for a Syncer,
+// once its Sync returns.
 package sink
 
 import (
@@ -11,14 +15,27 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/defender-functions/defender-functions/shared/state"
 )
 
-// Object is one exported document.
+// Object is one exported document: an incident version.
 type Object struct {
 	Name string // slash-separated, relative to the sink's root
-	Data []byte
+	Data []byte // the incident's JSON, then a newline
+	// Tenant, ID and LastUpdate name the version; the record sinks make
+	// columns and fields of them.
+	Tenant     string
+	ID         string
+	LastUpdate time.Time
+}
+
+// VersionID is the identity of the version an object holds: the same for
+// every copy of one version, different for any other version. The record
+// sinks store it, so that duplicates can be found and folded.
+func VersionID(o Object) string {
+	return o.Tenant + "/" + o.ID + "/" + o.LastUpdate.UTC().Format("2006-01-02T15:04:05.0000000Z")
 }
 
 // Sink stores objects durably.
@@ -46,10 +63,18 @@ type S3Options struct {
 	HTTPClient *http.Client
 }
 
+// Checker is a sink that can show it is reachable and may be written
+// without writing anything (doctor): a SIEM keeps every row sent to it.
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
 // Options carry the credentials of the cloud sinks.
 type Options struct {
-	Blob state.BlobOptions
-	S3   S3Options
+	Blob   state.BlobOptions
+	S3     S3Options
+	Logs   LogsOptions
+	Splunk SplunkOptions
 }
 
 // Open returns the sink an EXPORT_SINK URL names.
@@ -65,11 +90,17 @@ func Open(raw string, o Options) (Sink, error) {
 		}
 		return NewFileSink(u.Path)
 	case "https", "http":
+		switch {
+		case IsLogsURL(raw):
+			return NewLogsSink(raw, o.Logs)
+		case IsSplunkURL(raw):
+			return NewSplunkSink(raw, o.Splunk)
+		}
 		return NewBlobSink(raw, o.Blob)
 	case "s3":
 		return NewS3Sink(u.Host, strings.Trim(u.Path, "/"), o.S3)
 	}
-	return nil, fmt.Errorf("EXPORT_SINK=%q: use file:///path, an Azure Blob container URL, or s3://bucket/prefix", raw)
+	return nil, fmt.Errorf("EXPORT_SINK=%q: use file:///path, an Azure Blob container URL, s3://bucket/prefix, a Logs Ingestion stream or a Splunk HTTP Event Collector", raw)
 }
 
 // checkName refuses names that could escape the sink's root.

@@ -40,6 +40,9 @@ func main() {
 	flag.IntVar(&opts.Ports.Control, "control-port", 0, "control endpoint port")
 	flag.IntVar(&opts.Ports.SecretsManager, "secretsmanager-port", 0, "AWS Secrets Manager port")
 	flag.IntVar(&opts.Ports.STS, "sts-port", 0, "AWS STS port")
+	flag.IntVar(&opts.Ports.Logs, "logs-port", 0, "Logs Ingestion API (data collection endpoint) port")
+	flag.IntVar(&opts.Ports.HEC, "hec-port", 0, "Splunk HTTP Event Collector port")
+	flag.BoolVar(&opts.SIEM.HECAck, "hec-ack", false, "turn indexer acknowledgement on for the collector's token")
 	flag.BoolVar(&verbose, "v", false, "log every request")
 	flag.Parse()
 
@@ -68,12 +71,14 @@ func main() {
   Microsoft Graph     %s/v1.0/security/...
   Defender XDR API    %s/api/...
   managed identity    %s
+  Logs Ingestion      %s
+  Splunk HEC          %s   (ack %v; token in Key Vault secret %s)
   control             %s/control/counters
   CA certificate      %s
   settings            %s/devstack.env, %s/local.settings.json
 tenants: %s (%d incidents), %s (%d incidents); app %s
 Ctrl-C to stop.
-`, s.EntraURL, s.KeyVaultURL, s.GraphURL, s.XDRURL, s.IdentityEndpoint, s.ControlURL, s.CAFile(), opts.Dir, opts.Dir,
+`, s.EntraURL, s.KeyVaultURL, s.GraphURL, s.XDRURL, s.IdentityEndpoint, s.LogsStreamURL(), s.HECEventURL(), opts.SIEM.HECAck, devstack.HECTokenSecret, s.ControlURL, s.CAFile(), opts.Dir, opts.Dir,
 		devstack.DefaultTenantID, s.IncidentCount(devstack.DefaultTenantID), devstack.PartnerTenantID, s.IncidentCount(devstack.PartnerTenantID), devstack.DefaultClientID)
 
 	<-ctx.Done()
