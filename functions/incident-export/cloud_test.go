@@ -2,6 +2,8 @@ package incidentexport_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -139,4 +141,116 @@ func mirrorS3(t *testing.T, endpoint string) string {
 		}
 	}
 	return dir
+}
+
+// siemRow is a row or event a SIEM holds, as the export sent it.
+type siemRow struct {
+	VersionID, Tenant, IncidentID string
+	Incident                      json.RawMessage
+}
+
+// logsVersions puts each version's rows together (the incident, its
+// alerts from parts 0..Parts-1), as the README's query does, and counts the
+// rows that were copies. A version with a part missing (a kill between two
+// requests of one write, never sent again because the incident changed
+// before the next run) is left out: the proof needs current versions whole.
+func logsVersions(t *testing.T, s *devstack.Stack) ([]siemRow, int) {
+	type part struct {
+		row  map[string]any
+		seen int
+	}
+	byID := map[string]map[int64]*part{}
+	var order []string
+	for _, r := range s.LogsRows() {
+		id := fmt.Sprint(r["VersionId"])
+		if byID[id] == nil {
+			byID[id] = map[int64]*part{}
+			order = append(order, id)
+		}
+		n, _ := r["Part"].(int64)
+		if p := byID[id][n]; p != nil {
+			p.seen++
+			continue
+		}
+		byID[id][n] = &part{row: r, seen: 1}
+	}
+	var out []siemRow
+	copies := 0
+	for _, id := range order {
+		parts := byID[id]
+		first := parts[0]
+		for _, p := range parts {
+			copies += p.seen - 1
+		}
+		if first == nil || int64(len(parts)) != first.row["Parts"].(int64) {
+			continue
+		}
+		var in map[string]json.RawMessage
+		if err := json.Unmarshal(first.row["Incident"].(json.RawMessage), &in); err != nil {
+			t.Fatalf("%s: Incident is not JSON: %v", id, err)
+		}
+		var alerts []json.RawMessage
+		for n := range int64(len(parts)) {
+			var as []json.RawMessage
+			raw, ok := parts[n].row["Alerts"].(json.RawMessage)
+			if !ok || json.Unmarshal(raw, &as) != nil {
+				t.Fatalf("%s part %d: Alerts is not a JSON array (truncated by the service?)", id, n)
+			}
+			alerts = append(alerts, as...)
+		}
+		in["alerts"], _ = json.Marshal(alerts)
+		b, _ := json.Marshal(in)
+		r := first.row
+		out = append(out, siemRow{id, fmt.Sprint(r["Tenant"]), fmt.Sprint(r["IncidentId"]), b})
+	}
+	return out, copies
+}
+
+func hecVersions(t *testing.T, s *devstack.Stack) []siemRow {
+	var out []siemRow
+	for _, raw := range s.HECEvents() {
+		var ev sink.SplunkEvent
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			t.Fatalf("the collector holds an event that is not one: %v", err)
+		}
+		out = append(out, siemRow{ev.Fields.VersionID, ev.Fields.Tenant, ev.Fields.IncidentID, ev.Event})
+	}
+	return out
+}
+
+// mirrorRows writes each version a SIEM holds to a file named as the file
+// sink names it, once: the query that keeps one row per version ID. It
+// fails on a row whose version ID is not its incident's, and returns how
+// many rows were copies of a version already seen.
+func mirrorRows(t *testing.T, rows []siemRow) (string, int) {
+	dir := t.TempDir()
+	seen := map[string]bool{}
+	copies := 0
+	for _, r := range rows {
+		var in struct {
+			ID                 string      `json:"id"`
+			IncidentID         json.Number `json:"incidentId"`
+			LastUpdateDateTime time.Time   `json:"lastUpdateDateTime"`
+			LastUpdateTime     time.Time   `json:"lastUpdateTime"`
+		}
+		if err := json.Unmarshal(r.Incident, &in); err != nil {
+			t.Fatalf("row %s holds no incident: %v", r.VersionID, err)
+		}
+		id, lu := in.ID, in.LastUpdateDateTime
+		if id == "" {
+			id, lu = string(in.IncidentID), in.LastUpdateTime
+		}
+		if want := r.Tenant + "/" + id + "/" + lu.UTC().Format("2006-01-02T15:04:05.0000000Z"); r.VersionID != want || r.IncidentID != id {
+			t.Fatalf("row %s (incident %s) holds version %s", r.VersionID, r.IncidentID, want)
+		}
+		if seen[r.VersionID] {
+			copies++
+			continue
+		}
+		seen[r.VersionID] = true
+		p := filepath.Join(dir, r.Tenant, lu.UTC().Format("2006/01/02"), id+"_"+lu.UTC().Format("20060102T150405.0000000Z")+".json")
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, r.Incident, 0o644)
+	}
+	return dir, copies
 }

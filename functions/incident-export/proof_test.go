@@ -128,6 +128,12 @@ func TestExactlyOnceUnderKills(t *testing.T) {
 		// tenant at once (a redelivery overtaking a slow invocation, or the
 		// timer's task beside a continuation), each killed on its own.
 		{name: "graph/file/overlapping-tasks", sink: "file", api: "graph", mode: orderObserved, overlap: true},
+		// The SIEMs, which keep every row: a kill after a batch was
+		// accepted and before the checkpoint was saved sends it again, so
+		// copies of a version are allowed, and the proof holds over one row
+		// per version ID (the queries the README gives).
+		{name: "graph/logs/observed", sink: "logs", api: "graph", mode: orderObserved},
+		{name: "xdr/splunk-ack/observed", sink: "splunk", api: "xdr", mode: orderObserved},
 	} {
 		// The runs mostly wait (pacing, kills at random moments): the cases
 		// share the two cores well, each with its own devstack.
@@ -170,8 +176,12 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 	}
 	// Rate limits at sixty times the documented pace, on both sides: the
 	// matrix proves correctness, and 429s are injected besides.
+	if tc.sink == "logs" || tc.sink == "splunk" {
+		// The SIEM answers 429 (HEC: 503 busy) and 503 now and then.
+		faults.SinkThrottleRate, faults.SinkErrorRate = 0.03, 0.03
+	}
 	s := devstack.Start(t, devstack.Options{Incidents: 2500 * scale, Dir: filepath.Join(dir, "local"), Faults: faults, DocumentedOrder: tc.mode == orderDocumented,
-		TimeScale: 60})
+		TimeScale: 60, SIEM: devstack.SIEMOptions{HECAck: tc.sink == "splunk"}})
 	sinkDir := filepath.Join(dir, "export")
 	env := os.Environ()
 	for k, v := range s.Settings() {
@@ -185,8 +195,10 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 	} else {
 		env = append(env, "DEFENDER_RATE_LIMITS=security=9000/1m")
 	}
-	// sinkView returns a directory holding what the sink holds.
+	// sinkView returns a directory holding what the sink holds (of a SIEM,
+	// one row per version ID; siemCopies counts the others).
 	sinkView := func() string { return sinkDir }
+	siemCopies := 0
 	switch tc.sink {
 	case "file":
 		env = append(env, "EXPORT_SINK=file://"+sinkDir, "STATE_STORE=file://"+filepath.Join(dir, "state"))
@@ -201,6 +213,17 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 		env = append(env, "EXPORT_SINK="+az.BlobURL+"/exports", "STATE_STORE="+az.BlobURL+"/state", "AzureWebJobsStorage="+az.ConnectionString)
 		c, _ := container.NewClientFromConnectionString(az.ConnectionString, "exports", nil)
 		sinkView = func() string { return mirrorBlobs(t, c) }
+	case "logs":
+		env = append(env, "EXPORT_SINK="+s.LogsStreamURL(), "STATE_STORE=file://"+filepath.Join(dir, "state"))
+		sinkView = func() (dir string) {
+			rows, copies := logsVersions(t, s)
+			dir, siemCopies = mirrorRows(t, rows)
+			siemCopies += copies
+			return dir
+		}
+	case "splunk":
+		env = append(env, "EXPORT_SINK="+s.HECEventURL(), "EXPORT_SPLUNK_ACK=true", "STATE_STORE=file://"+filepath.Join(dir, "state"))
+		sinkView = func() (dir string) { dir, siemCopies = mirrorRows(t, hecVersions(t, s)); return dir }
 	case "s3":
 		srv := emulators.StartS3(t, "exports")
 		env = append(env, "EXPORT_SINK=s3://exports/defender", "EXPORT_S3_ENDPOINT="+srv.Endpoint, "STATE_STORE=file://"+filepath.Join(dir, "state"),
@@ -313,6 +336,13 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 	}
 	if completed == 0 || killed < 15*scale {
 		t.Fatalf("completed %d, killed %d", completed, killed)
+	}
+	if tc.sink == "logs" || tc.sink == "splunk" {
+		// Kills fell between a batch accepted and the checkpoint saved.
+		if siemCopies == 0 {
+			t.Fatal("no version was sent twice: no kill fell during a batch")
+		}
+		t.Logf("%d copies of a version sent again after a kill", siemCopies)
 	}
 	// The overlap happened: some task stopped on the other's checkpoint.
 	if tc.overlap {
