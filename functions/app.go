@@ -290,7 +290,10 @@ func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 		return nil, err
 	}
 	e := &incidentexport.Exporter{Tenants: tenants, Sink: sk, State: st, Lookback: cfg.ExportLookback, PageSize: cfg.ExportPageSize, Concurrency: cfg.ExportConcurrency,
-		MaxRun: cfg.ExportMaxRun, Lag: cfg.ExportLag}
+		MaxRun: cfg.ExportMaxRun, Lag: cfg.ExportLag, Batched: cfg.ExportBatched, BatchEvery: cfg.ExportBatchEvery}
+	if _, ok := sk.(sink.Exister); cfg.ExportBatched && !ok {
+		return nil, fmt.Errorf("%s=batches writes objects: use a file, Blob or S3 sink (%s=%s is a SIEM, which takes rows)", config.EnvExportLayout, config.EnvExportSink, cfg.ExportSink)
+	}
 	switch {
 	case config.ExportQueueIsSQS(cfg.ExportQueue):
 		q, err := queue.NewSQS(cfg.ExportQueue, cfg.S3Region)

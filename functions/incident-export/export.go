@@ -100,7 +100,14 @@ type Exporter struct {
 	// Queue, when set, makes Run send a Task per tenant instead of
 	// exporting; Export runs one (incident-export-tenant).
 	Queue Queue
-	Now   func() time.Time
+	// Batched writes the versions read between two checkpoints as one
+	// gzip-compressed NDJSON object with a manifest (batch.go), instead of
+	// one object per version. The sink must be a sink.Exister.
+	Batched bool
+	// BatchEvery is how often a batched run commits, and so how much one
+	// object holds at most (default 10 s; and 16 MiB compressed).
+	BatchEvery time.Duration
+	Now        func() time.Time
 }
 
 // Checkpoint is a tenant's progress.
@@ -118,6 +125,10 @@ type Checkpoint struct {
 	IDs     []string  `json:"idsAtSince,omitempty"`
 	Written int64     `json:"written"`
 	Updated time.Time `json:"updated"`
+	// Batches counts the batch objects written (the batched layout).
+	Batches int64 `json:"batches,omitempty"`
+	// Pending is a batch named but perhaps not written (batch.go).
+	Pending *Pending `json:"pending,omitempty"`
 }
 
 // Version names one version of an incident.
@@ -236,7 +247,9 @@ type run struct {
 	written  int
 	pages    int
 	requests int
-	caughtUp bool // the run read up to now, the trailing Lag included
+	caughtUp bool   // the run read up to now, the trailing Lag included
+	batch    batch  // the batched layout's versions since the last commit
+	saved    []byte // the checkpoint as last saved (or loaded)
 }
 
 func (r *run) key() string { return "incident-export/" + r.t.Client.API() + "/" + r.t.Name + ".json" }
@@ -248,6 +261,7 @@ func (r *run) load(ctx context.Context) error {
 	if errors.Is(err, state.ErrNotFound) {
 		r.cp = Checkpoint{Version: 2, Tenant: r.t.Name, API: r.t.Client.API(), Since: r.e.now().Add(-r.e.Lookback).UTC().Truncate(tick)}
 		r.log.Info("first run: starting from the look-back", "since", r.cp.Since)
+		r.saved = r.snapshot()
 		return nil
 	}
 	if err != nil {
@@ -265,15 +279,27 @@ func (r *run) load(ctx context.Context) error {
 		}
 		r.cp.Version, r.cp.IDs, r.cp.Since = 2, nil, r.cp.Since.Add(-r.e.Lag).Truncate(tick)
 		r.log.Info("checkpoint of version 1: continuing a lag before its position", "since", r.cp.Since)
+		r.saved = r.snapshot()
 		return nil
 	}
 	for _, v := range r.cp.Recent {
 		r.recent[versionKey{v.ID, v.LastUpdate.UnixNano()}] = v.LastUpdate
 	}
+	if r.cp.Pending != nil {
+		// Settled and saved before anything else: the next batch is named
+		// in a checkpoint that already holds this one.
+		if err := r.settlePending(ctx); err != nil {
+			return err
+		}
+		return r.save(ctx)
+	}
+	r.saved = r.snapshot()
 	return nil
 }
 
-func (r *run) save(ctx context.Context) error {
+// snapshot is the checkpoint as it stands, Recent from the versions
+// remembered.
+func (r *run) snapshot() []byte {
 	r.cp.Updated = r.e.now().UTC()
 	r.cp.Recent = r.cp.Recent[:0]
 	for k, lu := range r.recent {
@@ -286,6 +312,27 @@ func (r *run) save(ctx context.Context) error {
 		return cmp.Compare(a.ID, b.ID)
 	})
 	b, _ := json.Marshal(r.cp)
+	return b
+}
+
+func (r *run) save(ctx context.Context) error {
+	b := r.snapshot()
+	if err := r.putRaw(ctx, b); err != nil {
+		return err
+	}
+	r.saved = b
+	return nil
+}
+
+// put saves cp (a checkpoint other than the run's own: the batched
+// layout's pending one).
+func (r *run) put(ctx context.Context, cp *Checkpoint) error {
+	cp.Updated = r.e.now().UTC()
+	b, _ := json.Marshal(cp)
+	return r.putRaw(ctx, b)
+}
+
+func (r *run) putRaw(ctx context.Context, b []byte) error {
 	// The checkpoint is written even when the run is out of time.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -305,7 +352,18 @@ func (r *run) commit(ctx context.Context) error {
 	if !r.dirty {
 		return nil
 	}
-	if s, ok := r.e.Sink.(sink.Syncer); ok {
+	if r.e.Batched {
+		if err := r.commitBatch(ctx); err != nil {
+			return err
+		}
+	} else if s, ok := r.e.Sink.(sink.TenantSyncer); ok {
+		sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), r.hard)
+		err := s.SyncTenant(sctx, r.t.Name)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("syncing %s: %w", r.e.Sink, err)
+		}
+	} else if s, ok := r.e.Sink.(sink.Syncer); ok {
 		sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), r.hard)
 		err := s.Sync(sctx)
 		cancel()
@@ -328,7 +386,14 @@ func (r *run) moved(ctx context.Context) error {
 	if every == 0 {
 		every = time.Second
 	}
-	if r.e.now().Sub(r.savedAt) < every {
+	if r.e.Batched {
+		// A batch is an object: fewer, larger ones are what collectors want.
+		every = r.e.BatchEvery
+		if every == 0 {
+			every = 10 * time.Second
+		}
+	}
+	if r.e.now().Sub(r.savedAt) < every && !r.batch.full() {
 		return nil
 	}
 	return r.commit(ctx)
@@ -370,6 +435,13 @@ func (r *run) write(ctx context.Context, items []*defender.Incident) error {
 	if len(items) == 0 {
 		return nil
 	}
+	if r.e.Batched {
+		for _, in := range items {
+			r.batch.add(in)
+		}
+		r.remember(items)
+		return nil
+	}
 	objs := make([]sink.Object, len(items))
 	for i, in := range items {
 		data := make([]byte, 0, len(in.Raw)+1)
@@ -383,6 +455,13 @@ func (r *run) write(ctx context.Context, items []*defender.Incident) error {
 	if err := r.e.Sink.Write(wctx, objs); err != nil {
 		return fmt.Errorf("writing to %s: %w", r.e.Sink, err)
 	}
+	r.remember(items)
+	return nil
+}
+
+// remember marks versions written (in the batched layout: in the batch,
+// written with it).
+func (r *run) remember(items []*defender.Incident) {
 	for _, in := range items {
 		r.recent[keyOf(in)] = in.LastUpdate
 	}
@@ -391,7 +470,6 @@ func (r *run) write(ctx context.Context, items []*defender.Incident) error {
 	}
 	r.written += len(items)
 	r.cp.Written += int64(len(items))
-	return nil
 }
 
 // trimRecent drops the oldest remembered versions past maxRecent.

@@ -928,3 +928,89 @@ func TestQueueTasksOverlapping(t *testing.T) {
 	}
 	verify(t, s, e.sinkDir, devstack.DefaultTenantID, devstack.DefaultTenantID, time.Now().Add(-40*24*time.Hour))
 }
+
+// dyingSink fails the writes of objects whose names end in suffix, as a
+// crash between the batch's steps would leave them.
+type dyingSink struct {
+	*sink.FileSink
+	suffix string
+}
+
+func (f *dyingSink) Write(ctx context.Context, objs []sink.Object) error {
+	for _, o := range objs {
+		if f.suffix != "" && strings.HasSuffix(o.Name, f.suffix) {
+			return errors.New("injected: the process died here")
+		}
+	}
+	return f.FileSink.Write(ctx, objs)
+}
+
+// The batched layout: a few gzip NDJSON objects, each beside its manifest,
+// every version in one of them once, also when a run stopped between
+// naming a batch and writing it (read again) or between writing it and
+// saving the checkpoint (adopted).
+func TestBatchedLayout(t *testing.T) {
+	t.Parallel()
+	since := time.Now().Add(-40 * 24 * time.Hour)
+	s := devstack.Start(t, devstack.Options{Incidents: 1200})
+	for _, tc := range []struct {
+		name, fail string // the object whose write the first run dies at
+		log        string // what the next run says of the batch
+		// A run with the backlog writes one batch (it takes less than
+		// the 10 s of one); the three after it one each.
+		objects int
+	}{
+		{name: "no crash", objects: 4},
+		{name: "died before the object", fail: ".ndjson.gz", log: "the last run stopped before writing its batch; its versions are read again", objects: 3},
+		{name: "died after the object", fail: ".json", log: "the last run wrote its batch before it stopped; its versions count as written", objects: 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, s, "graph")
+			fs, err := sink.NewFileSink(e.sinkDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fail := &dyingSink{FileSink: fs, suffix: tc.fail}
+			x := e.exporter(t, fail, nil)
+			x.Batched = true
+			err = e.run(t, x)
+			if tc.fail != "" {
+				if err == nil || !strings.Contains(err.Error(), "injected") {
+					t.Fatalf("the first run: %v", err)
+				}
+				fail.suffix = ""
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				s.Mutate(4)
+				if err := e.run(t, x); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.log != "" && !strings.Contains(e.logs.String(), tc.log) {
+				t.Fatalf("no line %q:\n%.2000s", tc.log, e.logs.String())
+			}
+			dir, objects := unbatch(t, e.sinkDir)
+			n := verify(t, s, dir, devstack.DefaultTenantID, devstack.DefaultTenantID, since)
+			if n < 1200 || objects != tc.objects {
+				t.Fatalf("%d versions in %d objects, want ≥ 1200 in %d\n%s", n, objects, tc.objects, grepLines(e.logs.String(), "batch"))
+			}
+			// Nothing per version.
+			if got := exported(t, e.sinkDir, devstack.DefaultTenantID); len(got) != 0 {
+				t.Fatalf("%d per-version objects beside the batches", len(got))
+			}
+		})
+	}
+}
+
+// grepLines are the lines of s that hold sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

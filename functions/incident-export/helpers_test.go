@@ -1,6 +1,11 @@
 package incidentexport_test
 
 import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -12,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	incidentexport "github.com/defender-functions/defender-functions/functions/incident-export"
 	"github.com/defender-functions/defender-functions/internal/devstack"
 )
 
@@ -27,7 +33,7 @@ func exported(t testing.TB, dir, tenant string) map[string]int {
 			}
 			return err
 		}
-		if d.IsDir() || strings.HasSuffix(p, ".tmp") {
+		if d.IsDir() || strings.HasSuffix(p, ".tmp") || strings.HasSuffix(p, ".ndjson.gz") {
 			return nil
 		}
 		b, err := os.ReadFile(p)
@@ -123,4 +129,90 @@ func verify(t testing.TB, s *devstack.Stack, dir, tenantName, tenantID string, s
 		t.Fatalf("%d incidents' current versions are missing from the sink:\n%s", missing, strings.Join(lines, "\n"))
 	}
 	return len(got)
+}
+
+// unbatch reads a batched sink's objects: every .ndjson.gz beside its
+// manifest (the count and SHA-256 agree), each line a version, no version
+// in two objects or twice in one. It writes each version to a file named
+// as the per-version layout names it, for verify, and returns the directory
+// and how many batch objects it read.
+func unbatch(t testing.TB, root string) (string, int) {
+	t.Helper()
+	dir := t.TempDir()
+	where := map[string]string{} // version → the object holding it
+	objects := 0
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if os.IsNotExist(err) {
+				return nil
+			}
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if d.IsDir() || !strings.HasSuffix(p, ".ndjson.gz") {
+			return nil
+		}
+		objects++
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		mb, err := os.ReadFile(filepath.Join(root, "_manifests", strings.TrimSuffix(rel, ".ndjson.gz")+".json"))
+		if err != nil {
+			t.Fatalf("%s has no manifest: %v", rel, err)
+		}
+		var m incidentexport.Manifest
+		if err := json.Unmarshal(mb, &m); err != nil {
+			t.Fatalf("%s's manifest: %v", rel, err)
+		}
+		sum := sha256.Sum256(raw)
+		if m.Object != filepath.ToSlash(rel) || m.Bytes != int64(len(raw)) || m.SHA256 != hex.EncodeToString(sum[:]) {
+			t.Fatalf("%s's manifest does not describe it: %+v", rel, m)
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatalf("%s is not gzip: %v", rel, err)
+		}
+		sc := bufio.NewScanner(zr)
+		sc.Buffer(nil, 16<<20)
+		lines := 0
+		for sc.Scan() {
+			lines++
+			var in struct {
+				ID                 string      `json:"id"`
+				IncidentID         json.Number `json:"incidentId"`
+				LastUpdateDateTime time.Time   `json:"lastUpdateDateTime"`
+				LastUpdateTime     time.Time   `json:"lastUpdateTime"`
+			}
+			if err := json.Unmarshal(sc.Bytes(), &in); err != nil {
+				t.Fatalf("%s line %d is not one JSON incident: %v", rel, lines, err)
+			}
+			id, lu := in.ID, in.LastUpdateDateTime
+			if id == "" {
+				id, lu = string(in.IncidentID), in.LastUpdateTime
+			}
+			if lu.Before(m.First) || lu.After(m.Last) {
+				t.Fatalf("%s holds %s@%s, outside its manifest's %s..%s", rel, id, lu, m.First, m.Last)
+			}
+			name := filepath.Join(filepath.Dir(filepath.Dir(filepath.Dir(filepath.Dir(rel)))), lu.UTC().Format("2006/01/02"), id+"_"+lu.UTC().Format("20060102T150405.0000000Z")+".json")
+			if prev, ok := where[name]; ok {
+				t.Fatalf("version %s@%s is in %s and in %s", id, lu.UTC().Format(time.RFC3339Nano), prev, rel)
+			}
+			where[name] = rel
+			f := filepath.Join(dir, name)
+			os.MkdirAll(filepath.Dir(f), 0o755)
+			os.WriteFile(f, sc.Bytes(), 0o644)
+		}
+		if err := sc.Err(); err != nil {
+			t.Fatalf("%s: %v", rel, err)
+		}
+		if lines != m.Versions {
+			t.Fatalf("%s holds %d versions, its manifest says %d", rel, lines, m.Versions)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, objects
 }

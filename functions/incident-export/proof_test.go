@@ -132,12 +132,22 @@ func TestExactlyOnceUnderKills(t *testing.T) {
 		// accepted and before the checkpoint was saved sends it again, so
 		// copies of a version are allowed, and the proof holds over one row
 		// per version ID (the queries the README gives).
+		// The batched layout: a batch every 200 ms, so that kills fall
+		// between naming a batch, writing it and saving the checkpoint.
+		{name: "graph/file-batches/observed", sink: "file", api: "graph", mode: orderObserved, batches: true},
+		{name: "xdr/blob-batches/observed", sink: "blob", api: "xdr", mode: orderObserved, batches: true, chaosOnly: true},
 		{name: "graph/logs/observed", sink: "logs", api: "graph", mode: orderObserved},
 		{name: "xdr/splunk-ack/observed", sink: "splunk", api: "xdr", mode: orderObserved},
 	} {
 		// The runs mostly wait (pacing, kills at random moments): the cases
 		// share the two cores well, each with its own devstack.
-		t.Run(tc.name, func(t *testing.T) { t.Parallel(); killMatrix(t, bin, tc) })
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.chaosOnly && chaosScale() == 1 {
+				t.Skip("make chaos runs it (CHAOS_SCALE > 1)")
+			}
+			t.Parallel()
+			killMatrix(t, bin, tc)
+		})
 	}
 }
 
@@ -155,6 +165,10 @@ type killCase struct {
 	// overlap runs each round as two instances given the same tenant's
 	// queue task at once, instead of one timer invocation.
 	overlap bool
+	// batches writes the batched layout (EXPORT_LAYOUT=batches).
+	batches bool
+	// chaosOnly runs the case under make chaos alone (make test's time).
+	chaosOnly bool
 }
 
 // lagMs is the replication lag of orderObservedLag.
@@ -233,6 +247,11 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 		t.Setenv("AWS_REGION", "us-east-1")
 		sinkView = func() string { return mirrorS3(t, srv.Endpoint) }
 	}
+	if tc.batches {
+		env = append(env, "EXPORT_LAYOUT=batches", "EXPORT_BATCH_EVERY=200ms")
+		view := sinkView
+		sinkView = func() string { dir, _ := unbatch(t, view()); return dir }
+	}
 	logs := &syncBuf{}
 	// The handlers' logs of a failed proof are kept for whoever debugs it
 	// (a t.Fatalf in the loop ends the test before any line after it).
@@ -282,7 +301,15 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 	for run := 1; run <= 30*scale; run++ {
 		var wg sync.WaitGroup
 		for range instances {
-			p := startHandler(t, bin, env, logs)
+			// In the batched layout every third run is killed while it
+			// writes a batch: within 5 ms of saying so.
+			var batching <-chan struct{}
+			var w io.Writer = logs
+			if tc.batches && run%3 == 1 {
+				ww := &watchWriter{w: logs, sub: []byte(`"msg":"writing batch"`), seen: make(chan struct{})}
+				w, batching = ww, ww.seen
+			}
+			p := startHandler(t, bin, env, w)
 			kill := time.Duration(r.IntN(1200)) * time.Millisecond
 			invoke := p.runExport
 			if tc.overlap {
@@ -298,6 +325,14 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 				defer func() { p.cmd.Process.Signal(syscall.SIGKILL); <-p.done }()
 				if run%3 != 0 {
 					go invoke()
+					if batching != nil {
+						select {
+						case <-batching:
+							time.Sleep(time.Duration(r.IntN(5000)) * time.Microsecond)
+						case <-time.After(5 * time.Second):
+						}
+						return
+					}
 					time.Sleep(kill)
 					return
 				}
@@ -344,6 +379,14 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 		}
 		t.Logf("%d copies of a version sent again after a kill", siemCopies)
 	}
+	if tc.batches {
+		adopted, again := strings.Count(logs.String(), "its versions count as written"), strings.Count(logs.String(), "its versions are read again")
+		if adopted+again == 0 {
+			t.Fatal("no kill fell between naming a batch and saving the checkpoint past it")
+		}
+		t.Logf("batches: %d written; after a kill, %d found written and adopted, %d found unwritten and read again",
+			strings.Count(logs.String(), `"msg":"batch written"`), adopted, again)
+	}
 	// The overlap happened: some task stopped on the other's checkpoint.
 	if tc.overlap {
 		n := strings.Count(logs.String(), "another run is exporting this tenant")
@@ -361,4 +404,19 @@ func chaosScale() int {
 		return n
 	}
 	return 1
+}
+
+// watchWriter closes seen when a write holds sub (a log line, whole).
+type watchWriter struct {
+	w    io.Writer
+	sub  []byte
+	once sync.Once
+	seen chan struct{}
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, w.sub) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return w.w.Write(p)
 }

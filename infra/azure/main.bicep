@@ -54,6 +54,10 @@ param exportLookback string = '168h'
 @allowed(['blob', 'logAnalytics', 'splunk'])
 param exportDestination string = 'blob'
 
+@description('With exportDestination=blob: versions (one JSON blob per incident version) or batches (one gzip-compressed NDJSON blob per checkpoint, with a manifest under _manifests/, for object-store collectors).')
+@allowed(['versions', 'batches'])
+param exportLayout string = 'versions'
+
 @description('With exportDestination=splunk: the HTTP Event Collector, https://<host>:8088/services/collector/event.')
 param splunkHecUrl string = ''
 
@@ -326,6 +330,10 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: identity.properties.clientId }
         { name: 'EXPORT_SINK'
           value: exportSink }
+        { name: 'EXPORT_LAYOUT'
+          value: exportLayout }
+        { name: 'EXPORT_BATCH_EVERY'
+          value: '10s' }
         { name: 'EXPORT_BATCH_BYTES'
           value: '' }
         { name: 'EXPORT_SPLUNK_TOKEN_SECRET'

@@ -112,6 +112,8 @@ type Config struct {
 	StorageAccount    string        // AzureWebJobsStorage__accountName: identity-based Blob access
 	StorageQueueURI   string        // AzureWebJobsStorage__queueServiceUri: identity-based queue endpoint outside Azure's public cloud
 	S3Endpoint        string        // EXPORT_S3_ENDPOINT: an S3-compatible endpoint (s3rver, MinIO)
+	ExportBatched     bool          // EXPORT_LAYOUT=batches: one gzip NDJSON object per checkpoint, not one per version
+	ExportBatchEvery  time.Duration // EXPORT_BATCH_EVERY: how often a batched run writes its batch
 	ExportBatchBytes  int           // EXPORT_BATCH_BYTES: a SIEM request's body at most; 0 = the sink's default
 	SplunkTokenSecret string        // EXPORT_SPLUNK_TOKEN_SECRET: the Key Vault secret holding the HEC token
 	SplunkAck         bool          // EXPORT_SPLUNK_ACK: wait for indexer acknowledgement
@@ -192,6 +194,8 @@ const (
 	EnvStorageAccount          = "AzureWebJobsStorage__accountName"
 	EnvStorageQueueURI         = "AzureWebJobsStorage__queueServiceUri"
 	EnvS3Endpoint              = "EXPORT_S3_ENDPOINT"
+	EnvExportLayout            = "EXPORT_LAYOUT"
+	EnvExportBatchEvery        = "EXPORT_BATCH_EVERY"
 	EnvExportBatchBytes        = "EXPORT_BATCH_BYTES"
 	EnvSplunkTokenSecret       = "EXPORT_SPLUNK_TOKEN_SECRET"
 	EnvSplunkAck               = "EXPORT_SPLUNK_ACK"
@@ -550,6 +554,13 @@ func (r *reader) export(c *Config) {
 	c.ExportMaxRun = r.duration(EnvExportMaxRun, 4*time.Minute, 10*time.Second, 10*time.Hour)
 	c.ExportLag = r.duration(EnvExportLag, 10*time.Minute, 0, 24*time.Hour)
 	c.ExportConcurrency = r.integer(EnvExportConcurrency, 8, 1, 64, "use 1 to 64 (tenants exported at once; each has its own rate limits)")
+	switch v := r.get(EnvExportLayout, "versions"); v {
+	case "versions", "batches":
+		c.ExportBatched = v == "batches"
+	default:
+		r.problem(fmt.Sprintf("%s=%q: use versions (one JSON object per incident version) or batches (one gzip-compressed NDJSON object per checkpoint, with a manifest)", EnvExportLayout, v))
+	}
+	c.ExportBatchEvery = r.duration(EnvExportBatchEvery, 10*time.Second, 100*time.Millisecond, 10*time.Minute)
 	c.ExportQueue = r.get(EnvExportQueue, "")
 	if q := c.ExportQueue; q != "" && !ExportQueueIsSQS(q) && (!queueName.MatchString(q) || strings.Contains(q, "--") || strings.HasSuffix(q, "-poison")) {
 		r.problem(fmt.Sprintf("%s=%q is neither an Amazon SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>) nor an Azure Storage queue name: 3 to 63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit (and not the host's -poison queue)", EnvExportQueue, q))

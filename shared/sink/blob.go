@@ -7,6 +7,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/defender-functions/defender-functions/shared/state"
@@ -40,7 +41,7 @@ func (s *BlobSink) Write(ctx context.Context, objs []Object) error {
 		}
 		g.Go(func() error {
 			_, err := s.c.NewBlockBlobClient(o.Name).Upload(ctx, streaming.NopCloser(bytes.NewReader(o.Data)), &blockblob.UploadOptions{
-				HTTPHeaders: &blob.HTTPHeaders{BlobContentType: ptr("application/json")},
+				HTTPHeaders: &blob.HTTPHeaders{BlobContentType: ptr(contentType(o.Name))},
 			})
 			if err != nil {
 				return fmt.Errorf("sink: upload %s: %w", o.Name, err)
@@ -49,6 +50,21 @@ func (s *BlobSink) Write(ctx context.Context, objs []Object) error {
 		})
 	}
 	return g.Wait()
+}
+
+// Exists asks for the blob's properties.
+func (s *BlobSink) Exists(ctx context.Context, name string) (bool, error) {
+	if err := checkName(name); err != nil {
+		return false, err
+	}
+	_, err := s.c.NewBlobClient(name).GetProperties(ctx, nil)
+	switch {
+	case bloberror.HasCode(err, bloberror.BlobNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("sink: %s: %w", name, err)
+	}
+	return true, nil
 }
 
 func ptr[T any](v T) *T { return &v }

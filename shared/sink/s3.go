@@ -5,12 +5,14 @@ package sink
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/defender-functions/defender-functions/shared/awsclient"
 	"golang.org/x/sync/errgroup"
 )
@@ -67,7 +69,7 @@ func (s *S3Sink) Write(ctx context.Context, objs []Object) error {
 		key := path.Join(s.prefix, o.Name)
 		g.Go(func() error {
 			_, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key),
-				Body: bytes.NewReader(o.Data), ContentType: aws.String("application/json")})
+				Body: bytes.NewReader(o.Data), ContentType: aws.String(contentType(o.Name))})
 			if err != nil {
 				return fmt.Errorf("sink: put s3://%s/%s: %w", s.bucket, key, err)
 			}
@@ -75,4 +77,24 @@ func (s *S3Sink) Write(ctx context.Context, objs []Object) error {
 		})
 	}
 	return g.Wait()
+}
+
+// Exists asks for the object's head.
+func (s *S3Sink) Exists(ctx context.Context, name string) (bool, error) {
+	if err := checkName(name); err != nil {
+		return false, err
+	}
+	if err := s.init(ctx); err != nil {
+		return false, err
+	}
+	key := path.Join(s.prefix, name)
+	_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
+	var nf *types.NotFound
+	switch {
+	case errors.As(err, &nf):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("sink: head s3://%s/%s: %w", s.bucket, key, err)
+	}
+	return true, nil
 }

@@ -315,6 +315,13 @@ func TestSplunkSink(t *testing.T) {
 			}
 			objs := versions(t, tc.n, tc.size)
 			err = sk.Write(context.Background(), objs)
+			if err == nil && tc.ack {
+				// Indexed once the tenant's writes are synced.
+				if c := s.Counters().Get("hec.ack", 0); c != 0 {
+					t.Fatalf("Write waited for acknowledgement (%d requests)", c)
+				}
+				err = sk.(sink.TenantSyncer).SyncTenant(context.Background(), "contoso")
+			}
 			events := s.HECEvents()
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {

@@ -63,6 +63,30 @@ type S3Options struct {
 	HTTPClient *http.Client
 }
 
+// TenantSyncer is a Sink whose writes for one tenant become durable when
+// SyncTenant returns (Splunk with indexer acknowledgement): a failure to
+// make them so is the tenant's alone, whose checkpoint then stays.
+type TenantSyncer interface {
+	SyncTenant(ctx context.Context, tenant string) error
+}
+
+// Exister is a sink that can say whether an object is stored (whole: each
+// sink stores an object at once or not at all). The batched layout needs
+// it to learn, after a crash, whether the batch it was writing landed.
+type Exister interface {
+	Exists(ctx context.Context, name string) (bool, error)
+}
+
+// contentType is an object's type by its name: the per-version JSON, or a
+// batch's gzip-compressed NDJSON (no Content-Encoding, so that a download
+// keeps the .gz the collectors expect).
+func contentType(name string) string {
+	if strings.HasSuffix(name, ".gz") {
+		return "application/gzip"
+	}
+	return "application/json"
+}
+
 // Checker is a sink that can show it is reachable and may be written
 // without writing anything (doctor): a SIEM keeps every row sent to it.
 type Checker interface {

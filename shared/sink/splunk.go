@@ -9,8 +9,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -56,6 +58,9 @@ type SplunkSink struct {
 	o          SplunkOptions
 	hc         *http.Client
 	channel    string
+
+	mu      sync.Mutex
+	pending map[string][]int64 // tenant → ackIds not yet acknowledged
 }
 
 // SplunkEvent is one event as HEC takes it. version_id is the same for
@@ -121,7 +126,7 @@ func NewSplunkSink(raw string, o SplunkOptions) (*SplunkSink, error) {
 		hc = http.DefaultClient
 	}
 	base := u.Scheme + "://" + u.Host + "/services/collector"
-	return &SplunkSink{event: base + "/event", ack: base + "/ack", o: o, hc: hc, channel: uuid.NewString()}, nil
+	return &SplunkSink{event: base + "/event", ack: base + "/ack", o: o, hc: hc, channel: uuid.NewString(), pending: map[string][]int64{}}, nil
 }
 
 func isLoopback(h string) bool { return h == "localhost" || h == "127.0.0.1" || h == "::1" }
@@ -139,7 +144,9 @@ type hecAnswer struct {
 }
 
 // Write sends the versions as events; when it returns nil the collector
-// has received them all, and with Ack, indexed them.
+// has received them all. With Ack they are indexed once SyncTenant (or
+// Sync) returns: acknowledgement takes seconds, and waiting for it page by
+// page would cost a page's throughput each time.
 func (s *SplunkSink) Write(ctx context.Context, objs []Object) error {
 	recs := make([][]byte, len(objs))
 	for i, o := range objs {
@@ -154,7 +161,6 @@ func (s *SplunkSink) Write(ctx context.Context, objs []Object) error {
 	if err != nil {
 		return err
 	}
-	var acks []int64
 	for _, b := range batches {
 		err := sendHalving(ctx, b, func(ctx context.Context, recs [][]byte) error {
 			a, err := s.post(ctx, s.event, bytes.Join(recs, nil))
@@ -162,7 +168,11 @@ func (s *SplunkSink) Write(ctx context.Context, objs []Object) error {
 				if a.AckID == nil {
 					return errors.New("sink: the collector sent no ackId: turn indexer acknowledgement on for the token, or EXPORT_SPLUNK_ACK off")
 				}
-				acks = append(acks, *a.AckID)
+				s.mu.Lock()
+				for _, t := range tenantsOf(objs) {
+					s.pending[t] = append(s.pending[t], *a.AckID)
+				}
+				s.mu.Unlock()
 			}
 			return err
 		})
@@ -170,10 +180,41 @@ func (s *SplunkSink) Write(ctx context.Context, objs []Object) error {
 			return err
 		}
 	}
-	if s.o.Ack {
-		return s.awaitAcks(ctx, acks)
-	}
 	return nil
+}
+
+func tenantsOf(objs []Object) []string {
+	var out []string
+	for _, o := range objs {
+		if !slices.Contains(out, o.Tenant) {
+			out = append(out, o.Tenant)
+		}
+	}
+	return out
+}
+
+// SyncTenant waits for the indexer's acknowledgement of every request that
+// carried the tenant's events since its last SyncTenant: then they are
+// indexed. Without Ack there is nothing to wait for.
+func (s *SplunkSink) SyncTenant(ctx context.Context, tenant string) error {
+	s.mu.Lock()
+	ids := s.pending[tenant]
+	delete(s.pending, tenant)
+	s.mu.Unlock()
+	return s.awaitAcks(ctx, ids)
+}
+
+// Sync waits for the acknowledgement of every request sent.
+func (s *SplunkSink) Sync(ctx context.Context) error {
+	s.mu.Lock()
+	var ids []int64
+	for t, p := range s.pending {
+		ids = append(ids, p...)
+		delete(s.pending, t)
+	}
+	s.mu.Unlock()
+	slices.Sort(ids)
+	return s.awaitAcks(ctx, slices.Compact(ids))
 }
 
 // Check sends an empty request: a collector that knows the token answers
