@@ -1,6 +1,7 @@
 package incidentexport_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,9 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/loopback"
 	"github.com/defender-functions/defender-functions/internal/devstack"
 	"golang.org/x/sys/unix"
@@ -205,4 +209,108 @@ func BenchmarkExportUnderRateLimit(b *testing.B) {
 		b.ReportMetric(10_000/took.Seconds()/limit*100, "%-of-limit")
 		b.ReportMetric(float64(counters["graph.incidents.list"]["429"]), "429s")
 	}
+}
+
+// BenchmarkExportSinks is the whole path of 10k versions into each sink
+// the file sink is not (BenchmarkExport has it): the batched layout on
+// files and on Azurite's Blob Storage, a Log Analytics stream and a Splunk
+// collector (without and with indexer acknowledgement) on the devstack.
+// It reports versions per second, and the objects or requests it took.
+func BenchmarkExportSinks(b *testing.B) {
+	const n = 10_000
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		env   func(settings map[string]string, dir string) []string
+		// count is what the sink received: objects or requests
+		count func(b *testing.B, settings map[string]string, dir string) (float64, string)
+	}{
+		{name: "batches-file", env: func(_ map[string]string, dir string) []string {
+			return []string{"EXPORT_LAYOUT=batches"}
+		}, count: func(b *testing.B, _ map[string]string, dir string) (float64, string) {
+			return float64(countFiles(filepath.Join(dir, "export"))), "objects"
+		}},
+		{name: "batches-blob", env: func(_ map[string]string, dir string) []string {
+			az := emulators.StartAzurite(b)
+			for _, name := range []string{"exports"} {
+				c, _ := container.NewClientFromConnectionString(az.ConnectionString, name, nil)
+				if _, err := c.Create(context.Background(), nil); err != nil && !strings.Contains(err.Error(), "ContainerAlreadyExists") {
+					b.Fatal(err)
+				}
+			}
+			return []string{"EXPORT_LAYOUT=batches", "EXPORT_SINK=" + az.BlobURL + "/exports", "AzureWebJobsStorage=" + az.ConnectionString}
+		}, count: func(b *testing.B, _ map[string]string, dir string) (float64, string) {
+			return -1, ""
+		}},
+		{name: "logs", env: func(s map[string]string, _ string) []string {
+			return []string{"EXPORT_SINK=" + s["DEVSTACK_LOGS_SINK"]}
+		}, count: func(b *testing.B, s map[string]string, _ string) (float64, string) {
+			return float64(served(b, s, "logs.upload", "204")), "requests"
+		}},
+		{name: "splunk", env: func(s map[string]string, _ string) []string {
+			return []string{"EXPORT_SINK=" + s["DEVSTACK_HEC_SINK"]}
+		}, count: func(b *testing.B, s map[string]string, _ string) (float64, string) {
+			return float64(served(b, s, "hec.event", "200")), "requests"
+		}},
+		{name: "splunk-ack", flags: []string{"-no-rate-limits", "-hec-ack"}, env: func(s map[string]string, _ string) []string {
+			return []string{"EXPORT_SINK=" + s["DEVSTACK_HEC_SINK"], "EXPORT_SPLUNK_ACK=true"}
+		}, count: func(b *testing.B, s map[string]string, _ string) (float64, string) {
+			return float64(served(b, s, "hec.event", "200")), "requests"
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			settings := devstackProcess(b, n, tc.flags...)
+			bin := buildHandler(b)
+			for b.Loop() {
+				dir := b.TempDir()
+				logs := &syncBuf{}
+				p := startHandler(b, bin, handlerEnv(settings, dir, append([]string{"DEFENDER_RATE_LIMITS=off"}, tc.env(settings, dir)...)...), logs)
+				unix.Sync()
+				resetCounters(b, settings)
+				start := time.Now()
+				if st, err := p.runExport(); err != nil || st != 200 {
+					b.Fatalf("export: %d %v\n%s", st, err, logs.String())
+				}
+				took := time.Since(start)
+				rss := loopback.PeakRSS(p.cmd.Process.Pid)
+				p.cmd.Process.Kill()
+				<-p.done
+				if !strings.Contains(logs.String(), fmt.Sprintf(`"msg":"incident export finished","invocation_id":`)) ||
+					!strings.Contains(logs.String(), fmt.Sprintf(`"written":%d,`, n)) {
+					b.Fatalf("the export did not write %d versions:\n%.3000s", n, logs.String())
+				}
+				b.ReportMetric(float64(n)/took.Seconds(), "incidents/s")
+				b.ReportMetric(rss, "peak-rss-MiB")
+				if v, unit := tc.count(b, settings, dir); v >= 0 {
+					b.ReportMetric(v*10_000/n, unit+"/10k")
+				}
+				if strings.HasPrefix(tc.name, "batches") {
+					b.ReportMetric(float64(strings.Count(logs.String(), `"msg":"batch written"`))*10_000/n, "batches/10k")
+				}
+			}
+		})
+	}
+}
+
+// served is how many answers of a status the devstack gave an endpoint
+// since the counters were reset.
+func served(b *testing.B, settings map[string]string, endpoint, status string) int64 {
+	resp := control(b, settings, "GET", "/control/counters")
+	defer resp.Body.Close()
+	var counters map[string]map[string]int64
+	if err := json.NewDecoder(resp.Body).Decode(&counters); err != nil {
+		b.Fatal(err)
+	}
+	return counters[endpoint][status]
+}
+
+func countFiles(dir string) int {
+	files := 0
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files++
+		}
+		return nil
+	})
+	return files
 }
