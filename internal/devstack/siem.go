@@ -376,23 +376,24 @@ func (s *Stack) hecHandler() http.Handler {
 		var good []json.RawMessage
 		var bad *hecBad
 		for n := 0; dec.More(); n++ {
-			var ev map[string]json.RawMessage
-			if err := dec.Decode(&ev); err != nil {
+			var raw json.RawMessage
+			var ev struct {
+				Event json.RawMessage `json:"event"`
+			}
+			if err := dec.Decode(&raw); err != nil || json.Unmarshal(raw, &ev) != nil {
 				bad = &hecBad{n, 6, "Invalid data format"}
 				break
 			}
-			raw, ok := ev["event"]
 			switch {
-			case !ok:
+			case ev.Event == nil:
 				bad = &hecBad{n, 12, "Event field is required"}
-			case string(raw) == `""` || string(raw) == "null":
+			case string(ev.Event) == `""` || string(ev.Event) == "null":
 				bad = &hecBad{n, 13, "Event field cannot be blank"}
 			}
 			if bad != nil {
 				break
 			}
-			b, _ := json.Marshal(ev)
-			good = append(good, b)
+			good = append(good, raw)
 		}
 		s.siem.mu.Lock()
 		s.siem.events = append(s.siem.events, good...)

