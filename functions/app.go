@@ -25,6 +25,7 @@ import (
 	"github.com/defender-functions/defender-functions/shared/queue"
 	"github.com/defender-functions/defender-functions/shared/sink"
 	"github.com/defender-functions/defender-functions/shared/state"
+	"github.com/defender-functions/defender-functions/shared/telemetry"
 )
 
 // Functions are the app's functions, as each declares itself beside its
@@ -97,6 +98,19 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 		return nil, err
 	}
 	app := &function.App{Logger: log}
+	if cfg.OTLPEndpoint != "" {
+		platform := "azure.functions"
+		if v, _ := lookup(config.EnvLambdaFunctionName); v != "" {
+			platform = "aws.lambda"
+		}
+		t, err := telemetry.Start(context.Background(), telemetry.Options{ServiceName: cfg.OTelServiceName, Platform: platform, Version: defender.Version})
+		if err != nil {
+			// The functions run without it: telemetry is not their work.
+			log.Error("telemetry", "error", err.Error())
+		} else {
+			app.Flush = t.Flush
+		}
+	}
 
 	// The app owns the process's shared state: the token cache (inside
 	// creds) and the pacers every client of a tenant shares.

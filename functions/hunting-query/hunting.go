@@ -24,6 +24,7 @@ import (
 
 	"github.com/defender-functions/defender-functions/shared/defender"
 	"github.com/defender-functions/defender-functions/shared/function"
+	"github.com/defender-functions/defender-functions/shared/telemetry"
 )
 
 // Function is hunting-query as the platforms bind it.
@@ -98,6 +99,9 @@ func (h *Hunter) Serve(ctx context.Context, r *function.HTTPRequest) *function.H
 		} else {
 			log.Info("hunting-query", attrs...)
 		}
+		if r.Method == http.MethodPost {
+			telemetry.Hunting(ctx, time.Since(start), out.rows, statusOutcome(resp.Status))
+		}
 		return resp
 	}
 	stream := resp.Stream
@@ -106,11 +110,28 @@ func (h *Hunter) Serve(ctx context.Context, r *function.HTTPRequest) *function.H
 		outcome := "ok"
 		if err != nil {
 			outcome = "stream failed: " + err.Error()
+			telemetry.Hunting(ctx, time.Since(start), out.rows, "stream_failed")
+		} else {
+			telemetry.Hunting(ctx, time.Since(start), out.rows, "ok")
 		}
 		log.Info("hunting-query", "status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds(), "outcome", outcome)
 		return err
 	}
 	return resp
+}
+
+// statusOutcome names an answer for the metrics: ok, throttled,
+// rejected (the request's fault) or failed.
+func statusOutcome(status int) string {
+	switch {
+	case status < 400:
+		return "ok"
+	case status == http.StatusTooManyRequests:
+		return "throttled"
+	case status < 500:
+		return "rejected"
+	}
+	return "failed"
 }
 
 func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest) (*function.HTTPResponse, *outcome) {

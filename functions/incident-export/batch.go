@@ -13,6 +13,7 @@ import (
 
 	"github.com/defender-functions/defender-functions/shared/defender"
 	"github.com/defender-functions/defender-functions/shared/sink"
+	"github.com/defender-functions/defender-functions/shared/telemetry"
 )
 
 // The batched layout: the versions a run reads between two checkpoints are
@@ -137,6 +138,7 @@ func (r *run) commitBatch(ctx context.Context) error {
 		}
 	}
 	r.cp.Batches = p.Seq
+	telemetry.VersionsWritten(ctx, r.t.Name, len(p.Versions))
 	r.log.Info("batch written", "object", p.Object, "versions", len(p.Versions), "bytes", p.Bytes)
 	*b = batch{}
 	return nil

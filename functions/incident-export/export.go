@@ -50,6 +50,7 @@ import (
 	"github.com/defender-functions/defender-functions/shared/function"
 	"github.com/defender-functions/defender-functions/shared/sink"
 	"github.com/defender-functions/defender-functions/shared/state"
+	"github.com/defender-functions/defender-functions/shared/telemetry"
 )
 
 // Function is incident-export as the platforms bind it. The schedule is the
@@ -375,6 +376,7 @@ func (r *run) commit(ctx context.Context) error {
 		return err
 	}
 	r.dirty, r.savedAt = false, r.e.now()
+	telemetry.ExportLag(ctx, r.t.Name, r.savedAt.Sub(r.cp.Since))
 	return nil
 }
 
@@ -455,6 +457,7 @@ func (r *run) write(ctx context.Context, items []*defender.Incident) error {
 	if err := r.e.Sink.Write(wctx, objs); err != nil {
 		return fmt.Errorf("writing to %s: %w", r.e.Sink, err)
 	}
+	telemetry.VersionsWritten(ctx, r.t.Name, len(items))
 	r.remember(items)
 	return nil
 }

@@ -14,13 +14,16 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/defender"
 	"github.com/defender-functions/defender-functions/shared/function"
 	"github.com/defender-functions/defender-functions/shared/state"
+	"github.com/defender-functions/defender-functions/shared/telemetry"
 	"github.com/defender-functions/defender-functions/shared/webhook"
 )
 
@@ -128,6 +131,12 @@ func (rc *Receiver) Serve(ctx context.Context, r *function.HTTPRequest) *functio
 	if o.cause != nil {
 		attrs = append(attrs, "cause", o.cause.Error())
 	}
+	// The provider comes from the path: a metric names only known ones.
+	provider := o.Provider
+	if !slices.Contains(config.WebhookProviders, provider) {
+		provider = "unknown"
+	}
+	telemetry.Webhook(ctx, provider, o.Status)
 	log := function.Logger(ctx)
 	if o.code >= 500 {
 		log.Warn("ticket-webhook", attrs...)

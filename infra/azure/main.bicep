@@ -67,6 +67,9 @@ param splunkAck bool = false
 @description('With exportDestination=splunk: the index (empty: the token\'s default).')
 param splunkIndex string = ''
 
+@description('An OTLP/HTTP collector the functions send their metrics and traces to (http(s)://<host>:4318); empty: no OpenTelemetry. For Application Insights, an OpenTelemetry Collector with the azuremonitor exporter given this deployment\'s connection string (README "Telemetry").')
+param otlpEndpoint string = ''
+
 @description('Role every hunting-query caller must carry (App Service Authentication); empty: function key only.')
 param huntingRequiredRole string = ''
 
@@ -330,6 +333,13 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: identity.properties.clientId }
         { name: 'EXPORT_SINK'
           value: exportSink }
+        { name: 'OTEL_EXPORTER_OTLP_ENDPOINT'
+          value: otlpEndpoint }
+        // A collector's API key, if it wants one: a Key Vault reference.
+        { name: 'OTEL_EXPORTER_OTLP_HEADERS'
+          value: '' }
+        { name: 'OTEL_SERVICE_NAME'
+          value: appName }
         { name: 'EXPORT_LAYOUT'
           value: exportLayout }
         { name: 'EXPORT_BATCH_EVERY'

@@ -120,6 +120,13 @@ type Config struct {
 	SplunkIndex       string        // EXPORT_SPLUNK_INDEX: empty = the token's default index
 	S3Region          string        // AWS_REGION
 
+	// OpenTelemetry: on when OTLPEndpoint is set. The SDK reads these
+	// variables itself too (and the per-signal ones); they are read here
+	// to be checked once, with the others.
+	OTLPEndpoint    string // OTEL_EXPORTER_OTLP_ENDPOINT: an OTLP/HTTP collector, http(s)://host:4318
+	OTLPHeaders     Secret // OTEL_EXPORTER_OTLP_HEADERS: key=value pairs sent with every export (may hold an API key)
+	OTelServiceName string // OTEL_SERVICE_NAME: the service.name resource attribute
+
 	// RateLimits replace the documented client-side limits: nil keeps them,
 	// an empty map turns pacing off (DEFENDER_RATE_LIMITS=off).
 	RateLimits map[string][]RateLimit
@@ -203,6 +210,9 @@ const (
 	EnvAWSRegion               = "AWS_REGION"
 	EnvLambdaFunctionName      = "AWS_LAMBDA_FUNCTION_NAME" // set by Lambda
 	EnvRateLimits              = "DEFENDER_RATE_LIMITS"
+	EnvOTLPEndpoint            = "OTEL_EXPORTER_OTLP_ENDPOINT"
+	EnvOTLPHeaders             = "OTEL_EXPORTER_OTLP_HEADERS"
+	EnvOTelServiceName         = "OTEL_SERVICE_NAME"
 	EnvHuntingAllowAdhoc       = "HUNTING_ALLOW_ADHOC"
 	EnvHuntingRequiredRole     = "HUNTING_REQUIRED_ROLE"
 	EnvHuntingAdhocRole        = "HUNTING_ADHOC_ROLE"
@@ -274,6 +284,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	r.identity(c)
 	r.vault(c)
 	r.rateLimits(c)
+	r.telemetry(c)
 	r.scope = IncidentExport
 	r.export(c)
 	r.scope = HuntingQuery
@@ -620,6 +631,33 @@ func (r *reader) siem(c *Config) {
 			r.problem(fmt.Sprintf("%s names a Splunk HTTP Event Collector, whose token is read from Key Vault: set %s", EnvExportSink, EnvKeyVaultURL))
 		}
 	}
+}
+
+// telemetry: OpenTelemetry's exporter.
+func (r *reader) telemetry(c *Config) {
+	c.OTLPEndpoint = r.get(EnvOTLPEndpoint, "")
+	if v := c.OTLPEndpoint; v != "" {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" {
+			if err == nil {
+				// Neither credentials nor a query are shown.
+				u.User, u.RawQuery = nil, ""
+				v = u.String()
+			}
+			r.problem(fmt.Sprintf("%s=%q: use an OTLP/HTTP collector's base URL, http(s)://<host>:4318 (the exporter adds /v1/traces and /v1/metrics); credentials go in %s", EnvOTLPEndpoint, v, EnvOTLPHeaders))
+			c.OTLPEndpoint = ""
+		}
+	}
+	if v, ok := r.lookup(EnvOTLPHeaders); ok && v != "" {
+		c.OTLPHeaders = Secret(v)
+		for _, kv := range strings.Split(v, ",") {
+			if k, _, ok := strings.Cut(kv, "="); !ok || strings.TrimSpace(k) == "" {
+				r.problem(fmt.Sprintf("%s is not a list of key=value pairs separated by commas (its value is not shown: it may hold a key)", EnvOTLPHeaders))
+				break
+			}
+		}
+	}
+	c.OTelServiceName = r.get(EnvOTelServiceName, "defender-functions")
 }
 
 // rateLimits: the client-side pacing.

@@ -405,3 +405,36 @@ func TestSIEMSettings(t *testing.T) {
 		}
 	}
 }
+
+// OpenTelemetry is on with an OTLP/HTTP endpoint; a bad one is the whole
+// app's problem, and neither it nor the headers (an API key) are echoed.
+func TestTelemetrySettings(t *testing.T) {
+	base := []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", "x"}
+	for _, tc := range []struct {
+		name     string
+		kv       []string
+		endpoint string
+		problem  string
+	}{
+		{"off", nil, "", ""},
+		{"collector", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cr3t"}, "http://127.0.0.1:4318", ""},
+		{"not a URL", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"}, "", `OTEL_EXPORTER_OTLP_ENDPOINT="collector:4318": use an OTLP/HTTP collector's base URL`},
+		{"credentials in the URL", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "https://user:s3cr3t@collector:4318"}, "", `OTEL_EXPORTER_OTLP_ENDPOINT="https://collector:4318"`},
+		{"headers not pairs", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_HEADERS", "s3cr3t"}, "", "OTEL_EXPORTER_OTLP_HEADERS is not a list of key=value pairs"},
+	} {
+		c, err := config.Load(env(append(base, tc.kv...)...))
+		msg, endpoint := "", ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if c != nil {
+			endpoint = c.OTLPEndpoint
+		}
+		if endpoint != tc.endpoint || tc.problem == "" && err != nil || tc.problem != "" && !strings.Contains(msg, tc.problem) {
+			t.Errorf("%s: endpoint %q, problems %v; want %q, %q", tc.name, endpoint, err, tc.endpoint, tc.problem)
+		}
+		if strings.Contains(msg, "s3cr3t") {
+			t.Errorf("%s: a secret is echoed: %s", tc.name, msg)
+		}
+	}
+}

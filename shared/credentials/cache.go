@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/defender-functions/defender-functions/shared/telemetry"
 )
 
 // Token is an app-only access token. It is immutable once issued: the cache
@@ -135,10 +137,12 @@ func (e *entry) Token(ctx context.Context) (*Token, error) {
 	st := e.cur.Load()
 	if st != nil {
 		if dl, ok := ctx.Deadline(); ok && dl.Before(st.freshUntil) {
+			telemetry.TokenHit(ctx)
 			return st.tok, nil
 		}
 		now := e.mono()
 		if now < st.refreshAt {
+			telemetry.TokenHit(ctx)
 			return st.tok, nil
 		}
 		if now < st.usableTo {
@@ -177,6 +181,7 @@ func (e *entry) refresh(ctx context.Context, seen *state) (*Token, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
 		defer cancel()
 		tok, err := e.fetch(fctx)
+		telemetry.TokenFetch(ctx, err)
 		if err != nil {
 			return nil, err
 		}

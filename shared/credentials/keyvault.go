@@ -17,6 +17,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	"github.com/defender-functions/defender-functions/shared/config"
+	"github.com/defender-functions/defender-functions/shared/telemetry"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -75,6 +76,7 @@ func (v *vaultSecret) read(ctx context.Context, seen *secretValue) (*secretValue
 			return cur, nil
 		}
 		resp, err := v.client.GetSecret(ctx, v.name, "", nil)
+		telemetry.VaultRead(ctx, v.name, err)
 		if err != nil {
 			return nil, vaultError(v.name, v.setting, err)
 		}

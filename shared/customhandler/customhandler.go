@@ -25,9 +25,11 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/shared/function"
+	"github.com/defender-functions/defender-functions/shared/telemetry"
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Binding names the function.json files use.
@@ -124,12 +126,59 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The host's readiness probe: answer at once, whatever the method.
 		w.WriteHeader(http.StatusOK)
 	case strings.HasPrefix(r.URL.Path, "/api/"):
-		h.forwarded(ctx, w, r)
+		// A forwarded request keeps its caller's trace context.
+		h.forwarded(telemetry.FromHeaders(ctx, r.Header), w, r)
 	case r.Method == http.MethodPost && strings.Count(r.URL.Path, "/") == 1:
-		h.envelope(ctx, w, r, strings.TrimPrefix(r.URL.Path, "/"))
+		// The host sends its own (the invocation's) with the envelope.
+		name := strings.TrimPrefix(r.URL.Path, "/")
+		kind := trace.SpanKindServer
+		if _, ok := h.app.Timers[name]; ok {
+			kind = trace.SpanKindInternal
+		} else if _, ok := h.app.Queues[name]; ok {
+			kind = trace.SpanKindConsumer
+		}
+		ctx, end := telemetry.Invocation(telemetry.FromHeaders(ctx, r.Header), name, id, kind)
+		sw := &statusWriter{ResponseWriter: w}
+		h.envelope(ctx, sw, r, name)
+		end(statusError(sw.status))
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// statusWriter keeps the answer's status, for the invocation's span.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush lets a streamed answer through.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// statusError is a 5xx answer as the invocation's error.
+func statusError(status int) error {
+	if status >= 500 {
+		return fmt.Errorf("HTTP %d", status)
+	}
+	return nil
 }
 
 // forwarded serves an HTTP request the host passed through as is.
@@ -152,8 +201,10 @@ func (h *handler) forwarded(ctx context.Context, w http.ResponseWriter, r *http.
 	req := &function.HTTPRequest{Method: r.Method, Path: r.URL.Path, Params: params, Query: r.URL.Query(), Header: r.Header.Clone(), Body: body}
 	req.Principal = h.principal(r.Header)
 	start := time.Now()
+	ctx, end := telemetry.Invocation(ctx, name, function.InvocationID(ctx), trace.SpanKindServer)
 	resp := route.Func(ctx, req)
 	writeResponse(w, resp)
+	end(statusError(resp.Status))
 	function.Logger(ctx).Info("http function", "function", name, "status", resp.Status, "duration_ms", time.Since(start).Milliseconds())
 }
 

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/shared/credentials"
+	"github.com/defender-functions/defender-functions/shared/telemetry"
 	"golang.org/x/time/rate"
 )
 
@@ -142,8 +143,10 @@ func (t *transport) do(ctx context.Context, r request) (int, error) {
 		if err != nil {
 			return sent, err
 		}
-		req, err := http.NewRequestWithContext(ctx, r.method, r.url, bytes.NewReader(r.body))
+		sctx, end := telemetry.APICall(ctx, string(t.api), r.method, u.Host, u.Path)
+		req, err := http.NewRequestWithContext(sctx, r.method, r.url, bytes.NewReader(r.body))
 		if err != nil {
+			end(0, err)
 			return sent, err
 		}
 		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
@@ -157,6 +160,11 @@ func (t *transport) do(ctx context.Context, r request) (int, error) {
 		}
 		sent++
 		resp, err := t.hc.Do(req)
+		if err != nil {
+			end(0, err)
+		} else {
+			end(resp.StatusCode, nil)
+		}
 		var wait time.Duration
 		switch {
 		case err != nil:

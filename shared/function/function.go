@@ -123,6 +123,9 @@ type App struct {
 	Queues map[string]QueueRoute
 	// Logger writes the process's structured log; nil means JSON to stdout.
 	Logger *slog.Logger
+	// Flush exports the telemetry pending, if any: Lambda calls it after
+	// every invocation, before the sandbox freezes.
+	Flush func(ctx context.Context) error
 }
 
 // Log returns the app's logger.

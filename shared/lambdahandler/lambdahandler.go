@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,7 +26,9 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/defender-functions/defender-functions/shared/function"
+	"github.com/defender-functions/defender-functions/shared/telemetry"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options tune the handler.
@@ -89,6 +92,23 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 		id = lc.AwsRequestID
 	}
 	ctx = function.WithInvocation(ctx, h.log, id)
+	// Lambda hands over its trace as an X-Ray header; a request's own W3C
+	// context, where it has one, is the caller's and wins (h.http).
+	if xr, _ := ctx.Value("x-amzn-trace-id").(string); xr != "" {
+		ctx = telemetry.FromXRay(ctx, xr)
+	} else if xr := os.Getenv("_X_AMZN_TRACE_ID"); xr != "" {
+		ctx = telemetry.FromXRay(ctx, xr)
+	}
+	if h.app.Flush != nil {
+		// The sandbox freezes after the answer: what is pending goes now.
+		defer func() {
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			if err := h.app.Flush(fctx); err != nil {
+				function.Logger(ctx).Warn("telemetry not exported", "error", err.Error())
+			}
+		}()
+	}
 	var p probe
 	if err := json.Unmarshal(payload, &p); err != nil {
 		return nil, fmt.Errorf("the event is not a JSON object: %w", err)
@@ -150,11 +170,14 @@ func (h *Handler) queue(ctx context.Context, ev *events.SQSEvent) ([]byte, error
 			}
 			m.LastAttempt = m.DequeueCount >= h.opts.MaxReceiveCount
 			mctx := function.WithInvocation(ctx, h.log, rec.MessageId)
+			mctx, end := telemetry.Invocation(mctx, name, rec.MessageId, trace.SpanKindConsumer)
 			function.Logger(mctx).Info("queue function started", "function", name, "message", m.ID, "dequeue_count", m.DequeueCount)
-			if err := q.Func(mctx, m); err != nil {
+			err := q.Func(mctx, m)
+			if err != nil {
 				function.Logger(mctx).Error("queue message failed", "function", name, "message", m.ID, "error", err.Error())
 				failed[i] = true
 			}
+			end(err)
 		})
 	}
 	wg.Wait()
@@ -184,7 +207,10 @@ func (h *Handler) timer(ctx context.Context, name string, t function.Timer) ([]b
 		return nil, fmt.Errorf("no timer function %q (have %s); set \"function\" in the schedule's input", name, strings.Join(names, ", "))
 	}
 	start := time.Now()
-	if err := ts.Func(ctx, t); err != nil {
+	ctx, end := telemetry.Invocation(ctx, name, function.InvocationID(ctx), trace.SpanKindInternal)
+	err := ts.Func(ctx, t)
+	end(err)
+	if err != nil {
 		function.Logger(ctx).Error("timer function failed", "function", name, "error", err.Error())
 		return nil, err
 	}
@@ -239,10 +265,23 @@ func (h *Handler) http(ctx context.Context, ev *events.APIGatewayV2HTTPRequest) 
 	}
 	req := &function.HTTPRequest{Method: method, Path: path, Params: params, Query: q, Header: hdr, Body: body, Principal: principal(ev)}
 	start := time.Now()
+	if hdr.Get("Traceparent") != "" {
+		ctx = telemetry.FromHeaders(ctx, hdr)
+	}
+	ctx, end := telemetry.Invocation(ctx, name, function.InvocationID(ctx), trace.SpanKindServer)
 	resp := route.Func(ctx, req)
 	out := respond(resp)
+	end(statusError(out.StatusCode))
 	function.Logger(ctx).Info("http function", "function", name, "status", out.StatusCode, "duration_ms", time.Since(start).Milliseconds())
 	return out
+}
+
+// statusError is a 5xx answer as the invocation's error, for its span.
+func statusError(status int) error {
+	if status >= 500 {
+		return fmt.Errorf("HTTP %d", status)
+	}
+	return nil
 }
 
 func respond(r *function.HTTPResponse) events.APIGatewayV2HTTPResponse {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/defender-functions/defender-functions/functions"
 	"github.com/defender-functions/defender-functions/shared/customhandler"
+	"github.com/defender-functions/defender-functions/shared/function"
 )
 
 func main() {
@@ -39,9 +40,11 @@ func main() {
 		os.Exit(1)
 	}
 	var h http.Handler
+	var app *function.App
 	ready := make(chan struct{})
 	go func() {
-		h = customhandler.New(functions.FromEnv(log), customhandler.Options{TrustEasyAuth: os.Getenv("WEBSITE_AUTH_ENABLED") == "True", MaxDequeueCount: maxDequeue})
+		app = functions.FromEnv(log)
+		h = customhandler.New(app, customhandler.Options{TrustEasyAuth: os.Getenv("WEBSITE_AUTH_ENABLED") == "True", MaxDequeueCount: maxDequeue})
 		close(ready)
 	}()
 	srv := &http.Server{ReadHeaderTimeout: 30 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -60,6 +63,10 @@ func main() {
 		sctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
+		<-ready
+		if app.Flush != nil {
+			app.Flush(sctx) // the telemetry of the last invocations
+		}
 	}()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Error("serve", "error", err.Error())

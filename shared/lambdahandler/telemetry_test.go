@@ -1,0 +1,77 @@
+package lambdahandler_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"testing"
+
+	"go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/defender-functions/defender-functions/shared/lambdahandler"
+	"github.com/defender-functions/defender-functions/shared/telemetry"
+)
+
+// Each invocation's span continues the trace Lambda hands over (the X-Ray
+// header aws-lambda-go puts in the context), or an HTTP caller's W3C
+// context; each SQS message has its own span; what is pending is flushed
+// before the answer (the sandbox freezes after it).
+func TestInvocationTrace(t *testing.T) {
+	spans := tracetest.NewInMemoryExporter()
+	tel, err := telemetry.Start(context.Background(), telemetry.Options{SpanExporter: spans, MetricReader: metric.NewManualReader()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background())
+	const xray = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+	for _, tc := range []struct {
+		fixture, span string
+		traceparent   string // put in the HTTP event's headers
+		spans         int
+		kind          trace.SpanKind
+		trace, parent string
+	}{
+		{"scheduler-input.json", "incident-export", "", 1, trace.SpanKindInternal, "5759e988bd862e3fe1be46a994272793", "53995c3f42cd8ad8"},
+		{"sqs-event-tasks.json", "incident-export-tenant", "", 2, trace.SpanKindConsumer, "5759e988bd862e3fe1be46a994272793", "53995c3f42cd8ad8"},
+		{"lambda-urls-request.json", "path", "", 1, trace.SpanKindServer, "5759e988bd862e3fe1be46a994272793", "53995c3f42cd8ad8"},
+		// The caller's own context wins over Lambda's.
+		{"lambda-urls-request.json", "path", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", 1, trace.SpanKindServer, "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"},
+	} {
+		t.Run(tc.fixture+tc.traceparent, func(t *testing.T) {
+			spans.Reset()
+			a := app(&seen{})
+			flushed := 0
+			a.Flush = func(ctx context.Context) error { flushed++; return tel.Flush(ctx) }
+			h := lambdahandler.New(a, lambdahandler.Options{})
+			b, err := os.ReadFile("testdata/" + tc.fixture)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.traceparent != "" {
+				var ev map[string]any
+				json.Unmarshal(b, &ev)
+				ev["headers"].(map[string]any)["traceparent"] = tc.traceparent
+				b, _ = json.Marshal(ev)
+			}
+			//lint:ignore SA1029 the key aws-lambda-go uses
+			ctx := context.WithValue(context.Background(), "x-amzn-trace-id", xray) //nolint:staticcheck
+			if _, err := h.Invoke(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+			if flushed != 1 {
+				t.Errorf("flushed %d times", flushed)
+			}
+			got := spans.GetSpans()
+			if len(got) != tc.spans {
+				t.Fatalf("%d spans, want %d", len(got), tc.spans)
+			}
+			for _, sp := range got {
+				if sp.Name != tc.span || sp.SpanKind != tc.kind || sp.SpanContext.TraceID().String() != tc.trace || sp.Parent.SpanID().String() != tc.parent {
+					t.Errorf("span %s (%v) trace %s parent %s", sp.Name, sp.SpanKind, sp.SpanContext.TraceID(), sp.Parent.SpanID())
+				}
+			}
+		})
+	}
+}
