@@ -537,6 +537,14 @@ func checkSink(ctx context.Context, cfg *config.Config, hc *http.Client, blob st
 	if err := sk.Write(ctx, []sink.Object{{Name: "_doctor/check.json", Data: []byte(`{"checkedAt":"` + time.Now().UTC().Format(time.RFC3339) + `"}`)}}); err != nil {
 		return err
 	}
+	if cfg.ExportBatched {
+		// After a crash the export asks whether its batch landed: an
+		// absent object must read as absent, not as forbidden.
+		ex, _ := sk.(sink.Exister)
+		if there, err := ex.Exists(ctx, "_doctor/absent.json"); err != nil || there {
+			return fmt.Errorf("%s=batches needs to read back what it writes, and asking for an absent object failed (%v): grant the identity read on the sink (Blob: Storage Blob Data Contributor; S3: s3:GetObject on the prefix and s3:ListBucket on the bucket)", config.EnvExportLayout, err)
+		}
+	}
 	if s, ok := sk.(sink.Syncer); ok {
 		return s.Sync(ctx)
 	}

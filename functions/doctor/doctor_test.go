@@ -84,6 +84,7 @@ func TestDoctor(t *testing.T) {
 			"FAIL  sink",
 			"fix: EXPORT_SINK=file://" + filepath.Join(blocker, "export") + " must be a directory this process can create and write",
 		}},
+		{name: "batched layout", env: []string{"EXPORT_LAYOUT", "batches"}, pass: true, want: []string{"ok    sink         file://"}},
 		// A SIEM is checked with an empty request: it keeps every row.
 		{name: "log analytics sink", env: []string{"EXPORT_SINK", s.LogsStreamURL()}, pass: true, want: []string{
 			"ok    sink         " + s.LogsStreamURL() + " takes this app's records (an empty request was accepted; nothing written)",
