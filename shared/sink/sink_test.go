@@ -100,6 +100,17 @@ func TestSinks(t *testing.T) {
 					t.Errorf("name %q accepted", bad)
 				}
 			}
+			// The batched layout asks whether an object landed: written is
+			// there, never written is not, an escaping name is refused.
+			ex := s.(sink.Exister)
+			for n, want := range map[string]bool{"t/2026/11/26/2_b.json": true, "t/2026/11/26/3_c.ndjson.gz": false, "t/2026/11/27/1_a.json": false} {
+				if got, err := ex.Exists(ctx, n); err != nil || got != want {
+					t.Errorf("Exists(%s) = %v, %v; want %v", n, got, err, want)
+				}
+			}
+			if _, err := ex.Exists(ctx, "../escape.json"); err == nil {
+				t.Error("Exists of an escaping name was asked")
+			}
 		})
 	}
 	if _, err := sink.Open("ftp://x/y", sink.Options{}); err == nil {
