@@ -74,8 +74,8 @@ func TestTelemetry(t *testing.T) {
 		return resp
 	}
 
-	// The timer, as the host sends it.
-	timer, err := os.ReadFile("../shared/customhandler/testdata/timer-normal.json")
+	// The timer, as the host sends it (shared/customhandler/testdata has it too).
+	timer, err := os.ReadFile("testdata/timer-normal.json")
 	if err != nil {
 		t.Fatal(err)
 	}
