@@ -140,7 +140,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, end := telemetry.Invocation(telemetry.FromHeaders(ctx, r.Header), name, id, kind)
 		sw := &statusWriter{ResponseWriter: w}
 		h.envelope(ctx, sw, r, name)
-		end(statusError(sw.status))
+		end(telemetry.StatusError(sw.status))
 	default:
 		http.NotFound(w, r)
 	}
@@ -173,14 +173,6 @@ func (w *statusWriter) Flush() {
 	}
 }
 
-// statusError is a 5xx answer as the invocation's error.
-func statusError(status int) error {
-	if status >= 500 {
-		return fmt.Errorf("HTTP %d", status)
-	}
-	return nil
-}
-
 // forwarded serves an HTTP request the host passed through as is.
 func (h *handler) forwarded(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	name, route, params, allowed, ok := h.app.MatchHTTP(r.URL.Path, r.Method)
@@ -204,7 +196,7 @@ func (h *handler) forwarded(ctx context.Context, w http.ResponseWriter, r *http.
 	ctx, end := telemetry.Invocation(ctx, name, function.InvocationID(ctx), trace.SpanKindServer)
 	resp := route.Func(ctx, req)
 	writeResponse(w, resp)
-	end(statusError(resp.Status))
+	end(telemetry.StatusError(resp.Status))
 	function.Logger(ctx).Info("http function", "function", name, "status", resp.Status, "duration_ms", time.Since(start).Milliseconds())
 }
 

@@ -271,17 +271,9 @@ func (h *Handler) http(ctx context.Context, ev *events.APIGatewayV2HTTPRequest) 
 	ctx, end := telemetry.Invocation(ctx, name, function.InvocationID(ctx), trace.SpanKindServer)
 	resp := route.Func(ctx, req)
 	out := respond(resp)
-	end(statusError(out.StatusCode))
+	end(telemetry.StatusError(out.StatusCode))
 	function.Logger(ctx).Info("http function", "function", name, "status", out.StatusCode, "duration_ms", time.Since(start).Milliseconds())
 	return out
-}
-
-// statusError is a 5xx answer as the invocation's error, for its span.
-func statusError(status int) error {
-	if status >= 500 {
-		return fmt.Errorf("HTTP %d", status)
-	}
-	return nil
 }
 
 func respond(r *function.HTTPResponse) events.APIGatewayV2HTTPResponse {

@@ -233,3 +233,11 @@ func Invocation(ctx context.Context, function, id string, kind trace.SpanKind) (
 		span.End()
 	}
 }
+
+// StatusError is an HTTP answer as its invocation's error: a 5xx failed.
+func StatusError(status int) error {
+	if status >= 500 {
+		return fmt.Errorf("HTTP %d", status)
+	}
+	return nil
+}
