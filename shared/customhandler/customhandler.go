@@ -381,27 +381,28 @@ func completed(w http.ResponseWriter, name string, start time.Time) {
 		Logs: []string{fmt.Sprintf("%s completed in %s", name, time.Since(start).Round(time.Millisecond))}})
 }
 
-// queue runs a queue function. The message is Data.msg: a JSON string
-// holding its text (a JSON message may come as the object itself). The
-// host writes Metadata's scalars JSON-encoded inside a string (research:
-// runtime-contracts.md §1.4): "Id": "\"…\"", "DequeueCount": "1".
+// queue runs a queue function. The message is Data.msg, which the host
+// encodes twice: ScriptInvocationContextExtensions.GetHttpScriptInvocationContextValue
+// (Azure/azure-functions-host) turns a string input into
+// JsonConvert.SerializeObject(text), a JSON string, and the request's
+// formatter encodes that again (the host's own test
+// GetHttpScriptInvocationContextValueTest_String expects "\"stringTest\"").
+// The docs' sample shows the text encoded once, and a JSON message may come
+// as the object itself: messageText accepts all three. The host writes
+// Metadata's scalars the same way: "Id": "\"…\"", "DequeueCount": "1".
 func (h *handler) queue(ctx context.Context, w http.ResponseWriter, name string, q function.QueueRoute, inv invocation) {
 	raw, meta := inv.binding(QueueIn), inv.Metadata
-	var m function.Message
-	switch raw.Kind() {
-	case '"':
-		var text string
-		if err := jsonv2.Unmarshal(raw, &text); err != nil {
-			h.fail(ctx, w, name, fmt.Errorf("queue message: %w", err))
-			return
-		}
-		m.Body = []byte(text)
-	case 0:
+	if raw.Kind() == 0 {
 		h.fail(ctx, w, name, fmt.Errorf("Data has no %q binding", QueueIn))
 		return
-	default:
-		m.Body = bytes.Clone(raw)
 	}
+	var m function.Message
+	body, err := messageText(raw)
+	if err != nil {
+		h.fail(ctx, w, name, fmt.Errorf("queue message: %w", err))
+		return
+	}
+	m.Body = body
 	m.ID = scalar(meta["Id"])
 	m.DequeueCount, _ = strconv.Atoi(scalar(meta["DequeueCount"]))
 	m.InsertedAt = parseLenient(scalar(meta["InsertionTime"]))
@@ -413,6 +414,27 @@ func (h *handler) queue(ctx context.Context, w http.ResponseWriter, name string,
 		return
 	}
 	completed(w, name, start)
+}
+
+// messageText is a queue message's text from Data.msg: a JSON string
+// whose value is itself a JSON string literal (the host's double encoding)
+// is decoded twice; a JSON string once; any other JSON value is the text.
+// A message whose text is a JSON string literal ("\"x\"" on the queue) is
+// read as x: the one reading the two encodings cannot tell apart.
+func messageText(raw jsontext.Value) ([]byte, error) {
+	if raw.Kind() != '"' {
+		return bytes.Clone(raw), nil
+	}
+	var text string
+	if err := jsonv2.Unmarshal(raw, &text); err != nil {
+		return nil, err
+	}
+	if inner := jsontext.Value(text); strings.HasPrefix(text, `"`) && inner.IsValid() {
+		if err := jsonv2.Unmarshal(inner, &text); err != nil {
+			return nil, err
+		}
+	}
+	return []byte(text), nil
 }
 
 // scalar reads a metadata value: a number, a string, or a JSON value

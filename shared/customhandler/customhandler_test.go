@@ -112,7 +112,9 @@ func TestTimerPayloads(t *testing.T) {
 	}
 }
 
-// A queue message as the host delivers it: the text in Data.msg, the
+// A queue message as the host delivers it: the text in Data.msg JSON-encoded
+// twice (queue-host.json, as ScriptInvocationContextExtensions writes it),
+// once (as the docs' sample shows it) or as the object itself; the
 // metadata's scalars JSON-encoded inside strings (as the host writes them)
 // or plain (as the docs show them).
 func TestQueuePayloads(t *testing.T) {
@@ -121,8 +123,11 @@ func TestQueuePayloads(t *testing.T) {
 		fixture string
 		want    function.Message
 	}{
-		{"queue-double-encoded.json", function.Message{ID: "9a1c0e5e-53b5-4b5f-9d0a-7f3e2c1b4a69", Body: []byte(body), DequeueCount: 2, InsertedAt: mustTime("2026-11-26T13:05:00.6185461Z")}},
-		{"queue-last-attempt.json", function.Message{ID: "9a1c0e5e-53b5-4b5f-9d0a-7f3e2c1b4a69", Body: []byte(body), DequeueCount: 5, InsertedAt: mustTime("2026-11-26T13:05:00.6185461Z"), LastAttempt: true}},
+		{"queue-host.json", function.Message{ID: "9a1c0e5e-53b5-4b5f-9d0a-7f3e2c1b4a69", Body: []byte(body), DequeueCount: 2, InsertedAt: mustTime("2026-11-26T13:05:00Z")}},
+		{"queue-single-encoded.json", function.Message{ID: "9a1c0e5e-53b5-4b5f-9d0a-7f3e2c1b4a69", Body: []byte(body), DequeueCount: 2, InsertedAt: mustTime("2026-11-26T13:05:00Z")}},
+		{"queue-object.json", function.Message{ID: "9a1c0e5e-53b5-4b5f-9d0a-7f3e2c1b4a69", Body: []byte(body), DequeueCount: 2, InsertedAt: mustTime("2026-11-26T13:05:00Z")}},
+		{"queue-host-text.json", function.Message{ID: "3f0c2b1e-7a44-4d35-a0f9-2f6d1f0b9e11", Body: []byte("export tenant 4d2a9e1c"), DequeueCount: 1, InsertedAt: mustTime("2026-11-26T13:05:00Z")}},
+		{"queue-last-attempt.json", function.Message{ID: "9a1c0e5e-53b5-4b5f-9d0a-7f3e2c1b4a69", Body: []byte(body), DequeueCount: 5, InsertedAt: mustTime("2026-11-26T13:05:00Z"), LastAttempt: true}},
 		{"queue-docs.json", function.Message{ID: "800ae4b3-bdd2-4c08-badd-f08e5a34b865", Body: []byte(`{ message: "Message sent" }`), DequeueCount: 1, InsertedAt: mustTime("2019-10-09T17:58:31Z")}},
 	} {
 		t.Run(tc.fixture, func(t *testing.T) {
@@ -135,7 +140,7 @@ func TestQueuePayloads(t *testing.T) {
 	}
 	// A failed message is a non-2xx answer: the host makes it visible again.
 	a := &recorderApp{msgErr: errors.New("token refused")}
-	if w := post(t, customhandler.New(a.app(), customhandler.Options{}), "/incident-export-tenant", "queue-double-encoded.json"); w.Code != 500 || !strings.Contains(w.Body.String(), "token refused") {
+	if w := post(t, customhandler.New(a.app(), customhandler.Options{}), "/incident-export-tenant", "queue-host.json"); w.Code != 500 || !strings.Contains(w.Body.String(), "token refused") {
 		t.Fatalf("failure: %d %s", w.Code, w.Body)
 	}
 }
@@ -319,7 +324,7 @@ func TestHostMaxDequeueCount(t *testing.T) {
 	}
 	// With maxDequeueCount 2, the second delivery is the last.
 	a := &recorderApp{}
-	post(t, customhandler.New(a.app(), customhandler.Options{MaxDequeueCount: 2}), "/incident-export-tenant", "queue-double-encoded.json")
+	post(t, customhandler.New(a.app(), customhandler.Options{MaxDequeueCount: 2}), "/incident-export-tenant", "queue-host.json")
 	if a.msg.DequeueCount != 2 || !a.msg.LastAttempt {
 		t.Fatalf("%+v", a.msg)
 	}

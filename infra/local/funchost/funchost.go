@@ -502,7 +502,7 @@ func (h *Host) serveEnvelope(w http.ResponseWriter, r *http.Request, f *fn, para
 	}
 	meta := map[string]any{"Query": query, "Headers": flatten(headers), "sys": map[string]any{"MethodName": f.name, "UtcNow": time.Now().UTC().Format(time.RFC3339Nano), "RandGuid": uuid.NewString()}}
 	for k, v := range params {
-		meta[k] = strconv.Quote(v) // scalars arrive JSON-encoded inside strings
+		meta[k] = serialized(v) // GetHttpScriptInvocationContextValue: a string JSON-encoded inside a string
 	}
 	res, err := h.envelope(r.Context(), f.name, map[string]any{"Data": map[string]any{"req": req}, "Metadata": meta})
 	if err != nil {

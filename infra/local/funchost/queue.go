@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -164,18 +165,22 @@ func (l *listener) process(ctx context.Context, m *azqueue.DequeuedMessage) {
 	}
 	now := time.Now().UTC()
 	var failure error
-	if ok {
-		// Scalars JSON-encoded inside strings, as the host writes them
-		// (research: runtime-contracts.md §1.4).
-		quoted := func(s string) string { b, _ := json.Marshal(s); return string(b) }
-		meta := map[string]any{"DequeueCount": strconv.FormatInt(count, 10), "Id": quoted(id), "PopReceipt": quoted(pop),
-			"InsertionTime": date(m.InsertionTime), "ExpirationTime": date(m.ExpirationTime), "NextVisibleTime": date(m.TimeNextVisible),
-			"sys": map[string]any{"MethodName": l.f.name, "UtcNow": now.Format(time.RFC3339Nano), "RandGuid": uuid.NewString()}}
+	switch {
+	case !ok:
+		// The queue extension's decoding-failure handler
+		// (QueueServiceClientProvider.CreateMessageDecodingFailedHandler):
+		// the raw message goes to the poison queue on its first delivery,
+		// and the function never sees it.
+		failure, count = errors.New("Message decoding has failed! Check MessageEncoding settings."), int64(l.s.MaxDequeueCount)
+	case count > int64(l.s.MaxDequeueCount):
+		// QueueProcessor.BeginProcessingMessageAsync: a message delivered
+		// more often than maxDequeueCount (its invocation died past its
+		// last delivery) is poisoned without an invocation.
+		failure = fmt.Errorf("dequeued %d times, more than maxDequeueCount", count)
+	default:
 		stop := l.renew(ctx, id, text, pop)
-		_, failure = l.h.envelope(context.WithoutCancel(ctx), l.f.name, map[string]any{"Data": map[string]any{l.f.trigger.Name: body}, "Metadata": meta})
+		_, failure = l.h.envelope(context.WithoutCancel(ctx), l.f.name, queueEnvelope(l.f.name, l.f.trigger.Name, body, m, now))
 		pop = stop()
-	} else {
-		failure = fmt.Errorf("the message is not base64 (host.json messageEncoding)")
 	}
 	bg := context.WithoutCancel(ctx)
 	switch {
@@ -236,11 +241,57 @@ func (l *listener) renew(ctx context.Context, id, text, pop string) (stop func()
 	}
 }
 
+// queueEnvelope is the request the host sends a custom handler for a queue
+// message, as ScriptInvocationContextExtensions.ToHttpScriptInvocationContext
+// (Azure/azure-functions-host, src/WebJobs.Script/Workers/MessageExtensions)
+// builds it: each input and each binding-data value goes through
+// GetHttpScriptInvocationContextValue, which JObject.FromObject fails on for a
+// string or a number, so they become JsonConvert.SerializeObject(value): the
+// message text, Id and PopReceipt JSON-quoted inside the JSON string, the
+// dequeue count a number inside a string; DateTimeOffsets stay dates; sys is
+// an object; QueueTrigger is left out (its key ends with "trigger").
+func queueEnvelope(name, binding, text string, m *azqueue.DequeuedMessage, now time.Time) map[string]any {
+	count := int64(0)
+	if m.DequeueCount != nil {
+		count = *m.DequeueCount
+	}
+	meta := map[string]any{"DequeueCount": serialized(count), "Id": serialized(deref(m.MessageID)), "PopReceipt": serialized(deref(m.PopReceipt)),
+		"InsertionTime": date(m.InsertionTime), "ExpirationTime": date(m.ExpirationTime), "NextVisibleTime": date(m.TimeNextVisible),
+		"sys": map[string]any{"MethodName": name, "UtcNow": now.Format(time.RFC3339Nano), "RandGuid": uuid.NewString()}}
+	// A JSON object's top-level properties that are not arrays join the
+	// binding data, over what is there (WorkerFunctionInvoker.TransformInput,
+	// Utility.ApplyBindingData): a task's "tenant" is a metadata key too.
+	var props map[string]json.RawMessage
+	if json.Unmarshal([]byte(text), &props) == nil {
+		for k, v := range props {
+			var x any
+			if len(v) > 0 && v[0] == '[' || json.Unmarshal(v, &x) != nil || x == nil {
+				continue
+			}
+			if _, obj := x.(map[string]any); obj {
+				meta[k] = x
+			} else {
+				meta[k] = serialized(x)
+			}
+		}
+	}
+	return map[string]any{"Data": map[string]any{binding: serialized(text)}, "Metadata": meta}
+}
+
+// serialized is JsonConvert.SerializeObject(v): the JSON text of a scalar,
+// which the request's own encoding then quotes again.
+func serialized(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// date is a DateTimeOffset as GetHttpScriptInvocationContextValue writes
+// it: DateTimeOffset.Parse(value.ToString()), which keeps whole seconds.
 func date(t *time.Time) string {
 	if t == nil {
 		return ""
 	}
-	return t.UTC().Format("2006-01-02T15:04:05.0000000+00:00")
+	return t.UTC().Format("2006-01-02T15:04:05+00:00")
 }
 
 func sleep(ctx context.Context, d time.Duration) {
