@@ -15,8 +15,12 @@ package telemetry
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -68,12 +72,20 @@ func Start(ctx context.Context, o Options) (*Telemetry, error) {
 	}
 	se, mr := o.SpanExporter, o.MetricReader
 	if se == nil {
-		if se, err = otlptracehttp.New(ctx); err != nil {
+		hc, err := exportClient("TRACES")
+		if err != nil {
+			return nil, err
+		}
+		if se, err = otlptracehttp.New(ctx, otlptracehttp.WithHTTPClient(hc)); err != nil {
 			return nil, fmt.Errorf("telemetry: OTLP traces: %w", err)
 		}
 	}
 	if mr == nil {
-		me, err := otlpmetrichttp.New(ctx)
+		hc, err := exportClient("METRICS")
+		if err != nil {
+			return nil, err
+		}
+		me, err := otlpmetrichttp.New(ctx, otlpmetrichttp.WithHTTPClient(hc))
 		if err != nil {
 			return nil, fmt.Errorf("telemetry: OTLP metrics: %w", err)
 		}
@@ -87,6 +99,46 @@ func Start(ctx context.Context, o Options) (*Telemetry, error) {
 	otel.SetMeterProvider(t.mp)
 	otel.SetTextMapPropagator(propagation.TraceContext{})
 	return t, nil
+}
+
+// exportClient carries one signal's exports. The exporters' own client
+// follows a redirect with OTEL_EXPORTER_OTLP_HEADERS, which hold the
+// collector's credentials, to wherever it points (a 307 to another port
+// received them): this one follows none, and a collector that redirects
+// fails the export. A client of our own takes the place of the variables
+// the exporters then no longer read: the timeout and the CA certificate,
+// per signal or for both.
+func exportClient(signal string) (*http.Client, error) {
+	env := func(name string) (string, string) {
+		for _, k := range []string{"OTEL_EXPORTER_OTLP_" + signal + "_" + name, "OTEL_EXPORTER_OTLP_" + name} {
+			if v := os.Getenv(k); v != "" {
+				return k, v
+			}
+		}
+		return "", ""
+	}
+	timeout := 10 * time.Second
+	if k, v := env("TIMEOUT"); v != "" {
+		ms, err := strconv.Atoi(v)
+		if err != nil || ms <= 0 {
+			return nil, fmt.Errorf("telemetry: %s=%q: use a number of milliseconds", k, v)
+		}
+		timeout = time.Duration(ms) * time.Millisecond
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if _, f := env("CERTIFICATE"); f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: the collector's CA certificate: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("telemetry: %s holds no PEM certificate", f)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Transport: tr, Timeout: timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, nil
 }
 
 // Flush exports what is pending, within ctx.

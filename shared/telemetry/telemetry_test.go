@@ -233,3 +233,58 @@ func attrs(kvs []*commonpb.KeyValue) string {
 	sort.Strings(parts)
 	return "{" + strings.Join(parts, ",") + "}"
 }
+
+// A collector that redirects gets no export past it: the headers of
+// OTEL_EXPORTER_OTLP_HEADERS hold its credentials, and a redirect to
+// another origin would hand them over.
+func TestOTLPRedirectNotFollowed(t *testing.T) {
+	var mu sync.Mutex
+	var leaked []string
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		leaked = append(leaked, r.URL.Path+" "+r.Header.Get("X-Api-Key")+" "+r.Header.Get("Authorization"))
+		mu.Unlock()
+	}))
+	defer other.Close()
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer collector.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "X-Api-Key=collector-key,Authorization=Basic%20Y29sbGVjdG9y")
+	tel, err := telemetry.Start(context.Background(), telemetry.Options{ServiceName: "redirect-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background())
+	_, end := telemetry.Invocation(context.Background(), "incident-export", "inv-1", trace.SpanKindInternal)
+	telemetry.VersionsWritten(context.Background(), "contoso", 1)
+	end(nil)
+	if err := tel.Flush(context.Background()); err == nil {
+		t.Error("a collector that only redirects accepted the export")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(leaked) != 0 {
+		t.Fatalf("the redirect's target received %q", leaked)
+	}
+}
+
+// The exporters' client reads the standard timeout and CA variables.
+func TestOTLPClientSettings(t *testing.T) {
+	for _, tc := range []struct{ name, key, value, err string }{
+		{"timeout not a number", "OTEL_EXPORTER_OTLP_TIMEOUT", "10s", `OTEL_EXPORTER_OTLP_TIMEOUT="10s": use a number of milliseconds`},
+		{"traces timeout", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "-1", `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT="-1"`},
+		{"no CA file", "OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem", "the collector's CA certificate"},
+		{"a CA file without PEM", "OTEL_EXPORTER_OTLP_CERTIFICATE", "telemetry_test.go", "holds no PEM certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+			t.Setenv(tc.key, tc.value)
+			_, err := telemetry.Start(context.Background(), telemetry.Options{})
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("Start = %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
