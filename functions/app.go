@@ -331,19 +331,19 @@ func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 // token read from Key Vault.
 func Sink(cfg *config.Config, hc *http.Client, blob state.BlobOptions, log *slog.Logger) (sink.Sink, error) {
 	o := sink.Options{Blob: blob, S3: sink.S3Options{Region: cfg.S3Region, Endpoint: cfg.S3Endpoint}}
-	switch {
-	case sink.IsLogsURL(cfg.ExportSink):
+	switch kind, _ := config.ClassifySink(cfg.ExportSink); kind {
+	case config.SinkLogs:
 		cred, err := credentials.AzureCredential(Registration(cfg), hc)
 		if err != nil {
 			return nil, fmt.Errorf("%s: a Logs Ingestion stream needs an identity: %w", config.EnvExportSink, err)
 		}
 		o.Logs = sink.LogsOptions{Credential: cred, HTTPClient: credentials.SameOrigin(hc), MaxBytes: cfg.ExportBatchBytes}
-	case sink.IsSplunkURL(cfg.ExportSink):
+	case config.SinkSplunk:
 		tok, err := credentials.NewVaultSecret(Registration(cfg), cfg.SplunkTokenSecret, config.EnvSplunkTokenSecret, &credentials.Options{HTTPClient: hc, Logger: log})
 		if err != nil {
 			return nil, err
 		}
-		o.Splunk = sink.SplunkOptions{Token: tok, HTTPClient: credentials.SameOrigin(hc), Ack: cfg.SplunkAck, MaxBytes: cfg.ExportBatchBytes, Index: cfg.SplunkIndex}
+		o.Splunk = sink.SplunkOptions{Token: tok, HTTPClient: credentials.SameOrigin(hc), Ack: cfg.SplunkAck, AckTimeout: cfg.SplunkAckTimeout, MaxBytes: cfg.ExportBatchBytes, Index: cfg.SplunkIndex}
 	}
 	return sink.Open(cfg.ExportSink, o)
 }

@@ -341,7 +341,7 @@ func (k *checkup) storage() {
 		if err != nil {
 			r.fail("state store", err, storageFix(config.EnvStateStore, cfg.StateStore))
 		} else {
-			r.ok("state store", "%s is writable", cfg.StateStore)
+			r.ok("state store", "%s is writable", config.RedactURL(cfg.StateStore))
 		}
 	}
 	if cfg.ExportSink == "" {
@@ -351,15 +351,17 @@ func (k *checkup) storage() {
 	c, cancel := k.step()
 	err = checkSink(c, cfg, k.o.HTTPClient, blob)
 	cancel()
+	kind, _ := config.ClassifySink(cfg.ExportSink)
+	siem, shown := kind == config.SinkLogs || kind == config.SinkSplunk, config.RedactURL(cfg.ExportSink)
 	switch {
-	case err != nil && (sink.IsLogsURL(cfg.ExportSink) || sink.IsSplunkURL(cfg.ExportSink)):
+	case err != nil && siem:
 		r.fail("sink", err, "see the message above")
 	case err != nil:
 		r.fail("sink", err, storageFix(config.EnvExportSink, cfg.ExportSink))
-	case sink.IsLogsURL(cfg.ExportSink) || sink.IsSplunkURL(cfg.ExportSink):
-		r.ok("sink", "%s takes this app's records (an empty request was accepted; nothing written)", cfg.ExportSink)
+	case siem:
+		r.ok("sink", "%s takes this app's records (an empty request was accepted; nothing written)", shown)
 	default:
-		r.ok("sink", "%s is writable (wrote _doctor/check.json)", cfg.ExportSink)
+		r.ok("sink", "%s is writable (wrote _doctor/check.json)", shown)
 	}
 }
 
@@ -643,6 +645,7 @@ func netFix(err error, setting string) string {
 var refused = regexp.MustCompile(`dial tcp ([^ ]+): connect: connection refused`)
 
 func storageFix(setting, value string) string {
+	value = config.RedactURL(value) // a SAS is a secret
 	if strings.HasPrefix(value, "file://") {
 		return fmt.Sprintf("%s=%s must be a directory this process can create and write", setting, value)
 	}

@@ -129,7 +129,7 @@ func (r *run) commitBatch(ctx context.Context) error {
 	mb, _ := json.MarshalIndent(m, "", "  ")
 	for _, o := range []sink.Object{{Name: p.Object, Data: b.buf.Bytes()}, {Name: p.Manifest, Data: append(mb, '\n')}} {
 		if err := r.e.Sink.Write(wctx, []sink.Object{o}); err != nil {
-			return fmt.Errorf("writing batch to %s: %w", r.e.Sink, err)
+			return &sinkError{fmt.Errorf("writing batch to %s: %w", r.e.Sink, err)}
 		}
 	}
 	if s, ok := r.e.Sink.(sink.Syncer); ok {

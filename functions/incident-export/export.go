@@ -40,6 +40,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/google/uuid"
 	"iter"
 	"log/slog"
 	"slices"
@@ -82,7 +83,8 @@ type Exporter struct {
 	// lastUpdate (replication lag and clock skew): the trailing Lag is read
 	// again by every run until it is older.
 	Lag time.Duration
-	// Margin is kept free before the deadline (default 15 s).
+	// Margin is kept free before the deadline (default 15 s, or a quarter
+	// of the run when that is less).
 	Margin time.Duration
 	// WindowPages is how many pages a window read under @odata.count aims
 	// at (default 20): larger windows cost fewer partial pages, smaller ones
@@ -185,9 +187,12 @@ func (e *Exporter) runs(ctx context.Context, tenants []Tenant) []outcome {
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
+	// The margin is a quarter of the run at most: a fixed 15 s left a run
+	// of 10 to 15 s no time at all, and each one "completed", having
+	// written nothing (with a queue, re-enqueuing itself for ever).
 	margin := e.Margin
 	if margin == 0 {
-		margin = 15 * time.Second
+		margin = min(15*time.Second, deadline.Sub(e.now())/4)
 	}
 	// Requests end before the margin, so the checkpoint can still be written.
 	rctx, cancel := context.WithDeadline(ctx, deadline.Add(-margin/2))
@@ -198,7 +203,8 @@ func (e *Exporter) runs(ctx context.Context, tenants []Tenant) []outcome {
 	sem := make(chan struct{}, max(1, e.Concurrency))
 	var wg sync.WaitGroup
 	for i, tn := range tenants {
-		r := &run{e: e, t: tn, log: log.With("tenant", tn.Name, "api", tn.Client.API()), deadline: deadline.Add(-margin), hard: deadline}
+		r := &run{e: e, t: tn, log: log.With("tenant", tn.Name, "api", tn.Client.API()), deadline: deadline.Add(-margin), hard: deadline,
+			scope: tn.Name + "/" + uuid.NewString()}
 		out[i].run = r
 		sem <- struct{}{}
 		wg.Go(func() {
@@ -251,6 +257,14 @@ type run struct {
 	caughtUp bool   // the run read up to now, the trailing Lag included
 	batch    batch  // the batched layout's versions since the last commit
 	saved    []byte // the checkpoint as last saved (or loaded)
+	// scope is the run's own in a ScopeSyncer sink: another run of the
+	// tenant in this process never waits for its writes, nor it for theirs.
+	scope string
+	// unsynced is the first failure to make the sink's writes durable:
+	// what was written since the last checkpoint may be lost, so no later
+	// commit of the run saves one (a failed fsync's pages, or a request
+	// whose acknowledgement never came, would otherwise count as written).
+	unsynced error
 }
 
 func (r *run) key() string { return "incident-export/" + r.t.Client.API() + "/" + r.t.Name + ".json" }
@@ -353,30 +367,36 @@ func (r *run) commit(ctx context.Context) error {
 	if !r.dirty {
 		return nil
 	}
+	if r.unsynced != nil {
+		return r.unsynced
+	}
 	if r.e.Batched {
 		if err := r.commitBatch(ctx); err != nil {
 			return err
 		}
-	} else if s, ok := r.e.Sink.(sink.TenantSyncer); ok {
-		sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), r.hard)
-		err := s.SyncTenant(sctx, r.t.Name)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("syncing %s: %w", r.e.Sink, err)
-		}
-	} else if s, ok := r.e.Sink.(sink.Syncer); ok {
-		sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), r.hard)
-		err := s.Sync(sctx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("syncing %s: %w", r.e.Sink, err)
-		}
+	} else if err := r.sync(ctx); err != nil {
+		r.unsynced = fmt.Errorf("syncing %s: %w (the versions since the last checkpoint are read and sent again next run)", r.e.Sink, err)
+		return r.unsynced
 	}
 	if err := r.save(ctx); err != nil {
 		return err
 	}
 	r.dirty, r.savedAt = false, r.e.now()
 	telemetry.ExportLag(ctx, r.t.Name, r.savedAt.Sub(r.cp.Since))
+	return nil
+}
+
+// sync makes the run's writes durable: a ScopeSyncer's for the run's
+// scope, a Syncer's all.
+func (r *run) sync(ctx context.Context) error {
+	sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), r.hard)
+	defer cancel()
+	switch s := r.e.Sink.(type) {
+	case sink.ScopeSyncer:
+		return s.SyncScope(sctx, r.scope)
+	case sink.Syncer:
+		return s.Sync(sctx)
+	}
 	return nil
 }
 
@@ -448,14 +468,14 @@ func (r *run) write(ctx context.Context, items []*defender.Incident) error {
 	for i, in := range items {
 		data := make([]byte, 0, len(in.Raw)+1)
 		objs[i] = sink.Object{Name: objectName(r.t.Name, in), Data: append(append(data, in.Raw...), '\n'),
-			Tenant: r.t.Name, ID: in.ID, LastUpdate: in.LastUpdate}
+			Tenant: r.t.Name, ID: in.ID, LastUpdate: in.LastUpdate, Scope: r.scope}
 	}
 	// A page already fetched may be written past the fetch cut-off (the
 	// requests' context ends half a margin early), up to the run's end.
 	wctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), r.hard)
 	defer cancel()
 	if err := r.e.Sink.Write(wctx, objs); err != nil {
-		return fmt.Errorf("writing to %s: %w", r.e.Sink, err)
+		return &sinkError{fmt.Errorf("writing to %s: %w", r.e.Sink, err)}
 	}
 	telemetry.VersionsWritten(ctx, r.t.Name, len(items))
 	r.remember(items)
@@ -974,12 +994,24 @@ func ahead(ctx context.Context, proceed <-chan struct{}, list func(context.Conte
 // cleanly, saying how far behind it is (the checkpoint only ever moves past
 // what was written, so nothing is lost).
 func (r *run) stop(ctx context.Context, err error, w *window) error {
+	if se := (*sinkError)(nil); errors.As(err, &se) {
+		// The sink refused (or kept asking to wait) until the deadline:
+		// the run fails, so that the platform's retries and alerts see it.
+		return err
+	}
 	if errors.Is(err, errOutOfTime) || ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
 		r.behind(w)
 		return nil
 	}
 	return err
 }
+
+// sinkError is a write the sink did not take, even at the deadline: never
+// a run merely out of time.
+type sinkError struct{ err error }
+
+func (e *sinkError) Error() string { return e.err.Error() }
+func (e *sinkError) Unwrap() error { return e.err }
 
 func (r *run) progress(w window, fetched, written, requests int) {
 	r.log.Info("export page", "fetched", fetched, "written", written, "requests", requests, "window_from", w.from,

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -137,7 +138,10 @@ func TestExactlyOnceUnderKills(t *testing.T) {
 		{name: "graph/file-batches/observed", sink: "file", api: "graph", mode: orderObserved, batches: true},
 		{name: "xdr/blob-batches/observed", sink: "blob", api: "xdr", mode: orderObserved, batches: true, chaosOnly: true},
 		{name: "graph/logs/observed", sink: "logs", api: "graph", mode: orderObserved},
-		{name: "xdr/splunk-ack/observed", sink: "splunk", api: "xdr", mode: orderObserved},
+		// Splunk with indexer acknowledgement, 3 % of its requests lost by
+		// the indexer (answered, never acknowledged, never indexed): a run
+		// that waited in vain fails and counts nothing of it written.
+		{name: "xdr/splunk-ack/observed", sink: "splunk", api: "xdr", mode: orderObserved, lostAcks: 0.03},
 	} {
 		// The runs mostly wait (pacing, kills at random moments): the cases
 		// share the two cores well, each with its own devstack.
@@ -169,6 +173,9 @@ type killCase struct {
 	batches bool
 	// chaosOnly runs the case under make chaos alone (make test's time).
 	chaosOnly bool
+	// lostAcks is the share of Splunk requests whose acknowledgement never
+	// comes; a completed run may then fail, saying so.
+	lostAcks float64
 }
 
 // lagMs is the replication lag of orderObservedLag.
@@ -196,6 +203,7 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 	}
 	s := devstack.Start(t, devstack.Options{Incidents: 2500 * scale, Dir: filepath.Join(dir, "local"), Faults: faults, DocumentedOrder: tc.mode == orderDocumented,
 		TimeScale: 60, SIEM: devstack.SIEMOptions{HECAck: tc.sink == "splunk"}})
+	s.LoseHECAcks(tc.lostAcks)
 	sinkDir := filepath.Join(dir, "export")
 	env := os.Environ()
 	for k, v := range s.Settings() {
@@ -236,7 +244,7 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 			return dir
 		}
 	case "splunk":
-		env = append(env, "EXPORT_SINK="+s.HECEventURL(), "EXPORT_SPLUNK_ACK=true", "STATE_STORE=file://"+filepath.Join(dir, "state"))
+		env = append(env, "EXPORT_SINK="+s.HECEventURL(), "EXPORT_SPLUNK_ACK=true", "EXPORT_SPLUNK_ACK_TIMEOUT=2s", "STATE_STORE=file://"+filepath.Join(dir, "state"))
 		sinkView = func() (dir string) { dir, siemCopies = mirrorRows(t, hecVersions(t, s)); return dir }
 	case "s3":
 		srv := emulators.StartS3(t, "exports")
@@ -293,6 +301,7 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 
 	r := rand.New(rand.NewPCG(1, 2))
 	completed, killed := 0, 0
+	var lostRuns atomic.Int32
 	since := time.Now().Add(-960 * time.Hour)
 	instances := 1
 	if tc.overlap {
@@ -305,8 +314,10 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 			// writes a batch: within 5 ms of saying so.
 			var batching <-chan struct{}
 			var w io.Writer = logs
+			own := &syncBuf{} // this handler's lines
+			w = io.MultiWriter(logs, own)
 			if tc.batches && run%3 == 1 {
-				ww := &watchWriter{w: logs, sub: []byte(`"msg":"writing batch"`), seen: make(chan struct{})}
+				ww := &watchWriter{w: w, sub: []byte(`"msg":"writing batch"`), seen: make(chan struct{})}
 				w, batching = ww, ww.seen
 			}
 			p := startHandler(t, bin, env, w)
@@ -339,6 +350,11 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 				// Of two overlapping tasks one may stop on the other's
 				// checkpoint: that too is a success.
 				if st, err := invoke(); err != nil || st != 200 {
+					// The handler's log line may reach the pipe after its answer.
+					if tc.lostAcks > 0 && eventually(func() bool { return strings.Contains(own.String(), "did not acknowledge") }) {
+						lostRuns.Add(1)
+						return
+					}
 					t.Errorf("run %d: %d %v", run, st, err)
 				}
 			})
@@ -354,6 +370,7 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 			if tc.mode == orderObservedLag {
 				time.Sleep(lagMs*time.Millisecond + 100*time.Millisecond)
 			}
+			s.LoseHECAcks(0) // the indexers are well again
 			p := startHandler(t, bin, env, logs)
 			invoke := p.runExport
 			if tc.overlap {
@@ -366,11 +383,19 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 			<-p.done
 			n := verify(t, s, sinkView(), devstack.DefaultTenantID, devstack.DefaultTenantID, since)
 			t.Logf("after %d runs (%d killed): %d versions exported, each once", run, killed, n)
+			s.LoseHECAcks(tc.lostAcks)
 			pause(false)
 		}
 	}
 	if completed == 0 || killed < 15*scale {
 		t.Fatalf("completed %d, killed %d", completed, killed)
+	}
+	if tc.lostAcks > 0 {
+		// The loss reached the runs, and the proof above held through it.
+		if n := strings.Count(logs.String(), "did not acknowledge"); n == 0 {
+			t.Fatal("no run waited for a lost acknowledgement: the case proves nothing")
+		}
+		t.Logf("%d completed runs failed on a lost acknowledgement", lostRuns.Load())
 	}
 	if tc.sink == "logs" || tc.sink == "splunk" {
 		// Kills fell between a batch accepted and the checkpoint saved.
@@ -395,6 +420,16 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 		}
 		t.Logf("%d tasks stopped on the other's checkpoint", n)
 	}
+}
+
+// eventually says whether ok holds within two seconds.
+func eventually(ok func() bool) bool {
+	for deadline := time.Now().Add(2 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 // chaosScale is CHAOS_SCALE (default 1): how much larger the resilience

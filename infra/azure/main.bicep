@@ -350,6 +350,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: 'splunk-hec-token' }
         { name: 'EXPORT_SPLUNK_ACK'
           value: string(splunkAck) }
+        { name: 'EXPORT_SPLUNK_ACK_TIMEOUT'
+          value: '2m' }
         { name: 'EXPORT_SPLUNK_INDEX'
           value: splunkIndex }
         { name: 'STATE_STORE'

@@ -117,8 +117,11 @@ func (s *Stack) HECEvents() []json.RawMessage {
 	return append([]json.RawMessage(nil), s.siem.events...)
 }
 
-// LoseHECAcks makes a share of the collector's acknowledgements never come
-// (an indexer restarted): the events are indexed, the sender cannot know.
+// LoseHECAcks makes a share of the collector's requests lost by the indexer
+// (it failed before replicating them): answered 200 with an ackId that never
+// turns true, their events never indexed. Splunk's documentation says only
+// that such data is to be sent again; events indexed with their ack lost
+// would be the milder case (a duplicate, folded by version_id).
 func (s *Stack) LoseHECAcks(share float64) {
 	s.siem.mu.Lock()
 	s.siem.ackLost = share
@@ -396,8 +399,8 @@ func (s *Stack) hecHandler() http.Handler {
 			good = append(good, raw)
 		}
 		s.siem.mu.Lock()
-		s.siem.events = append(s.siem.events, good...)
 		var ackID int64 = -1
+		lost := false
 		if o.HECAck && bad == nil {
 			ch := s.siem.channels[channel]
 			if ch == nil {
@@ -406,9 +409,15 @@ func (s *Stack) hecHandler() http.Handler {
 			}
 			ackID = ch.next
 			ch.next++
-			if s.siem.ackLost == 0 || s.faultRNG.Float64() >= s.siem.ackLost {
+			// A lost acknowledgement is the indexer's loss of the request:
+			// its events are never indexed and its ackId never turns true
+			// (the harshest reading of Splunk's "resend the data" advice).
+			if lost = s.siem.ackLost > 0 && s.faultRNG.Float64() < s.siem.ackLost; !lost {
 				ch.ready[ackID] = time.Now().Add(o.HECAckDelay)
 			}
+		}
+		if !lost {
+			s.siem.events = append(s.siem.events, good...)
 		}
 		s.siem.mu.Unlock()
 		if bad != nil {

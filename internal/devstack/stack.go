@@ -35,6 +35,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Options configures a devstack. The zero value is a useful default.
@@ -578,6 +580,15 @@ func (s *Stack) RotateSecret(r Rotation) (version string) {
 func (s *Stack) PutSecret(name, value string) string {
 	s.remember(value)
 	return s.vault.put(name, value, "").version
+}
+
+// IssueSecret is a new random value the secrets audit looks for, for a
+// test that puts a secret where a user might (a SAS in a URL, a password in
+// a URL's user info, a collector's key in a header).
+func (s *Stack) IssueSecret() string {
+	v := strings.ReplaceAll(uuid.NewString(), "-", "")
+	s.remember(v)
+	return v
 }
 
 func (s *Stack) remember(secret string) {

@@ -117,6 +117,7 @@ type Config struct {
 	ExportBatchBytes  int           // EXPORT_BATCH_BYTES: a SIEM request's body at most; 0 = the sink's default
 	SplunkTokenSecret string        // EXPORT_SPLUNK_TOKEN_SECRET: the Key Vault secret holding the HEC token
 	SplunkAck         bool          // EXPORT_SPLUNK_ACK: wait for indexer acknowledgement
+	SplunkAckTimeout  time.Duration // EXPORT_SPLUNK_ACK_TIMEOUT: how long a request's acknowledgement is awaited
 	SplunkIndex       string        // EXPORT_SPLUNK_INDEX: empty = the token's default index
 	S3Region          string        // AWS_REGION
 
@@ -206,6 +207,7 @@ const (
 	EnvExportBatchBytes        = "EXPORT_BATCH_BYTES"
 	EnvSplunkTokenSecret       = "EXPORT_SPLUNK_TOKEN_SECRET"
 	EnvSplunkAck               = "EXPORT_SPLUNK_ACK"
+	EnvSplunkAckTimeout        = "EXPORT_SPLUNK_ACK_TIMEOUT"
 	EnvSplunkIndex             = "EXPORT_SPLUNK_INDEX"
 	EnvAWSRegion               = "AWS_REGION"
 	EnvLambdaFunctionName      = "AWS_LAMBDA_FUNCTION_NAME" // set by Lambda
@@ -419,8 +421,8 @@ func (r *reader) identity(c *Config) {
 	if usesVault {
 		if c.KeyVaultURL == "" {
 			r.problem(fmt.Sprintf("%s is required with %s=%s: the vault URI, https://<vault>.vault.azure.net/", EnvKeyVaultURL, EnvCredential, c.Credential))
-		} else if u, err := url.Parse(c.KeyVaultURL); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			r.problem(fmt.Sprintf("%s=%q is not a vault URI: use https://<vault>.vault.azure.net/", EnvKeyVaultURL, c.KeyVaultURL))
+		} else if u, err := url.Parse(c.KeyVaultURL); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") {
+			r.problem(fmt.Sprintf("%s=%q is not a vault URI: use https://<vault>.vault.azure.net/", EnvKeyVaultURL, RedactURL(c.KeyVaultURL)))
 		}
 	}
 	if secret, ok := r.lookup(EnvClientSecret); ok && secret != "" {
@@ -435,8 +437,8 @@ func (r *reader) identity(c *Config) {
 	}
 
 	c.AuthorityHost = strings.TrimRight(r.get(EnvAuthorityHost, DefaultAuthorityHost), "/")
-	if u, err := url.Parse(c.AuthorityHost); err != nil || u.Scheme != "https" || u.Host == "" {
-		r.problem(fmt.Sprintf("%s=%q is not an https URL such as %s", EnvAuthorityHost, c.AuthorityHost, DefaultAuthorityHost))
+	if u, err := url.Parse(c.AuthorityHost); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+		r.problem(fmt.Sprintf("%s=%q is not an https URL such as %s", EnvAuthorityHost, RedactURL(c.AuthorityHost), DefaultAuthorityHost))
 	}
 	c.ConsentRedirectURI = r.get(EnvConsentRedirectURI, "")
 	if v := c.ConsentRedirectURI; v != "" {
@@ -460,8 +462,9 @@ func (r *reader) identity(c *Config) {
 		def, c.Resource = XDRURL, XDRURL
 	}
 	c.APIURL = strings.TrimRight(r.get(EnvAPIURL, def), "/")
-	if u, err := url.Parse(c.APIURL); err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" {
-		r.problem(fmt.Sprintf("%s=%q is not an https base URL such as %s", EnvAPIURL, c.APIURL, def))
+	if u, err := url.Parse(c.APIURL); err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.User != nil {
+		// No credentials in the URL: the API's only credential is the token.
+		r.problem(fmt.Sprintf("%s=%q is not an https base URL such as %s (no user or password in it)", EnvAPIURL, RedactURL(c.APIURL), def))
 	} else if c.API == Graph && nationalGraph[u.Hostname()] {
 		c.Resource = "https://" + u.Hostname()
 	}
@@ -538,6 +541,9 @@ func ExportQueueIsSQS(v string) bool {
 	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" && strings.Count(strings.Trim(u.Path, "/"), "/") == 1
 }
 
+// headerKey is an HTTP header's name (RFC 9110's token).
+var headerKey = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
 // queueName is an Azure Storage queue's name.
 var queueName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`)
 
@@ -545,16 +551,14 @@ var queueName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`)
 func (r *reader) export(c *Config) {
 	c.ExportSink = r.get(EnvExportSink, "")
 	c.StateStore = r.get(EnvStateStore, "")
-	for _, s := range []struct{ name, v string }{{EnvExportSink, c.ExportSink}, {EnvStateStore, c.StateStore}} {
-		if s.v == "" {
-			continue
+	if c.ExportSink != "" {
+		if _, err := ClassifySink(c.ExportSink); err != nil {
+			r.problem(fmt.Sprintf("%s=%v", EnvExportSink, err))
 		}
-		u, err := url.Parse(s.v)
-		ok := err == nil && (u.Scheme == "file" && strings.HasPrefix(u.Path, "/") || (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" ||
-			u.Scheme == "s3" && s.name == EnvExportSink && u.Host != "")
-		if !ok {
-			r.problem(fmt.Sprintf("%s=%q: use file:///absolute/path, an Azure Blob container URL (https://<account>.blob.core.windows.net/<container>)%s", s.name, s.v,
-				map[bool]string{true: ", or s3://bucket/prefix", false: ""}[s.name == EnvExportSink]))
+	}
+	if c.StateStore != "" {
+		if k, err := ClassifySink(c.StateStore); err != nil || k != SinkFile && k != SinkBlob {
+			r.problem(fmt.Sprintf("%s=%q: use file:///absolute/path or an Azure Blob container URL (https://<account>.blob.core.windows.net/<container>)", EnvStateStore, RedactURL(c.StateStore)))
 		}
 	}
 	c.ExportSchedule = r.get(EnvExportSchedule, "0 */5 * * * *")
@@ -621,7 +625,8 @@ func (r *reader) siem(c *Config) {
 	default:
 		r.problem(fmt.Sprintf("%s=%q: use true (the token has indexer acknowledgement on) or false", EnvSplunkAck, v))
 	}
-	if u, err := url.Parse(c.ExportSink); err == nil && strings.HasPrefix(strings.TrimSuffix(u.Path, "/"), "/services/collector") {
+	c.SplunkAckTimeout = r.duration(EnvSplunkAckTimeout, 2*time.Minute, time.Second, 10*time.Minute)
+	if k, _ := ClassifySink(c.ExportSink); k == SinkSplunk {
 		if c.SplunkTokenSecret == "" {
 			r.problem(fmt.Sprintf("%s names a Splunk HTTP Event Collector: set %s to the Key Vault secret (in %s) that holds its token", EnvExportSink, EnvSplunkTokenSecret, EnvKeyVaultURL))
 		} else if !nameRe().MatchString(c.SplunkTokenSecret) {
@@ -650,9 +655,13 @@ func (r *reader) telemetry(c *Config) {
 	}
 	if v, ok := r.lookup(EnvOTLPHeaders); ok && v != "" {
 		c.OTLPHeaders = Secret(v)
+		// As the exporters read it (a pair they cannot read is logged by the
+		// SDK with its value, which may be a key): key=value pairs, each
+		// value percent-encoded.
 		for _, kv := range strings.Split(v, ",") {
-			if k, _, ok := strings.Cut(kv, "="); !ok || strings.TrimSpace(k) == "" {
-				r.problem(fmt.Sprintf("%s is not a list of key=value pairs separated by commas (its value is not shown: it may hold a key)", EnvOTLPHeaders))
+			k, val, ok := strings.Cut(kv, "=")
+			if _, err := url.PathUnescape(val); !ok || !headerKey.MatchString(strings.TrimSpace(k)) || err != nil {
+				r.problem(fmt.Sprintf("%s is not a list of key=value pairs separated by commas, each value percent-encoded (%%20 for a space, %%25 for %%; its value is not shown: it may hold a key)", EnvOTLPHeaders))
 				break
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -421,6 +422,10 @@ func TestTelemetrySettings(t *testing.T) {
 		{"not a URL", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"}, "", `OTEL_EXPORTER_OTLP_ENDPOINT="collector:4318": use an OTLP/HTTP collector's base URL`},
 		{"credentials in the URL", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "https://user:s3cr3t@collector:4318"}, "", `OTEL_EXPORTER_OTLP_ENDPOINT="https://collector:4318"`},
 		{"headers not pairs", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_HEADERS", "s3cr3t"}, "", "OTEL_EXPORTER_OTLP_HEADERS is not a list of key=value pairs"},
+		// The exporters would log a value they cannot decode, whole.
+		{"a bad escape", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cr3t%zz"}, "", "each value percent-encoded"},
+		{"a bad key", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_HEADERS", "api key=s3cr3t"}, "", "each value percent-encoded"},
+		{"escaped value", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Basic%20s3cr3t,x-tenant=a"}, "http://127.0.0.1:4318", ""},
 	} {
 		c, err := config.Load(env(append(base, tc.kv...)...))
 		msg, endpoint := "", ""
@@ -435,6 +440,86 @@ func TestTelemetrySettings(t *testing.T) {
 		}
 		if strings.Contains(msg, "s3cr3t") {
 			t.Errorf("%s: a secret is echoed: %s", tc.name, msg)
+		}
+	}
+}
+
+// One reading of a sink URL for configuration, the sink and doctor: what
+// looks like a collector's or a stream's URL and is not one this product
+// writes to is refused, never taken for a Blob container.
+func TestClassifySink(t *testing.T) {
+	for _, tc := range []struct {
+		url  string
+		kind config.SinkKind
+		err  string
+	}{
+		{"file:///var/lib/export", config.SinkFile, ""},
+		{"file://relative/export", 0, "use an absolute path"},
+		{"s3://bucket/prefix", config.SinkS3, ""},
+		{"s3:///prefix", 0, "names no bucket"},
+		{"https://acct.blob.core.windows.net/exports", config.SinkBlob, ""},
+		{"https://acct.blob.core.windows.net/exports/", config.SinkBlob, ""},
+		{"https://acct.blob.core.windows.net/exports?sv=2024&sig=s3cr3t", 0, "carries a query (a SAS token?)"},
+		{"http://127.0.0.1:10000/devstoreaccount1/exports", config.SinkBlob, ""},
+		{"http://azurite:10000/devstoreaccount1/exports", config.SinkBlob, ""},
+		{"https://acct.blob.core.windows.net/exports/deeper", 0, "is not an Azure Blob container URL"},
+		{"https://acct.blob.core.windows.net/", 0, "is not an Azure Blob container URL"},
+		{"https://hec.example.com:8088/services/collector/event", config.SinkSplunk, ""},
+		{"https://hec.example.com:8088/services/collector", config.SinkSplunk, ""},
+		{"https://hec.example.com:8088/services/collector/raw", 0, "a Splunk HTTP Event Collector endpoint this product does not write to"},
+		{"https://hec.example.com:8088/Services/Collector/Raw", 0, "a Splunk HTTP Event Collector endpoint this product does not write to"},
+		{"https://hec.example.com:8088/services/collector/event/1.0", 0, "does not write to"},
+		{"http://hec.example.com:8088/services/collector/event", 0, "in the clear"},
+		{"http://127.0.0.1:8088/services/collector/event", config.SinkSplunk, ""},
+		{"https://dce.westeurope-1.ingest.monitor.azure.com/dataCollectionRules/dcr-1/streams/Custom-X", config.SinkLogs, ""},
+		{"https://dce.westeurope-1.ingest.monitor.azure.com/dataCollectionRules/dcr-1/streams", 0, "is not a data collection rule's stream"},
+		{"https://user:s3cr3t@acct.blob.core.windows.net/exports", 0, "carries credentials in the URL"},
+		{"ftp://host/x", 0, "use file:///path"},
+	} {
+		kind, err := config.ClassifySink(tc.url)
+		if kind != tc.kind || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("ClassifySink(%q) = %v, %v; want %v, %q", tc.url, kind, err, tc.kind, tc.err)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("ClassifySink(%q) echoes a secret: %v", tc.url, err)
+		}
+	}
+}
+
+// A URL as it may be shown: no SAS, no password.
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://acct.blob.core.windows.net/exports?sv=2024&sig=s3cr3t": "https://acct.blob.core.windows.net/exports?…",
+		"https://user:s3cr3t@api.example.com/v1":                        "https://user:…@api.example.com/v1",
+		"https://user@api.example.com/v1":                               "https://user@api.example.com/v1",
+		"https://api.example.com/v1#frag":                               "https://api.example.com/v1",
+		"https://bad host/%zz?sig=s3cr3t":                               "https://bad host/%zz?…",
+		"https://user:s3cr3t@bad host/%zz":                              "https://…@bad host/%zz",
+		"file:///var/lib/export":                                        "file:///var/lib/export",
+	} {
+		if got := config.RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// A secret in a URL-shaped setting is not echoed by the problem it causes.
+func TestURLSettingsNeverEchoSecrets(t *testing.T) {
+	base := []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "DEFENDER_CREDENTIAL", "env-secret", "DEFENDER_CLIENT_SECRET", "x"}
+	for _, kv := range [][]string{
+		{"EXPORT_SINK", "https://acct.blob.core.windows.net/exports/x/y?sv=2024&sig=s3cr3t", "STATE_STORE", "file:///tmp/state"},
+		{"EXPORT_SINK", "file:///tmp/x", "STATE_STORE", "s3://state?sig=s3cr3t"},
+		{"DEFENDER_API_URL", "https://user:s3cr3t@graph.microsoft.com"},
+		{"AZURE_AUTHORITY_HOST", "https://user:s3cr3t@login.microsoftonline.com"},
+		{"DEFENDER_CREDENTIAL", "keyvault-secret", "KEY_VAULT_URL", "https://user:s3cr3t@kv.vault.azure.net/"},
+	} {
+		_, err := config.Load(env(append(slices.Clone(base), kv...)...))
+		if err == nil {
+			t.Errorf("%v: accepted", kv)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("%v: a secret is echoed: %v", kv, err)
 		}
 	}
 }

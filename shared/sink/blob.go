@@ -1,6 +1,8 @@
 package sink
 
 import (
+	"github.com/defender-functions/defender-functions/shared/config"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -18,7 +20,7 @@ import (
 // when the service answers 201.
 type BlobSink struct {
 	c   *container.Client
-	url string
+	url string // as shown: no credential
 }
 
 // NewBlobSink opens a container as a sink; it performs no I/O.
@@ -27,7 +29,7 @@ func NewBlobSink(raw string, o state.BlobOptions) (*BlobSink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sink: %w", err)
 	}
-	return &BlobSink{c: c, url: raw}, nil
+	return &BlobSink{c: c, url: config.RedactURL(raw)}, nil
 }
 
 func (s *BlobSink) String() string { return s.url }

@@ -72,13 +72,6 @@ type LogsRow struct {
 // values past 64 KB, and a truncated value is no longer JSON.
 const logsFieldMax = 64<<10 - 512
 
-// IsLogsURL says whether a URL names a data collection rule's stream:
-// https://<endpoint>/dataCollectionRules/<immutable ID>/streams/<stream>.
-func IsLogsURL(raw string) bool {
-	_, _, _, err := parseLogsURL(raw)
-	return err == nil
-}
-
 func parseLogsURL(raw string) (endpoint, rule, stream string, err error) {
 	u, err := url.Parse(raw)
 	if err != nil {

@@ -13,10 +13,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"path"
 	"strings"
 	"time"
 
+	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/state"
 )
 
@@ -29,6 +29,9 @@ type Object struct {
 	Tenant     string
 	ID         string
 	LastUpdate time.Time
+	// Scope names the writer whose ScopeSyncer.SyncScope waits for this
+	// object (an export run); empty is Tenant.
+	Scope string
 }
 
 // VersionID is the identity of the version an object holds: the same for
@@ -63,11 +66,14 @@ type S3Options struct {
 	HTTPClient *http.Client
 }
 
-// TenantSyncer is a Sink whose writes for one tenant become durable when
-// SyncTenant returns (Splunk with indexer acknowledgement): a failure to
-// make them so is the tenant's alone, whose checkpoint then stays.
-type TenantSyncer interface {
-	SyncTenant(ctx context.Context, tenant string) error
+// ScopeSyncer is a Sink whose writes become durable when SyncScope returns
+// (Splunk with indexer acknowledgement) for the objects written with that
+// Scope. A scope is its writer's own, so that two runs of one tenant never
+// wait for (or forget) each other's writes, and a failure is that writer's
+// alone: it must then count none of the scope's objects as written (they
+// are forgotten, not waited for again).
+type ScopeSyncer interface {
+	SyncScope(ctx context.Context, scope string) error
 }
 
 // Exister is a sink that can say whether an object is stored (whole: each
@@ -101,30 +107,25 @@ type Options struct {
 	Splunk SplunkOptions
 }
 
-// Open returns the sink an EXPORT_SINK URL names.
+// Open returns the sink an EXPORT_SINK URL names, as config.ClassifySink
+// reads it.
 func Open(raw string, o Options) (Sink, error) {
-	u, err := url.Parse(raw)
+	kind, err := config.ClassifySink(raw)
 	if err != nil {
-		return nil, fmt.Errorf("EXPORT_SINK=%q is not a URL: %w", raw, err)
+		return nil, fmt.Errorf("EXPORT_SINK=%w", err)
 	}
-	switch u.Scheme {
-	case "file":
-		if !path.IsAbs(u.Path) {
-			return nil, fmt.Errorf("EXPORT_SINK=%q: use an absolute path, file:///var/lib/defender-functions/export", raw)
-		}
+	u, _ := url.Parse(raw)
+	switch kind {
+	case config.SinkFile:
 		return NewFileSink(u.Path)
-	case "https", "http":
-		switch {
-		case IsLogsURL(raw):
-			return NewLogsSink(raw, o.Logs)
-		case IsSplunkURL(raw):
-			return NewSplunkSink(raw, o.Splunk)
-		}
-		return NewBlobSink(raw, o.Blob)
-	case "s3":
+	case config.SinkLogs:
+		return NewLogsSink(raw, o.Logs)
+	case config.SinkSplunk:
+		return NewSplunkSink(raw, o.Splunk)
+	case config.SinkS3:
 		return NewS3Sink(u.Host, strings.Trim(u.Path, "/"), o.S3)
 	}
-	return nil, fmt.Errorf("EXPORT_SINK=%q: use file:///path, an Azure Blob container URL, s3://bucket/prefix, a Logs Ingestion stream or a Splunk HTTP Event Collector", raw)
+	return NewBlobSink(raw, o.Blob)
 }
 
 // checkName refuses names that could escape the sink's root.

@@ -4,11 +4,17 @@ import (
 	"context"
 	"io"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -157,4 +163,35 @@ func TestFileSinkFailures(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A URL that is a collector's but not an endpoint the Splunk sink writes to
+// is refused: once, it opened as a Blob container, and every export sent
+// the storage token and the incidents to the collector.
+func TestOpenNeverMistakesACollectorForAContainer(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	defer srv.Close()
+	o := sink.Options{Blob: state.BlobOptions{Credential: staticToken{}, HTTPClient: srv.Client()}}
+	for _, p := range []string{"/services/collector/raw", "/services/collector/raw/1.0", "/Services/Collector/Health"} {
+		s, err := sink.Open(srv.URL+p, o)
+		if err == nil {
+			s.Write(context.Background(), []sink.Object{{Name: "t/1.json", Data: []byte("{}")}})
+			t.Errorf("%s opened as %s", p, s)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("the collector received %d requests", n)
+	}
+	// A SAS in a container URL is refused, and not shown.
+	_, err := sink.Open("https://acct.blob.core.windows.net/exports?sv=2024-08-04&sig=c2VjcmV0", o)
+	if err == nil || strings.Contains(err.Error(), "c2VjcmV0") {
+		t.Fatalf("a container URL with a SAS: %v", err)
+	}
+}
+
+type staticToken struct{}
+
+func (staticToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{Token: "storage-token", ExpiresOn: time.Now().Add(time.Hour)}, nil
 }

@@ -1,6 +1,9 @@
 package sink
 
 import (
+	"cmp"
+	"github.com/defender-functions/defender-functions/shared/config"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,7 +14,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -61,7 +63,7 @@ type SplunkSink struct {
 	channel    string
 
 	mu      sync.Mutex
-	pending map[string][]int64 // tenant → ackIds not yet acknowledged
+	pending map[string][]int64 // scope → ackIds not yet acknowledged
 }
 
 // SplunkEvent is one event as HEC takes it. version_id is the same for
@@ -84,26 +86,12 @@ type SplunkFields struct {
 	IncidentID string `json:"incident_id"`
 }
 
-// IsSplunkURL says whether a URL names an HTTP Event Collector endpoint:
-// https://<host>:8088/services/collector/event (or /services/collector).
-func IsSplunkURL(raw string) bool {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return false
-	}
-	p := strings.TrimSuffix(u.Path, "/")
-	return p == "/services/collector" || p == "/services/collector/event"
-}
-
 // NewSplunkSink opens a collector as a sink; it performs no I/O.
 func NewSplunkSink(raw string, o SplunkOptions) (*SplunkSink, error) {
-	if !IsSplunkURL(raw) {
-		return nil, fmt.Errorf("EXPORT_SINK=%q is not an HTTP Event Collector endpoint: use https://<host>:8088/services/collector/event", raw)
+	if k, err := config.ClassifySink(raw); err != nil || k != config.SinkSplunk {
+		return nil, fmt.Errorf("EXPORT_SINK=%q is not an HTTP Event Collector endpoint: use https://<host>:8088/services/collector/event", config.RedactURL(raw))
 	}
 	u, _ := url.Parse(raw)
-	if u.Scheme != "https" && !isLoopback(u.Hostname()) {
-		return nil, fmt.Errorf("EXPORT_SINK=%q: the collector's token would cross the network in the clear; use https", raw)
-	}
 	if o.Token == nil {
 		return nil, errors.New("EXPORT_SINK: an HTTP Event Collector needs its token: set EXPORT_SPLUNK_TOKEN_SECRET to the Key Vault secret that holds it")
 	}
@@ -130,8 +118,6 @@ func NewSplunkSink(raw string, o SplunkOptions) (*SplunkSink, error) {
 	return &SplunkSink{event: base + "/event", ack: base + "/ack", o: o, hc: hc, channel: uuid.NewString(), pending: map[string][]int64{}}, nil
 }
 
-func isLoopback(h string) bool { return h == "localhost" || h == "127.0.0.1" || h == "::1" }
-
 func (s *SplunkSink) String() string { return s.event }
 
 // hecAnswer is the collector's answer to every request.
@@ -145,7 +131,7 @@ type hecAnswer struct {
 }
 
 // Write sends the versions as events; when it returns nil the collector
-// has received them all. With Ack they are indexed once SyncTenant (or
+// has received them all. With Ack they are indexed once SyncScope (or
 // Sync) returns: acknowledgement takes seconds, and waiting for it page by
 // page would cost a page's throughput each time.
 func (s *SplunkSink) Write(ctx context.Context, objs []Object) error {
@@ -157,6 +143,7 @@ func (s *SplunkSink) Write(ctx context.Context, objs []Object) error {
 	if err != nil {
 		return err
 	}
+	scopes := scopesOf(objs)
 	for _, b := range batches {
 		err := sendHalving(ctx, b, func(ctx context.Context, recs [][]byte) error {
 			a, err := s.post(ctx, s.event, bytes.Join(recs, nil))
@@ -165,8 +152,8 @@ func (s *SplunkSink) Write(ctx context.Context, objs []Object) error {
 					return errors.New("sink: the collector sent no ackId: turn indexer acknowledgement on for the token, or EXPORT_SPLUNK_ACK off")
 				}
 				s.mu.Lock()
-				for _, t := range tenantsOf(objs) {
-					s.pending[t] = append(s.pending[t], *a.AckID)
+				for _, sc := range scopes {
+					s.pending[sc] = append(s.pending[sc], *a.AckID)
 				}
 				s.mu.Unlock()
 			}
@@ -204,23 +191,28 @@ func (s *SplunkSink) event1(o Object) []byte {
 	return append(b, '}')
 }
 
-func tenantsOf(objs []Object) []string {
+// scopesOf are the writers' scopes of objs: every request of a Write is
+// counted against each of them.
+func scopesOf(objs []Object) []string {
 	var out []string
 	for _, o := range objs {
-		if !slices.Contains(out, o.Tenant) {
-			out = append(out, o.Tenant)
+		if sc := cmp.Or(o.Scope, o.Tenant); !slices.Contains(out, sc) {
+			out = append(out, sc)
 		}
 	}
 	return out
 }
 
-// SyncTenant waits for the indexer's acknowledgement of every request that
-// carried the tenant's events since its last SyncTenant: then they are
-// indexed. Without Ack there is nothing to wait for.
-func (s *SplunkSink) SyncTenant(ctx context.Context, tenant string) error {
+// SyncScope waits for the indexer's acknowledgement of every request that
+// carried the scope's events since its last SyncScope: then they are
+// indexed. The scope's IDs are forgotten whatever the outcome: after a
+// failure its writer counts none of them written and sends them again, and
+// an acknowledgement that was lost never comes (an ID kept would fail
+// every later wait of the scope). Without Ack there is nothing to wait for.
+func (s *SplunkSink) SyncScope(ctx context.Context, scope string) error {
 	s.mu.Lock()
-	ids := s.pending[tenant]
-	delete(s.pending, tenant)
+	ids := s.pending[scope]
+	delete(s.pending, scope)
 	s.mu.Unlock()
 	return s.awaitAcks(ctx, ids)
 }
@@ -229,9 +221,9 @@ func (s *SplunkSink) SyncTenant(ctx context.Context, tenant string) error {
 func (s *SplunkSink) Sync(ctx context.Context) error {
 	s.mu.Lock()
 	var ids []int64
-	for t, p := range s.pending {
+	for sc, p := range s.pending {
 		ids = append(ids, p...)
-		delete(s.pending, t)
+		delete(s.pending, sc)
 	}
 	s.mu.Unlock()
 	slices.Sort(ids)
