@@ -3,13 +3,20 @@
 package infra_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +29,10 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/defender-functions/defender-functions/functions"
+	ticketwebhook "github.com/defender-functions/defender-functions/functions/ticket-webhook"
+	"github.com/defender-functions/defender-functions/shared/awsidentity"
 	"github.com/defender-functions/defender-functions/shared/config"
+	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/sink"
 )
 
@@ -70,11 +80,12 @@ var notOn = map[string]map[string]string{
 	},
 }
 
-// Platform settings the templates may carry besides the code's.
+// Platform settings the templates may carry besides the code's. Not those
+// Flex Consumption deprecates (flexDeprecated): the runtime and the package
+// are functionAppConfig's.
 var platform = map[string]bool{
-	"FUNCTIONS_WORKER_RUNTIME": true, "FUNCTIONS_EXTENSION_VERSION": true, "APPLICATIONINSIGHTS_CONNECTION_STRING": true,
-	"AzureWebJobsStorage__credential": true, "AzureWebJobsStorage__blobServiceUri": true, "AzureWebJobsStorage__queueServiceUri": true,
-	"AzureWebJobsStorage__tableServiceUri": true, "WEBSITE_RUN_FROM_PACKAGE": true,
+	"APPLICATIONINSIGHTS_CONNECTION_STRING": true, "AzureWebJobsStorage__credential": true,
+	"AzureWebJobsStorage__blobServiceUri": true, "AzureWebJobsStorage__queueServiceUri": true, "AzureWebJobsStorage__tableServiceUri": true,
 }
 
 func compare(t *testing.T, where string, got map[string]bool, skip map[string]string) {
@@ -143,13 +154,12 @@ func TestSAMTemplate(t *testing.T) {
 		defaultAuth = *api.Auth.DefaultAuthorizer
 	}
 	routes, auth := map[string]string{}, map[string]string{}
-	var sqsEvents []string
 	for name, ev := range fn.Events {
 		switch {
 		case ev.Type == "SQS":
-			// goformation knows no FunctionResponseTypes, so it leaves the
-			// properties unread: the text is checked below.
-			sqsEvents = append(sqsEvents, name)
+			// SAM gives an SQS event's role AWSLambdaSQSQueueExecutionRole:
+			// receive and delete on every queue of the account.
+			t.Errorf("event %s is an SQS event: declare an AWS::Lambda::EventSourceMapping (TestSAMTransformedSQS)", name)
 		case ev.Properties.HttpApiEvent != nil:
 			h := ev.Properties.HttpApiEvent
 			r := *h.Method + " " + *h.Path
@@ -162,14 +172,12 @@ func TestSAMTemplate(t *testing.T) {
 		}
 	}
 	// The export's tasks: one queue, its dead-letter queue after the fifth
-	// receive (the Lambda handler's DefaultMaxReceiveCount), a few tasks per invocation with partial batch responses,
-	// a visibility timeout of six times the function's, the function
-	// allowed to send to it and given its URL.
-	if len(sqsEvents) != 1 {
-		t.Errorf("SQS events %v, want the export's tasks", sqsEvents)
-	}
+	// receive (the Lambda handler's DefaultMaxReceiveCount), a visibility
+	// timeout of six times the function's, the function allowed to send to it
+	// and given its URL (the mapping that hands them back:
+	// TestSAMTransformedSQS).
 	raw, _ := os.ReadFile("aws/template.yaml")
-	for _, want := range []string{"Queue: !GetAtt ExportTasks.Arn\n            BatchSize: 4\n            FunctionResponseTypes: [ReportBatchItemFailures]",
+	for _, want := range []string{
 		"SQSSendMessagePolicy: {QueueName: !GetAtt ExportTasks.QueueName}", "EXPORT_QUEUE: !Ref ExportTasks",
 		// The handler's last-delivery line counts to the same receive.
 		fmt.Sprintf("deadLetterTargetArn: !GetAtt ExportTaskDeadLetters.Arn\n        maxReceiveCount: %d", lambdahandler.DefaultMaxReceiveCount)} {
@@ -307,7 +315,7 @@ func TestBicepSettings(t *testing.T) {
 		// Caller roles come with App Service Authentication, whose issuer
 		// agrees with the API app's token version.
 		"resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(huntingRequiredRole))", "name: 'authsettingsV2'",
-		"requireAuthentication: true", "unauthenticatedClientAction: 'Return401'", "excludedPaths: [ '/api/ticket-webhook' ]",
+		"requireAuthentication: true", "unauthenticatedClientAction: 'Return401'",
 		"callerTokenVersion == '1' ? 'https://sts.windows.net/${tenant().tenantId}/' : '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'",
 		"allowedAudiences: [ callerApiClientId, empty(callerApiIdUri) ? 'api://${callerApiClientId}' : callerApiIdUri ]",
 		// Secretless: a user-assigned identity (no app may trust a system-assigned
@@ -323,13 +331,11 @@ func TestBicepSettings(t *testing.T) {
 		"scope: stateContainer\n  name: guid(stateContainer.id, identity.id, blobDataContributor)",
 		"output identityPrincipalId string = identity.properties.principalId",
 		"output federationIssuer string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'",
-		// The export's fan-out: the queue, named to the code; the host's
-		// listener may take tasks and write the poison queue, the functions'
-		// identity send them.
+		// The export's fan-out: the queue, named to the code, and its poison
+		// queue (who may do what on them: TestBicepRoleAssignments).
 		"resource exportQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01'", "name: 'incident-export'\n}",
-		"{ name: 'EXPORT_QUEUE'\n          value: exportQueue.name }",
-		"scope: storage\n  name: guid(storage.id, app.id, queueDataContributor)", "var queueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'",
-		"scope: exportQueue\n  name: guid(exportQueue.id, identity.id, queueMessageSender)", "var queueMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'"} {
+		"resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01'", "name: '${exportQueue.name}-poison'\n}",
+		"{ name: 'EXPORT_QUEUE'\n          value: exportQueue.name }"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("main.bicep lacks %s", want)
 		}
@@ -456,5 +462,520 @@ func TestSAMTemplateSecretless(t *testing.T) {
 		if p["NoEcho"] != nil {
 			t.Errorf("parameter %s is NoEcho: it takes a secret", name)
 		}
+	}
+}
+
+// bicepResource is one of main.bicep's resources: its type (without the API
+// version) and its body, up to the closing brace in the first column.
+type bicepResource struct{ Type, Body string }
+
+func bicepResources(t *testing.T, b string) map[string]bicepResource {
+	t.Helper()
+	out := map[string]bicepResource{}
+	for _, m := range regexp.MustCompile(`(?m)^resource (\w+) '([^'@]+)@[^']+' = [^\n]*\{\n`).FindAllStringSubmatchIndex(b, -1) {
+		end := strings.Index(b[m[1]:], "\n}\n")
+		if end < 0 {
+			t.Fatalf("resource %s has no closing brace", b[m[2]:m[3]])
+		}
+		out[b[m[2]:m[3]]] = bicepResource{Type: b[m[4]:m[5]], Body: b[m[1] : m[1]+end]}
+	}
+	if len(out) < 20 {
+		t.Fatalf("only %d resources found in main.bicep", len(out))
+	}
+	return out
+}
+
+// bicepParam is a parameter's decorators (name → argument) and default.
+func bicepParam(t *testing.T, b, name string) (decorators map[string]string, def string) {
+	t.Helper()
+	lines := strings.Split(b, "\n")
+	for i, l := range lines {
+		rest, ok := strings.CutPrefix(l, "param "+name+" ")
+		if !ok {
+			continue
+		}
+		if _, d, ok := strings.Cut(rest, " = "); ok {
+			def = d
+		}
+		decorators = map[string]string{}
+		for j := i - 1; j >= 0 && strings.HasPrefix(lines[j], "@"); j-- {
+			if m := regexp.MustCompile(`^@(\w+)\((.*)\)$`).FindStringSubmatch(lines[j]); m != nil {
+				decorators[m[1]] = m[2]
+			}
+		}
+		return decorators, def
+	}
+	t.Fatalf("main.bicep has no parameter %s", name)
+	return nil, ""
+}
+
+func readBicep(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("azure/main.bicep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// excludedBy is App Service Authentication's matching of an excluded path,
+// as its file-based configuration reference shows it ("/path1",
+// "/path3/subpath/*"): a path is excluded by an entry that is the path
+// itself, or that ends in /* and begins the path. Nothing else is a prefix
+// (MicrosoftDocs/azure-docs#86514). Case is ignored here, which can only make
+// an exclusion look wider than it is.
+func excludedBy(path, entry string) bool {
+	if prefix, ok := strings.CutSuffix(entry, "*"); ok && strings.HasSuffix(prefix, "/") {
+		return len(path) >= len(prefix) && strings.EqualFold(path[:len(prefix)], prefix)
+	}
+	return strings.EqualFold(path, entry)
+}
+
+// With huntingRequiredRole, App Service Authentication answers 401 to any
+// request without a token, except on the excluded paths: every route of
+// ticket-webhook (a signed function: the signature is its authentication)
+// must be excluded, for each provider, and no other function's route.
+func TestBicepEasyAuthExcludedPaths(t *testing.T) {
+	for _, c := range []struct {
+		path, entry string
+		want        bool
+	}{
+		{"/api/ticket-webhook/jira", "/api/ticket-webhook", false}, // the finding: a literal path is no prefix
+		{"/api/ticket-webhook", "/api/ticket-webhook", true},
+		{"/api/ticket-webhook/jira", "/api/ticket-webhook/*", true},
+		{"/api/ticket-webhookx/jira", "/api/ticket-webhook/*", false},
+		{"/api/hunting-query", "/api/ticket-webhook/*", false},
+	} {
+		if got := excludedBy(c.path, c.entry); got != c.want {
+			t.Fatalf("excludedBy(%q, %q) = %v, want %v", c.path, c.entry, got, c.want)
+		}
+	}
+	b := readBicep(t)
+	auth := bicepResources(t, b)["auth"]
+	m := regexp.MustCompile(`excludedPaths: \[([^\]]*)\]`).FindStringSubmatch(auth.Body)
+	if auth.Type != "Microsoft.Web/sites/config" || m == nil {
+		t.Fatalf("the auth resource (%s) has no excludedPaths", auth.Type)
+	}
+	var excluded []string
+	for _, e := range regexp.MustCompile(`'([^']*)'`).FindAllStringSubmatch(m[1], -1) {
+		excluded = append(excluded, e[1])
+	}
+	// Routes are under host.json's routePrefix, "api" unless it says otherwise.
+	var host struct {
+		Extensions struct {
+			HTTP struct {
+				RoutePrefix *string `json:"routePrefix"`
+			} `json:"http"`
+		} `json:"extensions"`
+	}
+	hj, err := os.ReadFile("../host.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(hj, &host); err != nil {
+		t.Fatal(err)
+	}
+	prefix := "/api/"
+	if p := host.Extensions.HTTP.RoutePrefix; p != nil {
+		prefix = "/" + strings.Trim(*p, "/") + "/"
+	}
+	providers := []string{ticketwebhook.Jira, ticketwebhook.ServiceNow, ticketwebhook.Generic}
+	signed := 0
+	for _, d := range functions.Functions {
+		if d.HTTP == nil {
+			continue
+		}
+		paths := []string{prefix + d.HTTP.Route}
+		if strings.Contains(d.HTTP.Route, "{provider}") {
+			paths = nil
+			for _, p := range providers {
+				paths = append(paths, prefix+strings.ReplaceAll(d.HTTP.Route, "{provider}", p))
+			}
+		}
+		if d.HTTP.Signed {
+			signed++
+		}
+		for _, path := range paths {
+			if strings.Contains(path, "{") {
+				t.Fatalf("%s: route parameter with no values to try: %s", d.Name, path)
+			}
+			hit := slices.ContainsFunc(excluded, func(e string) bool { return excludedBy(path, e) })
+			switch {
+			case d.HTTP.Signed && !hit:
+				t.Errorf("%s: %s is not excluded by %q: every delivery is answered 401 before its signature is checked", d.Name, path, excluded)
+			case !d.HTTP.Signed && hit:
+				t.Errorf("%s: %s is excluded by %q: it would take requests without a token", d.Name, path, excluded)
+			}
+		}
+	}
+	if signed == 0 {
+		t.Fatal("no signed HTTP function: ticket-webhook's descriptor changed")
+	}
+}
+
+// A second deployment into a recreated resource group meets its soft-deleted
+// vault (purge protection keeps the name for the retention period): the
+// vault can be recovered (createMode recover) or given another name, and the
+// name the references use is the vault's, whichever it is.
+func TestBicepKeyVaultName(t *testing.T) {
+	b := readBicep(t)
+	dec, def := bicepParam(t, b, "keyVaultName")
+	if def != "''" || dec["maxLength"] != "24" {
+		t.Errorf("keyVaultName: default %s, @maxLength(%s); want '' (the derived name) and 24 (Key Vault's limit)", def, dec["maxLength"])
+	}
+	dec, def = bicepParam(t, b, "keyVaultCreateMode")
+	if def != "'default'" || dec["allowed"] != "['default', 'recover']" {
+		t.Errorf("keyVaultCreateMode: default %s, @allowed(%s)", def, dec["allowed"])
+	}
+	vault := bicepResources(t, b)["vault"]
+	for _, want := range []string{"name: vaultName\n", "createMode: keyVaultCreateMode\n", "enablePurgeProtection: true\n"} {
+		if !strings.Contains(vault.Body, want) {
+			t.Errorf("the vault lacks %q", want)
+		}
+	}
+	for _, want := range []string{
+		"var vaultName = !empty(keyVaultName) ? keyVaultName : take('${namePrefix}-kv-${suffix}', 24)\n",
+		"var vaultUri = 'https://${vaultName}${environment().suffixes.keyvaultDns}/'\n",
+		"output keyVaultName string = vault.name\n",
+	} {
+		if !strings.Contains(b, want) {
+			t.Errorf("main.bicep lacks %q", want)
+		}
+	}
+	// Every Key Vault reference names the vault by vaultName.
+	refs := regexp.MustCompile(`@Microsoft\.KeyVault\(VaultName=([^;]*);`).FindAllStringSubmatch(b, -1)
+	if len(refs) < 3 {
+		t.Fatalf("%d Key Vault references", len(refs))
+	}
+	for _, r := range refs {
+		if r[1] != "${vaultName}" {
+			t.Errorf("a Key Vault reference names the vault %s", r[1])
+		}
+	}
+}
+
+// The role names of the GUIDs main.bicep assigns.
+var azureRoles = map[string]string{
+	"4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
+	"b86a8fe4-44ce-4948-aee5-eccb2c155cd7": "Key Vault Secrets Officer",
+	"a4417e6f-fecd-4de8-b567-7b0420556985": "Key Vault Certificates Officer",
+	"b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
+	"ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
+	"19e7f393-937e-4f77-808e-94535e297925": "Storage Queue Data Reader",
+	"974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
+	"c6a89b2d-59bc-44d0-9896-0f6e12d7b80a": "Storage Queue Data Message Sender",
+	"3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
+}
+
+// Every role main.bicep assigns, and nothing more: the system-assigned
+// identity (the host) has its storage and the queue trigger's queues, the
+// user-assigned one (the functions, and the Key Vault references through
+// keyVaultReferenceIdentity) what the code does, the operator the vault's
+// secrets. Nothing account-wide but the host's storage.
+func TestBicepRoleAssignments(t *testing.T) {
+	b := readBicep(t)
+	want := []struct{ who, role, scope, why string }{
+		{"host", "Storage Blob Data Owner", "storage", "host storage, as Functions documents it (leases, timers, keys, the Flex deployment container)"},
+		{"host", "Storage Queue Data Contributor", "exportQueue", "the queue trigger: receive, delete, and update (lease renewal, release after a failure)"},
+		{"host", "Storage Queue Data Message Sender", "poisonQueue", "a task that failed maxDequeueCount times is moved there"},
+		{"functions", "Key Vault Secrets User", "vault", "the Defender app's secret, and the Key Vault references"},
+		{"functions", "Storage Queue Data Message Sender", "exportQueue", "the timer's tasks and a tenant's continuation (shared/queue Send)"},
+		{"functions", "Storage Queue Data Reader", "exportQueue", "doctor peeks at the waiting tasks"},
+		{"functions", "Storage Queue Data Reader", "poisonQueue", "doctor peeks at the poison queue"},
+		{"functions", "Storage Blob Data Contributor", "exportsContainer", "the blob sink"},
+		{"functions", "Storage Blob Data Contributor", "stateContainer", "checkpoints and webhook deliveries"},
+		{"functions", "Monitoring Metrics Publisher", "incidentRule", "the Logs Ingestion sink"},
+		{"operator", "Key Vault Secrets Officer", "vault", "stores the secrets"},
+		{"operator", "Key Vault Certificates Officer", "vault", "stores the certificate"},
+	}
+	guids := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^var (\w+) = '([0-9a-f-]{36})'$`).FindAllStringSubmatch(b, -1) {
+		guids[m[1]] = m[2]
+	}
+	principals := map[string]string{"app.identity.principalId": "host", "identity.properties.principalId": "functions", "operatorPrincipalId": "operator"}
+	got := map[string]bool{}
+	for name, r := range bicepResources(t, b) {
+		if r.Type != "Microsoft.Authorization/roleAssignments" {
+			continue
+		}
+		scope := regexp.MustCompile(`(?m)^  scope: (\w+)$`).FindStringSubmatch(r.Body)
+		role := regexp.MustCompile(`roleDefinitionId: subscriptionResourceId\('Microsoft.Authorization/roleDefinitions', (\w+)\)`).FindStringSubmatch(r.Body)
+		who := regexp.MustCompile(`principalId: ([\w.]+)`).FindStringSubmatch(r.Body)
+		id := regexp.MustCompile(`name: guid\((\w+)\.id, [\w.]+, (\w+)\)`).FindStringSubmatch(r.Body)
+		if scope == nil || role == nil || who == nil || id == nil || azureRoles[guids[role[1]]] == "" || principals[who[1]] == "" {
+			t.Errorf("role assignment %s: unreadable (scope %v, role %v, principal %v, name %v)", name, scope, role, who, id)
+			continue
+		}
+		// Its name follows its scope and role: a copied block that kept
+		// another's name would collide, or replace it.
+		if id[1] != scope[1] || id[2] != role[1] {
+			t.Errorf("role assignment %s: named guid(%s.id, …, %s), assigned %s on %s", name, id[1], id[2], role[1], scope[1])
+		}
+		got[fmt.Sprintf("%s: %s on %s", principals[who[1]], azureRoles[guids[role[1]]], scope[1])] = true
+	}
+	for _, w := range want {
+		g := fmt.Sprintf("%s: %s on %s", w.who, w.role, w.scope)
+		if !got[g] {
+			t.Errorf("no role assignment %s (%s)", g, w.why)
+		}
+		delete(got, g)
+	}
+	for g := range got {
+		t.Errorf("role assignment %s: more than the code uses", g)
+	}
+	// The platform resolves Key Vault references as the system-assigned
+	// identity unless the site names another: it has no vault role now.
+	if app := bicepResources(t, b)["app"]; !strings.Contains(app.Body, "\n    keyVaultReferenceIdentity: identity.id\n") {
+		t.Error("the site does not resolve its Key Vault references with the user-assigned identity (keyVaultReferenceIdentity)")
+	}
+}
+
+// App settings Flex Consumption deprecates ("Flex Consumption plan
+// deprecations", Functions app settings reference): the runtime, the
+// package and the scale-out limit are functionAppConfig's.
+var flexDeprecated = []string{"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
+	"WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "WEBSITE_CONTENTSHARE", "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT",
+	"SCM_DO_BUILD_DURING_DEPLOYMENT", "ENABLE_ORYX_BUILD"}
+
+// Flex Consumption: no deprecated app setting, and a scale-out limit the
+// plan accepts (40 at least).
+func TestBicepFlexConsumption(t *testing.T) {
+	b := readBicep(t)
+	for _, m := range regexp.MustCompile(`\{\s*name:\s*'([A-Za-z0-9_]+)'\s*\n?\s*value:`).FindAllStringSubmatch(b, -1) {
+		if slices.Contains(flexDeprecated, m[1]) {
+			t.Errorf("main.bicep sets %s, which Flex Consumption deprecates", m[1])
+		}
+	}
+	for _, name := range flexDeprecated {
+		if platform[name] {
+			t.Errorf("the templates test allows %s, which Flex Consumption deprecates", name)
+		}
+	}
+	dec, def := bicepParam(t, b, "maximumInstanceCount")
+	lo, err1 := strconv.Atoi(dec["minValue"])
+	d, err2 := strconv.Atoi(def)
+	if err1 != nil || err2 != nil || lo < 40 || d < lo {
+		t.Errorf("maximumInstanceCount: @minValue(%s), default %s; the plan takes 40 at least", dec["minValue"], def)
+	}
+	if !strings.Contains(bicepResources(t, b)["app"].Body, "scaleAndConcurrency: { maximumInstanceCount: maximumInstanceCount,") {
+		t.Error("the site's scale-out limit is not maximumInstanceCount")
+	}
+}
+
+// stsAsked is what the code asks AWS STS for: GetWebIdentityToken as
+// credentials.New's aws-federation source makes it (its default lifetime and
+// algorithm, the public cloud's audience), against a stand-in for STS.
+func stsAsked(t *testing.T) url.Values {
+	t.Helper()
+	requests := make(chan url.Values, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		form, _ := url.ParseQuery(string(body))
+		select {
+		case requests <- form:
+		default:
+		}
+		w.Header().Set("Content-Type", "text/xml")
+		fmt.Fprint(w, `<GetWebIdentityTokenResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetWebIdentityTokenResult><WebIdentityToken>x</WebIdentityToken></GetWebIdentityTokenResult></GetWebIdentityTokenResponse>`)
+	}))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	for k, v := range map[string]string{"AWS_ENDPOINT_URL_STS": srv.URL, "AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+		"AWS_SECRET_ACCESS_KEY": "example", "AWS_SESSION_TOKEN": "", "AWS_CONFIG_FILE": dir + "/none", "AWS_SHARED_CREDENTIALS_FILE": dir + "/none",
+		"AWS_PROFILE": "", "AWS_EC2_METADATA_DISABLED": "true"} {
+		t.Setenv(k, v)
+	}
+	src, err := awsidentity.New(awsidentity.Options{Audience: credentials.TokenExchangeAudience(config.DefaultAuthorityHost)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Token(context.Background()); err != nil {
+		t.Fatalf("GetWebIdentityToken: %v", err)
+	}
+	asked := <-requests
+	if asked.Get("Action") != "GetWebIdentityToken" {
+		t.Fatalf("asked STS %v", asked)
+	}
+	return asked
+}
+
+// The execution role's grants are bounded by what the code asks for: the
+// JWT's lifetime (sts:DurationSeconds, besides audience and algorithm), and
+// the bucket listable only under the export prefix (s3:prefix: the export
+// asks whether a batch landed by listing its key as a prefix).
+func TestSAMTemplateConditions(t *testing.T) {
+	tpl, err := goformation.OpenWithOptions("aws/template.yaml", &intrinsics.ProcessorOptions{EvaluateConditions: true, ParameterOverrides: map[string]any{
+		"DefenderCredential": "aws-federation", "ExportLayout": "batches"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn, err := tpl.GetServerlessFunctionWithName("DefenderFunctions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var policies []struct {
+		Statement []struct {
+			Action    any
+			Condition map[string]map[string]any
+		}
+	}
+	raw, _ := json.Marshal(fn.Policies)
+	if err := json.Unmarshal(raw, &policies); err != nil {
+		t.Fatal(err)
+	}
+	conditions := map[string]map[string]map[string]any{}
+	for _, p := range policies {
+		for _, s := range p.Statement {
+			if a, ok := s.Action.(string); ok {
+				conditions[a] = s.Condition
+			}
+		}
+	}
+	asked := stsAsked(t)
+	duration, _ := strconv.Atoi(asked.Get("DurationSeconds"))
+	sts := conditions["sts:GetWebIdentityToken"]
+	if got := sts["NumericLessThanEquals"]["sts:DurationSeconds"]; fmt.Sprint(got) != strconv.Itoa(duration) || duration == 0 {
+		t.Errorf("sts:GetWebIdentityToken: sts:DurationSeconds ≤ %v, want ≤ %d, what the code asks for", got, duration)
+	}
+	if got := sts["StringEquals"]["sts:SigningAlgorithm"]; got != asked.Get("SigningAlgorithm") {
+		t.Errorf("sts:GetWebIdentityToken: sts:SigningAlgorithm %v, the code asks for %s", got, asked.Get("SigningAlgorithm"))
+	}
+	if got := sts["ForAllValues:StringEquals"]["sts:IdentityTokenAudience"]; got != asked.Get("Audience.member.1") {
+		t.Errorf("sts:GetWebIdentityToken: sts:IdentityTokenAudience %v, the code asks for %s", got, asked.Get("Audience.member.1"))
+	}
+	// The export prefix, as shared/sink reads EXPORT_SINK's s3://bucket/prefix.
+	u, err := url.Parse(fn.Environment.Variables["EXPORT_SINK"])
+	if err != nil || u.Scheme != "s3" || strings.Trim(u.Path, "/") == "" {
+		t.Fatalf("EXPORT_SINK %q is not s3://bucket/prefix", fn.Environment.Variables["EXPORT_SINK"])
+	}
+	list := conditions["s3:ListBucket"]
+	if len(list) != 1 || fmt.Sprint(list["StringLike"]) != fmt.Sprint(map[string]any{"s3:prefix": strings.Trim(u.Path, "/") + "/*"}) {
+		t.Errorf("s3:ListBucket is not held to the export prefix %s/: condition %v", strings.Trim(u.Path, "/"), list)
+	}
+}
+
+// samTransform is the template as sam deploy hands it to CloudFormation:
+// the SAM translator's output (the one cfn-lint brings), the function's
+// local CodeUri replaced by an S3 one as the package step does.
+func samTransform(t *testing.T) map[string]any {
+	t.Helper()
+	const script = `
+import json, sys
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+from samtranslator.public.exceptions import InvalidDocumentException
+class NoManagedPolicies:
+    def load(self): return {}
+tpl = yaml_parse(open(sys.argv[1]).read())
+for r in tpl.get("Resources", {}).values():
+    p = r.get("Properties") or {}
+    if r.get("Type") == "AWS::Serverless::Function" and isinstance(p.get("CodeUri"), str):
+        p["CodeUri"] = "s3://bucket/code.zip"
+try:
+    out = transform(tpl, {}, NoManagedPolicies())
+except InvalidDocumentException as e:
+    sys.exit("\n".join(str(c) for c in e.causes))
+json.dump(out, sys.stdout)
+`
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatal("python3 is not installed: pip install 'cfn-lint>=1.51' brings the SAM translator")
+	}
+	cmd := exec.Command(py, "-c", script, "aws/template.yaml")
+	cmd.Env = append(os.Environ(), "AWS_DEFAULT_REGION=us-east-1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("the SAM translator (pip install 'cfn-lint>=1.51' brings it): %v\n%s", err, stderr.String())
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+// statements are every IAM statement under v (inside Fn::If too).
+func statements(v any) []map[string]any {
+	var out []map[string]any
+	switch v := v.(type) {
+	case map[string]any:
+		if _, ok := v["Effect"]; ok {
+			if _, ok := v["Action"]; ok {
+				return []map[string]any{v}
+			}
+		}
+		for _, e := range v {
+			out = append(out, statements(e)...)
+		}
+	case []any:
+		for _, e := range v {
+			out = append(out, statements(e)...)
+		}
+	}
+	return out
+}
+
+// The function takes the export's tasks from that one queue: after SAM's
+// transform no role carries an SQS managed policy (an SQS event attaches
+// AWSLambdaSQSQueueExecutionRole, receive and delete on every queue of the
+// account), every SQS grant names ExportTasks, and the mapping hands its
+// tasks to the function a few at a time with partial batch responses.
+func TestSAMTransformedSQS(t *testing.T) {
+	doc := samTransform(t)
+	resources, _ := doc["Resources"].(map[string]any)
+	queueArn := `{"Fn::GetAtt":["ExportTasks","Arn"]}`
+	received := map[string]bool{}
+	var mappings []string
+	for name, r := range resources {
+		r, _ := r.(map[string]any)
+		props, _ := r["Properties"].(map[string]any)
+		switch r["Type"] {
+		case "AWS::IAM::Role":
+			managed, _ := json.Marshal(props["ManagedPolicyArns"])
+			if strings.Contains(strings.ToLower(string(managed)), "sqs") {
+				t.Errorf("role %s has an SQS managed policy: %s", name, managed)
+			}
+			for _, s := range statements(props["Policies"]) {
+				var actions []string
+				switch a := s["Action"].(type) {
+				case string:
+					actions = []string{a}
+				case []any:
+					for _, e := range a {
+						actions = append(actions, fmt.Sprint(e))
+					}
+				}
+				res, _ := json.Marshal(s["Resource"])
+				for _, a := range actions {
+					if !strings.HasPrefix(strings.ToLower(a), "sqs:") {
+						continue
+					}
+					if !strings.Contains(string(res), "ExportTasks") || strings.Contains(string(res), `"*"`) {
+						t.Errorf("role %s: %s on %s, not on ExportTasks alone", name, a, res)
+					}
+					if string(res) == queueArn {
+						received[a] = true
+					}
+				}
+			}
+		case "AWS::Lambda::EventSourceMapping":
+			mappings = append(mappings, name)
+			got, _ := json.Marshal(map[string]any{"arn": props["EventSourceArn"], "fn": props["FunctionName"], "batch": props["BatchSize"], "types": props["FunctionResponseTypes"]})
+			want := `{"arn":` + queueArn + `,"batch":4,"fn":{"Ref":"DefenderFunctions"},"types":["ReportBatchItemFailures"]}`
+			if string(got) != want {
+				t.Errorf("mapping %s: %s, want %s", name, got, want)
+			}
+		}
+	}
+	// What Lambda's poller needs on the queue, the managed policy's actions.
+	for _, a := range []string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"} {
+		if !received[a] {
+			t.Errorf("the role lacks %s on ExportTasks", a)
+		}
+	}
+	if len(mappings) != 1 {
+		t.Errorf("event source mappings %v, want the export's tasks", mappings)
 	}
 }

@@ -1,9 +1,10 @@
 // Defender Functions on Azure: a Linux Flex Consumption Function App running the custom handler
-// (dist/azure.zip), its managed identities (system-assigned: the host's storage and Key Vault
-// references; user-assigned: the functions' own Key Vault and Blob access, and the federated
-// credential of defenderCredential=managed-identity-federation), a Key Vault (RBAC) holding the
-// Defender app's secret, storage reached by identity (host storage, the exports and the state),
-// and Application Insights. Deploy with the commands in README.md ("Deploy to Azure").
+// (dist/azure.zip), its managed identities (system-assigned: the host's storage and its queue
+// trigger; user-assigned: the functions' own Key Vault, Blob and queue access, the Key Vault
+// references, and the federated credential of defenderCredential=managed-identity-federation),
+// a Key Vault (RBAC) holding the Defender app's secret, storage reached by identity (host
+// storage, the exports and the state), and Application Insights. Deploy with the commands in
+// README.md ("Deploy to Azure").
 
 @description('Location of every resource.')
 param location string = resourceGroup().location
@@ -98,12 +99,22 @@ param webhookMapping string = ''
 @description('Webhook providers to turn on; each needs its secret in the vault: jira-webhook-secret, servicenow-webhook-secret, generic-webhook-secret.')
 param webhookProviders array = []
 
-@description('Flex Consumption scale-out limit.')
+@description('Flex Consumption scale-out limit (the plan takes 40 to 1000).')
+@minValue(40)
+@maxValue(1000)
 param maximumInstanceCount int = 40
+
+@description('The Key Vault\'s name (globally unique, 3-24 letters, digits and hyphens). Empty: <namePrefix>-kv-<suffix>, the same in every deployment to this resource group. A deleted vault keeps its name through its soft-delete retention (90 days; purge protection forbids purging it sooner): after the group was deleted and made again, either recover that vault (keyVaultCreateMode=recover) or name a new one here (README "Deploy").')
+@maxLength(24)
+param keyVaultName string = ''
+
+@description('default: create the vault, or update it. recover: bring back the soft-deleted vault of that name, with its secrets, once, after its resource group was deleted and made again under the same name and subscription; deploy with default after that (recover fails when there is no deleted vault).')
+@allowed(['default', 'recover'])
+param keyVaultCreateMode string = 'default'
 
 var suffix = uniqueString(resourceGroup().id, namePrefix)
 var storageName = take('${namePrefix}st${suffix}', 24)
-var vaultName = take('${namePrefix}-kv-${suffix}', 24)
+var vaultName = !empty(keyVaultName) ? keyVaultName : take('${namePrefix}-kv-${suffix}', 24)
 var appName = '${namePrefix}-func-${suffix}'
 var vaultUri = 'https://${vaultName}${environment().suffixes.keyvaultDns}/'
 var blobEndpoint = 'https://${storageName}.blob.${environment().suffixes.storage}'
@@ -113,6 +124,7 @@ var kvSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 var kvCertificatesOfficer = 'a4417e6f-fecd-4de8-b567-7b0420556985'
 var blobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var blobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+var queueDataReader = '19e7f393-937e-4f77-808e-94535e297925'
 var queueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var queueMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -169,7 +181,7 @@ resource stateContainer 'Microsoft.Storage/storageAccounts/blobServices/containe
 }
 
 // The export's fan-out: the timer enqueues a task per tenant, incident-export-tenant takes them
-// (the host moves one that fails maxDequeueCount times to incident-export-poison, which it creates).
+// (the host moves one that fails maxDequeueCount times to incident-export-poison).
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -178,6 +190,12 @@ resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-0
 resource exportQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
   parent: queueService
   name: 'incident-export'
+}
+
+// Made here, not by the host: its identity may send to this queue, not create queues.
+resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: '${exportQueue.name}-poison'
 }
 
 // Delivery records of ticket-webhook expire logically after WEBHOOK_DEDUPE_TTL; remove them later.
@@ -248,6 +266,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     enablePurgeProtection: true
+    createMode: keyVaultCreateMode
   }
 }
 
@@ -280,6 +299,9 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // The platform resolves the Key Vault references as the functions' identity,
+    // not the system-assigned one (which then needs nothing in the vault).
+    keyVaultReferenceIdentity: identity.id
     functionAppConfig: {
       deployment: {
         storage: {
@@ -407,17 +429,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
-resource vaultAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: vault
-  name: guid(vault.id, app.id, kvSecretsUser)
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', kvSecretsUser)
-    principalId: app.identity.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-// The functions read the Defender app's secret as the user-assigned identity.
+// The functions read the Defender app's secret as the user-assigned identity, and the platform
+// resolves the Key Vault references (the webhook secrets) as it (keyVaultReferenceIdentity).
 resource identityVaultAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: vault
   name: guid(vault.id, identity.id, kvSecretsUser)
@@ -431,7 +444,10 @@ resource identityVaultAccess 'Microsoft.Authorization/roleAssignments@2022-04-01
 // Caller roles need App Service Authentication: it validates the caller's
 // Entra ID token and hands the handler its roles (X-MS-CLIENT-PRINCIPAL; the
 // platform sets WEBSITE_AUTH_ENABLED, which the handler reads). The webhook
-// is left out: a delivery's signature is its authentication.
+// is left out: a delivery's signature is its authentication. An excluded path
+// is matched as written, or, ending in /*, as a prefix (App Service's
+// file-based configuration reference): /api/ticket-webhook alone excluded
+// none of the provider routes, /api/ticket-webhook/{provider}.
 var callerIssuer = callerTokenVersion == '1' ? 'https://sts.windows.net/${tenant().tenantId}/' : '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
 resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(huntingRequiredRole)) {
   parent: app
@@ -441,7 +457,7 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(huntingRequir
     globalValidation: {
       requireAuthentication: true
       unauthenticatedClientAction: 'Return401'
-      excludedPaths: [ '/api/ticket-webhook' ]
+      excludedPaths: [ '/api/ticket-webhook/*' ]
     }
     identityProviders: {
       azureActiveDirectory: {
@@ -479,7 +495,9 @@ resource operatorCertificates 'Microsoft.Authorization/roleAssignments@2022-04-0
   }
 }
 
-// The host's own storage (leases, timers, deployment package) needs Blob Data Owner.
+// The host's own storage (leases, timers, keys, the deployment package) needs Blob Data Owner on
+// the account, as Functions documents it: the host lists the account's containers and reads its
+// blob service properties, which no container-scoped role allows.
 resource hostStorageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: storage
   name: guid(storage.id, app.id, blobDataOwner)
@@ -491,12 +509,26 @@ resource hostStorageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' 
 }
 
 // The host's queue listener (AzureWebJobsStorage, the system-assigned identity) takes the tasks
-// and creates and writes the -poison queue.
+// and moves one that keeps failing to the -poison queue (Message Sender there), on those two
+// queues only: nothing account-wide. On the task queue Data Contributor, not the Reader and
+// Message Processor Functions lists for a trigger: the listener also updates a message, renewing
+// its lease while it runs and releasing it after a failure (Update Message, which neither allows:
+// MicrosoftDocs/azure-docs#120932), so a failed task comes back after host.json's visibilityTimeout.
 resource hostQueueAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: storage
-  name: guid(storage.id, app.id, queueDataContributor)
+  scope: exportQueue
+  name: guid(exportQueue.id, app.id, queueDataContributor)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queueDataContributor)
+    principalId: app.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource hostPoisonSend 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: poisonQueue
+  name: guid(poisonQueue.id, app.id, queueMessageSender)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queueMessageSender)
     principalId: app.identity.principalId
     principalType: 'ServicePrincipal'
   }
@@ -508,6 +540,28 @@ resource queueSend 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(exportQueue.id, identity.id, queueMessageSender)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queueMessageSender)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// doctor, with the functions' settings and so their identity, peeks at the tasks waiting and at
+// the -poison queue (reads, takes nothing).
+resource queuePeek 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: exportQueue
+  name: guid(exportQueue.id, identity.id, queueDataReader)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queueDataReader)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource poisonPeek 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: poisonQueue
+  name: guid(poisonQueue.id, identity.id, queueDataReader)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queueDataReader)
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
   }

@@ -5,14 +5,12 @@ package sink
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"path"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/defender-functions/defender-functions/shared/awsclient"
 	"golang.org/x/sync/errgroup"
 )
@@ -87,14 +85,15 @@ func (s *S3Sink) Exists(ctx context.Context, name string) (bool, error) {
 	if err := s.init(ctx); err != nil {
 		return false, err
 	}
+	// A listing of the key as a prefix, not HeadObject: S3 answers a
+	// missing object's HEAD 403 unless the role may list the bucket, and a
+	// ListBucket grant bounded by s3:prefix (the template's) is sure to
+	// match only a request that carries the prefix. The key sorts first
+	// among the keys it begins.
 	key := path.Join(s.prefix, name)
-	_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
-	var nf *types.NotFound
-	switch {
-	case errors.As(err, &nf):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("sink: head s3://%s/%s: %w", s.bucket, key, err)
+	out, err := s.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(key), MaxKeys: aws.Int32(1)})
+	if err != nil {
+		return false, fmt.Errorf("sink: list s3://%s/%s: %w", s.bucket, key, err)
 	}
-	return true, nil
+	return len(out.Contents) > 0 && aws.ToString(out.Contents[0].Key) == key, nil
 }
