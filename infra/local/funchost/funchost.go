@@ -500,7 +500,14 @@ func (h *Host) serveEnvelope(w http.ResponseWriter, r *http.Request, f *fn, para
 			req["Body"] = string(body)
 		}
 	}
-	meta := map[string]any{"Query": query, "Headers": flatten(headers), "sys": map[string]any{"MethodName": f.name, "UtcNow": time.Now().UTC().Format(time.RFC3339Nano), "RandGuid": uuid.NewString()}}
+	// Metadata's Query keeps a repeated parameter's last value
+	// (HttpTriggerAttributeBindingProvider.GetRequestBindingData); Data's
+	// joins them.
+	last := map[string]string{}
+	for k, v := range r.URL.Query() {
+		last[k] = v[len(v)-1]
+	}
+	meta := map[string]any{"Query": last, "Headers": flatten(headers), "sys": map[string]any{"MethodName": f.name, "UtcNow": time.Now().UTC().Format(time.RFC3339Nano), "RandGuid": uuid.NewString()}}
 	for k, v := range params {
 		meta[k] = serialized(v) // GetHttpScriptInvocationContextValue: a string JSON-encoded inside a string
 	}

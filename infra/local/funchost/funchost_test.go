@@ -3,6 +3,7 @@ package funchost_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 	"github.com/defender-functions/defender-functions/functions/doctor"
 
 	"github.com/defender-functions/defender-functions/functions"
@@ -481,5 +484,64 @@ func TestQueueLeaseRenewed(t *testing.T) {
 	}
 	if len(ids) != 1 || strings.Contains(hostLog.String(), "renewal failed") || strings.Contains(hostLog.String(), "delete failed") {
 		t.Fatalf("%d invocations in %s\nhost:\n%s", len(ids), took, hostLog.String())
+	}
+}
+
+// Two messages the host poisons without invoking the function, as its queue
+// extension does: one that is not base64 (messageEncoding), on its first
+// delivery, and one already delivered more often than maxDequeueCount (its
+// invocations died past the last one).
+func TestQueuePoisonedUnseen(t *testing.T) {
+	app := appDir(t)
+	dir := t.TempDir()
+	s := devstack.Start(t, devstack.Options{Incidents: 10, Dir: filepath.Join(dir, "local")})
+	az := emulators.StartAzuriteQueues(t)
+	ctx := context.Background()
+	raw, err := azqueue.NewQueueClientFromConnectionString(az.ConnectionString, "incident-export", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Create(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.EnqueueMessage(ctx, "not base64!", nil); err != nil {
+		t.Fatal(err)
+	}
+	task := base64.StdEncoding.EncodeToString([]byte(`{"tenant":"` + devstack.DefaultTenantID + `","round":"2026-12-02T18:00:00Z"}`))
+	if _, err := raw.EnqueueMessage(ctx, task, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The task's five deliveries, each abandoned (an instance killed).
+	for i := 0; i < 5; i++ {
+		vis := int32(1)
+		got, err := raw.DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{NumberOfMessages: to.Ptr(int32(32)), VisibilityTimeout: &vis})
+		if err != nil || len(got.Messages) == 0 {
+			t.Fatalf("delivery %d: %v", i+1, err)
+		}
+		time.Sleep(1100 * time.Millisecond)
+	}
+	logs, hostLog := &lockedBuffer{}, &lockedBuffer{}
+	h, err := funchost.Start(funchost.Options{AppDir: app, NoTimers: true, Stdout: io.MultiWriter(logs, devstack.AuditLog()), Stderr: devstack.AuditLog(),
+		Logger: slog.New(slog.NewJSONHandler(io.MultiWriter(hostLog, devstack.AuditLog()), nil)),
+		Env:    settings(s, dir, "EXPORT_QUEUE=incident-export", "AzureWebJobsStorage="+az.ConnectionString)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	poison, _ := queue.NewAzure("incident-export-poison", queue.AzureOptions{ConnectionString: az.ConnectionString})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		dead, _ := poison.Peek(ctx, 32)
+		if len(dead) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d in the poison queue\nhost:\n%s", len(dead), hostLog.String())
+		}
+	}
+	if strings.Contains(logs.String(), "queue function started") {
+		t.Fatalf("the function was invoked:\n%s", logs.String())
+	}
+	if !strings.Contains(hostLog.String(), "Message decoding has failed") || !strings.Contains(hostLog.String(), "more than maxDequeueCount") {
+		t.Fatalf("the host does not say why:\n%s", hostLog.String())
 	}
 }

@@ -260,18 +260,25 @@ func queueEnvelope(name, binding, text string, m *azqueue.DequeuedMessage, now t
 		"sys": map[string]any{"MethodName": name, "UtcNow": now.Format(time.RFC3339Nano), "RandGuid": uuid.NewString()}}
 	// A JSON object's top-level properties that are not arrays join the
 	// binding data, over what is there (WorkerFunctionInvoker.TransformInput,
-	// Utility.ApplyBindingData): a task's "tenant" is a metadata key too.
-	var props map[string]json.RawMessage
+	// Utility.ApplyBindingData): an object as it is, a scalar as the text
+	// .NET gives it (True, an ISO date parsed by Newtonsoft and printed
+	// MM/dd/yyyy HH:mm:ss), encoded as every string is. A task's "tenant" is
+	// a metadata key too.
+	var props map[string]any
 	if json.Unmarshal([]byte(text), &props) == nil {
 		for k, v := range props {
-			var x any
-			if len(v) > 0 && v[0] == '[' || json.Unmarshal(v, &x) != nil || x == nil {
-				continue
-			}
-			if _, obj := x.(map[string]any); obj {
-				meta[k] = x
-			} else {
-				meta[k] = serialized(x)
+			switch v := v.(type) {
+			case map[string]any:
+				meta[k] = v
+			case string:
+				if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+					v = t.Format("01/02/2006 15:04:05")
+				}
+				meta[k] = serialized(v)
+			case bool:
+				meta[k] = serialized(map[bool]string{true: "True", false: "False"}[v])
+			case float64:
+				meta[k] = serialized(strconv.FormatFloat(v, 'f', -1, 64))
 			}
 		}
 	}
