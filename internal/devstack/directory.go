@@ -226,16 +226,23 @@ func newSecretValue() string {
 }
 
 func newCertCred(name string) (*certCred, error) {
+	now := time.Now()
+	return newCertCredValid(name, now.Add(-time.Hour), now.Add(365*24*time.Hour))
+}
+
+// newCertCredValid makes a self-signed certificate with a new key pair,
+// valid from notBefore to notAfter, as Key Vault's "Self" issuer does for
+// each version of a certificate.
+func newCertCredValid(name string, notBefore, notAfter time.Time) (*certCred, error) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(now.UnixNano()),
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(365 * 24 * time.Hour),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -260,4 +267,36 @@ func (c *certCred) pem() string {
 	keyDER, _ := x509.MarshalPKCS8PrivateKey(c.key)
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})) +
 		string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.cert.Raw}))
+}
+
+// addCert registers a certificate on an app beside the others, as
+// `az ad app credential reset --cert @file --append` does; false when it
+// already was.
+func (d *directory) addCert(clientID string, c *certCred) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	app := d.apps[clientID]
+	for _, have := range app.certs {
+		if have.x5t256 == c.x5t256 {
+			return false
+		}
+	}
+	app.certs = append(app.certs, c)
+	return true
+}
+
+// removeCert removes the certificate with this SHA-256 thumbprint from the
+// app's registration (`az ad app credential delete --cert`); false when it
+// was not there.
+func (d *directory) removeCert(clientID, x5t256 string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	app := d.apps[clientID]
+	for i, have := range app.certs {
+		if have.x5t256 == x5t256 {
+			app.certs = append(app.certs[:i:i], app.certs[i+1:]...)
+			return true
+		}
+	}
+	return false
 }

@@ -1,6 +1,7 @@
 package devstack
 
 import (
+	"cmp"
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
@@ -294,8 +295,12 @@ func (s *Stack) checkAssertion(app *appState, t *Tenant, ver int, assertion stri
 				return c.cert.PublicKey.(*rsa.PublicKey), nil
 			}
 		}
-		return nil, errors.New("the key used to sign the assertion is not registered on the application (x5t / x5t#S256 did not match any certificate)")
+		return nil, unregistered{thumbprint: cmp.Or(x5t256, x5t)}
 	})
+	var nr unregistered
+	if errors.As(err, &nr) {
+		return 700027, nr.description(app.ClientID)
+	}
 	if errors.Is(err, jwt.ErrTokenExpired) || errors.Is(err, jwt.ErrTokenNotValidYet) {
 		// AADSTS700024, as Entra ID words it (Microsoft's "Workload identity
 		// federation: troubleshooting" and AADSTS error code reference).
@@ -403,6 +408,27 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
 	w.Write(b)
+}
+
+// unregistered is an assertion signed by a certificate the app registration
+// does not have: Entra ID's state after Key Vault renews a certificate that
+// nobody uploaded.
+type unregistered struct{ thumbprint string } // base64url, as the client sent it
+
+func (unregistered) Error() string { return "the key was not found" }
+
+// description is Entra ID's AADSTS700027 text for it, as live tenants answer
+// (quoted in AzureAD/microsoft-authentication-library-for-js#8339 and
+// MicrosoftDocs/entra-docs#1301). The thumbprint is the client's, in hex:
+// Entra ID prints a SHA-1 one so; for an x5t#S256 it is assumed the same.
+func (u unregistered) description(clientID string) string {
+	raw, _ := base64.RawURLEncoding.DecodeString(u.thumbprint)
+	objectID := uuid.NewSHA1(uuid.NameSpaceOID, []byte("application/"+clientID))
+	return fmt.Sprintf("The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., "+
+		"Thumbprint of key used by client: '%X', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '%s'. "+
+		"Review the documentation at https://docs.microsoft.com/en-us/graph/deployments to determine the corresponding service endpoint and "+
+		"https://docs.microsoft.com/en-us/graph/api/application-get?view=graph-rest-1.0&tabs=http to build a query request URL, such as "+
+		"'https://graph.microsoft.com/beta/applications/%s']", raw, clientID, objectID)
 }
 
 func normalizeThumbprint(v any) string {

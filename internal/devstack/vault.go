@@ -3,7 +3,10 @@ package devstack
 import (
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -77,6 +80,9 @@ type secretVersion struct {
 	contentType string
 	created     time.Time
 	enabled     bool
+	// A certificate's secret: Key Vault manages it (managed: true) and dates
+	// it with the certificate (nbf, exp). cert is what RenewCertificate made.
+	cert *certCred
 }
 
 // vault is Key Vault's secret store.
@@ -86,24 +92,41 @@ type vault struct {
 }
 
 func (v *vault) put(name, value, contentType string) *secretVersion {
+	return v.add(name, &secretVersion{value: value, contentType: contentType})
+}
+
+// putCertificate stores a new version of a certificate's secret: the
+// certificate and its key as PEM (a policy's application/x-pem-file).
+func (v *vault) putCertificate(name string, c *certCred) *secretVersion {
+	return v.add(name, &secretVersion{value: c.pem(), contentType: "application/x-pem-file", cert: c})
+}
+
+func (v *vault) add(name string, sv *secretVersion) *secretVersion {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	sv := &secretVersion{version: strings.ReplaceAll(uuid.NewString(), "-", ""), value: value, contentType: contentType, created: time.Now(), enabled: true}
+	sv.version, sv.enabled = strings.ReplaceAll(uuid.NewString(), "-", ""), true
+	// Key Vault dates versions to the second; a test makes several in one,
+	// and "the newest" must still mean one version.
+	sv.created = time.Now().Truncate(time.Second)
+	if vs := v.secrets[name]; len(vs) > 0 && !sv.created.After(vs[len(vs)-1].created) {
+		sv.created = vs[len(vs)-1].created.Add(time.Second)
+	}
 	v.secrets[name] = append(v.secrets[name], sv)
 	return sv
 }
 
+// get is a version, or without one the current (newest) version, disabled
+// or not: Key Vault refuses to read a disabled one rather than serve an
+// older one.
 func (v *vault) get(name, version string) *secretVersion {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	vs := v.secrets[name]
 	if version == "" {
-		for i := len(vs) - 1; i >= 0; i-- {
-			if vs[i].enabled {
-				return vs[i]
-			}
+		if len(vs) == 0 {
+			return nil
 		}
-		return nil
+		return vs[len(vs)-1]
 	}
 	for _, sv := range vs {
 		if sv.version == version {
@@ -111,6 +134,25 @@ func (v *vault) get(name, version string) *secretVersion {
 		}
 	}
 	return nil
+}
+
+// versions are a secret's versions, oldest first.
+func (v *vault) versions(name string) []*secretVersion {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return slices.Clone(v.secrets[name])
+}
+
+func (v *vault) setEnabled(name, version string, enabled bool) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, sv := range v.secrets[name] {
+		if sv.version == version {
+			sv.enabled = enabled
+			return true
+		}
+	}
+	return false
 }
 
 func (v *vault) names() []string {
@@ -124,35 +166,27 @@ func (v *vault) names() []string {
 	return n
 }
 
+// attributes are a version's attributes as Key Vault serves them.
+func (sv *secretVersion) attributes() map[string]any {
+	a := map[string]any{
+		"enabled": sv.enabled, "created": sv.created.Unix(), "updated": sv.created.Unix(),
+		"recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90,
+	}
+	if sv.cert != nil {
+		a["nbf"], a["exp"] = sv.cert.cert.NotBefore.Unix(), sv.cert.cert.NotAfter.Unix()
+	}
+	return a
+}
+
+// versionsPage is how many versions Key Vault lists per page (its maxresults
+// default and limit).
+const versionsPage = 25
+
 // vaultHandler is Key Vault's data plane for secrets, with the real challenge flow.
 func (s *Stack) vaultHandler() http.Handler {
 	mux := http.NewServeMux()
 	get := func(w http.ResponseWriter, r *http.Request) {
-		if s.faults().VaultOutage {
-			kvError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "The service is temporarily unavailable. Please retry.")
-			return
-		}
-		if r.URL.Query().Get("api-version") == "" {
-			kvError(w, http.StatusBadRequest, "BadParameter", "The request URI contains an invalid api-version. An api-version is required.")
-			return
-		}
-		claims, ok := s.vaultAuth(w, r)
-		if !ok {
-			return
-		}
-		if !s.mayReadVault(claims) {
-			appid, _ := claims["appid"].(string)
-			if appid == "" {
-				appid, _ = claims["azp"].(string)
-			}
-			oid, _ := claims["oid"].(string)
-			iss, _ := claims["iss"].(string)
-			writeJSON(w, http.StatusForbidden, map[string]any{"error": map[string]any{
-				"code": "Forbidden",
-				"message": fmt.Sprintf("Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: appid=%s;oid=%s;iss=%s\r\nAction: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'\r\nResource: '/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/devstack/providers/microsoft.keyvault/vaults/devstack/secrets/%s'\r\nAssignment: (not found)\r\nVault: devstack;location=local\r\n",
-					appid, oid, iss, strings.ToLower(r.PathValue("name"))),
-				"innererror": map[string]any{"code": "ForbiddenByRbac"},
-			}})
+		if !s.vaultAllows(w, r, "getSecret/action") {
 			return
 		}
 		name := r.PathValue("name")
@@ -165,24 +199,101 @@ func (s *Stack) vaultHandler() http.Handler {
 			kvError(w, http.StatusNotFound, "SecretNotFound", fmt.Sprintf("A secret with (name/id) %s was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182", what))
 			return
 		}
+		if !sv.enabled {
+			writeJSON(w, http.StatusForbidden, map[string]any{"error": map[string]any{
+				"code": "Forbidden", "message": "Operation get is not allowed on a disabled secret.", "innererror": map[string]any{"code": "SecretDisabled"}}})
+			return
+		}
 		body := map[string]any{
-			"value": sv.value,
-			"id":    s.KeyVaultURL + "/secrets/" + name + "/" + sv.version,
-			"attributes": map[string]any{
-				"enabled": sv.enabled, "created": sv.created.Unix(), "updated": sv.created.Unix(),
-				"recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90,
-			},
-			"tags": map[string]string{},
+			"value":      sv.value,
+			"id":         s.KeyVaultURL + "/secrets/" + name + "/" + sv.version,
+			"attributes": sv.attributes(),
+			"tags":       map[string]string{},
 		}
 		if sv.contentType != "" {
 			body["contentType"] = sv.contentType
+		}
+		if sv.cert != nil {
+			body["managed"], body["kid"] = true, s.KeyVaultURL+"/keys/"+name+"/"+sv.version
 		}
 		writeJSON(w, http.StatusOK, body)
 	}
 	mux.HandleFunc("GET /secrets/{name}", get)
 	mux.HandleFunc("GET /secrets/{name}/{$}", get)
 	mux.HandleFunc("GET /secrets/{name}/{version}", get)
+	mux.HandleFunc("GET /secrets/{name}/versions", s.secretVersions)
 	return s.counted("keyvault", mux)
+}
+
+// secretVersions lists a secret's versions, values left out, a page at a
+// time with the nextLink the SDK's pager follows.
+func (s *Stack) secretVersions(w http.ResponseWriter, r *http.Request) {
+	if !s.vaultAllows(w, r, "readMetadata/action") {
+		return
+	}
+	name := r.PathValue("name")
+	vs := s.vault.versions(name)
+	if len(vs) == 0 {
+		kvError(w, http.StatusNotFound, "SecretNotFound", fmt.Sprintf("A secret with (name/id) %s was not found in this key vault.", name))
+		return
+	}
+	size := versionsPage
+	if n, err := strconv.Atoi(r.URL.Query().Get("maxresults")); err == nil && n > 0 && n < size {
+		size = n
+	}
+	from, _ := strconv.Atoi(r.URL.Query().Get("$skiptoken"))
+	from = min(max(from, 0), len(vs))
+	to := min(from+size, len(vs))
+	items := []map[string]any{}
+	for _, sv := range vs[from:to] {
+		item := map[string]any{"id": s.KeyVaultURL + "/secrets/" + name + "/" + sv.version, "attributes": sv.attributes(), "tags": map[string]string{}}
+		if sv.contentType != "" {
+			item["contentType"] = sv.contentType
+		}
+		if sv.cert != nil {
+			item["managed"] = true
+		}
+		items = append(items, item)
+	}
+	var next any
+	if to < len(vs) {
+		next = fmt.Sprintf("%s/secrets/%s/versions?api-version=%s&maxresults=%d&$skiptoken=%d", s.KeyVaultURL, name, url.QueryEscape(r.URL.Query().Get("api-version")), size, to)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"value": items, "nextLink": next})
+}
+
+// vaultAllows answers what every data-plane call meets first: an outage,
+// the api-version, the token (the challenge), and the caller's role for
+// action (Key Vault Secrets User has getSecret and readMetadata).
+func (s *Stack) vaultAllows(w http.ResponseWriter, r *http.Request, action string) bool {
+	if s.faults().VaultOutage {
+		kvError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "The service is temporarily unavailable. Please retry.")
+		return false
+	}
+	if r.URL.Query().Get("api-version") == "" {
+		kvError(w, http.StatusBadRequest, "BadParameter", "The request URI contains an invalid api-version. An api-version is required.")
+		return false
+	}
+	claims, ok := s.vaultAuth(w, r)
+	if !ok {
+		return false
+	}
+	if s.mayReadVault(claims) {
+		return true
+	}
+	appid, _ := claims["appid"].(string)
+	if appid == "" {
+		appid, _ = claims["azp"].(string)
+	}
+	oid, _ := claims["oid"].(string)
+	iss, _ := claims["iss"].(string)
+	writeJSON(w, http.StatusForbidden, map[string]any{"error": map[string]any{
+		"code": "Forbidden",
+		"message": fmt.Sprintf("Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: appid=%s;oid=%s;iss=%s\r\nAction: 'Microsoft.KeyVault/vaults/secrets/%s'\r\nResource: '/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/devstack/providers/microsoft.keyvault/vaults/devstack/secrets/%s'\r\nAssignment: (not found)\r\nVault: devstack;location=local\r\n",
+			appid, oid, iss, action, strings.ToLower(r.PathValue("name"))),
+		"innererror": map[string]any{"code": "ForbiddenByRbac"},
+	}})
+	return false
 }
 
 func kvError(w http.ResponseWriter, status int, code, msg string) {
@@ -234,4 +345,128 @@ func (s *Stack) mayReadVault(claims jwt.MapClaims) bool {
 		return true
 	}
 	return false
+}
+
+// CertificateRenewal is a new version of the default app's certificate in
+// Key Vault (CertificateSecretName), as the certificate's policy makes one
+// on renewal or `az keyvault certificate create` does: a new key pair and
+// certificate, with the same subject, current at once.
+type CertificateRenewal struct {
+	// Register uploads it to the app registration too (`az ad app
+	// credential reset --cert @file --append`). Key Vault never does:
+	// without it Entra ID refuses the new version with AADSTS700027.
+	Register bool
+	// NotAfter ends its validity; zero is a year from now (the default
+	// policy's 12 months). A past one makes an expired certificate.
+	NotAfter time.Time
+}
+
+// RenewCertificate stores a new version of the certificate's secret and
+// returns the version.
+func (s *Stack) RenewCertificate(r CertificateRenewal) string {
+	now := time.Now()
+	notAfter := r.NotAfter
+	if notAfter.IsZero() {
+		notAfter = now.AddDate(1, 0, 0)
+	}
+	notBefore := now.Add(-time.Hour)
+	if notAfter.Before(now) {
+		notBefore = notAfter.Add(-365 * 24 * time.Hour)
+	}
+	c, err := newCertCredValid(s.dir.apps[DefaultClientID].Name, notBefore, notAfter)
+	if err != nil {
+		panic(err) // the system's randomness failed
+	}
+	s.rememberKey(c)
+	sv := s.vault.putCertificate(CertificateSecretName, c)
+	if r.Register {
+		s.dir.addCert(DefaultClientID, c)
+	}
+	return sv.version
+}
+
+// RegisterCertificate uploads a version of the certificate's secret to the
+// default app, beside its other certificates.
+func (s *Stack) RegisterCertificate(version string) error {
+	c, err := s.certificateVersion(version)
+	if err != nil {
+		return err
+	}
+	s.dir.addCert(DefaultClientID, c)
+	return nil
+}
+
+// UnregisterCertificate removes a version's certificate from the default
+// app (`az ad app credential delete --cert`): Entra ID refuses it from then on.
+func (s *Stack) UnregisterCertificate(version string) error {
+	c, err := s.certificateVersion(version)
+	if err != nil {
+		return err
+	}
+	if !s.dir.removeCert(DefaultClientID, c.x5t256) {
+		return fmt.Errorf("version %s of %s is not registered on the app", version, CertificateSecretName)
+	}
+	return nil
+}
+
+// certificateVersion is the certificate a version of the certificate's
+// secret holds: one RenewCertificate made, or the seeded one, the app's own.
+func (s *Stack) certificateVersion(version string) (*certCred, error) {
+	sv := s.vault.get(CertificateSecretName, version)
+	if sv == nil {
+		return nil, fmt.Errorf("%s has no version %q", CertificateSecretName, version)
+	}
+	if sv.cert != nil {
+		return sv.cert, nil
+	}
+	s.dir.mu.RLock()
+	defer s.dir.mu.RUnlock()
+	for _, c := range s.dir.apps[DefaultClientID].certs {
+		if c.pem() == sv.value {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("version %s of %s holds no certificate the devstack made", version, CertificateSecretName)
+}
+
+// SecretVersions are a secret's versions, oldest first.
+func (s *Stack) SecretVersions(name string) []string {
+	var out []string
+	for _, sv := range s.vault.versions(name) {
+		out = append(out, sv.version)
+	}
+	return out
+}
+
+// SetSecretVersionEnabled enables or disables one version of a secret (`az
+// keyvault secret set-attributes --enabled false`): a disabled version
+// cannot be read.
+func (s *Stack) SetSecretVersionEnabled(name, version string, enabled bool) error {
+	if !s.vault.setEnabled(name, version, enabled) {
+		return fmt.Errorf("%s has no version %q", name, version)
+	}
+	return nil
+}
+
+// rememberKey adds the base64 lines of a certificate's private key to what
+// Issued returns: a renewed certificate lives in the vault whether or not
+// the app registration has it.
+func (s *Stack) rememberKey(c *certCred) {
+	p := c.pem()
+	key := p[:strings.Index(p, "-----END PRIVATE KEY")]
+	for _, line := range strings.Split(key, "\n") {
+		if len(line) == 64 && !strings.HasPrefix(line, "-----") {
+			s.remember(line)
+		}
+	}
+}
+
+// CertificateVersionPEM is a version of the certificate's secret: the
+// certificate and its private key, as PEM. Tests use it; it must never be
+// printed.
+func (s *Stack) CertificateVersionPEM(version string) string {
+	if sv := s.vault.get(CertificateSecretName, version); sv != nil {
+		return sv.value
+	}
+	return ""
 }

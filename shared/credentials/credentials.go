@@ -26,6 +26,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	"github.com/defender-functions/defender-functions/shared/awsidentity"
 	"github.com/defender-functions/defender-functions/shared/config"
+	"golang.org/x/sync/singleflight"
 )
 
 // Options tune New. The zero value is right for production.
@@ -215,6 +216,9 @@ type material struct {
 
 	mu      sync.Mutex
 	signers map[*secretValue]*signer
+	pin     *fallback // the older certificate signed with meanwhile (renewal.go)
+	warned  string    // the current version whose refusal was warned about
+	search  singleflight.Group
 }
 
 // source fetches tokens for one tenant.
@@ -244,23 +248,7 @@ func (s *source) fetch(ctx context.Context) (*Token, error) {
 		}
 		tok, err = s.x.exchange(ctx, "", a)
 	default:
-		var sv *secretValue
-		sv, err = s.m.vault.get(ctx)
-		if err != nil {
-			return nil, err
-		}
-		tok, err = s.withVaultValue(ctx, sv)
-		var ee *EntraError
-		if errors.As(err, &ee) && ee.Rejected() {
-			s.log.WarnContext(ctx, "entra id rejected the credential from key vault; reading it again", "tenant", s.tenant, "aadsts", ee.AADSTS, "secret", cfg.SecretName, "version", sv.version)
-			nu, rerr := s.m.vault.reread(ctx, sv)
-			if rerr != nil {
-				return nil, errors.Join(err, rerr)
-			}
-			if nu.value != sv.value {
-				tok, err = s.withVaultValue(ctx, nu)
-			}
-		}
+		tok, err = s.fromVault(ctx)
 	}
 	if err != nil {
 		return nil, err
@@ -269,19 +257,68 @@ func (s *source) fetch(ctx context.Context) (*Token, error) {
 	return tok, nil
 }
 
-func (s *source) withVaultValue(ctx context.Context, sv *secretValue) (*Token, error) {
-	if s.m.cfg.Credential == config.KeyVaultSecret {
-		return s.x.exchange(ctx, sv.value, "")
-	}
-	sg, err := s.m.signer(sv)
+// fromVault exchanges the credential read from Key Vault. A rejected one is
+// read again once (a rotated secret); a certificate Entra ID does not know
+// (a renewal nobody uploaded yet) gives way to the newest older version it
+// accepts (renewal.go).
+func (s *source) fromVault(ctx context.Context) (*Token, error) {
+	m, cfg := s.m, s.m.cfg
+	sv, err := m.vault.get(ctx)
 	if err != nil {
 		return nil, err
 	}
-	a, err := sg.assertion(s.m.cfg.ClientID, s.x.tokenURL, s.m.cfg.AssertionAlg, time.Now())
+	var ee *EntraError
+	if old := m.pinned(sv); old != nil {
+		tok, err := m.exchange(ctx, s.x, old)
+		if !errors.As(err, &ee) || !ee.Rejected() {
+			return tok, err
+		}
+		m.unpin(ctx, "entra id no longer accepts the older certificate version either; trying the current one")
+	}
+	tok, err := m.exchange(ctx, s.x, sv)
+	if errors.As(err, &ee) && ee.Rejected() {
+		s.log.WarnContext(ctx, "entra id rejected the credential from key vault; reading it again", "tenant", s.tenant, "aadsts", ee.AADSTS, "secret", cfg.SecretName, "version", sv.version)
+		nu, rerr := m.vault.reread(ctx, sv)
+		if rerr != nil {
+			return nil, errors.Join(err, rerr)
+		}
+		if nu.value != sv.value {
+			sv = nu
+			tok, err = m.exchange(ctx, s.x, nu)
+		}
+	}
+	if err == nil {
+		m.settled(ctx, sv)
+		return tok, nil
+	}
+	if errors.As(err, &ee) && ee.Unregistered() && cfg.Credential == config.KeyVaultCertificate {
+		r, ferr := m.olderAccepted(ctx, s.x, sv)
+		if ferr == nil && r.tenant == s.tenant {
+			return r.tok, nil
+		}
+		if ferr == nil {
+			return m.exchange(ctx, s.x, r.sv)
+		}
+		s.log.WarnContext(ctx, "no older certificate version to sign with", "tenant", s.tenant, "secret", cfg.SecretName, "version", sv.version, "error", ferr.Error())
+	}
+	return nil, err
+}
+
+// exchange gets a token from x with one version of the vault's credential:
+// the client secret, or an assertion signed with the certificate.
+func (m *material) exchange(ctx context.Context, x *exchanger, sv *secretValue) (*Token, error) {
+	if m.cfg.Credential == config.KeyVaultSecret {
+		return x.exchange(ctx, sv.value, "")
+	}
+	sg, err := m.signer(sv)
+	if err != nil {
+		return nil, err
+	}
+	a, err := sg.assertion(m.cfg.ClientID, x.tokenURL, m.cfg.AssertionAlg, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("signing the client assertion: %w", err)
 	}
-	return s.x.exchange(ctx, "", a)
+	return x.exchange(ctx, "", a)
 }
 
 func (m *material) signer(sv *secretValue) (*signer, error) {
@@ -294,6 +331,14 @@ func (m *material) signer(sv *secretValue) (*signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key vault secret %q: %w", m.cfg.SecretName, err)
 	}
-	m.signers = map[*secretValue]*signer{sv: sg} // only the current version is kept
+	// Two versions at most: the current one, and an older one while Entra
+	// ID does not know the current one.
+	if len(m.signers) >= 2 {
+		m.signers = nil
+	}
+	if m.signers == nil {
+		m.signers = map[*secretValue]*signer{}
+	}
+	m.signers[sv] = sg
 	return sg, nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/defender-functions/defender-functions/shared/config"
@@ -61,6 +62,17 @@ func (e *EntraError) Rejected() bool {
 	return false
 }
 
+// Unregistered reports whether Entra ID refused a client assertion because
+// the certificate that signed it is not registered on the app (AADSTS700027
+// "[Reason - The key was not found., ..."): the state after Key Vault
+// renews a certificate that nobody uploaded.
+func (e *EntraError) Unregistered() bool {
+	return e.AADSTS == 700027 && (strings.Contains(e.Description, "The key was not found") || strings.Contains(e.Description, "is not registered on application"))
+}
+
+// thumbprintRe finds the thumbprint Entra ID names in an AADSTS700027.
+var thumbprintRe = regexp.MustCompile(`Thumbprint of key used by client: '([0-9A-Fa-f]+)'`)
+
 // Transient reports whether retrying later may succeed.
 func (e *EntraError) Transient() bool {
 	return e.StatusCode == 429 || e.StatusCode >= 500 || e.Code == "temporarily_unavailable"
@@ -116,6 +128,15 @@ func advice(e *EntraError, cfg *Registration) string {
 	case 700016:
 		return fmt.Sprintf("the application is not in this tenant (AADSTS700016): check %s and %s, and have an administrator of tenant %s grant consent: %s", config.EnvClientID, config.EnvTenantID, e.Tenant, AdminConsentURL(cfg.AuthorityHost, e.Tenant, cfg.ClientID, cfg.ConsentRedirectURI))
 	case 700027:
+		if e.Unregistered() && cfg.Credential == config.KeyVaultCertificate {
+			which := ""
+			if m := thumbprintRe.FindStringSubmatch(e.Description); m != nil {
+				which = ", thumbprint " + m[1]
+			}
+			return fmt.Sprintf("the certificate that signed the client assertion is not registered on the app (AADSTS700027, key not found%s): "+
+				"Key Vault's current version of %q was never uploaded (did its policy renew it?): "+
+				"upload the certificate: %s (docs/certificate-rotation.md)", which, cfg.SecretName, UploadCommand(*cfg, ""))
+		}
 		return "the client assertion was rejected (AADSTS700027): upload the certificate (public part) to the app registration's Certificates & secrets page, and check the machine's clock"
 	case 70021, 700211, 700212, 700213:
 		if cfg.Credential == config.AWSFederation {

@@ -26,7 +26,20 @@ type secretValue struct {
 	value       string
 	contentType string
 	version     string
+	managed     bool // a Key Vault certificate's secret, which its policy may renew
 	readAt      time.Time
+}
+
+// secretValueOf is a secret as the vault returned it.
+func secretValueOf(s azsecrets.Secret, readAt time.Time) *secretValue {
+	sv := &secretValue{value: *s.Value, readAt: readAt, managed: s.Managed != nil && *s.Managed}
+	if s.ContentType != nil {
+		sv.contentType = *s.ContentType
+	}
+	if s.ID != nil {
+		sv.version = s.ID.Version()
+	}
+	return sv
 }
 
 // vaultSecret reads one Key Vault secret through azsecrets and keeps it in
@@ -86,13 +99,7 @@ func (v *vaultSecret) read(ctx context.Context, seen *secretValue) (*secretValue
 			}
 			return nil, fmt.Errorf("key vault secret %q is empty: store the app's client secret (its Value) or certificate in it", v.name)
 		}
-		sv := &secretValue{value: *resp.Value, readAt: v.now()}
-		if resp.ContentType != nil {
-			sv.contentType = *resp.ContentType
-		}
-		if resp.ID != nil {
-			sv.version = resp.ID.Version()
-		}
+		sv := secretValueOf(resp.Secret, v.now())
 		v.mu.Lock()
 		v.cur = sv
 		v.mu.Unlock()

@@ -85,7 +85,7 @@ func TestVaultAccessWrongCertificate(t *testing.T) {
 	f := fixtureOn(t, s, id, "KEY_VAULT_CREDENTIAL", "client-certificate", "KEY_VAULT_CLIENT_ID", devstack.VaultReaderClientID,
 		"KEY_VAULT_CERTIFICATE_PATH", writeTemp(t, other.ClientCertificatePEM(devstack.VaultReaderClientID)))
 	_, err := f.source().Token(context.Background())
-	if err == nil || !contains(err.Error(), "AADSTS700027: Client assertion failed signature validation.") || contains(err.Error(), "RESPONSE") {
+	if err == nil || !contains(err.Error(), "AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., Thumbprint of key used by client: ") || contains(err.Error(), "RESPONSE") {
 		t.Fatalf("err = %v", err)
 	}
 	noSecretIn(t, s, err.Error())
