@@ -42,7 +42,7 @@ func pct(d []time.Duration, p int) time.Duration {
 // the function path costs.
 func BenchmarkLatencyAdded(b *testing.B) {
 	s := devstack.Start(b, devstack.Options{})
-	app := newApp(&testing.T{}, s, &syncBuf{})
+	app := newApp(&testing.T{}, s, &devstack.LogBuffer{})
 	srv := httptest.NewServer(customhandler.New(app, customhandler.Options{}))
 	defer srv.Close()
 	cfg := settingsFor(b, s)

@@ -1,7 +1,6 @@
 package huntingquery_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -13,7 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -26,16 +24,7 @@ import (
 	"github.com/defender-functions/defender-functions/shared/lambdahandler"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-func (s *syncBuf) Reset()                      { s.mu.Lock(); defer s.mu.Unlock(); s.b.Reset() }
-
-func newApp(t *testing.T, s *devstack.Stack, logs *syncBuf, kv ...string) *function.App {
+func newApp(t *testing.T, s *devstack.Stack, logs *devstack.LogBuffer, kv ...string) *function.App {
 	t.Helper()
 	m := s.Settings()
 	m["DEFENDER_CREDENTIAL"], m["DEFENDER_CLIENT_SECRET"] = "env-secret", s.ClientSecret(devstack.DefaultClientID)
@@ -63,7 +52,7 @@ func principal(roles ...string) string {
 
 func TestHuntingQuery(t *testing.T) {
 	s := devstack.Start(t, devstack.Options{})
-	logs := &syncBuf{}
+	logs := &devstack.LogBuffer{}
 	h := customhandler.New(newApp(t, s, logs, "HUNTING_MAX_ROWS", "7"), customhandler.Options{})
 	adhoc := customhandler.New(newApp(t, s, logs, "HUNTING_ALLOW_ADHOC", "true", "HUNTING_ADHOC_ROLE", "Hunting.Adhoc"), customhandler.Options{TrustEasyAuth: true})
 	roleGated := customhandler.New(newApp(t, s, logs, "HUNTING_REQUIRED_ROLE", "Hunting.Run"), customhandler.Options{TrustEasyAuth: true})
@@ -173,7 +162,7 @@ func TestHuntingQuery(t *testing.T) {
 // The same function through the host's envelope and through Lambda.
 func TestHuntingQueryEnvelopeAndLambda(t *testing.T) {
 	s := devstack.Start(t, devstack.Options{})
-	app := newApp(t, s, &syncBuf{})
+	app := newApp(t, s, &devstack.LogBuffer{})
 	env := `{"Data":{"req":{"Url":"http://localhost:7071/api/hunting-query","Method":"POST","Query":{},"Headers":{"Content-Type":["application/json"],"Accept":["application/x-ndjson"]},"Params":{},"Body":"{\"name\":\"encoded-powershell\"}"}},"Metadata":{"sys":{"MethodName":"hunting-query"}}}`
 	w := httptest.NewRecorder()
 	customhandler.New(app, customhandler.Options{}).ServeHTTP(w, httptest.NewRequest("POST", "/hunting-query", strings.NewReader(env)))
@@ -216,7 +205,7 @@ func settingsFor(tb testing.TB, s *devstack.Stack) *config.Config {
 // the error is returned and logged, and the rest of the rows are not read.
 func TestStreamStopsAtAFailedWrite(t *testing.T) {
 	s := devstack.Start(t, devstack.Options{HuntingRows: 5000})
-	logs := &syncBuf{}
+	logs := &devstack.LogBuffer{}
 	app := newApp(t, s, logs, "HUNTING_ALLOW_ADHOC", "true", "HUNTING_ADHOC_ROLE", "Hunting.Adhoc", "HUNTING_MAX_ROWS", "5000")
 	rows := regexp.MustCompile(`"rows":(\d+)`)
 	for _, format := range []string{"application/json", "application/x-ndjson", "text/csv"} {

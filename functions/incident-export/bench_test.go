@@ -263,7 +263,7 @@ func BenchmarkExportSinks(b *testing.B) {
 			bin := buildHandler(b)
 			for b.Loop() {
 				dir := b.TempDir()
-				logs := &syncBuf{}
+				logs := &devstack.LogBuffer{}
 				p := startHandler(b, bin, handlerEnv(settings, dir, append([]string{"DEFENDER_RATE_LIMITS=off"}, tc.env(settings, dir)...)...), logs)
 				unix.Sync()
 				resetCounters(b, settings)

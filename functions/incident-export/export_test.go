@@ -1,7 +1,6 @@
 package incidentexport_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -38,19 +37,10 @@ type env struct {
 	cfg     *config.Config
 	sinkDir string
 	state   state.Store
-	logs    *syncBuf
+	logs    *devstack.LogBuffer
 	creds   *credentials.Credentials
 	clients []incidentexport.Tenant
 }
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-func (s *syncBuf) Reset()                      { s.mu.Lock(); defer s.mu.Unlock(); s.b.Reset() }
 
 func newEnv(t testing.TB, s *devstack.Stack, api string, kv ...string) *env {
 	t.Helper()
@@ -65,7 +55,7 @@ func newEnv(t testing.TB, s *devstack.Stack, api string, kv ...string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{s: s, cfg: cfg, sinkDir: filepath.Join(dir, "export"), logs: &syncBuf{}}
+	e := &env{s: s, cfg: cfg, sinkDir: filepath.Join(dir, "export"), logs: &devstack.LogBuffer{}}
 	e.state, err = state.NewFileStore(filepath.Join(dir, "state"))
 	if err != nil {
 		t.Fatal(err)

@@ -260,7 +260,7 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 		view := sinkView
 		sinkView = func() string { dir, _ := unbatch(t, view()); return dir }
 	}
-	logs := &syncBuf{}
+	logs := &devstack.LogBuffer{}
 	// The handlers' logs of a failed proof are kept for whoever debugs it
 	// (a t.Fatalf in the loop ends the test before any line after it).
 	t.Cleanup(func() {
@@ -314,7 +314,7 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 			// writes a batch: within 5 ms of saying so.
 			var batching <-chan struct{}
 			var w io.Writer = logs
-			own := &syncBuf{} // this handler's lines
+			own := &devstack.LogBuffer{} // this handler's lines
 			w = io.MultiWriter(logs, own)
 			if tc.batches && run%3 == 1 {
 				ww := &watchWriter{w: w, sub: []byte(`"msg":"writing batch"`), seen: make(chan struct{})}

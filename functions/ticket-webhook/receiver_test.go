@@ -34,14 +34,6 @@ import (
 	"github.com/defender-functions/defender-functions/shared/webhook"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // rig is the app over a devstack, with fresh secrets for every provider.
 type rig struct {
 	s        *devstack.Stack
@@ -50,7 +42,7 @@ type rig struct {
 	settings map[string]string
 	jira     []byte // Jira's plain secret
 	sn, gen  []byte // Standard Webhooks keys
-	logs     *syncBuf
+	logs     *devstack.LogBuffer
 }
 
 func randomKey(t testing.TB) []byte {
@@ -62,7 +54,7 @@ func randomKey(t testing.TB) []byte {
 func newRig(t *testing.T, api string, kv ...string) *rig {
 	t.Helper()
 	s := devstack.Start(t, devstack.Options{})
-	r := &rig{s: s, stateDir: t.TempDir(), logs: &syncBuf{}, sn: randomKey(t), gen: randomKey(t)}
+	r := &rig{s: s, stateDir: t.TempDir(), logs: &devstack.LogBuffer{}, sn: randomKey(t), gen: randomKey(t)}
 	r.jira = []byte(base64.RawURLEncoding.EncodeToString(randomKey(t)))
 	m := s.Settings()
 	m["DEFENDER_API"] = api

@@ -18,9 +18,6 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
-	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	"github.com/defender-functions/defender-functions/internal/devstack"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
@@ -151,17 +148,7 @@ func TestClientCredentialsEachAPI(t *testing.T) {
 // credential, reads the secret through the challenge flow over TLS.
 func TestAzsecretsThroughManagedIdentity(t *testing.T) {
 	s := start(t, devstack.Options{})
-	t.Setenv("IDENTITY_ENDPOINT", s.IdentityEndpoint)
-	t.Setenv("IDENTITY_HEADER", s.IdentityHeader())
-	opts := azcore.ClientOptions{Transport: s.HTTPClient(), Retry: policy.RetryOptions{MaxRetries: -1}}
-	cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{ClientOptions: opts})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := azsecrets.NewClient(s.KeyVaultURL+"/", cred, &azsecrets.ClientOptions{ClientOptions: opts})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := vaultClient(t, s)
 	got, err := c.GetSecret(context.Background(), devstack.DefaultSecretName, "", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,11 +1,14 @@
 package devstack
 
 import (
+	"bytes"
+	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -93,4 +96,32 @@ func (s *Stack) UseAWS(tb TB) {
 	for k, v := range s.AWSSettings() {
 		tb.Setenv(k, v)
 	}
+}
+
+// LogBuffer keeps the log output of the code under test, written from its
+// goroutines or a child's output pipe while the test reads it.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *LogBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+func (l *LogBuffer) Reset()         { l.mu.Lock(); defer l.mu.Unlock(); l.b.Reset() }
+
+// Records are the JSON log records whose msg is msg, in order (lines that
+// are not JSON are passed over).
+func (l *LogBuffer) Records(msg string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(l.String(), "\n") {
+		var r map[string]any
+		if json.Unmarshal([]byte(line), &r) == nil && r["msg"] == msg {
+			out = append(out, r)
+		}
+	}
+	return out
 }

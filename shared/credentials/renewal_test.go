@@ -1,19 +1,16 @@
 package credentials_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,7 +25,7 @@ const versionsEndpoint = "keyvault.GET /secrets/{name}/versions"
 
 // certFixture is a fixture in keyvault-certificate mode whose log lines
 // also go to logs (and to the package's audit).
-func certFixture(t *testing.T, logs *lockedBuffer, kv ...string) *fixture {
+func certFixture(t *testing.T, logs *devstack.LogBuffer, kv ...string) *fixture {
 	t.Helper()
 	id := uuid.NewString()
 	s := start(t, devstack.Options{IdentityClientID: id})
@@ -44,35 +41,7 @@ func certFixture(t *testing.T, logs *lockedBuffer, kv ...string) *fixture {
 	return f
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
 // records are the log records with this message.
-func (l *lockedBuffer) records(t *testing.T, msg string) []map[string]any {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
-		var r map[string]any
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		if r["msg"] == msg {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
 const fellBack = "entra id does not know the current certificate in key vault (AADSTS700027: not registered on the app, e.g. renewed by its policy); signing with the newest older version it accepts until the current one is uploaded"
 
 // thumbprints are the SHA-1 (hex) and SHA-256 (base64url) thumbprints of
@@ -100,7 +69,7 @@ func thumbprints(t *testing.T, pemText string) (string, string, *x509.Certificat
 // say once what to run, and move to the current version within SecretTTL
 // of its upload.
 func TestCertificateRenewalFallsBack(t *testing.T) {
-	var logs lockedBuffer
+	var logs devstack.LogBuffer
 	f := certFixture(t, &logs)
 	ctx := context.Background()
 	seed := f.s.SecretVersions(devstack.CertificateSecretName)[0]
@@ -116,7 +85,7 @@ func TestCertificateRenewalFallsBack(t *testing.T) {
 	if refused, ok, lists := c.Get(tokenEndpoint, 401), c.Get(tokenEndpoint, 200), c.Get(versionsEndpoint, 200); refused != 1 || ok != 2 || lists != 1 {
 		t.Fatalf("token refusals %d, tokens %d, version lists %d; want 1, 2, 1", refused, ok, lists)
 	}
-	warned := logs.records(t, fellBack)
+	warned := logs.Records(fellBack)
 	seedThumb, _, seedCert := thumbprints(t, f.s.CertificateVersionPEM(seed))
 	renewedThumb, _, _ := thumbprints(t, f.s.CertificateVersionPEM(renewed))
 	fix := "az keyvault certificate download --vault-name <vault> --name " + devstack.CertificateSecretName + " --version " + renewed +
@@ -148,10 +117,10 @@ func TestCertificateRenewalFallsBack(t *testing.T) {
 	if refused, ok := c.Get(tokenEndpoint, 401), c.Get(tokenEndpoint, 200); refused != 1 || ok != 4 {
 		t.Fatalf("after the upload: token refusals %d, tokens %d; want 1, 4", refused, ok)
 	}
-	if over := logs.records(t, "entra id accepts the current certificate version from key vault; the older version is no longer used"); len(over) != 1 || over[0]["version"] != renewed || over[0]["older_version"] != seed {
+	if over := logs.Records("entra id accepts the current certificate version from key vault; the older version is no longer used"); len(over) != 1 || over[0]["version"] != renewed || over[0]["older_version"] != seed {
 		t.Fatalf("end of the fallback: %v", over)
 	}
-	if len(logs.records(t, fellBack)) != 1 {
+	if len(logs.Records(fellBack)) != 1 {
 		t.Fatal("warned more than once")
 	}
 }
@@ -159,7 +128,7 @@ func TestCertificateRenewalFallsBack(t *testing.T) {
 // Not uploaded for longer than the TTL: the current version is tried again
 // each TTL, and the warning is not repeated.
 func TestCertificateRenewalRetriesEachTTL(t *testing.T) {
-	var logs lockedBuffer
+	var logs devstack.LogBuffer
 	f := certFixture(t, &logs)
 	f.s.RenewCertificate(devstack.CertificateRenewal{})
 	for range 3 {
@@ -172,7 +141,7 @@ func TestCertificateRenewalRetriesEachTTL(t *testing.T) {
 		t.Fatalf("token refusals %d, version lists %d; want 3, 3", refused, lists)
 	}
 	levels := []string{}
-	for _, r := range logs.records(t, fellBack) {
+	for _, r := range logs.Records(fellBack) {
 		levels = append(levels, r["level"].(string))
 	}
 	if fmt.Sprint(levels) != "[WARN INFO INFO]" {
@@ -194,7 +163,7 @@ func TestCertificateRenewalWithoutFallback(t *testing.T) {
 		}, 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			var logs lockedBuffer
+			var logs devstack.LogBuffer
 			// RS256: its x5t is the SHA-1 thumbprint, the one Entra ID names.
 			f := certFixture(t, &logs, "DEFENDER_ASSERTION_ALG", "RS256")
 			seed := f.s.SecretVersions(devstack.CertificateSecretName)[0]
@@ -219,10 +188,10 @@ func TestCertificateRenewalWithoutFallback(t *testing.T) {
 			if n := f.s.Counters().Get(tokenEndpoint, 401); n != c.refusals {
 				t.Fatalf("%d token requests refused, want %d", n, c.refusals)
 			}
-			if n := len(logs.records(t, "no older certificate version to sign with")); n != 1 {
+			if n := len(logs.Records("no older certificate version to sign with")); n != 1 {
 				t.Fatalf("%d lines say there was no fallback", n)
 			}
-			if n := len(logs.records(t, fellBack)); n != 0 {
+			if n := len(logs.Records(fellBack)); n != 0 {
 				t.Fatalf("%d lines say it fell back", n)
 			}
 		})
@@ -232,7 +201,7 @@ func TestCertificateRenewalWithoutFallback(t *testing.T) {
 // The newest older version that is still valid is chosen: an expired one,
 // though newer and registered, is passed over without a request.
 func TestCertificateRenewalSkipsExpired(t *testing.T) {
-	var logs lockedBuffer
+	var logs devstack.LogBuffer
 	f := certFixture(t, &logs)
 	seed := f.s.SecretVersions(devstack.CertificateSecretName)[0]
 	f.s.RenewCertificate(devstack.CertificateRenewal{Register: true, NotAfter: time.Now().Add(-time.Hour)})
@@ -241,7 +210,7 @@ func TestCertificateRenewalSkipsExpired(t *testing.T) {
 	if _, err := f.source().Token(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if warned := logs.records(t, fellBack); len(warned) != 1 || warned[0]["older_version"] != newer {
+	if warned := logs.Records(fellBack); len(warned) != 1 || warned[0]["older_version"] != newer {
 		t.Fatalf("fell back to %v, want the newest valid older version %s (not %s)", warned, newer, seed)
 	}
 	if n := f.s.Counters().Get(tokenEndpoint, 401); n != 1 {
@@ -251,7 +220,7 @@ func TestCertificateRenewalSkipsExpired(t *testing.T) {
 
 // A renewal uploaded before it is read costs nothing: no refusal, no list.
 func TestCertificateRenewalUploaded(t *testing.T) {
-	var logs lockedBuffer
+	var logs devstack.LogBuffer
 	f := certFixture(t, &logs)
 	f.s.RenewCertificate(devstack.CertificateRenewal{Register: true})
 	if _, err := f.source().Token(context.Background()); err != nil {
@@ -264,7 +233,7 @@ func TestCertificateRenewalUploaded(t *testing.T) {
 
 // A partner app's tenants, refused at once, share one search.
 func TestCertificateRenewalManyTenants(t *testing.T) {
-	var logs lockedBuffer
+	var logs devstack.LogBuffer
 	f := certFixture(t, &logs, "DEFENDER_TENANT_ID", devstack.DefaultTenantID+","+devstack.PartnerTenantID)
 	f.s.RenewCertificate(devstack.CertificateRenewal{})
 	var wg sync.WaitGroup
@@ -291,7 +260,7 @@ func TestCertificateRenewalManyTenants(t *testing.T) {
 // app registration has it, and what signs meanwhile when it does not.
 func TestCheckCertificate(t *testing.T) {
 	ctx := context.Background()
-	var logs lockedBuffer
+	var logs devstack.LogBuffer
 	f := certFixture(t, &logs)
 	reg := functions.Registration(f.cfg)
 	seed := f.s.SecretVersions(devstack.CertificateSecretName)[0]

@@ -54,9 +54,9 @@ func BenchmarkFanOut(b *testing.B) {
 				env = append(env, "EXPORT_QUEUE="+name, "AzureWebJobsStorage="+az.ConnectionString)
 			}
 			var hosts []*funchost.Host
-			var logs []*lockedBuffer
+			var logs []*devstack.LogBuffer
 			for range max(k, 1) {
-				l := &lockedBuffer{}
+				l := &devstack.LogBuffer{}
 				h, err := funchost.Start(funchost.Options{AppDir: app, NoTimers: true, Env: env, Stdout: io.MultiWriter(l, devstack.AuditLog()), Stderr: devstack.AuditLog()})
 				if err != nil {
 					b.Fatal(err)
@@ -116,7 +116,7 @@ func BenchmarkFanOut(b *testing.B) {
 }
 
 // caughtUp reads, from the handlers' logs, when each tenant was first caught up.
-func caughtUp(logs []*lockedBuffer) map[string]time.Time {
+func caughtUp(logs []*devstack.LogBuffer) map[string]time.Time {
 	out := map[string]time.Time{}
 	for _, l := range logs {
 		sc := bufio.NewScanner(strings.NewReader(l.String()))

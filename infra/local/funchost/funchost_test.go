@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -150,7 +149,7 @@ func TestOneFunctionsSettings(t *testing.T) {
 	app := appDir(t)
 	dir := t.TempDir()
 	s := devstack.Start(t, devstack.Options{Incidents: 50, Dir: filepath.Join(dir, "local")})
-	logs := &lockedBuffer{}
+	logs := &devstack.LogBuffer{}
 	h, err := funchost.Start(funchost.Options{AppDir: app, NoTimers: true, Stdout: io.MultiWriter(logs, devstack.AuditLog()), Stderr: devstack.AuditLog(),
 		Env: settings(s, dir, "WEBHOOK_SECRET_JIRA=@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/jira-webhook-secret/)", "HUNTING_ALLOW_ADHOC=true")})
 	if err != nil {
@@ -201,19 +200,6 @@ func TestOneFunctionsSettings(t *testing.T) {
 		}
 	}
 }
-
-// lockedBuffer is a bytes.Buffer safe for the handler's output goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // The README's Azure deployment, step by step and in its order, on the real
 // handler under the local host: the template deploys the app with Key Vault
@@ -365,8 +351,8 @@ func TestQueueFanOut(t *testing.T) {
 	if err := q.Create(context.Background()); err != nil { // as the deployment does
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
-	hostLog := &lockedBuffer{}
+	logs := &devstack.LogBuffer{}
+	hostLog := &devstack.LogBuffer{}
 	env := settings(s, dir, "DEFENDER_TENANT_ID="+strings.Join(ids, ","), "EXPORT_QUEUE=incident-export", "AzureWebJobsStorage="+az.ConnectionString, "EXPORT_LOOKBACK=2160h",
 		// The devstack's vault belongs to its default directory, which these tenants replace.
 		"DEFENDER_CREDENTIAL=env-secret", "DEFENDER_CLIENT_SECRET="+s.ClientSecret(devstack.DefaultClientID))
@@ -441,7 +427,7 @@ func TestQueueLeaseRenewed(t *testing.T) {
 	if err := q.Create(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	logs, hostLog := &lockedBuffer{}, &lockedBuffer{}
+	logs, hostLog := &devstack.LogBuffer{}, &devstack.LogBuffer{}
 	h, err := funchost.Start(funchost.Options{AppDir: app, NoTimers: true, QueueLease: 2 * time.Second,
 		Stdout: io.MultiWriter(logs, devstack.AuditLog()), Stderr: devstack.AuditLog(),
 		Logger: slog.New(slog.NewJSONHandler(io.MultiWriter(hostLog, devstack.AuditLog()), nil)),
@@ -520,7 +506,7 @@ func TestQueuePoisonedUnseen(t *testing.T) {
 		}
 		time.Sleep(1100 * time.Millisecond)
 	}
-	logs, hostLog := &lockedBuffer{}, &lockedBuffer{}
+	logs, hostLog := &devstack.LogBuffer{}, &devstack.LogBuffer{}
 	h, err := funchost.Start(funchost.Options{AppDir: app, NoTimers: true, Stdout: io.MultiWriter(logs, devstack.AuditLog()), Stderr: devstack.AuditLog(),
 		Logger: slog.New(slog.NewJSONHandler(io.MultiWriter(hostLog, devstack.AuditLog()), nil)),
 		Env:    settings(s, dir, "EXPORT_QUEUE=incident-export", "AzureWebJobsStorage="+az.ConnectionString)})
