@@ -524,8 +524,12 @@ func (r *run) export(ctx context.Context) error {
 	if errors.Is(err, ErrConcurrentRun) {
 		return err
 	}
-	// However the run stopped, what it wrote is kept.
-	return errors.Join(err, r.commit(ctx))
+	// However the run stopped, what it wrote is kept (a failed sync is
+	// that commit's error already: said once).
+	if cerr := r.commit(ctx); cerr != nil && !errors.Is(err, cerr) {
+		err = errors.Join(err, cerr)
+	}
+	return err
 }
 
 // errOutOfTime stops a scan before the deadline.

@@ -139,7 +139,7 @@ func (s *LogsSink) Write(ctx context.Context, objs []Object) error {
 	}
 	// The parts of a version may land in different requests: a version is
 	// written once all of them are, which Write's return says.
-	batches, err := split(recs, s.max, len("[]"), len(","))
+	batches, err := split(recs, s.max, len("[]"), len(","), false)
 	if err != nil {
 		return err
 	}

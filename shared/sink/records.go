@@ -24,14 +24,24 @@ var errTooLarge = errors.New("request too large for the service")
 const defaultMaxBytes = 1 << 20
 
 // split cuts records into batches whose encoding (overhead once, sep
-// between records) stays within limit bytes, in order.
-func split(recs [][]byte, limit, overhead, sep int) ([][][]byte, error) {
+// between records) stays within limit bytes, in order. A record larger
+// than limit is an error, unless alone: then it is a batch of its own,
+// for the service's own limit to decide (a collector's may be larger than
+// the one configured here).
+func split(recs [][]byte, limit, overhead, sep int, alone bool) ([][][]byte, error) {
 	var out [][][]byte
 	var cur [][]byte
 	size := overhead
 	for _, r := range recs {
 		if overhead+len(r) > limit {
-			return nil, fmt.Errorf("sink: one version encodes to %d bytes, more than a request may carry (%d)", len(r), limit)
+			if !alone {
+				return nil, fmt.Errorf("sink: one version encodes to %d bytes, more than a request may carry (%d)", len(r), limit)
+			}
+			if len(cur) > 0 {
+				out = append(out, cur)
+			}
+			out, cur, size = append(out, [][]byte{r}), nil, overhead
+			continue
 		}
 		add := len(r)
 		if len(cur) > 0 {

@@ -282,6 +282,11 @@ func TestSplunkSink(t *testing.T) {
 		{name: "batches under max_content_length", n: 300, size: 1000, ok: 3},
 		{name: "413 halves the batch", siem: devstack.SIEMOptions{HECMaxBytes: 200_000}, n: 60, size: 1000, ok: 4, tooLarge: 3},
 		{name: "busy collector waited out", n: 5, setup: func(s *devstack.Stack) { s.ThrottleSink(2) }, ok: 1, busy: 2},
+		// A version larger than the request size configured here goes alone:
+		// the collector's own limit decides (Splunk Enterprise's may be far
+		// larger), and a 413 for it says what to raise.
+		{name: "a version over the limit goes alone", siem: devstack.SIEMOptions{HECMaxBytes: 4 << 20}, n: 3, size: 1_500_000, ok: 3},
+		{name: "a version over the collector's limit", n: 2, size: 1_500_000, wantErr: "the service refused one version of", events: 0},
 		{name: "indexer acknowledgement", siem: devstack.SIEMOptions{HECAck: true, HECAckDelay: 300 * time.Millisecond}, ack: true, n: 120, size: 9000, ok: 2},
 		{name: "ack on at the collector, off here", siem: devstack.SIEMOptions{HECAck: true}, n: 3, ok: 1},
 		{name: "rotated token read again", n: 3, setup: func(s *devstack.Stack) { s.RotateHECToken() }, ok: 1},

@@ -139,7 +139,7 @@ func (s *SplunkSink) Write(ctx context.Context, objs []Object) error {
 	for i, o := range objs {
 		recs[i] = s.event1(o)
 	}
-	batches, err := split(recs, s.o.MaxBytes, 0, 0)
+	batches, err := split(recs, s.o.MaxBytes, 0, 0, true)
 	if err != nil {
 		return err
 	}
