@@ -50,7 +50,8 @@ doctor:
 
 vet:
 	$(GO) vet $(PKGS)
-	$(GO) vet -tags noaws ./shared/sink ./shared/awssecret ./shared/awsidentity ./functions/cmd/handler
+	$(GO) vet -tags noaws ./shared/sink ./shared/awssecret ./shared/awsidentity
+	$(GO) vet -tags "noaws grpcnotrace" ./functions/cmd/handler ./shared/telemetry
 
 tools:
 	./infra/local/install-tools.sh
@@ -70,6 +71,8 @@ test: hygiene vet tools
 	rm -rf $(AUDIT) && mkdir -p $(AUDIT)
 	set -o pipefail; DEVSTACK_AUDIT_DIR=$(abspath $(AUDIT)) $(GO) test -race -count=1 -timeout 30m $(PKGS) 2>&1 | tee $(AUDIT)/go-test-output.txt
 	$(GO) run ./infra/local/cmd/audit $(AUDIT)
+	# The telemetry as it ships: grpc without x/net/trace (infra/build).
+	$(GO) test -count=1 -tags grpcnotrace ./shared/telemetry
 	rm -rf $(AUDIT)
 	$(MAKE) fuzz
 

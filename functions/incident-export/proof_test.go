@@ -20,18 +20,19 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+	"github.com/defender-functions/defender-functions/infra/build"
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/loopback"
 
 	"github.com/defender-functions/defender-functions/internal/devstack"
 )
 
-// buildHandler builds the real custom-handler binary.
+// buildHandler builds the custom handler as pack ships it.
 func buildHandler(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "handler")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/defender-functions/defender-functions/functions/cmd/handler").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	if err := build.Local(emulators.RepoRoot(t), bin, build.Handler, build.AzureTags); err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

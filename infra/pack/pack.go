@@ -13,17 +13,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"time"
 
 	"github.com/defender-functions/defender-functions/functions"
+	"github.com/defender-functions/defender-functions/infra/build"
 )
-
-// AzureTags are the Azure handler's build tags.
-const AzureTags = "noaws"
 
 func main() {
 	root := flag.String("root", ".", "the repository root")
@@ -58,9 +55,7 @@ func goBuild(root, out, pkg, goos, goarch, tags string) error {
 	}
 	fmt.Printf("pack: building %s (%s/%s) …\n", rel, goos, goarch)
 	start := time.Now()
-	cmd := exec.Command("go", "build", "-trimpath", "-tags", tags, "-ldflags", "-s -w", "-o", out, pkg)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+goarch)
+	cmd := build.Command(root, out, pkg, goos, goarch, tags)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("build %s: %w", pkg, err)
@@ -94,12 +89,11 @@ func pack(root, out string, o options) error {
 		}
 	}
 	abs, _ := filepath.Abs(out)
-	// The Azure handler leaves Amazon S3 out (shared/sink/s3_noaws.go says why).
 	goos, goarch := "linux", "amd64"
 	if o.Local {
 		goos, goarch = runtime.GOOS, runtime.GOARCH
 	}
-	if err := goBuild(root, filepath.Join(abs, "azure", "handler"), "./functions/cmd/handler", goos, goarch, AzureTags); err != nil {
+	if err := goBuild(root, filepath.Join(abs, "azure", "handler"), build.Handler, goos, goarch, build.AzureTags); err != nil {
 		return err
 	}
 	if o.Local {
@@ -107,7 +101,7 @@ func pack(root, out string, o options) error {
 	}
 	lambda := filepath.Join(out, "lambda")
 	for _, arch := range []string{"arm64", "amd64"} {
-		if err := goBuild(root, filepath.Join(abs, "lambda", arch, "bootstrap"), "./functions/cmd/bootstrap", "linux", arch, "lambda.norpc"); err != nil {
+		if err := goBuild(root, filepath.Join(abs, "lambda", arch, "bootstrap"), build.Bootstrap, "linux", arch, build.LambdaTags); err != nil {
 			return err
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/defender-functions/defender-functions/infra/build"
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/funchost"
 )
@@ -97,9 +98,9 @@ func TestZipLayouts(t *testing.T) {
 func TestShippedBinariesLeaveTheTestPartsOut(t *testing.T) {
 	const module = "github.com/defender-functions/defender-functions/"
 	for _, b := range []struct{ pkg, goarch, tags string }{
-		{"./functions/cmd/handler", "amd64", AzureTags},
-		{"./functions/cmd/bootstrap", "arm64", "lambda.norpc"},
-		{"./functions/cmd/bootstrap", "amd64", "lambda.norpc"},
+		{build.Handler, "amd64", build.AzureTags},
+		{build.Bootstrap, "arm64", build.LambdaTags},
+		{build.Bootstrap, "amd64", build.LambdaTags},
 		{"./functions/cmd/doctor", "amd64", ""},
 	} {
 		cmd := exec.Command("go", "list", "-deps", "-tags", b.tags, b.pkg)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/functions/doctor"
+	"github.com/defender-functions/defender-functions/infra/build"
 
 	"github.com/aws/aws-lambda-go/events"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -51,13 +52,11 @@ func startRIE(t testing.TB, env []string) *rie {
 	return launchRIE(t, buildBootstrap(t), env)
 }
 
-// buildBootstrap builds the bootstrap as make build does.
+// buildBootstrap builds the bootstrap as pack ships it (for this machine).
 func buildBootstrap(t testing.TB) string {
 	bin := filepath.Join(t.TempDir(), "bootstrap")
-	build := exec.Command("go", "build", "-tags", "lambda.norpc", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	if err := build.Local(emulators.RepoRoot(t), bin, build.Bootstrap, build.LambdaTags); err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/defender-functions/defender-functions/infra/build"
+	"github.com/defender-functions/defender-functions/infra/local/emulators"
 	"github.com/defender-functions/defender-functions/infra/local/loopback"
 )
 
@@ -17,11 +19,8 @@ import (
 // host's readiness probe, over 20 starts; it reports the median.
 func BenchmarkStartToReady(b *testing.B) {
 	bin := filepath.Join(b.TempDir(), "handler")
-	// Built as infra/pack builds the Azure package: static, stripped, without S3.
-	build := exec.Command("go", "build", "-trimpath", "-tags", "noaws", "-ldflags", "-s -w", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build: %v\n%s", err, out)
+	if err := build.Local(emulators.RepoRoot(b), bin, build.Handler, build.AzureTags); err != nil {
+		b.Fatal(err)
 	}
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	for b.Loop() {

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 	"github.com/defender-functions/defender-functions/functions/doctor"
+	"github.com/defender-functions/defender-functions/infra/build"
 
 	"github.com/defender-functions/defender-functions/functions"
 	"github.com/defender-functions/defender-functions/infra/local/emulators"
@@ -33,8 +33,8 @@ import (
 func appDir(t testing.TB) string {
 	t.Helper()
 	dir, root := t.TempDir(), emulators.RepoRoot(t)
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "handler"), "github.com/defender-functions/defender-functions/functions/cmd/handler").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	if err := build.Local(root, filepath.Join(dir, "handler"), build.Handler, build.AzureTags); err != nil {
+		t.Fatal(err)
 	}
 	copyFile(t, filepath.Join(root, "host.json"), filepath.Join(dir, "host.json"))
 	for _, d := range functions.Functions {
