@@ -1,0 +1,214 @@
+package doctor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/defender-functions/defender-functions/functions"
+	"github.com/defender-functions/defender-functions/shared/config"
+	"github.com/defender-functions/defender-functions/shared/queue"
+	"github.com/defender-functions/defender-functions/shared/sink"
+	"github.com/defender-functions/defender-functions/shared/state"
+)
+
+// storage: 6. where the functions write, the state store and the sink.
+func (k *checkup) storage() {
+	r, cfg := k.r, k.cfg
+	blob, err := functions.BlobOptions(cfg, k.o.HTTPClient)
+	if err != nil {
+		r.fail("storage", err, "set "+config.EnvStorage+" or give the app a managed identity")
+		return
+	}
+	if cfg.StateStore == "" {
+		r.ok("state store", "not set (%s): incident-export and ticket-webhook need it", config.EnvStateStore)
+	} else {
+		c, cancel := k.step()
+		err := checkState(c, cfg.StateStore, blob)
+		cancel()
+		if err != nil {
+			r.fail("state store", err, storageFix(config.EnvStateStore, cfg.StateStore))
+		} else {
+			r.ok("state store", "%s is writable", config.RedactURL(cfg.StateStore))
+		}
+	}
+	if cfg.ExportSink == "" {
+		r.ok("sink", "not set (%s): incident-export is off", config.EnvExportSink)
+		return
+	}
+	c, cancel := k.step()
+	err = checkSink(c, cfg, k.o.HTTPClient, blob)
+	cancel()
+	kind, _ := config.ClassifySink(cfg.ExportSink)
+	siem, shown := kind == config.SinkLogs || kind == config.SinkSplunk, config.RedactURL(cfg.ExportSink)
+	switch {
+	case err != nil && siem:
+		r.fail("sink", err, "see the message above")
+	case err != nil:
+		r.fail("sink", err, storageFix(config.EnvExportSink, cfg.ExportSink))
+	case siem:
+		r.ok("sink", "%s takes this app's records (an empty request was accepted; nothing written)", shown)
+	default:
+		r.ok("sink", "%s is writable (wrote _doctor/check.json)", shown)
+	}
+}
+
+// queue: the export's fan-out queue reachable, and its poison queue empty:
+// a task there is a tenant that failed on every delivery and is no longer
+// exported. It reads without taking anything.
+func (k *checkup) queue() {
+	r, cfg := k.r, k.cfg
+	switch {
+	case cfg.ExportQueue == "":
+		return
+	case config.ExportQueueIsSQS(cfg.ExportQueue):
+		k.sqsQueue()
+		return
+	}
+	blob, err := functions.BlobOptions(cfg, k.o.HTTPClient)
+	if err != nil {
+		r.fail("queue", err, "set "+config.EnvStorage+" or give the app a managed identity")
+		return
+	}
+	open := func(name string) (*queue.Azure, error) { return functions.AzureQueue(cfg, name, blob) }
+	q, err := open(cfg.ExportQueue)
+	if err != nil {
+		r.fail("queue", err, "")
+		return
+	}
+	c, cancel := k.step()
+	waiting, err := q.Peek(c, 32)
+	cancel()
+	if err != nil {
+		r.fail("queue", err, "the host's identity needs Storage Queue Data Contributor on "+cfg.ExportQueue+" and Message Sender on "+cfg.ExportQueue+"-poison, the functions' identity Storage Queue Data Message Sender on "+cfg.ExportQueue+" and Reader on both (the Bicep assigns them)")
+		return
+	}
+	r.ok("queue", "%s is reachable: %s waiting", cfg.ExportQueue, plural(len(waiting), "task", 32))
+	p, err := open(cfg.ExportQueue + "-poison")
+	if err != nil {
+		r.fail("queue", err, "")
+		return
+	}
+	c, cancel = k.step()
+	dead, err := p.Peek(c, 32)
+	cancel()
+	switch {
+	case err != nil:
+		r.fail("queue", fmt.Errorf("%s-poison: %w", cfg.ExportQueue, err), "")
+	case len(dead) == 0:
+		r.ok("queue", "%s-poison is empty: no tenant failed on every delivery", cfg.ExportQueue)
+	default:
+		var lines []string
+		for _, m := range dead {
+			tenant := "(not a task: " + strconv.Quote(string(m.Body[:min(len(m.Body), 80)])) + ")"
+			var task struct {
+				Tenant string `json:"tenant"`
+			}
+			if json.Unmarshal(m.Body, &task) == nil && task.Tenant != "" {
+				tenant = "tenant " + task.Tenant
+			}
+			lines = append(lines, fmt.Sprintf("%s, enqueued %s", tenant, m.InsertedAt.UTC().Format(time.RFC3339)))
+		}
+		r.fail("queue", fmt.Errorf("%s in %s-poison, no longer exported: %s", plural(len(dead), "task", 32), cfg.ExportQueue, strings.Join(lines, "; ")),
+			"the log line \"tenant export failed on the message's last delivery\" names each cause; fix it (the tenants' checks above), then move the tasks back to "+cfg.ExportQueue+" or delete them (the next round enqueues every tenant again)")
+	}
+}
+
+// sqsQueue: the SQS queue reachable, with a dead-letter queue, and that
+// queue empty. It reads attributes only: a receive would count as a
+// delivery, so the tasks' tenants are not named (the log lines name them).
+func (k *checkup) sqsQueue() {
+	r, cfg := k.r, k.cfg
+	q, err := queue.NewSQS(cfg.ExportQueue, cfg.S3Region)
+	if err != nil {
+		r.fail("queue", err, "")
+		return
+	}
+	c, cancel := k.step()
+	st, err := q.Status(c)
+	cancel()
+	switch {
+	case err != nil:
+		r.fail("queue", err, "set EXPORT_QUEUE to the stack's queue URL (its ExportTasks), and give doctor's AWS identity sqs:GetQueueAttributes on the queue and its dead-letter queue")
+		return
+	case st.DeadLetterQueue == "":
+		r.ok("queue", "%s is reachable: %s waiting", cfg.ExportQueue, plural(st.Waiting, "task", 0))
+		r.fail("queue", fmt.Errorf("%s has no redrive policy: a tenant that keeps failing is delivered again until its task expires, and no dead-letter queue shows it", cfg.ExportQueue),
+			"give the queue a dead-letter queue (the SAM template's ExportTasks has one, maxReceiveCount 5)")
+		return
+	}
+	r.ok("queue", "%s is reachable: %s waiting; after %d receives a task goes to %s", cfg.ExportQueue, plural(st.Waiting, "task", 0), st.MaxReceiveCount, st.DeadLetterQueue)
+	if st.DeadLetters == 0 {
+		r.ok("queue", "%s is empty: no tenant failed on every delivery", st.DeadLetterQueue)
+		return
+	}
+	r.fail("queue", fmt.Errorf("%s in %s, no longer exported", plural(st.DeadLetters, "task", 0), st.DeadLetterQueue),
+		"the log line \"tenant export failed on the message's last delivery\" names each tenant and cause; fix it (the tenants' checks above), then redrive the tasks to "+cfg.ExportQueue+" (the SQS console's \"Start DLQ redrive\") or purge them (the next round enqueues every tenant again)")
+}
+
+// plural says n things, "32 or more" at a peek's limit (0: none).
+func plural(n int, thing string, limit int) string {
+	s := fmt.Sprintf("%d %s", n, thing)
+	if n != 1 {
+		s += "s"
+	}
+	if limit > 0 && n >= limit {
+		s = fmt.Sprintf("%d or more %ss", n, thing)
+	}
+	return s
+}
+
+func checkState(ctx context.Context, raw string, blob state.BlobOptions) error {
+	st, err := state.Open(raw, blob)
+	if err != nil {
+		return err
+	}
+	const key = "doctor/check"
+	_, ver, err := st.Get(ctx, key)
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		return err
+	}
+	data := []byte(`{"checkedAt":"` + time.Now().UTC().Format(time.RFC3339) + `"}`)
+	if _, err := st.Put(ctx, key, data, ver); err != nil {
+		return err
+	}
+	return st.Delete(ctx, key)
+}
+
+func checkSink(ctx context.Context, cfg *config.Config, hc *http.Client, blob state.BlobOptions) error {
+	sk, err := functions.Sink(cfg, hc, blob, nil)
+	if err != nil {
+		return err
+	}
+	if c, ok := sk.(sink.Checker); ok {
+		return c.Check(ctx) // a SIEM keeps every row: write none
+	}
+	if err := sk.Write(ctx, []sink.Object{{Name: "_doctor/check.json", Data: []byte(`{"checkedAt":"` + time.Now().UTC().Format(time.RFC3339) + `"}`)}}); err != nil {
+		return err
+	}
+	if cfg.ExportBatched {
+		// After a crash the export asks whether its batch landed: an
+		// absent object must read as absent, not as forbidden.
+		ex, _ := sk.(sink.Exister)
+		if there, err := ex.Exists(ctx, "_doctor/absent.json"); err != nil || there {
+			return fmt.Errorf("%s=batches needs to read back what it writes, and asking for an absent object failed (%v): grant the identity read on the sink (Blob: Storage Blob Data Contributor; S3: s3:GetObject on the prefix and s3:ListBucket on the bucket)", config.EnvExportLayout, err)
+		}
+	}
+	if s, ok := sk.(sink.Syncer); ok {
+		return s.Sync(ctx)
+	}
+	return nil
+}
+
+func storageFix(setting, value string) string {
+	value = config.RedactURL(value) // a SAS is a secret
+	if strings.HasPrefix(value, "file://") {
+		return fmt.Sprintf("%s=%s must be a directory this process can create and write", setting, value)
+	}
+	return fmt.Sprintf("check %s=%s exists, and that the identity has 'Storage Blob Data Contributor' on it (or the S3 write permission)", setting, value)
+}
