@@ -62,8 +62,14 @@ func RepoRoot(tb testing.TB) string {
 }
 
 // Tool is the path of a test tool installed under .tools by make tools.
+// go test -short skips the test that asks for one: the emulators (Azurite,
+// s3rver, the Lambda emulator) are the slow part of the inner loop, and
+// make test runs every test.
 func Tool(tb testing.TB, rel string) string {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("emulator-backed (" + rel + "): make test runs it")
+	}
 	p := filepath.Join(RepoRoot(tb), ".tools", filepath.FromSlash(rel))
 	if _, err := os.Stat(p); err != nil {
 		tb.Fatalf("%s is not installed: run make tools (%v)", rel, err)
