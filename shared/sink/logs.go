@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/defender-functions/defender-functions/shared/config"
+
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -72,15 +74,16 @@ type LogsRow struct {
 // values past 64 KB, and a truncated value is no longer JSON.
 const logsFieldMax = 64<<10 - 512
 
+// parseLogsURL is a stream's endpoint, rule and stream, from a URL that
+// config.ClassifySink reads as a Logs Ingestion stream.
 func parseLogsURL(raw string) (endpoint, rule, stream string, err error) {
-	u, err := url.Parse(raw)
-	if err != nil {
+	if k, err := config.ClassifySink(raw); err != nil {
 		return "", "", "", err
+	} else if k != config.SinkLogs {
+		return "", "", "", fmt.Errorf("%q is not a data collection rule's stream: use https://<endpoint>/dataCollectionRules/<immutable ID, dcr-…>/streams/<stream, Custom-…>", config.RedactURL(raw))
 	}
+	u, _ := url.Parse(raw)
 	p := strings.Split(strings.Trim(u.Path, "/"), "/")
-	if u.Scheme != "https" || u.Host == "" || len(p) != 4 || !strings.EqualFold(p[0], "dataCollectionRules") || p[2] != "streams" || p[1] == "" || p[3] == "" {
-		return "", "", "", fmt.Errorf("%q is not a data collection rule's stream: use https://<endpoint>/dataCollectionRules/<immutable ID, dcr-…>/streams/<stream, Custom-…>", raw)
-	}
 	return "https://" + u.Host, p[1], p[3], nil
 }
 

@@ -88,7 +88,9 @@ type SplunkFields struct {
 
 // NewSplunkSink opens a collector as a sink; it performs no I/O.
 func NewSplunkSink(raw string, o SplunkOptions) (*SplunkSink, error) {
-	if k, err := config.ClassifySink(raw); err != nil || k != config.SinkSplunk {
+	if k, err := config.ClassifySink(raw); err != nil {
+		return nil, fmt.Errorf("EXPORT_SINK=%w", err)
+	} else if k != config.SinkSplunk {
 		return nil, fmt.Errorf("EXPORT_SINK=%q is not an HTTP Event Collector endpoint: use https://<host>:8088/services/collector/event", config.RedactURL(raw))
 	}
 	u, _ := url.Parse(raw)
