@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -371,7 +372,7 @@ func netDate(t time.Time) string {
 	if t.IsZero() {
 		return "0001-01-01T00:00:00"
 	}
-	return t.UTC().Format("2006-01-02T15:04:05.0000000+00:00")
+	return t.UTC().Format("2006-01-02T15:04:05.9999999+00:00") // Newtonsoft's K format: the fraction trimmed
 }
 
 func (h *Host) invokeTimerLocked(ctx context.Context, f *fn, pastDue bool) (*Result, error) {
@@ -463,6 +464,10 @@ func (h *Host) api(w http.ResponseWriter, r *http.Request) {
 		proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host
+			// HttpRequestExtensions.ToHttpRequestMessage rebuilds the query
+			// from the parsed collection: a repeated key becomes one value,
+			// its values joined with commas.
+			pr.Out.URL.RawQuery = joinedQuery(pr.In.URL.Query()).Encode()
 			h.invocationHeaders(pr.Out, id)
 		}}
 		if r.ContentLength <= 0 {
@@ -482,35 +487,7 @@ func (h *Host) serveEnvelope(w http.ResponseWriter, r *http.Request, f *fn, para
 		w.WriteHeader(http.StatusRequestEntityTooLarge)
 		return
 	}
-	query := map[string]string{}
-	for k, v := range r.URL.Query() {
-		query[k] = strings.Join(v, ",")
-	}
-	headers := map[string][]string{}
-	for k, v := range r.Header {
-		headers[k] = v
-	}
-	req := map[string]any{"Url": "http://" + r.Host + r.URL.RequestURI(), "Method": r.Method, "Query": query, "Headers": headers,
-		"Params": params, "Identities": []map[string]any{{"AuthenticationType": nil, "IsAuthenticated": false, "Claims": []any{}}}}
-	if len(body) > 0 {
-		ct := r.Header.Get("Content-Type")
-		if strings.HasPrefix(ct, "application/octet-stream") || strings.HasPrefix(ct, "multipart/") {
-			req["Body"] = base64.StdEncoding.EncodeToString(body)
-		} else {
-			req["Body"] = string(body)
-		}
-	}
-	// Metadata's Query keeps a repeated parameter's last value
-	// (HttpTriggerAttributeBindingProvider.GetRequestBindingData); Data's
-	// joins them.
-	last := map[string]string{}
-	for k, v := range r.URL.Query() {
-		last[k] = v[len(v)-1]
-	}
-	meta := map[string]any{"Query": last, "Headers": flatten(headers), "sys": map[string]any{"MethodName": f.name, "UtcNow": time.Now().UTC().Format(time.RFC3339Nano), "RandGuid": uuid.NewString()}}
-	for k, v := range params {
-		meta[k] = serialized(v) // GetHttpScriptInvocationContextValue: a string JSON-encoded inside a string
-	}
+	req, meta := httpEnvelope(r, body, f.name, params)
 	res, err := h.envelope(r.Context(), f.name, map[string]any{"Data": map[string]any{"req": req}, "Metadata": meta})
 	if err != nil {
 		http.Error(w, "Internal Server Error", http.StatusInternalServerError)
@@ -536,6 +513,58 @@ func (h *Host) serveEnvelope(w http.ResponseWriter, r *http.Request, f *fn, para
 	} else {
 		w.Write(out.Body)
 	}
+}
+
+// httpEnvelope is Data.req and the Metadata of an HTTP invocation, as
+// HttpRequestExtensions.GetRequestAsJObject (azure-functions-host) and
+// HttpTriggerAttributeBindingProvider.GetRequestBindingData (webjobs
+// extensions) build them.
+func httpEnvelope(r *http.Request, body []byte, name string, params map[string]string) (req, meta map[string]any) {
+	headers := map[string][]string{}
+	for k, v := range r.Header {
+		headers[k] = v
+	}
+	q := r.URL.Query()
+	req = map[string]any{"Url": "http://" + r.Host + r.URL.RequestURI(), "Method": r.Method, "Query": flatten(q), "Headers": headers,
+		"Params": params, "Identities": []map[string]any{{"AuthenticationType": nil, "IsAuthenticated": false, "Claims": []any{}}}}
+	// Only a body with a Content-Length: a chunked one is dropped.
+	if r.ContentLength > 0 && len(body) > 0 {
+		if ct := strings.ToLower(r.Header.Get("Content-Type")); strings.HasPrefix(ct, "application/octet-stream") || strings.Contains(ct, "multipart/") {
+			req["Body"] = base64.StdEncoding.EncodeToString(body)
+		} else {
+			req["Body"] = string(body)
+		}
+	}
+	// Metadata: a JSON body's properties, then each query parameter but
+	// code (its last value), then each route value, the later over the
+	// earlier; Query keeps a repeated parameter's last value.
+	meta = map[string]any{}
+	if b := strings.TrimSpace(string(body)); req["Body"] != nil && strings.HasPrefix(b, "{") && strings.HasSuffix(b, "}") {
+		maps.Copy(meta, jsonBindingData(b))
+	}
+	last := map[string]string{}
+	for k, v := range q {
+		last[k] = v[len(v)-1]
+		if k != "code" {
+			meta[k] = serialized(last[k])
+		}
+	}
+	for k, v := range params {
+		meta[k] = serialized(v)
+	}
+	meta["Query"], meta["Headers"] = last, flatten(headers)
+	meta["sys"] = map[string]any{"MethodName": name, "UtcNow": time.Now().UTC().Format(time.RFC3339Nano), "RandGuid": uuid.NewString()}
+	return req, meta
+}
+
+// joinedQuery is the query as the host's GetQueryCollectionAsDictionary
+// reads it: one value a key, repeated values joined with commas.
+func joinedQuery(q url.Values) url.Values {
+	out := url.Values{}
+	for k, v := range q {
+		out.Set(k, strings.Join(v, ","))
+	}
+	return out
 }
 
 func flatten(h map[string][]string) map[string]string {

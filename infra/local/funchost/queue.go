@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -165,13 +166,14 @@ func (l *listener) process(ctx context.Context, m *azqueue.DequeuedMessage) {
 	}
 	now := time.Now().UTC()
 	var failure error
+	poison := count >= int64(l.s.MaxDequeueCount) // a failure now is the last
 	switch {
 	case !ok:
 		// The queue extension's decoding-failure handler
 		// (QueueServiceClientProvider.CreateMessageDecodingFailedHandler):
 		// the raw message goes to the poison queue on its first delivery,
 		// and the function never sees it.
-		failure, count = errors.New("Message decoding has failed! Check MessageEncoding settings."), int64(l.s.MaxDequeueCount)
+		failure, poison = errors.New("Message decoding has failed! Check MessageEncoding settings."), true
 	case count > int64(l.s.MaxDequeueCount):
 		// QueueProcessor.BeginProcessingMessageAsync: a message delivered
 		// more often than maxDequeueCount (its invocation died past its
@@ -188,7 +190,7 @@ func (l *listener) process(ctx context.Context, m *azqueue.DequeuedMessage) {
 		if _, err := l.q.DeleteMessage(bg, id, pop, nil); err != nil {
 			l.h.log.Warn("queue listener: delete failed; the message is delivered again", "function", l.f.name, "message", id, "error", err.Error())
 		}
-	case count >= int64(l.s.MaxDequeueCount):
+	case poison:
 		l.h.log.Error("queue message failed on its last delivery; moved to the poison queue", "function", l.f.name, "message", id, "dequeue_count", count, "error", failure.Error())
 		if _, err := l.poison.Create(bg, nil); err != nil && !queueerror.HasCode(err, queueerror.QueueAlreadyExists) {
 			l.h.log.Warn("queue listener: poison queue", "error", err.Error())
@@ -258,31 +260,40 @@ func queueEnvelope(name, binding, text string, m *azqueue.DequeuedMessage, now t
 	meta := map[string]any{"DequeueCount": serialized(count), "Id": serialized(deref(m.MessageID)), "PopReceipt": serialized(deref(m.PopReceipt)),
 		"InsertionTime": date(m.InsertionTime), "ExpirationTime": date(m.ExpirationTime), "NextVisibleTime": date(m.TimeNextVisible),
 		"sys": map[string]any{"MethodName": name, "UtcNow": now.Format(time.RFC3339Nano), "RandGuid": uuid.NewString()}}
-	// A JSON object's top-level properties that are not arrays join the
-	// binding data, over what is there (WorkerFunctionInvoker.TransformInput,
-	// Utility.ApplyBindingData): an object as it is, a scalar as the text
-	// .NET gives it (True, an ISO date parsed by Newtonsoft and printed
-	// MM/dd/yyyy HH:mm:ss), encoded as every string is. A task's "tenant" is
-	// a metadata key too.
+	// A JSON task's properties join the binding data, over what is there
+	// (WorkerFunctionInvoker.TransformInput): a task's "tenant" is a
+	// metadata key too.
+	maps.Copy(meta, jsonBindingData(text))
+	return map[string]any{"Data": map[string]any{binding: serialized(text)}, "Metadata": meta}
+}
+
+// jsonBindingData is the binding data the host takes from a JSON object's
+// text (Utility.ApplyBindingData, ConvertPropertyValue): its top-level
+// properties that are not arrays, an object as it is, a scalar as the text
+// .NET gives it (True, an ISO date parsed by Newtonsoft and printed
+// MM/dd/yyyy HH:mm:ss), encoded as every string is; none for other text.
+func jsonBindingData(text string) map[string]any {
 	var props map[string]any
-	if json.Unmarshal([]byte(text), &props) == nil {
-		for k, v := range props {
-			switch v := v.(type) {
-			case map[string]any:
-				meta[k] = v
-			case string:
-				if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-					v = t.Format("01/02/2006 15:04:05")
-				}
-				meta[k] = serialized(v)
-			case bool:
-				meta[k] = serialized(map[bool]string{true: "True", false: "False"}[v])
-			case float64:
-				meta[k] = serialized(strconv.FormatFloat(v, 'f', -1, 64))
+	if json.Unmarshal([]byte(text), &props) != nil {
+		return nil
+	}
+	out := map[string]any{}
+	for k, v := range props {
+		switch v := v.(type) {
+		case map[string]any:
+			out[k] = v
+		case string:
+			if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+				v = t.Format("01/02/2006 15:04:05")
 			}
+			out[k] = serialized(v)
+		case bool:
+			out[k] = serialized(map[bool]string{true: "True", false: "False"}[v])
+		case float64:
+			out[k] = serialized(strconv.FormatFloat(v, 'f', -1, 64))
 		}
 	}
-	return map[string]any{"Data": map[string]any{binding: serialized(text)}, "Metadata": meta}
+	return out
 }
 
 // serialized is JsonConvert.SerializeObject(v): the JSON text of a scalar,
