@@ -65,6 +65,7 @@ type siem struct {
 	events     []json.RawMessage
 	channels   map[string]*hecChannel
 	ackLost    float64
+	lost       int // requests lost by LoseHECAcks
 	logsBodies int
 	throttle   int // the next SIEM requests answered 429 (ThrottleSink)
 }
@@ -115,6 +116,13 @@ func (s *Stack) HECEvents() []json.RawMessage {
 	s.siem.mu.Lock()
 	defer s.siem.mu.Unlock()
 	return append([]json.RawMessage(nil), s.siem.events...)
+}
+
+// HECLost is how many requests LoseHECAcks has lost.
+func (s *Stack) HECLost() int {
+	s.siem.mu.Lock()
+	defer s.siem.mu.Unlock()
+	return s.siem.lost
 }
 
 // LoseHECAcks makes a share of the collector's requests lost by the indexer
@@ -414,6 +422,8 @@ func (s *Stack) hecHandler() http.Handler {
 			// (the harshest reading of Splunk's "resend the data" advice).
 			if lost = s.siem.ackLost > 0 && s.faultRNG.Float64() < s.siem.ackLost; !lost {
 				ch.ready[ackID] = time.Now().Add(o.HECAckDelay)
+			} else {
+				s.siem.lost++
 			}
 		}
 		if !lost {
