@@ -11,7 +11,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/defender-functions/defender-functions/shared/state"
 	"golang.org/x/sync/errgroup"
 )
@@ -19,13 +18,13 @@ import (
 // BlobSink writes block blobs into a container. A blob upload is durable
 // when the service answers 201.
 type BlobSink struct {
-	c   *container.Client
+	c   *state.Container
 	url string // as shown: no credential
 }
 
 // NewBlobSink opens a container as a sink; it performs no I/O.
 func NewBlobSink(raw string, o state.BlobOptions) (*BlobSink, error) {
-	c, err := state.ContainerClient(raw, o)
+	c, err := state.OpenContainer(raw, o)
 	if err != nil {
 		return nil, fmt.Errorf("sink: %w", err)
 	}
@@ -42,9 +41,12 @@ func (s *BlobSink) Write(ctx context.Context, objs []Object) error {
 			return err
 		}
 		g.Go(func() error {
-			_, err := s.c.NewBlockBlobClient(o.Name).Upload(ctx, streaming.NopCloser(bytes.NewReader(o.Data)), &blockblob.UploadOptions{
-				HTTPHeaders: &blob.HTTPHeaders{BlobContentType: ptr(contentType(o.Name))},
-			})
+			bb, err := s.c.BlockBlob(o.Name)
+			if err == nil {
+				_, err = bb.Upload(ctx, streaming.NopCloser(bytes.NewReader(o.Data)), &blockblob.UploadOptions{
+					HTTPHeaders: &blob.HTTPHeaders{BlobContentType: ptr(contentType(o.Name))},
+				})
+			}
 			if err != nil {
 				return fmt.Errorf("sink: upload %s: %w", o.Name, err)
 			}
@@ -59,7 +61,11 @@ func (s *BlobSink) Exists(ctx context.Context, name string) (bool, error) {
 	if err := checkName(name); err != nil {
 		return false, err
 	}
-	_, err := s.c.NewBlobClient(name).GetProperties(ctx, nil)
+	b, err := s.c.Blob(name)
+	if err != nil {
+		return false, fmt.Errorf("sink: %s: %w", name, err)
+	}
+	_, err = b.GetProperties(ctx, nil)
 	switch {
 	case bloberror.HasCode(err, bloberror.BlobNotFound):
 		return false, nil
