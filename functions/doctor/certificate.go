@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/defender-functions/defender-functions/shared/config"
+	"github.com/defender-functions/defender-functions/shared/advice"
 )
 
 // certificateWarning is how long before its end a certificate is warned
@@ -25,7 +25,7 @@ func (k *checkup) certificate() {
 	case !used:
 		return
 	case err != nil:
-		k.r.fail("certificate", err, "store the certificate with its private key (PEM or PFX) in "+k.cfg.SecretName)
+		k.r.fail("certificate", err, advice.Say(advice.CertUnreadable, advice.Vars{"secret": k.cfg.SecretName}))
 		return
 	}
 	cur, left := chk.Current, time.Until(chk.Current.NotAfter)
@@ -33,19 +33,19 @@ func (k *checkup) certificate() {
 		cur.NotAfter.UTC().Format(time.RFC3339), daysLeft(left))
 	switch {
 	case left <= 0:
-		k.r.fail("certificate", fmt.Errorf("%s: Entra ID refuses an expired certificate", what), "create a new version and upload it: docs/certificate-rotation.md")
+		k.r.fail("certificate", fmt.Errorf("%s: Entra ID refuses an expired certificate", what), advice.Say(advice.CertExpired, nil))
 	case chk.Unregistered && chk.Fallback != nil:
 		old := chk.Fallback
 		k.r.fail("certificate", fmt.Errorf("%s is not registered on app %s (AADSTS700027): until it is, the functions sign with the older version %s (thumbprint %s, valid until %s)",
-			what, k.cfg.ClientID, old.Version, old.Thumbprint, old.NotAfter.UTC().Format(time.RFC3339)), "upload the current version: "+chk.Upload)
+			what, k.cfg.ClientID, old.Version, old.Thumbprint, old.NotAfter.UTC().Format(time.RFC3339)), advice.Say(advice.CertNotUploaded, advice.Vars{"upload": chk.Upload}))
 	case chk.Unregistered:
 		k.r.fail("certificate", fmt.Errorf("%s is not registered on app %s (AADSTS700027), nor is an older version that is still valid", what, k.cfg.ClientID),
-			"upload the current version: "+chk.Upload)
+			advice.Say(advice.CertNotUploaded, advice.Vars{"upload": chk.Upload}))
 	case chk.Refused != nil:
 		k.r.note("certificate", "%s; whether app %s has it is not known: the token request failed (see the token check)", what, k.cfg.ClientID)
 	case left < certificateWarning:
 		k.r.warn("certificate", fmt.Errorf("%s; app %s has it", what, k.cfg.ClientID),
-			fmt.Sprintf("create the next version now and upload it (docs/certificate-rotation.md): the functions move to it within %s (%s) of its upload", config.EnvSecretTTL, k.cfg.SecretTTL))
+			advice.Say(advice.CertExpiring, advice.Vars{"ttl": k.cfg.SecretTTL.String()}))
 	default:
 		k.r.ok("certificate", "%s; app %s has it", what, k.cfg.ClientID)
 	}

@@ -4,23 +4,30 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"net"
 	"regexp"
 	"strings"
 	"syscall"
 
+	"github.com/defender-functions/defender-functions/shared/advice"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/defender"
 )
+
+// The fixes below pick an entry of the advice table for a failure and fill
+// it in from the settings: the words are the table's, which
+// docs/TROUBLESHOOTING.md publishes.
+
+// seeAbove is the fix where the failure's own message says what to do.
+const seeAbove = "see the message above"
 
 func federationFix(cfg *config.Config, err error) string {
 	if cfg.Credential == config.ManagedIdentityFederation {
 		if fix := netFix(err, "IDENTITY_ENDPOINT"); fix != "" {
 			return fix
 		}
-		return fmt.Sprintf("assign the user-assigned identity %s to the Function App (the Bicep does), or set %s to the client ID of one that is", cfg.ManagedIdentityClientID, config.EnvManagedIdentityClientID)
+		return advice.Say(advice.IdentityNotAssigned, advice.Vars{"identity": cfg.ManagedIdentityClientID})
 	}
 	return "" // the AWS errors say what to do
 }
@@ -33,14 +40,14 @@ func vaultFix(cfg *config.Config, err error) string {
 			if fix := netFix(err, config.EnvKeyVaultURL); fix != "" {
 				return fix
 			}
-			return fmt.Sprintf("make %s (%s) reachable from here: its URI, DNS, the vault's firewall or private endpoint; and check %s=%s", config.EnvKeyVaultURL, cfg.KeyVaultURL, config.EnvVaultAccess, cfg.VaultAccess)
+			return advice.Say(advice.VaultUnreachable, advice.Vars{"vault_url": cfg.KeyVaultURL, "vault_access": string(cfg.VaultAccess)})
 		case 403:
-			return "assign the identity the 'Key Vault Secrets User' role on the vault (az role assignment create --role 'Key Vault Secrets User' --assignee <principal ID> --scope <vault ID>)"
+			return advice.Say(advice.VaultForbidden, nil)
 		case 404:
-			return fmt.Sprintf("store the app's client secret: az keyvault secret set --vault-name <vault> --name %s --value <secret Value>", cfg.SecretName)
+			return advice.Say(advice.VaultSecretNotFound, advice.Vars{"secret": cfg.SecretName})
 		}
 	}
-	return "see the message above"
+	return seeAbove
 }
 
 func tokenFix(cfg *config.Config, tenant string, err error) string {
@@ -51,7 +58,7 @@ func tokenFix(cfg *config.Config, tenant string, err error) string {
 	if fix := netFix(err, config.EnvAuthorityHost); fix != "" {
 		return fix
 	}
-	return fmt.Sprintf("check %s, %s and that Entra ID (%s) is reachable", config.EnvTenantID, config.EnvClientID, cfg.AuthorityHost)
+	return advice.Say(advice.TokenFailed, advice.Vars{"authority": cfg.AuthorityHost})
 }
 
 func rolesFix(err error) string {
@@ -60,15 +67,15 @@ func rolesFix(err error) string {
 		return ""
 	}
 	if pe.WrongAudience != "" {
-		return fmt.Sprintf("set %s and %s for the same API", config.EnvAPI, config.EnvAPIURL)
+		return advice.Say(advice.WrongAudience, nil)
 	}
 	var roles []string
 	for _, m := range pe.Missing {
 		roles = append(roles, m.AnyOf[0])
 	}
-	fix := fmt.Sprintf("add %s as application permissions, then have an administrator of the tenant open %s", strings.Join(roles, ", "), pe.ConsentURL)
+	fix := advice.Say(advice.MissingRoles, advice.Vars{"roles": strings.Join(roles, ", "), "consent_url": pe.ConsentURL})
 	if !strings.Contains(pe.ConsentURL, "redirect_uri=") {
-		fix += " (register a Web redirect URI on the app and set " + config.EnvConsentRedirectURI + " to it: Entra ID sends the administrator there after consent)"
+		fix += " (" + advice.Say(advice.ConsentRedirect, nil) + ")"
 	}
 	return fix
 }
@@ -79,12 +86,12 @@ func apiFix(cfg *config.Config, err error) string {
 	case errors.As(err, &ae) && ae.Advice != "":
 		return ae.Advice
 	case errors.As(err, &ae) && ae.StatusCode == 403:
-		return "grant the app's permissions with admin consent, and check the tenant has Microsoft Defender XDR"
+		return advice.Say(advice.APIForbidden, nil)
 	}
 	if fix := netFix(err, config.EnvAPIURL); fix != "" {
 		return fix
 	}
-	return fmt.Sprintf("make %s reachable from here", cfg.APIURL)
+	return advice.Say(advice.APIUnreachable, advice.Vars{"api_url": cfg.APIURL})
 }
 
 // netFix names what a transport failure means, or returns "": a server
@@ -95,8 +102,7 @@ func netFix(err error, setting string) string {
 	var unknown x509.UnknownAuthorityError
 	var verify *tls.CertificateVerificationError
 	if errors.As(err, &unknown) || errors.As(err, &verify) || strings.Contains(err.Error(), "x509: certificate signed by unknown authority") {
-		return "the server's TLS certificate is not trusted here: put the CA that issued it in the file SSL_CERT_FILE names " +
-			"(for the devstack, its ca.pem: `source .local/devstack.env` sets SSL_CERT_FILE)"
+		return advice.Say(advice.TLSUntrusted, nil)
 	}
 	addr := ""
 	var op *net.OpError
@@ -108,10 +114,22 @@ func netFix(err error, setting string) string {
 	if addr == "" {
 		return ""
 	}
+	vars := advice.Vars{"addr": addr, "setting": setting}
 	if host, _, e := net.SplitHostPort(addr); e == nil && net.ParseIP(host).IsLoopback() {
-		return fmt.Sprintf("nothing listens at %s: if %s points at the devstack, it is not running (start it with make devstack, then source .local/devstack.env)", addr, setting)
+		return advice.Say(advice.DevstackDown, vars)
 	}
-	return fmt.Sprintf("nothing listens at %s: check %s and that the service is up", addr, setting)
+	return advice.Say(advice.NothingListens, vars)
 }
 
 var refused = regexp.MustCompile(`dial tcp ([^ ]+): connect: connection refused`)
+
+// storageFix is the fix for a state store or sink that is not writable;
+// value is the setting's, with any SAS redacted.
+func storageFix(setting, value string) string {
+	value = config.RedactURL(value) // a SAS is a secret
+	vars := advice.Vars{"setting": setting, "value": value}
+	if strings.HasPrefix(value, "file://") {
+		return advice.Say(advice.DirectoryNotWritable, vars)
+	}
+	return advice.Say(advice.StoreNotWritable, vars)
+}

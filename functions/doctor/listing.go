@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/defender-functions/defender-functions/shared/advice"
 	"github.com/defender-functions/defender-functions/shared/defender"
 )
 
@@ -19,131 +20,201 @@ import (
 
 const tick = 100 * time.Nanosecond
 
-// probeListing prints one line per fact about tenant t's listing.
+// probe is one run of the listing probe against tenant t.
+type probe struct {
+	ctx      context.Context
+	r        *report
+	t        string
+	c        defender.Client
+	caps     defender.Capabilities
+	pageSize int
+}
+
+// line reports a fact: ok when the tenant behaves as documented, a note
+// when the export works around it.
+func (p *probe) line(ok bool, format string, a ...any) {
+	if ok {
+		p.r.ok("listing", "tenant %s: %s", p.t, fmt.Sprintf(format, a...))
+	} else {
+		p.r.note("listing", "tenant %s: %s", p.t, fmt.Sprintf(format, a...))
+	}
+}
+
+// fail reports that the probe cannot go on.
+func (p *probe) fail(err error, fix string) {
+	p.r.fail("listing", fmt.Errorf("tenant %s: %w", p.t, err), fix)
+}
+
+// probeListing prints one line per fact about tenant t's listing, in
+// order; each step returns false when the probe cannot go on.
 func probeListing(ctx context.Context, r *report, t string, c defender.Client, pageSize int) {
 	caps := c.Capabilities()
 	if pageSize <= 0 || pageSize > caps.PageMax {
 		pageSize = caps.PageMax
 	}
-	field := caps.UpdatedField
-	line := func(ok bool, format string, a ...any) {
-		if ok {
-			r.ok("listing", "tenant %s: %s", t, fmt.Sprintf(format, a...))
-		} else {
-			r.note("listing", "tenant %s: %s", t, fmt.Sprintf(format, a...))
-		}
-	}
-
-	// $top: the export's page size is served; one more is refused.
-	sample, err := first(ctx, c, defender.ListOptions{Top: pageSize})
-	if err != nil {
-		r.fail("listing", fmt.Errorf("tenant %s: $top=%d: %w", t, pageSize, err), "set EXPORT_PAGE_SIZE lower")
-		return
-	}
-	if _, err := first(ctx, c, defender.ListOptions{Top: caps.PageMax + 1}); isBadRequest(err) {
-		line(true, "$top=%d served, $top=%d refused: pages of %d", pageSize, caps.PageMax+1, pageSize)
-	} else if err == nil {
-		line(false, "$top=%d is accepted too; the export keeps to the documented %d", caps.PageMax+1, caps.PageMax)
-	} else {
-		r.fail("listing", fmt.Errorf("tenant %s: $top=%d: %w", t, caps.PageMax+1, err), "")
+	p := &probe{ctx: ctx, r: r, t: t, c: c, caps: caps, pageSize: pageSize}
+	sample, ok := p.top()
+	if !ok {
 		return
 	}
 	if len(sample.Incidents) == 0 {
 		r.note("listing", "tenant %s: no incidents: nothing more to probe", t)
 		return
 	}
-
-	// $filter on the last update: ge and lt exact at the API's 100 ns.
 	in := sample.Incidents[0]
-	at := in.LastUpdate
+	if !p.updatedFilter(in) || !p.createdFilter(in) || !p.orderBy() {
+		return
+	}
+	// A window old enough not to change, small enough for one response.
+	w, truth, err := quietWindow(ctx, c, sample, pageSize)
+	if err != nil {
+		p.fail(err, "")
+		return
+	}
+	if len(truth) < 4 {
+		p.line(false, "too few incidents updated over an hour ago to probe paging and @odata.count")
+		return
+	}
+	if p.count(w, truth) {
+		p.paging(w, truth)
+	}
+}
+
+// top: the export's page size is served ($top); one more is refused. It
+// returns the first page, a sample of the tenant's incidents.
+func (p *probe) top() (*defender.Page, bool) {
+	sample, err := first(p.ctx, p.c, defender.ListOptions{Top: p.pageSize})
+	if err != nil {
+		p.fail(fmt.Errorf("$top=%d: %w", p.pageSize, err), advice.Say(advice.PageTooLarge, nil))
+		return nil, false
+	}
+	over := p.caps.PageMax + 1
+	if _, err := first(p.ctx, p.c, defender.ListOptions{Top: over}); isBadRequest(err) {
+		p.line(true, "$top=%d served, $top=%d refused: pages of %d", p.pageSize, over, p.pageSize)
+	} else if err == nil {
+		p.line(false, "$top=%d is accepted too; the export keeps to the documented %d", over, p.caps.PageMax)
+	} else {
+		p.fail(fmt.Errorf("$top=%d: %w", over, err), "")
+		return nil, false
+	}
+	return sample, true
+}
+
+// updatedFilter: $filter on the last update, ge and lt exact at the API's
+// 100 ns, tried on incident in.
+func (p *probe) updatedFilter(in *defender.Incident) bool {
+	field, at := p.caps.UpdatedField, in.LastUpdate
 	for _, q := range []struct {
 		from, to time.Time
 		want     bool
 	}{{at, at.Add(tick), true}, {at.Add(tick), at.Add(time.Second), false}, {at.Add(-time.Second), at, false}} {
-		got, err := contains(ctx, c, defender.ListOptions{Since: q.from, Before: q.to, Top: pageSize}, in.ID)
+		got, err := contains(p.ctx, p.c, defender.ListOptions{Since: q.from, Before: q.to, Top: p.pageSize}, in.ID)
 		if err != nil {
-			r.fail("listing", fmt.Errorf("tenant %s: $filter on %s: %w", t, field, err), "")
-			return
+			p.fail(fmt.Errorf("$filter on %s: %w", field, err), "")
+			return false
 		}
 		if got != q.want {
-			r.fail("listing", fmt.Errorf("tenant %s: %s ge %s and lt %s returned incident %s: %v, want %v", t, field,
-				q.from.Format(time.RFC3339Nano), q.to.Format(time.RFC3339Nano), in.ID, got, q.want),
-				"the export's windows would lose or repeat versions at their edges; run doctor again (the incident may have changed), and report it if it persists")
-			return
+			p.fail(fmt.Errorf("%s ge %s and lt %s returned incident %s: %v, want %v", field,
+				q.from.Format(time.RFC3339Nano), q.to.Format(time.RFC3339Nano), in.ID, got, q.want), advice.Say(advice.FilterEdges, nil))
+			return false
 		}
 	}
-	line(true, "$filter on %s: ge and lt exact at 100 ns: windows tile with no gap and no overlap", field)
+	p.line(true, "$filter on %s: ge and lt exact at 100 ns: windows tile with no gap and no overlap", field)
+	return true
+}
 
-	// $filter on the creation time, which cuts an instant of last update
-	// holding more than a page where no count proves a paged read.
-	if !probeCreated(ctx, r, t, c, in, pageSize, line) {
-		return
+// createdFilter says whether the creation-time filter holds on incident
+// in: it cuts an instant of last update holding more than a page where no
+// count proves a paged read.
+func (p *probe) createdFilter(in *defender.Incident) bool {
+	field, at := p.caps.CreatedField, in.LastUpdate
+	if in.Created.IsZero() {
+		p.line(false, "incident %s has no creation time to probe %s with", in.ID, field)
+		return true
 	}
+	for _, q := range []struct {
+		from, to time.Time
+		want     bool
+	}{{in.Created, in.Created.Add(tick), true}, {in.Created.Add(tick), time.Time{}, false}, {time.Time{}, in.Created, false}} {
+		got, err := contains(p.ctx, p.c, defender.ListOptions{Since: at, Before: at.Add(tick), CreatedSince: q.from, CreatedBefore: q.to, Top: p.pageSize}, in.ID)
+		if isBadRequest(err) {
+			p.line(false, "$filter on %s is refused (400): an instant of last update holding more than a page is paged until a pass finds nothing new, which can miss a member that leaves it meanwhile", field)
+			return true
+		}
+		if err != nil {
+			p.fail(fmt.Errorf("$filter on %s: %w", field, err), "")
+			return false
+		}
+		if got != q.want {
+			p.line(false, "$filter on %s is accepted and does not hold: an instant of last update holding more than a page is paged until a pass finds nothing new, which can miss a member that leaves it meanwhile", field)
+			return true
+		}
+	}
+	p.line(true, "$filter on %s holds: an instant of last update holding more than a page is cut by creation time, one response each", field)
+	return true
+}
 
-	// $orderby on the last update: honoured, ignored, or refused.
-	ordered, err := first(ctx, c, defender.ListOptions{OrderByLastUpdate: true, Top: pageSize})
+// orderBy: $orderby on the last update honoured, ignored, or refused.
+func (p *probe) orderBy() bool {
+	field := p.caps.UpdatedField
+	ordered, err := first(p.ctx, p.c, defender.ListOptions{OrderByLastUpdate: true, Top: p.pageSize})
 	switch {
 	case isBadRequest(err):
-		line(false, "$orderby=%s is refused (400): the export sends no $orderby", field)
+		p.line(false, "$orderby=%s is refused (400): the export sends no $orderby", field)
 	case err != nil:
-		r.fail("listing", fmt.Errorf("tenant %s: $orderby: %w", t, err), "")
-		return
+		p.fail(fmt.Errorf("$orderby: %w", err), "")
+		return false
 	case len(ordered.Incidents) < 3:
-		line(false, "$orderby=%s: too few incidents to tell; the export relies on no order", field)
+		p.line(false, "$orderby=%s: too few incidents to tell; the export relies on no order", field)
 	case slices.IsSortedFunc(ordered.Incidents, func(a, b *defender.Incident) int { return a.LastUpdate.Compare(b.LastUpdate) }):
-		line(true, "$orderby=%s asc is honoured (as documented); the export relies on no order either way", field)
+		p.line(true, "$orderby=%s asc is honoured (as documented); the export relies on no order either way", field)
 	default:
-		line(false, "$orderby=%s asc is accepted and ignored (as live tenants were seen to): the export relies on no order", field)
+		p.line(false, "$orderby=%s asc is accepted and ignored (as live tenants were seen to): the export relies on no order", field)
 	}
+	return true
+}
 
-	// A window old enough not to change, small enough for one response.
-	w, truth, err := quietWindow(ctx, c, sample, pageSize)
-	if err != nil {
-		r.fail("listing", fmt.Errorf("tenant %s: %w", t, err), "")
-		return
+// count: @odata.count under $filter, against the window's true members.
+func (p *probe) count(w span, truth []string) bool {
+	if !p.caps.Count {
+		p.line(true, "the %s API offers no @odata.count: the export reads each window in one response", p.c.API())
+		return true
 	}
-	if len(truth) < 4 {
-		line(false, "too few incidents updated over an hour ago to probe paging and @odata.count")
-		return
+	pg, err := first(p.ctx, p.c, defender.ListOptions{Since: w.from, Before: w.to, Top: 1, Count: true})
+	switch {
+	case err != nil:
+		p.fail(fmt.Errorf("$count: %w", err), "")
+		return false
+	case pg.Count < 0:
+		p.line(false, "@odata.count is absent under $filter: the export reads each window in one response (more requests, same result)")
+	case pg.Count != int64(len(truth)):
+		p.line(false, "@odata.count under $filter says %d for a window of %d: the export sees it is wrong and reads each window in one response", pg.Count, len(truth))
+	default:
+		p.line(true, "@odata.count under $filter is the true total (%d): the export pages a window and proves it whole by the count", pg.Count)
 	}
+	return true
+}
 
-	// @odata.count under $filter.
-	if caps.Count {
-		p, err := first(ctx, c, defender.ListOptions{Since: w.from, Before: w.to, Top: 1, Count: true})
-		switch {
-		case err != nil:
-			r.fail("listing", fmt.Errorf("tenant %s: $count: %w", t, err), "")
-			return
-		case p.Count < 0:
-			line(false, "@odata.count is absent under $filter: the export reads each window in one response (more requests, same result)")
-		case p.Count != int64(len(truth)):
-			line(false, "@odata.count under $filter says %d for a window of %d: the export sees it is wrong and reads each window in one response", p.Count, len(truth))
-		default:
-			line(true, "@odata.count under $filter is the true total (%d): the export pages a window and proves it whole by the count", p.Count)
-		}
-	} else {
-		line(true, "the %s API offers no @odata.count: the export reads each window in one response", c.API())
-	}
-
-	// Paging over the unchanging window: repeats and skips.
+// paging over the unchanging window: repeats and skips.
+func (p *probe) paging(w span, truth []string) {
 	step := max(len(truth)/4, 1)
 	var paged []string
-	for page, err := range c.Incidents(ctx, defender.ListOptions{Since: w.from, Before: w.to, Top: step}) {
+	for page, err := range p.c.Incidents(p.ctx, defender.ListOptions{Since: w.from, Before: w.to, Top: step}) {
 		if err != nil {
-			r.fail("listing", fmt.Errorf("tenant %s: paging: %w", t, err), "")
+			p.fail(fmt.Errorf("paging: %w", err), "")
 			return
 		}
 		for _, in := range page.Incidents {
 			paged = append(paged, in.ID)
 		}
 	}
-	after, _, err := readWindow(ctx, c, w, pageSize)
+	after, _, err := readWindow(p.ctx, p.c, w, p.pageSize)
 	if err != nil {
-		r.fail("listing", fmt.Errorf("tenant %s: %w", t, err), "")
+		p.fail(err, "")
 		return
 	}
 	if !slices.Equal(after, truth) {
-		line(false, "the probed window changed while it was paged: run doctor again to probe paging")
+		p.line(false, "the probed window changed while it was paged: run doctor again to probe paging")
 		return
 	}
 	repeats, skips := len(paged)-len(distinct(paged)), 0
@@ -153,40 +224,10 @@ func probeListing(ctx context.Context, r *report, t string, c defender.Client, p
 		}
 	}
 	if repeats == 0 && skips == 0 {
-		line(true, "paging a window of %d unchanged incidents by %d: no repeats, no skips", len(truth), step)
+		p.line(true, "paging a window of %d unchanged incidents by %d: no repeats, no skips", len(truth), step)
 	} else {
-		line(false, "paging a window of %d unchanged incidents by %d: %d repeated, %d skipped: the export's count check sees it and reads such windows in one response each", len(truth), step, repeats, skips)
+		p.line(false, "paging a window of %d unchanged incidents by %d: %d repeated, %d skipped: the export's count check sees it and reads such windows in one response each", len(truth), step, repeats, skips)
 	}
-}
-
-// probeCreated says whether the creation-time filter holds on incident in;
-// false when the probe cannot go on.
-func probeCreated(ctx context.Context, r *report, t string, c defender.Client, in *defender.Incident, pageSize int, line func(bool, string, ...any)) bool {
-	field, at := c.Capabilities().CreatedField, in.LastUpdate
-	if in.Created.IsZero() {
-		line(false, "incident %s has no creation time to probe %s with", in.ID, field)
-		return true
-	}
-	for _, q := range []struct {
-		from, to time.Time
-		want     bool
-	}{{in.Created, in.Created.Add(tick), true}, {in.Created.Add(tick), time.Time{}, false}, {time.Time{}, in.Created, false}} {
-		got, err := contains(ctx, c, defender.ListOptions{Since: at, Before: at.Add(tick), CreatedSince: q.from, CreatedBefore: q.to, Top: pageSize}, in.ID)
-		if isBadRequest(err) {
-			line(false, "$filter on %s is refused (400): an instant of last update holding more than a page is paged until a pass finds nothing new, which can miss a member that leaves it meanwhile", field)
-			return true
-		}
-		if err != nil {
-			r.fail("listing", fmt.Errorf("tenant %s: $filter on %s: %w", t, field, err), "")
-			return false
-		}
-		if got != q.want {
-			line(false, "$filter on %s is accepted and does not hold: an instant of last update holding more than a page is paged until a pass finds nothing new, which can miss a member that leaves it meanwhile", field)
-			return true
-		}
-	}
-	line(true, "$filter on %s holds: an instant of last update holding more than a page is cut by creation time, one response each", field)
-	return true
 }
 
 type span struct{ from, to time.Time }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/defender-functions/defender-functions/functions"
+	"github.com/defender-functions/defender-functions/shared/advice"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/queue"
 	"github.com/defender-functions/defender-functions/shared/sink"
@@ -22,7 +23,7 @@ func (k *checkup) storage() {
 	r, cfg := k.r, k.cfg
 	blob, err := functions.BlobOptions(cfg, k.o.HTTPClient)
 	if err != nil {
-		r.fail("storage", err, "set "+config.EnvStorage+" or give the app a managed identity")
+		r.fail("storage", err, advice.Say(advice.StorageIdentity, nil))
 		return
 	}
 	if cfg.StateStore == "" {
@@ -48,7 +49,7 @@ func (k *checkup) storage() {
 	siem, shown := kind == config.SinkLogs || kind == config.SinkSplunk, config.RedactURL(cfg.ExportSink)
 	switch {
 	case err != nil && siem:
-		r.fail("sink", err, "see the message above")
+		r.fail("sink", err, seeAbove)
 	case err != nil:
 		r.fail("sink", err, storageFix(config.EnvExportSink, cfg.ExportSink))
 	case siem:
@@ -72,7 +73,7 @@ func (k *checkup) queue() {
 	}
 	blob, err := functions.BlobOptions(cfg, k.o.HTTPClient)
 	if err != nil {
-		r.fail("queue", err, "set "+config.EnvStorage+" or give the app a managed identity")
+		r.fail("queue", err, advice.Say(advice.StorageIdentity, nil))
 		return
 	}
 	open := func(name string) (*queue.Azure, error) { return functions.AzureQueue(cfg, name, blob) }
@@ -85,7 +86,7 @@ func (k *checkup) queue() {
 	waiting, err := q.Peek(c, 32)
 	cancel()
 	if err != nil {
-		r.fail("queue", err, "the host's identity needs Storage Queue Data Contributor on "+cfg.ExportQueue+" and Message Sender on "+cfg.ExportQueue+"-poison, the functions' identity Storage Queue Data Message Sender on "+cfg.ExportQueue+" and Reader on both (the Bicep assigns them)")
+		r.fail("queue", err, advice.Say(advice.QueueRoles, advice.Vars{"queue": cfg.ExportQueue}))
 		return
 	}
 	r.ok("queue", "%s is reachable: %s waiting", cfg.ExportQueue, plural(len(waiting), "task", 32))
@@ -115,7 +116,7 @@ func (k *checkup) queue() {
 			lines = append(lines, fmt.Sprintf("%s, enqueued %s", tenant, m.InsertedAt.UTC().Format(time.RFC3339)))
 		}
 		r.fail("queue", fmt.Errorf("%s in %s-poison, no longer exported: %s", plural(len(dead), "task", 32), cfg.ExportQueue, strings.Join(lines, "; ")),
-			"the log line \"tenant export failed on the message's last delivery\" names each cause; fix it (the tenants' checks above), then move the tasks back to "+cfg.ExportQueue+" or delete them (the next round enqueues every tenant again)")
+			advice.Say(advice.PoisonTasks, advice.Vars{"queue": cfg.ExportQueue}))
 	}
 }
 
@@ -134,12 +135,12 @@ func (k *checkup) sqsQueue() {
 	cancel()
 	switch {
 	case err != nil:
-		r.fail("queue", err, "set EXPORT_QUEUE to the stack's queue URL (its ExportTasks), and give doctor's AWS identity sqs:GetQueueAttributes on the queue and its dead-letter queue")
+		r.fail("queue", err, advice.Say(advice.SQSUnreachable, nil))
 		return
 	case st.DeadLetterQueue == "":
 		r.ok("queue", "%s is reachable: %s waiting", cfg.ExportQueue, plural(st.Waiting, "task", 0))
 		r.fail("queue", fmt.Errorf("%s has no redrive policy: a tenant that keeps failing is delivered again until its task expires, and no dead-letter queue shows it", cfg.ExportQueue),
-			"give the queue a dead-letter queue (the SAM template's ExportTasks has one, maxReceiveCount 5)")
+			advice.Say(advice.SQSNoRedrive, nil))
 		return
 	}
 	r.ok("queue", "%s is reachable: %s waiting; after %d receives a task goes to %s", cfg.ExportQueue, plural(st.Waiting, "task", 0), st.MaxReceiveCount, st.DeadLetterQueue)
@@ -148,7 +149,7 @@ func (k *checkup) sqsQueue() {
 		return
 	}
 	r.fail("queue", fmt.Errorf("%s in %s, no longer exported", plural(st.DeadLetters, "task", 0), st.DeadLetterQueue),
-		"the log line \"tenant export failed on the message's last delivery\" names each tenant and cause; fix it (the tenants' checks above), then redrive the tasks to "+cfg.ExportQueue+" (the SQS console's \"Start DLQ redrive\") or purge them (the next round enqueues every tenant again)")
+		advice.Say(advice.SQSDeadLetters, advice.Vars{"queue": cfg.ExportQueue}))
 }
 
 // plural says n things, "32 or more" at a peek's limit (0: none).
@@ -196,19 +197,11 @@ func checkSink(ctx context.Context, cfg *config.Config, hc *http.Client, blob st
 		// absent object must read as absent, not as forbidden.
 		ex, _ := sk.(sink.Exister)
 		if there, err := ex.Exists(ctx, "_doctor/absent.json"); err != nil || there {
-			return fmt.Errorf("%s=batches needs to read back what it writes, and asking for an absent object failed (%v): grant the identity read on the sink (Blob: Storage Blob Data Contributor; S3: s3:GetObject on the prefix and s3:ListBucket on the bucket)", config.EnvExportLayout, err)
+			return fmt.Errorf("%s=batches needs to read back what it writes, and asking for an absent object failed (%v): %s", config.EnvExportLayout, err, advice.Say(advice.SinkReadBack, nil))
 		}
 	}
 	if s, ok := sk.(sink.Syncer); ok {
 		return s.Sync(ctx)
 	}
 	return nil
-}
-
-func storageFix(setting, value string) string {
-	value = config.RedactURL(value) // a SAS is a secret
-	if strings.HasPrefix(value, "file://") {
-		return fmt.Sprintf("%s=%s must be a directory this process can create and write", setting, value)
-	}
-	return fmt.Sprintf("check %s=%s exists, and that the identity has 'Storage Blob Data Contributor' on it (or the S3 write permission)", setting, value)
 }

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 
+	"github.com/defender-functions/defender-functions/shared/advice"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"golang.org/x/oauth2"
 )
@@ -70,8 +73,11 @@ func (e *EntraError) Unregistered() bool {
 	return e.AADSTS == 700027 && (strings.Contains(e.Description, "The key was not found") || strings.Contains(e.Description, "is not registered on application"))
 }
 
-// thumbprintRe finds the thumbprint Entra ID names in an AADSTS700027.
-var thumbprintRe = regexp.MustCompile(`Thumbprint of key used by client: '([0-9A-Fa-f]+)'`)
+// thumbprintRe finds the thumbprint Entra ID names in an AADSTS700027;
+// compiled when first used, not at every start.
+var thumbprintRe = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`Thumbprint of key used by client: '([0-9A-Fa-f]+)'`)
+})
 
 // Transient reports whether retrying later may succeed.
 func (e *EntraError) Transient() bool {
@@ -108,54 +114,54 @@ func entraError(err error, cfg *Registration, tenant string) error {
 	if e.Description == "" {
 		e.Description = "no error description"
 	}
-	e.hint = advice(e, cfg)
+	e.hint = adviceFor(e, cfg)
 	return e
 }
 
-// advice says what to check for the AADSTS codes an unattended app meets.
-func advice(e *EntraError, cfg *Registration) string {
+// adviceFor says what to check for the AADSTS codes an unattended app meets.
+// The words are the advice table's; this picks the entry and fills it in.
+func adviceFor(e *EntraError, cfg *Registration) string {
 	where := fmt.Sprintf("the Key Vault secret %q", cfg.SecretName)
 	if cfg.Credential == config.EnvSecret {
 		where = config.EnvClientSecret
 	}
+	code := strconv.Itoa(e.AADSTS)
 	switch e.AADSTS {
 	case 7000215:
-		return fmt.Sprintf("the client secret is wrong (AADSTS7000215): %s must hold a current secret's Value (not its Secret ID) from the app registration's Certificates & secrets page", where)
+		return advice.Say(advice.SecretWrong, advice.Vars{"where": where})
 	case 7000222:
-		return fmt.Sprintf("the client secret has expired (AADSTS7000222): create a new client secret on the app registration and store its Value in %s", where)
+		return advice.Say(advice.SecretExpired, advice.Vars{"where": where})
 	case 7000218:
-		return fmt.Sprintf("no client credential was sent (AADSTS7000218): check %s", config.EnvCredential)
+		return advice.Say(advice.NoCredential, nil)
 	case 700016:
-		return fmt.Sprintf("the application is not in this tenant (AADSTS700016): check %s and %s, and have an administrator of tenant %s grant consent: %s", config.EnvClientID, config.EnvTenantID, e.Tenant, AdminConsentURL(cfg.AuthorityHost, e.Tenant, cfg.ClientID, cfg.ConsentRedirectURI))
+		return advice.Say(advice.NotInTenant, advice.Vars{"tenant": e.Tenant, "consent_url": AdminConsentURL(cfg.AuthorityHost, e.Tenant, cfg.ClientID, cfg.ConsentRedirectURI)})
 	case 700027:
 		if e.Unregistered() && cfg.Credential == config.KeyVaultCertificate {
 			which := ""
-			if m := thumbprintRe.FindStringSubmatch(e.Description); m != nil {
+			if m := thumbprintRe().FindStringSubmatch(e.Description); m != nil {
 				which = ", thumbprint " + m[1]
 			}
-			return fmt.Sprintf("the certificate that signed the client assertion is not registered on the app (AADSTS700027, key not found%s): "+
-				"Key Vault's current version of %q was never uploaded (did its policy renew it?): "+
-				"upload the certificate: %s (docs/certificate-rotation.md)", which, cfg.SecretName, UploadCommand(*cfg, ""))
+			return advice.Say(advice.CertUnregistered, advice.Vars{"which": which, "secret": strconv.Quote(cfg.SecretName), "upload": UploadCommand(*cfg, "")})
 		}
-		return "the client assertion was rejected (AADSTS700027): upload the certificate (public part) to the app registration's Certificates & secrets page, and check the machine's clock"
+		return advice.Say(advice.AssertionRejected, nil)
 	case 70021, 700211, 700212, 700213:
 		if cfg.Credential == config.AWSFederation {
-			return fmt.Sprintf("no federated credential of the app matches the AWS token (AADSTS%d: %s): add one with the AWS account's issuer URL (aws iam get-outbound-web-identity-federation-info), subject the execution role's ARN (arn:aws:iam::<account>:role/<name>), audience %s", e.AADSTS, e.Description, TokenExchangeAudience(cfg.AuthorityHost))
+			return advice.Say(advice.FederatedAWS, advice.Vars{"code": code, "description": e.Description, "audience": TokenExchangeAudience(cfg.AuthorityHost)})
 		}
-		return fmt.Sprintf("no federated credential matches the managed identity's token (AADSTS%d): add a federated identity credential to the app registration with issuer %s/<tenant>/v2.0, subject the user-assigned identity's principal (object) ID, audience %s; check that the identity is the one %s names", e.AADSTS, cfg.AuthorityHost, TokenExchangeAudience(cfg.AuthorityHost), config.EnvManagedIdentityClientID)
+		return advice.Say(advice.FederatedMI, advice.Vars{"code": code, "authority": cfg.AuthorityHost, "audience": TokenExchangeAudience(cfg.AuthorityHost)})
 	case 700024:
-		return "the federated token was outside its valid time (AADSTS700024): check this host's clock (NTP); Entra ID compares it with its own"
+		return advice.Say(advice.FederatedClock, nil)
 	case 90002:
-		return fmt.Sprintf("the tenant was not found (AADSTS90002): check %s, and %s for national clouds", config.EnvTenantID, config.EnvAuthorityHost)
+		return advice.Say(advice.TenantNotFound, nil)
 	case 500011:
-		return fmt.Sprintf("the API's resource is not in the tenant (AADSTS500011): check %s and %s; for the XDR API the tenant must have Microsoft Defender XDR", config.EnvAPI, config.EnvAPIURL)
+		return advice.Say(advice.ResourceNotInTenant, nil)
 	case 1002012, 70011:
-		return fmt.Sprintf("the scope is not valid for client credentials (AADSTS%d): it must be the API's resource followed by /.default; check %s", e.AADSTS, config.EnvAPIURL)
+		return advice.Say(advice.InvalidScope, advice.Vars{"code": code})
 	case 900144:
-		return "the token request lacked a required parameter (AADSTS900144): " + e.Description
+		return advice.Say(advice.MissingParameter, advice.Vars{"description": e.Description})
 	}
 	if e.Transient() {
-		return "Entra ID is unavailable right now; the request will be retried on the next call (" + e.Description + ")"
+		return advice.Say(advice.EntraUnavailable, advice.Vars{"description": e.Description})
 	}
 	return ""
 }

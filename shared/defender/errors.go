@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/defender-functions/defender-functions/shared/advice"
 )
 
 // Sentinels for errors.Is on an *APIError.
@@ -79,6 +81,20 @@ func (e *APIError) Is(target error) bool {
 		return e.StatusCode >= 500
 	}
 	return false
+}
+
+// apiAdvice says what to do about e, in the advice table's words, or ""
+// where the status and message say it all.
+func apiAdvice(e *APIError) string {
+	switch {
+	case e.StatusCode == 403 && len(e.MissingRoles) > 0:
+		return advice.Say(advice.APIForbiddenRoles, advice.Vars{"roles": strings.Join(e.MissingRoles, " or ")})
+	case e.StatusCode == 401:
+		return advice.Say(advice.APIUnauthorized, nil)
+	case e.StatusCode == 429:
+		return advice.Say(advice.APIThrottled, nil)
+	}
+	return ""
 }
 
 // Retryable reports whether the same request may succeed later.
