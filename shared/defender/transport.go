@@ -14,81 +14,24 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/defender-functions/defender-functions/shared/credentials"
-	"github.com/defender-functions/defender-functions/shared/telemetry"
-	"golang.org/x/time/rate"
 )
 
 // Version is the product version sent in the User-Agent.
 var Version = "0.1.0"
 
-// Rate is "Requests per Per".
-type Rate struct {
-	Requests int
-	Per      time.Duration
-}
-
-// Limits are client-side rate limits per bucket of operations.
-type Limits map[string][]Rate
-
-// The documented limits, per app and tenant. The XDR API's hourly limit
-// (1,500/h) bounds its sustained rate to 25 calls a minute.
-var (
-	GraphLimits = Limits{"security": {{150, time.Minute}}, "hunting": {{45, time.Minute}}}
-	XDRLimits   = Limits{
-		"list":    {{50, time.Minute}, {1500, time.Hour}},
-		"get":     {{100, time.Minute}, {1500, time.Hour}},
-		"update":  {{50, time.Minute}, {1500, time.Hour}},
-		"hunting": {{45, time.Minute}},
-	}
-	// NoLimits turns client-side pacing off.
-	NoLimits = Limits{}
-)
-
-// Pacers pace the calls of every client built with them, per API origin,
-// tenant, app and bucket, so that concurrent invocations of one process
-// share the documented limits. The app builds one for all its clients; a
-// client built without one paces alone.
-type Pacers struct {
-	mu sync.Mutex
-	m  map[string][]*rate.Limiter
-}
-
-// NewPacers returns an empty set of pacers.
-func NewPacers() *Pacers { return &Pacers{m: map[string][]*rate.Limiter{}} }
-
-func (p *Pacers) get(key string, rates []Rate) []*rate.Limiter {
-	key += fmt.Sprint(rates) // clients with other limits pace apart
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if l, ok := p.m[key]; ok {
-		return l
-	}
-	var ls []*rate.Limiter
-	for _, r := range rates {
-		// Burst 1, starting full: the first call goes at once (hunting is
-		// interactive); at worst the server's first window sees one call
-		// too many, the single 429 the pacing may cause.
-		ls = append(ls, rate.NewLimiter(rate.Limit(float64(r.Requests)/r.Per.Seconds()), 1))
-	}
-	p.m[key] = ls
-	return ls
-}
-
 // transport sends requests to one API origin with one tenant's tokens.
 type transport struct {
-	api      string
-	base     *url.URL
-	hc       *http.Client
-	src      credentials.Source
-	limits   Limits
-	pacers   *Pacers
-	pacerKey string
+	api  string
+	base *url.URL
+	// rt carries one attempt: pacing, the token, telemetry (roundtrip.go).
+	rt http.RoundTripper
+	// auth is rt's bearer layer, told when the API rejects its token.
+	auth *bearer
 	// pageHint is the size of the last page read (decode.go).
 	pageHint  atomic.Int64
 	userAgent string
@@ -113,114 +56,152 @@ type request struct {
 	keepBody bool
 	// once marks a call that is not idempotent (adding a comment): it is
 	// sent again only when the API certainly did not act on it (401, 429),
-	// never after a 5xx, a timeout or a cut connection. The caller decides.
+	// never after a 5xx, a timeout or a cut connection, nor after a 2xx
+	// whose body was cut short (the call was applied; what its answer
+	// said is lost, and a call made once must not need it). The caller
+	// decides.
 	once bool
 }
 
-// do runs a request with tokens, pacing and retries. It returns how many
+// verdict is what do makes of one attempt.
+type verdict int
+
+const (
+	finished verdict = iota // return its error (nil: success)
+	tryAgain                // after a wait, as one more attempt
+	tryFresh                // at once with a fresh token; not an attempt
+)
+
+// do is the retry layer: it sends r through t.rt until it succeeds, fails
+// for good, or the attempts or the deadline run out. It returns how many
 // HTTP requests it sent.
 func (t *transport) do(ctx context.Context, r request) (int, error) {
 	u, err := url.Parse(r.url)
 	if err != nil {
 		return 0, err
 	}
-	if u.Scheme != t.base.Scheme || u.Host != t.base.Host {
-		// The bearer token never leaves the configured origin.
-		return 0, fmt.Errorf("%w: %s is not on %s://%s", ErrForeignNextLink, u.Redacted(), t.base.Scheme, t.base.Host)
+	if err := foreignOrigin(u, t.base); err != nil {
+		return 0, err // before pacing: a nextLink off the origin is never sent
 	}
-	limiters := t.pacers.get(t.pacerKey+"|"+r.bucket, t.limits[r.bucket])
+	c := &call{bucket: r.bucket}
+	req, err := t.newRequest(withCall(ctx, c), r)
+	if err != nil {
+		return 0, err
+	}
 	sent := 0
-	retried401 := false
 	var last error
 	for attempt := 1; ; attempt++ {
-		for _, l := range limiters {
-			if err := l.Wait(ctx); err != nil {
-				// x/time/rate refuses a wait that would pass the deadline.
-				return sent, t.stop(ctx, last, fmt.Errorf("%w: the rate limit's next slot is after the deadline", context.DeadlineExceeded))
-			}
-		}
-		tok, err := t.src.Token(ctx)
-		if err != nil {
-			return sent, err
-		}
-		sctx, end := telemetry.APICall(ctx, string(t.api), r.method, u.Host, u.Path)
-		req, err := http.NewRequestWithContext(sctx, r.method, r.url, bytes.NewReader(r.body))
-		if err != nil {
-			end(0, err)
-			return sent, err
-		}
-		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
-		req.Header.Set("User-Agent", t.userAgent)
-		req.Header.Set("Accept", "application/json")
-		if t.prefer != "" {
-			req.Header.Set("Prefer", t.prefer)
-		}
-		if r.body != nil {
-			req.Header.Set("Content-Type", "application/json; charset=utf-8")
+		resp, err := t.rt.RoundTrip(replay(req))
+		switch e := err.(type) {
+		case *paceError:
+			return sent, t.stop(ctx, last, e.err)
+		case *authError:
+			return sent, e.err
 		}
 		sent++
-		resp, err := t.hc.Do(req)
-		if err != nil {
-			end(0, err)
-		} else {
-			end(resp.StatusCode, nil)
+		if err != nil && ctx.Err() != nil {
+			return sent, t.stop(ctx, last, ctx.Err())
 		}
-		var wait time.Duration
-		switch {
-		case err != nil:
-			if ctx.Err() != nil {
-				return sent, t.stop(ctx, last, ctx.Err())
-			}
-			last = fmt.Errorf("%s API: %s %s: %w", t.api, r.method, u.Path, scrubURLError(err))
-			if r.once || errors.Is(err, credentials.ErrCrossOriginRedirect) {
-				// A refused redirect will be refused again.
-				return sent, last
-			}
-		case resp.StatusCode >= 200 && resp.StatusCode < 300:
-			err = r.handle(&http.Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: t.limit(resp.Body)})
-			if err == nil && r.keepBody {
-				return sent, nil
-			}
-			resp.Body.Close()
-			if err == nil {
-				return sent, nil
-			}
-			if !isTruncation(err) {
-				return sent, err
-			}
-			last = fmt.Errorf("%s API: %s %s: response cut short: %w", t.api, r.method, u.Path, err)
-		default:
-			ae := t.apiError(r.method, u.Path, resp)
-			if resp.StatusCode == 401 && !retried401 {
-				// The token was rejected: drop exactly that token and retry once.
-				t.src.Invalidate(tok)
-				retried401 = true
-				attempt--
-				last = ae
-				continue
-			}
-			if !ae.Retryable() || (ae.StatusCode == 429 && !r.retry429) || (r.once && ae.StatusCode != 429) {
-				return sent, ae
-			}
-			last, wait = ae, ae.RetryAfter
+		v, wait, err := t.judge(r, u.Path, c, resp, err)
+		if v == finished {
+			return sent, err
+		}
+		last = err
+		if v == tryFresh {
+			attempt--
+			continue
 		}
 		if attempt >= t.attempts {
 			return sent, last
 		}
-		if wait == 0 {
-			wait = backoff(t.retryBase, attempt)
+		if err := t.pause(ctx, last, attempt, wait, u.Path); err != nil {
+			return sent, err
 		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			return sent, t.stop(ctx, last, context.DeadlineExceeded)
+	}
+}
+
+// newRequest builds the request every attempt copies.
+func (t *transport) newRequest(ctx context.Context, r request) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, r.method, r.url, bytes.NewReader(r.body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("User-Agent", t.userAgent)
+	req.Header.Set("Accept", "application/json")
+	if t.prefer != "" {
+		req.Header.Set("Prefer", t.prefer)
+	}
+	if r.body != nil {
+		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	}
+	return req, nil
+}
+
+// replay is one attempt's copy of req, its body read from the start again.
+func replay(req *http.Request) *http.Request {
+	r := req.Clone(req.Context())
+	r.Body, _ = req.GetBody() // a bytes.Reader's: it cannot fail
+	return r
+}
+
+// judge reads one attempt's outcome: done, or a failure worth another try
+// (with the wait the API asked for).
+func (t *transport) judge(r request, path string, c *call, resp *http.Response, err error) (verdict, time.Duration, error) {
+	if err != nil {
+		wrapped := fmt.Errorf("%s API: %s %s: %w", t.api, r.method, path, scrubURLError(err))
+		if r.once || errors.Is(err, credentials.ErrCrossOriginRedirect) {
+			// A refused redirect will be refused again.
+			return finished, 0, wrapped
 		}
-		t.log.DebugContext(ctx, "retrying", "api", t.api, "path", u.Path, "attempt", attempt, "wait", wait, "error", last)
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return sent, t.stop(ctx, last, ctx.Err())
-		case <-timer.C:
-		}
+		return tryAgain, 0, wrapped
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return t.read(r, path, resp)
+	}
+	ae := t.apiError(r.method, path, resp)
+	if resp.StatusCode == 401 && t.auth.rejected(c) {
+		return tryFresh, 0, ae
+	}
+	if !ae.Retryable() || (ae.StatusCode == 429 && !r.retry429) || (r.once && ae.StatusCode != 429) {
+		return finished, 0, ae
+	}
+	return tryAgain, ae.RetryAfter, ae
+}
+
+// read hands a 2xx response to r.handle, its size limited. A response cut
+// short is worth another try.
+func (t *transport) read(r request, path string, resp *http.Response) (verdict, time.Duration, error) {
+	err := r.handle(&http.Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: t.limit(resp.Body)})
+	if err == nil && r.keepBody {
+		return finished, 0, nil
+	}
+	resp.Body.Close()
+	if err == nil || !isTruncation(err) {
+		return finished, 0, err
+	}
+	if r.once {
+		return finished, 0, nil // applied: sending it again would apply it twice
+	}
+	return tryAgain, 0, fmt.Errorf("%s API: %s %s: response cut short: %w", t.api, r.method, path, err)
+}
+
+// pause waits before the next attempt: the API's wait, else the backoff. It
+// gives up at once when the wait would pass the deadline.
+func (t *transport) pause(ctx context.Context, last error, attempt int, wait time.Duration, path string) error {
+	if wait == 0 {
+		wait = backoff(t.retryBase, attempt)
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+		return t.stop(ctx, last, context.DeadlineExceeded)
+	}
+	t.log.DebugContext(ctx, "Retrying.", "api", t.api, "path", path, "attempt", attempt, "wait", wait, "err", last)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return t.stop(ctx, last, ctx.Err())
+	case <-timer.C:
+		return nil
 	}
 }
 
@@ -232,7 +213,7 @@ func (t *transport) stop(ctx context.Context, last, cause error) error {
 	if last == nil {
 		return cause
 	}
-	// Both stay in the chain: defender.Classify reads the last failure.
+	// Both stay in the chain: failure.Classify reads the last failure.
 	return fmt.Errorf("%w (last failure: %w)", cause, last)
 }
 
@@ -319,17 +300,10 @@ func (t *transport) apiError(method, path string, resp *http.Response) *APIError
 	if resp.StatusCode == 429 && e.RetryAfter == 0 {
 		e.RetryAfter = retryAfterFromMessage(e.Message)
 	}
-	switch resp.StatusCode {
-	case 403:
+	if resp.StatusCode == 403 {
 		e.MissingRoles = requiredRoles(e.Message)
-		if len(e.MissingRoles) > 0 {
-			e.Advice = "grant the app one of the application permissions " + strings.Join(e.MissingRoles, " or ") + " and have an administrator consent"
-		}
-	case 401:
-		e.Advice = "the API rejected the token twice: check that the token's audience matches DEFENDER_API and DEFENDER_API_URL"
-	case 429:
-		e.Advice = "the API's rate limit was reached"
 	}
+	e.Advice = apiAdvice(e)
 	return e
 }
 
