@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 
 	huntingquery "github.com/defender-functions/defender-functions/functions/hunting-query"
 	incidentexport "github.com/defender-functions/defender-functions/functions/incident-export"
@@ -21,6 +22,7 @@ import (
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/defender"
+	"github.com/defender-functions/defender-functions/shared/failure"
 	"github.com/defender-functions/defender-functions/shared/function"
 	"github.com/defender-functions/defender-functions/shared/queue"
 	"github.com/defender-functions/defender-functions/shared/sink"
@@ -66,7 +68,7 @@ type Options struct {
 func FromEnv(log *slog.Logger) *function.App {
 	app, err := New(os.LookupEnv, log, nil)
 	if err != nil {
-		log.Error("configuration", "error", err.Error())
+		log.Error("Defender Functions is not configured.", "err", err)
 		return Broken(err, log)
 	}
 	return app
@@ -84,7 +86,7 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 	if err != nil {
 		// Only some functions' own settings are wrong: those answer with
 		// their problems, the others run.
-		log.Error("configuration", "error", err.Error())
+		log.Error("Some functions are not configured.", "err", err)
 	}
 	o := Options{}
 	if opts != nil {
@@ -93,25 +95,12 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 	if o.HTTPClient == nil {
 		o.HTTPClient = credentials.DefaultHTTPClient()
 	}
-	creds, err := credentials.New(Registration(cfg), &credentials.Options{HTTPClient: o.HTTPClient, Cache: o.Cache, Logger: log})
+	p := newParts(cfg, o.HTTPClient, log)
+	creds, err := credentials.New(p.reg, &credentials.Options{HTTPClient: o.HTTPClient, Cache: o.Cache, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	app := &function.App{Logger: log}
-	if cfg.OTLPEndpoint != "" {
-		platform := "azure.functions"
-		if v, _ := lookup(config.EnvLambdaFunctionName); v != "" {
-			platform = "aws.lambda"
-		}
-		t, err := telemetry.Start(context.Background(), telemetry.Options{ServiceName: cfg.OTelServiceName, Platform: platform, Version: defender.Version})
-		if err != nil {
-			// The functions run without it: telemetry is not their work.
-			log.Error("telemetry", "error", err.Error())
-		} else {
-			app.Flush = t.Flush
-		}
-	}
-
+	app := &function.App{Logger: log, Flush: startTelemetry(cfg, lookup, log)}
 	// The app owns the process's shared state: the token cache (inside
 	// creds) and the pacers every client of a tenant shares.
 	pacers := defender.NewPacers()
@@ -123,7 +112,7 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 		}
 		clients = append(clients, incidentexport.Tenant{Name: t, Client: c})
 	}
-	export, err := exporter(cfg, clients, o.HTTPClient, log)
+	export, err := p.exporter(clients)
 	exportRun, exportTask := function.TimerFunc(nil), function.MessageFunc(nil)
 	if cause := configured(cfg, incidentexport.Function, err); cause != nil {
 		exportRun = func(context.Context, function.Timer) error { return cause }
@@ -134,23 +123,16 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 	app.HandleTimer(incidentexport.Function, exportRun)
 	app.HandleQueue(incidentexport.TenantFunction, exportTask)
 
-	catalog, err := huntingquery.BuiltinCatalog()
+	huntServe, err := hunter(cfg, clients)
 	if err != nil {
 		return nil, err
 	}
-	hunter := &huntingquery.Hunter{Catalog: catalog, Clients: map[string]defender.Client{}, DefaultTenant: cfg.Tenants[0],
-		AllowAdhoc: cfg.HuntingAllowAdhoc, RequiredRole: cfg.HuntingRequiredRole, AdhocRole: cfg.HuntingAdhocRole, TenantRoles: cfg.HuntingTenantRoles,
-		MaxRows: cfg.HuntingMaxRows, Timeout: cfg.HuntingTimeout}
-	for _, c := range clients {
-		hunter.Clients[c.Name] = c.Client
-	}
-	huntServe := hunter.Serve
-	if err := configured(cfg, huntingquery.Function, nil); err != nil {
-		huntServe = unavailable(huntingquery.Function, err)
+	if cause := configured(cfg, huntingquery.Function, nil); cause != nil {
+		huntServe = unavailable(huntingquery.Function, cause)
 	}
 	app.HandleHTTP(huntingquery.Function, huntServe)
 
-	webhookServe, err := receiver(cfg, clients, o.HTTPClient, log)
+	webhookServe, err := p.receiver(clients)
 	if cause := configured(cfg, ticketwebhook.Function, err); cause != nil {
 		webhookServe = unavailable(ticketwebhook.Function, cause)
 	}
@@ -158,10 +140,69 @@ func New(lookup func(string) (string, bool), log *slog.Logger, opts *Options) (*
 	return app, nil
 }
 
+// startTelemetry starts the OTLP exporters when OTEL_EXPORTER_OTLP_ENDPOINT
+// is set, and returns their flush.
+func startTelemetry(cfg *config.Config, lookup func(string) (string, bool), log *slog.Logger) func(context.Context) error {
+	if cfg.OTLPEndpoint == "" {
+		return nil
+	}
+	platform := "azure.functions"
+	if v, _ := lookup(config.EnvLambdaFunctionName); v != "" {
+		platform = "aws.lambda"
+	}
+	t, err := telemetry.Start(context.Background(), telemetry.Options{ServiceName: cfg.OTelServiceName, Platform: platform, Version: defender.Version})
+	if err != nil {
+		// The functions run without it: telemetry is not their work.
+		log.Error("Telemetry is off: its exporters did not start.", "err", err)
+		return nil
+	}
+	return t.Flush
+}
+
+func hunter(cfg *config.Config, tenants []incidentexport.Tenant) (function.HTTPFunc, error) {
+	catalog, err := huntingquery.BuiltinCatalog()
+	if err != nil {
+		return nil, err
+	}
+	h := &huntingquery.Hunter{Catalog: catalog, Clients: map[string]defender.Client{}, DefaultTenant: cfg.Tenants[0],
+		AllowAdhoc: cfg.HuntingAllowAdhoc, RequiredRole: cfg.HuntingRequiredRole, AdhocRole: cfg.HuntingAdhocRole, TenantRoles: cfg.HuntingTenantRoles,
+		MaxRows: cfg.HuntingMaxRows, Timeout: cfg.HuntingTimeout}
+	for _, t := range tenants {
+		h.Clients[t.Name] = t.Client
+	}
+	return h.Serve, nil
+}
+
+// parts are what the functions share and New builds once, on first use:
+// the app registration, the Azure identity (Blob Storage, Storage queues
+// and Logs Ingestion take the same one), the Blob options and the state
+// store (the export's checkpoints and the webhook's ledger live in one).
+type parts struct {
+	cfg   *config.Config
+	reg   credentials.Registration
+	hc    *http.Client
+	log   *slog.Logger
+	blob  func() (state.BlobOptions, error)
+	store func() (state.Store, error)
+}
+
+func newParts(cfg *config.Config, hc *http.Client, log *slog.Logger) *parts {
+	p := &parts{cfg: cfg, reg: Registration(cfg), hc: hc, log: log}
+	p.blob = sync.OnceValues(func() (state.BlobOptions, error) { return blobOptions(cfg, p.reg, hc) })
+	p.store = sync.OnceValues(func() (state.Store, error) {
+		blob, err := p.blob()
+		if err != nil {
+			return nil, err
+		}
+		return state.Open(cfg.StateStore, blob)
+	})
+	return p
+}
+
 // configured says why function d cannot run: problems with its own
 // settings, or what building it found (err), or nil.
 func configured(cfg *config.Config, d function.Descriptor, err error) error {
-	p := cfg.FunctionProblems[d.Name]
+	p := cfg.GroupProblems[d.Settings]
 	switch {
 	case len(p) > 0 && err != nil:
 		return fmt.Errorf("%s is not configured: %s; %w", d.Name, strings.Join(p, "; "), err)
@@ -173,19 +214,21 @@ func configured(cfg *config.Config, d function.Descriptor, err error) error {
 	return nil
 }
 
-// unavailable answers every call with 503: the function cannot run until
-// its settings are fixed, the others are not affected. The answer says what
-// to fix, except to the callers of a signed function, who have not proved
-// who they are: they read that the function is not configured, and the
-// operator finds the rest in the log line of the answer's correlation ID.
+// unavailable answers every call as failure.NotConfigured says (500, no
+// Retry-After: only the operator can fix it); the functions whose settings
+// are right are not affected. The answer says what to fix, except to the
+// callers of a signed function, who have not proved who they are: they read
+// that the function is not configured, and the operator finds the rest in
+// the log line of the answer's correlation ID.
 func unavailable(d function.Descriptor, cause error) function.HTTPFunc {
 	msg := cause.Error()
+	f := failure.NotConfigured(d.Name)
 	return func(ctx context.Context, _ *function.HTTPRequest) *function.HTTPResponse {
-		function.Logger(ctx).Error("not configured", "function", d.Name, "error", msg)
+		function.Logger(ctx).Error(d.Name+" is not configured.", "function", d.Name, "err", msg)
 		if d.HTTP.Signed {
-			return function.Text(http.StatusServiceUnavailable, d.Name+" is not configured; the operator's log has the details (correlation ID "+function.InvocationID(ctx)+")")
+			return function.Text(f.Status, f.Message+"; the operator's log has the details (correlation ID "+function.InvocationID(ctx)+")")
 		}
-		return function.Text(http.StatusServiceUnavailable, msg)
+		return function.Text(f.Status, msg)
 	}
 }
 
@@ -224,7 +267,8 @@ func NewClient(cfg *config.Config, tenant string, src credentials.Source, o *def
 	return c, nil
 }
 
-func receiver(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Client, log *slog.Logger) (function.HTTPFunc, error) {
+func (p *parts) receiver(tenants []incidentexport.Tenant) (function.HTTPFunc, error) {
+	cfg := p.cfg
 	if cfg.StateStore == "" {
 		return nil, fmt.Errorf("it needs %s (file:///path or an Azure Blob container URL) to remember deliveries", config.EnvStateStore)
 	}
@@ -238,15 +282,11 @@ func receiver(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 	if err != nil {
 		return nil, err
 	}
-	keys, err := WebhookKeys(cfg, log)
+	keys, err := WebhookKeys(cfg, p.log)
 	if err != nil {
 		return nil, err
 	}
-	blob, err := BlobOptions(cfg, hc)
-	if err != nil {
-		return nil, err
-	}
-	st, err := state.Open(cfg.StateStore, blob)
+	st, err := p.store()
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +320,8 @@ func WebhookKeys(cfg *config.Config, log *slog.Logger) (ticketwebhook.Keys, erro
 	return keys, nil
 }
 
-func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Client, log *slog.Logger) (*incidentexport.Exporter, error) {
+func (p *parts) exporter(tenants []incidentexport.Tenant) (*incidentexport.Exporter, error) {
+	cfg := p.cfg
 	var missing []string
 	if cfg.ExportSink == "" {
 		missing = append(missing, config.EnvExportSink+" (file:///path, an Azure Blob container URL, or s3://bucket/prefix)")
@@ -291,15 +332,15 @@ func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("incident-export needs %v", missing)
 	}
-	blob, err := BlobOptions(cfg, hc)
+	blob, err := p.blob()
 	if err != nil {
 		return nil, err
 	}
-	sk, err := Sink(cfg, hc, blob, log)
+	sk, err := openSink(cfg, p.reg, p.hc, blob, p.log)
 	if err != nil {
 		return nil, err
 	}
-	st, err := state.Open(cfg.StateStore, blob)
+	st, err := p.store()
 	if err != nil {
 		return nil, err
 	}
@@ -330,16 +371,24 @@ func exporter(cfg *config.Config, tenants []incidentexport.Tenant, hc *http.Clie
 // identity (the managed identity in Azure), a Splunk collector with its
 // token read from Key Vault.
 func Sink(cfg *config.Config, hc *http.Client, blob state.BlobOptions, log *slog.Logger) (sink.Sink, error) {
+	return openSink(cfg, Registration(cfg), hc, blob, log)
+}
+
+func openSink(cfg *config.Config, reg credentials.Registration, hc *http.Client, blob state.BlobOptions, log *slog.Logger) (sink.Sink, error) {
 	o := sink.Options{Blob: blob, S3: sink.S3Options{Region: cfg.S3Region, Endpoint: cfg.S3Endpoint}}
 	switch kind, _ := config.ClassifySink(cfg.ExportSink); kind {
 	case config.SinkLogs:
-		cred, err := credentials.AzureCredential(Registration(cfg), hc)
-		if err != nil {
-			return nil, fmt.Errorf("%s: a Logs Ingestion stream needs an identity: %w", config.EnvExportSink, err)
+		// The identity Blob Storage uses, when it uses one.
+		cred := blob.Credential
+		if cred == nil {
+			var err error
+			if cred, err = credentials.AzureCredential(reg, hc); err != nil {
+				return nil, fmt.Errorf("%s: a Logs Ingestion stream needs an identity: %w", config.EnvExportSink, err)
+			}
 		}
 		o.Logs = sink.LogsOptions{Credential: cred, HTTPClient: credentials.SameOrigin(hc), MaxBytes: cfg.ExportBatchBytes}
 	case config.SinkSplunk:
-		tok, err := credentials.NewVaultSecret(Registration(cfg), cfg.SplunkTokenSecret, config.EnvSplunkTokenSecret, &credentials.Options{HTTPClient: hc, Logger: log})
+		tok, err := credentials.NewVaultSecret(reg, cfg.SplunkTokenSecret, config.EnvSplunkTokenSecret, &credentials.Options{HTTPClient: hc, Logger: log})
 		if err != nil {
 			return nil, err
 		}
@@ -353,9 +402,13 @@ func Sink(cfg *config.Config, hc *http.Client, blob state.BlobOptions, log *slog
 // identity in Azure, the bootstrap app of KEY_VAULT_CREDENTIAL elsewhere
 // (on Lambda the state can live in an Azure Blob container).
 func BlobOptions(cfg *config.Config, hc *http.Client) (state.BlobOptions, error) {
+	return blobOptions(cfg, Registration(cfg), hc)
+}
+
+func blobOptions(cfg *config.Config, reg credentials.Registration, hc *http.Client) (state.BlobOptions, error) {
 	o := state.BlobOptions{ConnectionString: cfg.StorageConnStr.Reveal(), HTTPClient: credentials.SameOrigin(hc)}
 	if o.ConnectionString == "" {
-		cred, err := credentials.AzureCredential(Registration(cfg), hc)
+		cred, err := credentials.AzureCredential(reg, hc)
 		if err != nil {
 			return o, fmt.Errorf("blob storage: no AzureWebJobsStorage connection string, and no identity: %w", err)
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -81,7 +82,7 @@ func TestDescriptorsAgree(t *testing.T) {
 		for kind, a := range apps {
 			if d.HTTP != nil {
 				r, ok := a.HTTP[d.Name]
-				if !ok || r.Route != d.HTTP.Route || !slices.Equal(r.Methods, d.HTTP.Methods) || r.AuthLevel != d.HTTP.AuthLevel || r.Func == nil {
+				if !ok || !reflect.DeepEqual(r.Descriptor, d) || r.Func == nil {
 					t.Errorf("%s app: %s is routed %+v, declared %+v", kind, d.Name, r, d.HTTP)
 				}
 				for _, m := range d.HTTP.Methods {
@@ -90,10 +91,10 @@ func TestDescriptorsAgree(t *testing.T) {
 					}
 				}
 			} else if d.Queue != nil {
-				if q, ok := a.Queues[d.Name]; !ok || q.Queue != d.Queue.Queue || q.Func == nil {
+				if q, ok := a.Queues[d.Name]; !ok || !reflect.DeepEqual(q.Descriptor, d) || q.Func == nil {
 					t.Errorf("%s app: %s listens to %+v, declared %+v", kind, d.Name, q, d.Queue)
 				}
-			} else if tm, ok := a.Timers[d.Name]; !ok || tm.Schedule != d.Timer.Schedule || tm.Func == nil {
+			} else if tm, ok := a.Timers[d.Name]; !ok || !reflect.DeepEqual(tm.Descriptor, d) || tm.Func == nil {
 				t.Errorf("%s app: %s is scheduled %+v, declared %+v", kind, d.Name, tm, d.Timer)
 			}
 		}
@@ -119,11 +120,15 @@ func TestDescriptorsAgree(t *testing.T) {
 			t.Errorf("%s: queue %+v is not %%%s%% of %s", d.Name, d.Queue, config.EnvExportQueue, config.EnvStorage)
 		}
 	}
-	// incident-export-tenant runs on incident-export's settings.
-	delete(names, "incident-export-tenant")
-	// config files each function's own settings' problems under its name.
-	if want := []string{config.IncidentExport, config.HuntingQuery, config.TicketWebhook}; !slices.Equal(slices.Sorted(maps.Keys(names)), slices.Sorted(slices.Values(want))) {
-		t.Errorf("config names the functions %v, the descriptors %v", want, slices.Sorted(maps.Keys(names)))
+	// Each group of settings config reads for some functions only is one
+	// that a function declares, and every function declares one: a problem
+	// there stops exactly the functions that read it.
+	groups := map[string]bool{}
+	for _, d := range functions.Functions {
+		groups[d.Settings] = true
+	}
+	if want := []string{config.ExportSettings, config.HuntingSettings, config.WebhookSettings}; !slices.Equal(slices.Sorted(maps.Keys(groups)), slices.Sorted(slices.Values(want))) {
+		t.Errorf("config's groups of settings are %v, the descriptors declare %v", want, slices.Sorted(maps.Keys(groups)))
 	}
 	if len(functions.Requirements(config.Graph, "no-such-function")) != 0 {
 		t.Error("requirements for an undeclared function")

@@ -29,7 +29,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/defender-functions/defender-functions/functions"
-	ticketwebhook "github.com/defender-functions/defender-functions/functions/ticket-webhook"
 	"github.com/defender-functions/defender-functions/shared/awsidentity"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
@@ -579,7 +578,7 @@ func TestBicepEasyAuthExcludedPaths(t *testing.T) {
 	if p := host.Extensions.HTTP.RoutePrefix; p != nil {
 		prefix = "/" + strings.Trim(*p, "/") + "/"
 	}
-	providers := []string{ticketwebhook.Jira, ticketwebhook.ServiceNow, ticketwebhook.Generic}
+	providers := config.WebhookProviders
 	signed := 0
 	for _, d := range functions.Functions {
 		if d.HTTP == nil {

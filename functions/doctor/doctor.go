@@ -16,6 +16,7 @@ import (
 	huntingquery "github.com/defender-functions/defender-functions/functions/hunting-query"
 	incidentexport "github.com/defender-functions/defender-functions/functions/incident-export"
 	ticketwebhook "github.com/defender-functions/defender-functions/functions/ticket-webhook"
+	"github.com/defender-functions/defender-functions/shared/advice"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/function"
@@ -133,8 +134,14 @@ func (k *checkup) configuration(lookup func(string) (string, bool)) bool {
 	}
 	// Problems with one function's own settings stop that function only:
 	// each is a failure, and the checks go on for the others.
+	// Functions that share a group (the export's two) report it once.
+	reported := map[string]bool{}
 	for _, d := range functions.Functions {
-		for _, line := range cfg.FunctionProblems[d.Name] {
+		if reported[d.Settings] {
+			continue
+		}
+		reported[d.Settings] = true
+		for _, line := range cfg.GroupProblems[d.Settings] {
 			r.fail("config", fmt.Errorf("%s: %s", d.Name, line), "")
 		}
 	}
@@ -143,7 +150,7 @@ func (k *checkup) configuration(lookup func(string) (string, bool)) bool {
 		d  function.Descriptor
 		on bool
 	}{{incidentexport.Function, cfg.ExportSink != ""}, {huntingquery.Function, true}, {ticketwebhook.Function, len(cfg.WebhookSecrets) > 0 || cfg.WebhookSecretsARN != ""}} {
-		if on.on && len(cfg.FunctionProblems[on.d.Name]) == 0 {
+		if on.on && len(cfg.GroupProblems[on.d.Settings]) == 0 {
 			k.enabled = append(k.enabled, on.d.Name)
 		}
 	}
@@ -152,7 +159,7 @@ func (k *checkup) configuration(lookup func(string) (string, bool)) bool {
 
 	k.creds, err = credentials.New(functions.Registration(cfg), &credentials.Options{HTTPClient: k.o.HTTPClient})
 	if err != nil {
-		r.fail("credentials", err, "check "+config.EnvVaultAccess+" and the identity settings it needs")
+		r.fail("credentials", err, advice.Say(advice.CredentialsSettings, nil))
 		return false
 	}
 	return true
@@ -198,7 +205,7 @@ func (k *checkup) federation() bool {
 // (AWS Secrets Manager): readable by this identity, and well formed.
 func (k *checkup) webhookKeys() {
 	cfg := k.cfg
-	if cfg.WebhookSecretsARN == "" || len(cfg.FunctionProblems[ticketwebhook.Function.Name]) > 0 {
+	if cfg.WebhookSecretsARN == "" || len(cfg.GroupProblems[ticketwebhook.Function.Settings]) > 0 {
 		return
 	}
 	keys, err := functions.WebhookKeys(cfg, nil)
@@ -209,7 +216,7 @@ func (k *checkup) webhookKeys() {
 	c, cancel := k.step()
 	defer cancel()
 	var on []string
-	for _, p := range []string{ticketwebhook.Jira, ticketwebhook.ServiceNow, ticketwebhook.Generic} {
+	for _, p := range config.WebhookProviders {
 		ks, err := keys.Keys(c, p)
 		if err != nil {
 			k.r.fail("webhook keys", err, "")
@@ -221,7 +228,7 @@ func (k *checkup) webhookKeys() {
 	}
 	if len(on) == 0 {
 		k.r.fail("webhook keys", fmt.Errorf("%s names a secret that turns no provider on", config.EnvWebhookSecretsARN),
-			`store {"jira": "…", "servicenow": "whsec_…", "generic": "whsec_…"} in it`)
+			advice.Say(advice.WebhookNoProvider, nil))
 		return
 	}
 	k.r.ok("webhook keys", "%s is readable; providers on: %s", cfg.WebhookSecretsARN, strings.Join(on, ", "))

@@ -413,7 +413,7 @@ func TestDoctorQueue(t *testing.T) {
 	runDoctor(t, s, env, nil, nil, false, []string{
 		"ok    queue        incident-export is reachable: 1 task waiting",
 		"FAIL  queue        1 task in incident-export-poison, no longer exported: tenant fabrikam.onmicrosoft.com, enqueued ",
-		"the log line \"tenant export failed on the message's last delivery\" names each cause"})
+		"the log line \"Tenant export failed on the message's last delivery\" names each cause"})
 	// Nothing was taken.
 	if left, _ := poison.Peek(context.Background(), 32); len(left) != 1 {
 		t.Fatalf("%d tasks left in the poison queue", len(left))

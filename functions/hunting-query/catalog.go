@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,6 +38,16 @@ type Query struct {
 	Params      []Param  `json:"parameters"`
 	Roles       []string `json:"roles,omitempty"`
 	text        string
+	// parts is text split at its placeholders once, when it is loaded:
+	// Bind then runs no regexp.
+	parts []segment
+}
+
+// segment is a run of a query's text: KQL as written (param < 0), or the
+// placeholder of Params[param].
+type segment struct {
+	text  string
+	param int
 }
 
 // Catalog is the set of named queries.
@@ -129,7 +140,26 @@ func parseQuery(name, src string) (*Query, error) {
 		return nil, err
 	}
 	sort.Slice(q.Params, func(i, j int) bool { return q.Params[i].Name < q.Params[j].Name })
+	q.parts = q.split()
 	return q, nil
+}
+
+// split cuts the text at each placeholder, as the placeholder regexp finds
+// them.
+func (q *Query) split() []segment {
+	var parts []segment
+	last := 0
+	for _, m := range placeholder().FindAllStringSubmatchIndex(q.text, -1) {
+		if m[0] > last {
+			parts = append(parts, segment{text: q.text[last:m[0]], param: -1})
+		}
+		parts = append(parts, segment{param: slices.IndexFunc(q.Params, func(p Param) bool { return p.Name == q.text[m[2]:m[3]] })})
+		last = m[1]
+	}
+	if last < len(q.text) {
+		parts = append(parts, segment{text: q.text[last:], param: -1})
+	}
+	return parts
 }
 
 // placeholdersInCode refuses a placeholder inside a string literal or a
@@ -238,8 +268,9 @@ func (q *Query) Bind(values map[string][]string) (string, error) {
 			return "", fmt.Errorf("query %s has no parameter %q", q.Name, name)
 		}
 	}
-	lits := map[string]string{}
-	for _, p := range q.Params {
+	lits := make([]string, len(q.Params))
+	size := len(q.text)
+	for i, p := range q.Params {
 		v, ok := values[p.Name]
 		if !ok || len(v) == 0 {
 			if p.Required {
@@ -251,8 +282,23 @@ func (q *Query) Bind(values map[string][]string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("parameter %q: %w", p.Name, err)
 		}
-		lits[p.Name] = lit
+		lits[i] = lit
+		size += len(lit)
+	}
+	parts := q.parts
+	if parts == nil {
+		parts = q.split()
 	}
 	// One pass over the query text: a value is never scanned for placeholders.
-	return placeholder().ReplaceAllStringFunc(q.text, func(m string) string { return lits[m[1:len(m)-1]] }), nil
+	var b strings.Builder
+	b.Grow(size)
+	for _, s := range parts {
+		switch {
+		case s.param >= 0:
+			b.WriteString(lits[s.param])
+		case s.text != "":
+			b.WriteString(s.text)
+		}
+	}
+	return b.String(), nil
 }

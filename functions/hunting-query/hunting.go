@@ -1,17 +1,15 @@
 package huntingquery
 
 import (
-	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
-	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"regexp"
@@ -22,16 +20,19 @@ import (
 	"sync"
 	"time"
 
+	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/defender"
+	"github.com/defender-functions/defender-functions/shared/failure"
 	"github.com/defender-functions/defender-functions/shared/function"
 	"github.com/defender-functions/defender-functions/shared/telemetry"
 )
 
 // Function is hunting-query as the platforms bind it.
 var Function = function.Descriptor{
-	Name:  "hunting-query",
-	HTTP:  &function.HTTPBinding{Route: "hunting-query", Methods: []string{"get", "post"}, AuthLevel: "function"},
-	Roles: function.Roles{Graph: []string{"ThreatHunting.Read.All"}, XDR: []string{"AdvancedHunting.Read.All"}},
+	Name:     "hunting-query",
+	HTTP:     &function.HTTPBinding{Route: "hunting-query", Methods: []string{"get", "post"}, AuthLevel: "function"},
+	Roles:    function.Roles{Graph: []string{"ThreatHunting.Read.All"}, XDR: []string{"AdvancedHunting.Read.All"}},
+	Settings: config.HuntingSettings,
 }
 
 // Hunter serves hunting-query.
@@ -88,16 +89,19 @@ func (h *Hunter) Serve(ctx context.Context, r *function.HTTPRequest) *function.H
 		caller = r.Principal.Name
 	}
 	resp, out := h.serve(ctx, r)
-	log := function.Logger(ctx).With("caller", caller, "query", out.what, "tenant", out.tenant)
+	log := function.Logger(ctx)
 	if resp.Stream == nil {
-		attrs := []any{"status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds()}
-		if out.cause != nil {
-			attrs = append(attrs, "cause", out.cause.Error())
-		}
+		level := slog.LevelInfo
 		if resp.Status >= 500 {
-			log.Warn("hunting-query", attrs...)
-		} else {
-			log.Info("hunting-query", attrs...)
+			level = slog.LevelWarn
+		}
+		// The line is built only when it is written, as log.Info would.
+		if log.Enabled(context.Background(), level) {
+			attrs := []any{"caller", caller, "query", out.what, "tenant", out.tenant, "status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds()}
+			if out.cause != nil {
+				attrs = append(attrs, "cause", out.cause.Error())
+			}
+			log.Log(context.Background(), level, "hunting-query", attrs...)
 		}
 		if r.Method == http.MethodPost {
 			telemetry.Hunting(ctx, time.Since(start), out.rows, statusOutcome(resp.Status))
@@ -114,7 +118,10 @@ func (h *Hunter) Serve(ctx context.Context, r *function.HTTPRequest) *function.H
 		} else {
 			telemetry.Hunting(ctx, time.Since(start), out.rows, "ok")
 		}
-		log.Info("hunting-query", "status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds(), "outcome", outcome)
+		if log.Enabled(context.Background(), slog.LevelInfo) {
+			log.Log(context.Background(), slog.LevelInfo, "hunting-query", "caller", caller, "query", out.what, "tenant", out.tenant,
+				"status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds(), "outcome", outcome)
+		}
 		return err
 	}
 	return resp
@@ -136,35 +143,16 @@ func statusOutcome(status int) string {
 
 func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest) (*function.HTTPResponse, *outcome) {
 	out := &outcome{}
-	if h.RequiredRole != "" {
-		if r.Principal == nil {
-			return apiErr(401, "Unauthenticated", "this endpoint needs an authenticated caller (App Service Authentication or an API Gateway authorizer) with the role "+h.RequiredRole), out
-		}
-		if !r.Principal.HasRole(h.RequiredRole) {
-			return apiErr(403, "Forbidden", "the caller lacks the role "+h.RequiredRole), out
-		}
+	if resp := h.authenticate(r.Principal); resp != nil {
+		return resp, out
 	}
 	if strings.EqualFold(r.Method, "GET") {
 		out.what = "catalog"
 		return h.list(), out
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, _ := mime.ParseMediaType(ct); mt != "application/json" {
-			return apiErr(415, "UnsupportedMediaType", "send the request as application/json"), out
-		}
-	}
-	if len(r.Body) > maxBody {
-		return apiErr(413, "TooLarge", fmt.Sprintf("the request body is larger than %d bytes", maxBody)), out
-	}
-	var req request
-	dec := json.NewDecoder(bytes.NewReader(r.Body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return apiErr(400, "BadRequest", "the body must be a JSON object with query (and timespan, tenant) or name (and parameters): "+err.Error()), out
-	}
-	format, ok := negotiate(r.Header.Get("Accept"))
-	if !ok {
-		return apiErr(406, "NotAcceptable", "Accept must be application/json, application/x-ndjson or text/csv"), out
+	req, format, resp := parseRequest(r)
+	if resp != nil {
+		return resp, out
 	}
 	out.tenant = cmp.Or(req.Tenant, h.DefaultTenant)
 	client := h.Clients[out.tenant]
@@ -177,51 +165,107 @@ func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest) (*function.
 	if err := checkTimespan(req.Timespan); err != nil {
 		return apiErr(400, "BadTimespan", err.Error()), out
 	}
-	var kql string
+	kql, resp := h.kql(req, r.Principal, out)
+	if resp != nil {
+		return resp, out
+	}
+	return h.run(ctx, client, defender.HuntQuery{Query: kql, Timespan: req.Timespan}, format, out), out
+}
+
+// authenticate refuses a caller without RequiredRole, when one is set.
+func (h *Hunter) authenticate(p *function.Principal) *function.HTTPResponse {
+	switch {
+	case h.RequiredRole == "":
+	case p == nil:
+		return apiErr(401, "Unauthenticated", "this endpoint needs an authenticated caller (App Service Authentication or an API Gateway authorizer) with the role "+h.RequiredRole)
+	case !p.HasRole(h.RequiredRole):
+		return apiErr(403, "Forbidden", "the caller lacks the role "+h.RequiredRole)
+	}
+	return nil
+}
+
+// parseRequest reads a POST: its body (size-limited, no unknown fields)
+// and the answer's format.
+func parseRequest(r *function.HTTPRequest) (req request, format string, resp *function.HTTPResponse) {
+	// The exact type, as every client sends it, needs no parsing.
+	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
+		if mt, _, _ := mime.ParseMediaType(ct); mt != "application/json" {
+			return req, "", apiErr(415, "UnsupportedMediaType", "send the request as application/json")
+		}
+	}
+	if len(r.Body) > maxBody {
+		return req, "", apiErr(413, "TooLarge", fmt.Sprintf("the request body is larger than %d bytes", maxBody))
+	}
+	req, err := decodeRequest(r.Body)
+	if err != nil {
+		return req, "", apiErr(400, "BadRequest", "the body must be a JSON object with query (and timespan, tenant) or name (and parameters): "+err.Error())
+	}
+	format, ok := negotiate(r.Header.Get("Accept"))
+	if !ok {
+		return req, "", apiErr(406, "NotAcceptable", "Accept must be application/json, application/x-ndjson or text/csv")
+	}
+	return req, format, nil
+}
+
+// kql is the KQL a request runs: a catalog query bound to its parameters,
+// or ad-hoc KQL from a caller allowed it.
+func (h *Hunter) kql(req request, p *function.Principal, out *outcome) (string, *function.HTTPResponse) {
 	switch {
 	case req.Name != "" && req.Query != "":
-		return apiErr(400, "BadRequest", "send either name (a catalog query) or query (ad-hoc KQL), not both"), out
+		return "", apiErr(400, "BadRequest", "send either name (a catalog query) or query (ad-hoc KQL), not both")
 	case req.Name != "":
 		out.what = req.Name
-		q := h.Catalog[req.Name]
-		if q == nil {
-			return apiErr(404, "UnknownQuery", fmt.Sprintf("no catalog query %q; GET this endpoint for the list", req.Name)), out
-		}
-		if len(q.Roles) > 0 && !anyRole(r.Principal, q.Roles) {
-			return apiErr(403, "Forbidden", fmt.Sprintf("query %s needs one of the roles %s", q.Name, strings.Join(q.Roles, ", "))), out
-		}
-		values, err := paramValues(req.Parameters)
-		if err != nil {
-			return apiErr(400, "BadParameter", err.Error()), out
-		}
-		if kql, err = q.Bind(values); err != nil {
-			return apiErr(400, "BadParameter", err.Error()), out
-		}
+		return h.catalogKQL(req, p)
 	case req.Query != "":
 		sum := sha256.Sum256([]byte(req.Query))
 		out.what = "adhoc:" + hex.EncodeToString(sum[:6])
-		if !h.AllowAdhoc {
-			return apiErr(403, "AdhocDisabled", "ad-hoc KQL is disabled: use a catalog query (GET lists them), or set HUNTING_ALLOW_ADHOC=true"), out
-		}
-		if h.AdhocRole == "" || !r.Principal.HasRole(h.AdhocRole) {
-			// No role configured refuses too (configuration requires one).
-			return apiErr(403, "Forbidden", "ad-hoc KQL needs the role "+cmp.Or(h.AdhocRole, "HUNTING_ADHOC_ROLE names")), out
-		}
-		if len(req.Query) > maxQuery {
-			return apiErr(400, "QueryTooLong", fmt.Sprintf("the query is longer than %d characters", maxQuery)), out
-		}
-		kql = req.Query
-	default:
-		return apiErr(400, "BadRequest", "send name (a catalog query) or query (ad-hoc KQL)"), out
+		return h.adhocKQL(req.Query, p)
 	}
+	return "", apiErr(400, "BadRequest", "send name (a catalog query) or query (ad-hoc KQL)")
+}
 
+func (h *Hunter) catalogKQL(req request, p *function.Principal) (string, *function.HTTPResponse) {
+	q := h.Catalog[req.Name]
+	if q == nil {
+		return "", apiErr(404, "UnknownQuery", fmt.Sprintf("no catalog query %q; GET this endpoint for the list", req.Name))
+	}
+	if len(q.Roles) > 0 && !anyRole(p, q.Roles) {
+		return "", apiErr(403, "Forbidden", fmt.Sprintf("query %s needs one of the roles %s", q.Name, strings.Join(q.Roles, ", ")))
+	}
+	values, err := paramValues(req.Parameters)
+	if err != nil {
+		return "", apiErr(400, "BadParameter", err.Error())
+	}
+	kql, err := q.Bind(values)
+	if err != nil {
+		return "", apiErr(400, "BadParameter", err.Error())
+	}
+	return kql, nil
+}
+
+func (h *Hunter) adhocKQL(kql string, p *function.Principal) (string, *function.HTTPResponse) {
+	if !h.AllowAdhoc {
+		return "", apiErr(403, "AdhocDisabled", "ad-hoc KQL is disabled: use a catalog query (GET lists them), or set HUNTING_ALLOW_ADHOC=true")
+	}
+	if h.AdhocRole == "" || !p.HasRole(h.AdhocRole) {
+		// No role configured refuses too (configuration requires one).
+		return "", apiErr(403, "Forbidden", "ad-hoc KQL needs the role "+cmp.Or(h.AdhocRole, "HUNTING_ADHOC_ROLE names"))
+	}
+	if len(kql) > maxQuery {
+		return "", apiErr(400, "QueryTooLong", fmt.Sprintf("the query is longer than %d characters", maxQuery))
+	}
+	return kql, nil
+}
+
+// run sends the query; the answer streams its rows, within the timeout.
+func (h *Hunter) run(ctx context.Context, client defender.Client, q defender.HuntQuery, format string, out *outcome) *function.HTTPResponse {
 	ctx, cancel := context.WithTimeout(ctx, h.Timeout)
-	res, err := client.Hunt(ctx, defender.HuntQuery{Query: kql, Timespan: req.Timespan})
+	res, err := client.Hunt(ctx, q)
 	if err != nil {
 		cancel()
 		resp := upstreamError(err)
 		out.status, out.cause = resp.Status, err
-		return resp, out
+		return resp
 	}
 	resp := &function.HTTPResponse{Status: 200, Header: http.Header{"Content-Type": {format}}}
 	resp.Stream = func(w io.Writer) error {
@@ -229,7 +273,7 @@ func (h *Hunter) serve(ctx context.Context, r *function.HTTPRequest) (*function.
 		defer res.Close()
 		return writeResult(w, format, res, h.MaxRows, out)
 	}
-	return resp, out
+	return resp
 }
 
 // tenantDenied says why the caller may not query tenant, or "". The home
@@ -251,17 +295,25 @@ func anyRole(p *function.Principal, roles []string) bool {
 	return slices.ContainsFunc(roles, p.HasRole)
 }
 
-// paramValues accepts strings, numbers and lists of strings.
+// paramValues accepts strings, numbers and lists of strings. A decode is
+// tried only where the first byte allows it to succeed (a string or null, a
+// number): the attempts that fail cost an error each.
 func paramValues(in map[string]json.RawMessage) (map[string][]string, error) {
-	out := map[string][]string{}
+	out := make(map[string][]string, len(in))
 	for k, raw := range in {
 		var s string
 		var n json.Number
 		var list []string
+		c := byte(0) // unknown: try each
+		if len(raw) > 0 && !strings.ContainsRune(" \t\r\n", rune(raw[0])) {
+			c = raw[0]
+		}
 		switch {
-		case json.Unmarshal(raw, &s) == nil:
+		case c == '"' && plainString(raw):
+			out[k] = []string{string(raw[1 : len(raw)-1])}
+		case (c == '"' || c == 'n' || c == 0) && json.Unmarshal(raw, &s) == nil:
 			out[k] = []string{s}
-		case json.Unmarshal(raw, &n) == nil:
+		case (c == '-' || '0' <= c && c <= '9' || c == 0) && json.Unmarshal(raw, &n) == nil:
 			out[k] = []string{n.String()}
 		case json.Unmarshal(raw, &list) == nil:
 			out[k] = list
@@ -343,7 +395,7 @@ func negotiate(accept string) (string, bool) {
 
 // upstreamError maps the API's failures to what the caller can act on.
 func upstreamError(err error) *function.HTTPResponse {
-	f := defender.Classify(err)
+	f := failure.Classify(err)
 	var ae *defender.APIError
 	switch {
 	case f.Code == "Timeout":
@@ -356,103 +408,6 @@ func upstreamError(err error) *function.HTTPResponse {
 		resp.Header.Set("Retry-After", strconv.Itoa(int((f.RetryAfter+time.Second-1)/time.Second)))
 	}
 	return resp
-}
-
-// writeResult streams the rows in format, stopping after max rows (the JSON
-// and NDJSON forms say when rows were left out). It stops at the first failed
-// write (the caller went away) and returns it; a failure of the upstream
-// stream comes first.
-func writeResult(w io.Writer, format string, res *defender.HuntResult, max int, out *outcome) error {
-	bw := bufio.NewWriterSize(w, 32<<10)
-	var cw *csv.Writer
-	switch format {
-	case "application/json":
-		schema, _ := json.Marshal(res.Schema)
-		bw.WriteString(`{"schema":`)
-		bw.Write(schema)
-		bw.WriteString(`,"results":[`)
-	case "text/csv":
-		cw = csv.NewWriter(bw)
-		names := make([]string, len(res.Schema))
-		for i, c := range res.Schema {
-			names[i] = c.Name
-		}
-		cw.Write(names)
-	}
-	truncated := false
-	for {
-		row, err := res.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if out.rows == max {
-			truncated = true
-			break
-		}
-		out.rows++
-		// bufio.Writer's errors stick: the first failed write fails every
-		// later one, so one check per row finds it.
-		var werr error
-		switch format {
-		case "application/json":
-			if out.rows > 1 {
-				bw.WriteByte(',')
-			}
-			_, werr = bw.Write(row)
-		case "application/x-ndjson":
-			bw.Write(row)
-			werr = bw.WriteByte('\n')
-		case "text/csv":
-			werr = cw.Write(csvRow(res.Schema, row))
-		}
-		if werr != nil {
-			return werr
-		}
-	}
-	switch format {
-	case "application/json":
-		fmt.Fprintf(bw, `],"truncated":%t,"stats":{"rows":%d,"maxRows":%d}}`, truncated, out.rows, max)
-	case "application/x-ndjson":
-		if truncated {
-			fmt.Fprintf(bw, "{\"@truncated\":true,\"rows\":%d}\n", out.rows)
-		}
-	case "text/csv":
-		cw.Flush()
-		if err := cw.Error(); err != nil {
-			return err
-		}
-	}
-	return bw.Flush()
-}
-
-// neutralize keeps a spreadsheet from running a text cell as a formula:
-// one that begins with =, +, -, @, a tab or a carriage return is prefixed
-// with a single quote (OWASP's CSV injection advice). Numbers are JSON
-// numbers in the rows, not text, and pass as they are.
-func neutralize(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
-	}
-	return s
-}
-
-func csvRow(schema []defender.Column, row json.RawMessage) []string {
-	var m map[string]json.RawMessage
-	json.Unmarshal(row, &m)
-	out := make([]string, len(schema))
-	for i, c := range schema {
-		v := m[c.Name]
-		var s string
-		if json.Unmarshal(v, &s) == nil {
-			out[i] = neutralize(s)
-		} else if string(v) != "null" {
-			out[i] = string(v)
-		}
-	}
-	return out
 }
 
 // list is the catalog as the GET answers it.

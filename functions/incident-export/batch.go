@@ -112,7 +112,7 @@ func (r *run) commitBatch(ctx context.Context) error {
 		b.pending = p
 	}
 	p := b.pending
-	r.log.Info("writing batch", "object", p.Object, "versions", len(p.Versions))
+	r.log.Info("Writing a batch.", "object", p.Object, "versions", len(p.Versions))
 	// 1. The checkpoint as last saved, naming the batch.
 	var cp Checkpoint
 	if err := json.Unmarshal(r.saved, &cp); err != nil {
@@ -139,7 +139,7 @@ func (r *run) commitBatch(ctx context.Context) error {
 	}
 	r.cp.Batches = p.Seq
 	telemetry.VersionsWritten(ctx, r.t.Name, len(p.Versions))
-	r.log.Info("batch written", "object", p.Object, "versions", len(p.Versions), "bytes", p.Bytes)
+	r.log.Info("Batch written.", "object", p.Object, "versions", len(p.Versions), "bytes", p.Bytes)
 	*b = batch{}
 	return nil
 }
@@ -175,7 +175,7 @@ func (r *run) settlePending(ctx context.Context) error {
 	}
 	r.dirty = true
 	if !there {
-		r.log.Info("the last run stopped before writing its batch; its versions are read again", "object", p.Object, "versions", len(p.Versions))
+		r.log.Info("The last run stopped before writing its batch; its versions are read again.", "object", p.Object, "versions", len(p.Versions))
 		return nil
 	}
 	mb, _ := json.MarshalIndent(manifest(r.t.Name, p), "", "  ")
@@ -190,6 +190,6 @@ func (r *run) settlePending(ctx context.Context) error {
 	}
 	r.cp.Batches = max(r.cp.Batches, p.Seq)
 	r.cp.Written += int64(len(p.Versions))
-	r.log.Info("the last run wrote its batch before it stopped; its versions count as written", "object", p.Object, "versions", len(p.Versions))
+	r.log.Info("The last run wrote its batch before it stopped; its versions count as written.", "object", p.Object, "versions", len(p.Versions))
 	return nil
 }

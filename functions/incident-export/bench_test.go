@@ -275,7 +275,7 @@ func BenchmarkExportSinks(b *testing.B) {
 				rss := loopback.PeakRSS(p.cmd.Process.Pid)
 				p.cmd.Process.Kill()
 				<-p.done
-				if !strings.Contains(logs.String(), fmt.Sprintf(`"msg":"incident export finished","invocation_id":`)) ||
+				if !strings.Contains(logs.String(), fmt.Sprintf(`"msg":"Incident export finished.","invocation_id":`)) ||
 					!strings.Contains(logs.String(), fmt.Sprintf(`"written":%d,`, n)) {
 					b.Fatalf("the export did not write %d versions:\n%.3000s", n, logs.String())
 				}
@@ -285,7 +285,7 @@ func BenchmarkExportSinks(b *testing.B) {
 					b.ReportMetric(v*10_000/n, unit+"/10k")
 				}
 				if strings.HasPrefix(tc.name, "batches") {
-					b.ReportMetric(float64(strings.Count(logs.String(), `"msg":"batch written"`))*10_000/n, "batches/10k")
+					b.ReportMetric(float64(strings.Count(logs.String(), `"msg":"Batch written."`))*10_000/n, "batches/10k")
 				}
 			}
 		})

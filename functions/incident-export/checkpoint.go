@@ -68,7 +68,7 @@ func (r *run) load(ctx context.Context) error {
 	b, ver, err := r.e.State.Get(ctx, r.key())
 	if errors.Is(err, state.ErrNotFound) {
 		r.cp = Checkpoint{Version: 2, Tenant: r.t.Name, API: r.t.Client.API(), Since: r.e.now().Add(-r.e.Lookback).UTC().Truncate(tick)}
-		r.log.Info("first run: starting from the look-back", "since", r.cp.Since)
+		r.log.Info("First run: starting from the look-back.", "since", r.cp.Since)
 		r.saved = r.snapshot()
 		return nil
 	}
@@ -86,7 +86,7 @@ func (r *run) load(ctx context.Context) error {
 			r.recent[versionKey{id, r.cp.Since.UnixNano()}] = r.cp.Since
 		}
 		r.cp.Version, r.cp.IDs, r.cp.Since = 2, nil, r.cp.Since.Add(-r.e.Lag).Truncate(tick)
-		r.log.Info("checkpoint of version 1: continuing a lag before its position", "since", r.cp.Since)
+		r.log.Info("Checkpoint of version 1: continuing a lag before its position.", "since", r.cp.Since)
 		r.saved = r.snapshot()
 		return nil
 	}

@@ -78,7 +78,7 @@ func TestExportOnAzurite(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := strings.Count(e.logs.String(), "another run is exporting this tenant"); n != 1 {
+	if n := strings.Count(e.logs.String(), "Another run is exporting this tenant"); n != 1 {
 		t.Fatalf("%d runs stopped as losers, want 1", n)
 	}
 	for round := 0; round < 3; round++ {

@@ -48,6 +48,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/defender"
 	"github.com/defender-functions/defender-functions/shared/function"
 	"github.com/defender-functions/defender-functions/shared/sink"
@@ -58,8 +59,9 @@ import (
 // Function is incident-export as the platforms bind it. The schedule is the
 // EXPORT_SCHEDULE setting, which the host resolves.
 var Function = function.Descriptor{
-	Name:  "incident-export",
-	Timer: &function.TimerBinding{Schedule: "%EXPORT_SCHEDULE%"},
+	Name:     "incident-export",
+	Timer:    &function.TimerBinding{Schedule: "%" + config.EnvExportSchedule + "%"},
+	Settings: config.ExportSettings,
 	Roles: function.Roles{
 		Graph: []string{"SecurityIncident.Read.All", "SecurityIncident.ReadWrite.All"},
 		XDR:   []string{"Incident.Read.All", "Incident.ReadWrite.All"},
@@ -135,7 +137,7 @@ func (e *Exporter) Run(ctx context.Context, t function.Timer) error {
 			errs = append(errs, fmt.Errorf("tenant %s: %w", o.run.t.Name, o.err))
 		}
 	}
-	log.Info("incident export finished", "tenants", len(e.Tenants), "failed", len(errs), "written", total, "requests", requests,
+	log.Info("Incident export finished.", "tenants", len(e.Tenants), "failed", len(errs), "written", total, "requests", requests,
 		"duration_ms", e.now().Sub(now).Milliseconds(), "past_due", t.PastDue)
 	return errors.Join(errs...)
 }
@@ -183,9 +185,9 @@ func (e *Exporter) runs(ctx context.Context, tenants []Tenant) []outcome {
 	for _, o := range out {
 		switch {
 		case errors.Is(o.err, ErrConcurrentRun):
-			o.run.log.Warn("another run is exporting this tenant; this run stopped without writing state")
+			o.run.log.Warn("Another run is exporting this tenant; this run stopped without writing state.")
 		case o.err != nil:
-			o.run.log.Error("tenant export failed", "error", o.err.Error(), "written", o.run.written)
+			o.run.log.Error("Tenant export failed.", "err", o.err, "written", o.run.written)
 		}
 	}
 	return out
@@ -313,7 +315,7 @@ func (r *run) scan(ctx context.Context) error {
 			continue
 		}
 		r.settle(to)
-		r.log.Info("window whole", "from", w.from, "to", w.to, "versions", res.members, "passes", res.passes)
+		r.log.Info("Window read whole.", "from", w.from, "to", w.to, "versions", res.members, "passes", res.passes)
 		if err := r.moved(ctx); err != nil {
 			return err
 		}
@@ -336,7 +338,7 @@ func (r *run) scan(ctx context.Context) error {
 		return r.stop(ctx, err, nil)
 	}
 	r.caughtUp = true
-	r.log.Info("caught up", "checkpoint", r.cp.Since, "lag_s", int(r.e.now().Sub(r.cp.Since).Seconds()), "trailing", n,
+	r.log.Info("Caught up.", "checkpoint", r.cp.Since, "lag_s", int(r.e.now().Sub(r.cp.Since).Seconds()), "trailing", n,
 		"written", r.written, "pages", r.pages, "requests", r.requests)
 	return nil
 }
@@ -366,7 +368,7 @@ func (e *sinkError) Error() string { return e.err.Error() }
 func (e *sinkError) Unwrap() error { return e.err }
 
 func (r *run) progress(w window, fetched, written, requests int) {
-	r.log.Info("export page", "fetched", fetched, "written", written, "requests", requests, "window_from", w.from,
+	r.log.Info("Page exported.", "fetched", fetched, "written", written, "requests", requests, "window_from", w.from,
 		"checkpoint", r.cp.Since, "lag_s", int(r.e.now().Sub(r.cp.Since).Seconds()))
 }
 
@@ -375,5 +377,5 @@ func (r *run) behind(w *window) {
 	if w != nil {
 		args = append(args, "unfinished_window", w.String())
 	}
-	r.log.Warn("stopping before the deadline; the next run continues", args...)
+	r.log.Warn("Stopping before the deadline; the next run continues.", args...)
 }

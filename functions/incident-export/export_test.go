@@ -140,7 +140,7 @@ func TestExactlyOnceAcrossRuns(t *testing.T) {
 					if after := len(exported(t, e.sinkDir, devstack.DefaultTenantID)); after != before {
 						t.Fatalf("an idle run wrote %d versions", after-before)
 					}
-					if !strings.Contains(e.logs.String(), `"msg":"caught up"`) || !strings.Contains(e.logs.String(), `"written":0,`) {
+					if !strings.Contains(e.logs.String(), `"msg":"Caught up."`) || !strings.Contains(e.logs.String(), `"written":0,`) {
 						t.Fatalf("no caught-up line with nothing written:\n%s", e.logs.String())
 					}
 				})
@@ -387,7 +387,7 @@ func TestConcurrentRuns(t *testing.T) {
 	if errs[0] != nil || errs[1] != nil {
 		t.Fatal(errs)
 	}
-	if n := strings.Count(e.logs.String(), "another run is exporting this tenant"); n != 1 {
+	if n := strings.Count(e.logs.String(), "Another run is exporting this tenant"); n != 1 {
 		t.Fatalf("%d runs stopped as losers, want 1\n%s", n, e.logs.String())
 	}
 	verify(t, s, e.sinkDir, devstack.DefaultTenantID, devstack.DefaultTenantID, time.Now().Add(-40*24*time.Hour))
@@ -404,7 +404,7 @@ func TestStopsBeforeDeadline(t *testing.T) {
 	if err := e.run(t, x); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(e.logs.String(), "stopping before the deadline") {
+	if !strings.Contains(e.logs.String(), "Stopping before the deadline") {
 		t.Fatal("no stop line")
 	}
 	partial := len(exported(t, e.sinkDir, devstack.DefaultTenantID))
@@ -610,7 +610,7 @@ func TestTieCreatedFilterIgnored(t *testing.T) {
 	if err := e.run(t, x); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(e.logs.String(), "the listing's creation-time filter does not hold here") {
+	if !strings.Contains(e.logs.String(), "The listing's creation-time filter does not hold here") {
 		t.Fatalf("the ignored filter was not noticed:\n%s", e.logs.String())
 	}
 	verify(t, s, e.sinkDir, devstack.DefaultTenantID, devstack.DefaultTenantID, time.Now().Add(-40*24*time.Hour))
@@ -675,7 +675,7 @@ func TestCheckpointEvery(t *testing.T) {
 			want := tc.puts
 			if want < 0 {
 				// Every page read, and every window settled.
-				want = strings.Count(e.logs.String(), `"msg":"export page"`) + strings.Count(e.logs.String(), `"msg":"window whole"`)
+				want = strings.Count(e.logs.String(), `"msg":"Page exported."`) + strings.Count(e.logs.String(), `"msg":"Window read whole."`)
 			}
 			if cs.puts != want || want < 1 {
 				t.Fatalf("%d checkpoint writes, want %d", cs.puts, want)
@@ -984,7 +984,7 @@ func TestQueueTasksOverlapping(t *testing.T) {
 	if failed.Load() > 0 {
 		t.Fatalf("%d invocations failed\n%s", failed.Load(), e.logs.String())
 	}
-	if !strings.Contains(e.logs.String(), "another run is exporting this tenant") {
+	if !strings.Contains(e.logs.String(), "Another run is exporting this tenant") {
 		t.Fatal("no invocations overlapped: the test did not exercise the case")
 	}
 	time.Sleep(1100 * time.Millisecond) // past the lag: the last run lists every change
@@ -1026,8 +1026,8 @@ func TestBatchedLayout(t *testing.T) {
 		objects int
 	}{
 		{name: "no crash", objects: 4},
-		{name: "died before the object", fail: ".ndjson.gz", log: "the last run stopped before writing its batch; its versions are read again", objects: 3},
-		{name: "died after the object", fail: ".json", log: "the last run wrote its batch before it stopped; its versions count as written", objects: 4},
+		{name: "died before the object", fail: ".ndjson.gz", log: "The last run stopped before writing its batch; its versions are read again.", objects: 3},
+		{name: "died after the object", fail: ".json", log: "The last run wrote its batch before it stopped; its versions count as written.", objects: 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, s, "graph")

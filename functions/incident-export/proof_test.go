@@ -318,7 +318,7 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 			own := &devstack.LogBuffer{} // this handler's lines
 			w = io.MultiWriter(logs, own)
 			if tc.batches && run%3 == 1 {
-				ww := &watchWriter{w: w, sub: []byte(`"msg":"writing batch"`), seen: make(chan struct{})}
+				ww := &watchWriter{w: w, sub: []byte(`"msg":"Writing a batch."`), seen: make(chan struct{})}
 				w, batching = ww, ww.seen
 			}
 			p := startHandler(t, bin, env, w)
@@ -412,11 +412,11 @@ func killMatrix(t *testing.T, bin string, tc killCase) {
 			t.Fatal("no kill fell between naming a batch and saving the checkpoint past it")
 		}
 		t.Logf("batches: %d written; after a kill, %d found written and adopted, %d found unwritten and read again",
-			strings.Count(logs.String(), `"msg":"batch written"`), adopted, again)
+			strings.Count(logs.String(), `"msg":"Batch written."`), adopted, again)
 	}
 	// The overlap happened: some task stopped on the other's checkpoint.
 	if tc.overlap {
-		n := strings.Count(logs.String(), "another run is exporting this tenant")
+		n := strings.Count(logs.String(), "Another run is exporting this tenant")
 		if n == 0 {
 			t.Fatal("no task met another's checkpoint: the invocations did not overlap")
 		}

@@ -21,9 +21,10 @@ import (
 // checkpoint's optimistic concurrency is the lease: of two invocations for
 // one tenant, one stops without writing.
 var TenantFunction = function.Descriptor{
-	Name:  "incident-export-tenant",
-	Queue: &function.QueueBinding{Queue: "%EXPORT_QUEUE%", Connection: "AzureWebJobsStorage"},
-	Roles: Function.Roles,
+	Name:     "incident-export-tenant",
+	Queue:    &function.QueueBinding{Queue: "%" + config.EnvExportQueue + "%", Connection: config.EnvStorage},
+	Roles:    Function.Roles,
+	Settings: config.ExportSettings,
 }
 
 // Queue is where the timer sends its tenants' tasks.
@@ -54,7 +55,7 @@ func (e *Exporter) enqueue(ctx context.Context, t function.Timer) error {
 	if err := e.Queue.Send(ctx, bodies); err != nil {
 		return err
 	}
-	function.Logger(ctx).Info("incident export enqueued", "tenants", len(bodies), "queue", fmt.Sprint(e.Queue), "past_due", t.PastDue)
+	function.Logger(ctx).Info("Incident export enqueued.", "tenants", len(bodies), "queue", fmt.Sprint(e.Queue), "past_due", t.PastDue)
 	return nil
 }
 
@@ -88,7 +89,7 @@ func (e *Exporter) Export(ctx context.Context, m function.Message) error {
 	log := function.Logger(ctx)
 	task, tn, err := e.ParseTask(m.Body)
 	if err != nil {
-		log.Error("queue message refused", "message", m.ID, "error", err.Error())
+		log.Error("Queue message refused.", "message", m.ID, "err", err)
 		return err
 	}
 	o := e.runs(ctx, []Tenant{tn})[0]
@@ -97,8 +98,8 @@ func (e *Exporter) Export(ctx context.Context, m function.Message) error {
 		// Another invocation holds the tenant and will finish it.
 		return nil
 	case err != nil && m.LastAttempt:
-		log.Error("tenant export failed on the message's last delivery; the platform moves it to the poison or dead-letter queue",
-			"tenant", tn.Name, "deliveries", m.DequeueCount, "round", task.Round, "error", err.Error())
+		log.Error("Tenant export failed on the message's last delivery; the platform moves it to the poison or dead-letter queue.",
+			"tenant", tn.Name, "deliveries", m.DequeueCount, "round", task.Round, "err", err)
 		return err
 	case err != nil:
 		return err
@@ -107,10 +108,10 @@ func (e *Exporter) Export(ctx context.Context, m function.Message) error {
 		b, _ := json.Marshal(task)
 		if err := e.Queue.Send(context.WithoutCancel(ctx), [][]byte{b}); err != nil {
 			// The next round's task continues instead.
-			log.Warn("could not enqueue the tenant's continuation; the next round continues", "tenant", tn.Name, "error", err.Error())
+			log.Warn("Could not enqueue the tenant's continuation; the next round continues.", "tenant", tn.Name, "err", err)
 			return nil
 		}
-		log.Info("tenant continued at the back of the queue", "tenant", tn.Name, "continued", task.Continued, "round", task.Round)
+		log.Info("Tenant continued at the back of the queue.", "tenant", tn.Name, "continued", task.Continued, "round", task.Round)
 	}
 	return nil
 }

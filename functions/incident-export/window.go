@@ -110,7 +110,7 @@ func (r *run) readPasses(ctx context.Context, w window, opts defender.ListOption
 			return res, fmt.Errorf("the %d versions updated at %s could not be read whole in %d passes (they kept changing); the next run tries again",
 				res.members, w.from.Format(time.RFC3339Nano), pass+1)
 		}
-		r.log.Info("an instant with more than a page changed while it was read; reading it again", "at", w.from, "pass", pass+1)
+		r.log.Info("An instant with more than a page changed while it was read; reading it again.", "at", w.from, "pass", pass+1)
 	}
 }
 
@@ -146,7 +146,7 @@ func (r *run) readInstant(ctx context.Context, w window, opts defender.ListOptio
 		var ae *defender.APIError
 		if errors.As(err, &ae) && ae.StatusCode == 400 && sp != (span{}) {
 			// The API refuses the creation filter: page the instant.
-			r.log.Warn("the listing refuses a creation-time filter; an instant with more than a page is paged", "error", err)
+			r.log.Warn("The listing refuses a creation-time filter; an instant with more than a page is paged.", "err", err)
 			return r.readPasses(ctx, w, opts, true)
 		}
 		if err != nil {
@@ -156,7 +156,7 @@ func (r *run) readInstant(ctx context.Context, w window, opts defender.ListOptio
 		for _, in := range page.Incidents {
 			if !sp.holds(in.Created) {
 				// The API ignored the creation filter: page the instant.
-				r.log.Warn("the listing's creation-time filter does not hold here; an instant with more than a page is paged", "incident", in.ID, "created", in.Created, "range", sp.String())
+				r.log.Warn("The listing's creation-time filter does not hold here; an instant with more than a page is paged.", "incident", in.ID, "created", in.Created, "range", sp.String())
 				sub, err := r.readPasses(ctx, w, opts, true)
 				sub.passes += res.passes
 				return sub, err
@@ -307,7 +307,7 @@ func (r *run) pass(ctx context.Context, w window, opts defender.ListOptions, sin
 		res.whole = true
 	case r.count:
 		res.changed = true
-		r.log.Info("a window changed while it was read; reading it again narrower", "window", w.String(), "count", res.count, "read", len(distinct))
+		r.log.Info("A window changed while it was read; reading it again narrower.", "window", w.String(), "count", res.count, "read", len(distinct))
 	}
 	return res, nil
 }
@@ -336,7 +336,7 @@ func (r *run) distrustCount(count int64, read int) {
 		return
 	}
 	r.count = false
-	r.log.Warn("@odata.count is not usable here; windows are read one response each", "count", count, "read", read)
+	r.log.Warn("@odata.count is not usable here; windows are read one response each.", "count", count, "read", read)
 }
 
 func (r *run) writePage(ctx context.Context, w window, page *defender.Page, newInPass *int) error {

@@ -76,78 +76,94 @@ func ParseJira(body []byte, m *Mapping) (*Change, time.Time, error) {
 	case "jira:issue_created":
 		c.Ignored = "a new issue only links the ticket; later updates are applied"
 	case "jira:issue_updated":
-		if p.User != nil && jm.ignoredAuthor(p.User.AccountID, p.User.Name, p.User.EmailAddress) {
-			c.Ignored = "the change was made by an ignored author"
-			break
-		}
-		changed := func(field string) bool {
-			if p.Changelog == nil {
-				return true // no changelog: take the issue as it is
-			}
-			for _, it := range p.Changelog.Items {
-				if strings.EqualFold(it.FieldID, field) || strings.EqualFold(it.Field, field) {
-					return true
-				}
-			}
-			return false
-		}
-		if changed("status") {
-			var st jiraNamed
-			if raw, ok := f["status"]; ok && json.Unmarshal(raw, &st) == nil {
-				cat := ""
-				if st.StatusCategory != nil {
-					cat = st.StatusCategory.Key
-				}
-				c.status(jm, st.Name, cat)
-			}
-		}
-		if changed("resolution") {
-			var res *jiraNamed
-			if raw, ok := f["resolution"]; ok && json.Unmarshal(raw, &res) == nil && res != nil {
-				c.classify(jm, res.Name)
-			}
-		}
-		if changed("assignee") {
-			var u *jiraUser
-			if raw, ok := f["assignee"]; ok && json.Unmarshal(raw, &u) == nil && u != nil {
-				if v, ok := jm.assignee(u.EmailAddress, u.AccountID, u.Name, u.DisplayName); ok {
-					c.AssignedTo = ptr(v)
-				} else {
-					c.Notes = append(c.Notes, "assignee "+truncate(u.DisplayName, 60)+" has no mapping and no visible e-mail address")
-				}
-			}
-		}
-		if c.Status == nil && c.Classification == nil && c.AssignedTo == nil {
-			c.Ignored = "no synchronised field changed"
-		}
+		jiraUpdate(c, &p, jm)
 	case "comment_created":
-		if p.Comment == nil {
-			return nil, at, payloadErr("comment_created without a comment")
-		}
-		author := ""
-		if a := p.Comment.Author; a != nil {
-			author = a.DisplayName
-			if jm.ignoredAuthor(a.AccountID, a.Name, a.EmailAddress) {
-				c.Ignored = "the comment was written by an ignored author"
-				break
-			}
-		}
-		text, err := jiraText(p.Comment.Body)
-		if err != nil {
+		if err := jiraComment(c, &p, m); err != nil {
 			return nil, at, err
-		}
-		switch {
-		case strings.TrimSpace(text) == "":
-			c.Ignored = "the comment is empty"
-		case m.echo(text):
-			c.Ignored = "the comment carries a synchronisation marker (it came from Defender)"
-		default:
-			c.Comment = &Comment{ID: p.Comment.ID, Author: author, Text: text}
 		}
 	default:
 		c.Ignored = "event " + p.WebhookEvent + " is not synchronised"
 	}
 	return c, at, nil
+}
+
+// jiraUpdate reads the synchronised fields an issue update changed: all of
+// them when there is no changelog.
+func jiraUpdate(c *Change, p *jiraPayload, jm *ProviderMapping) {
+	if p.User != nil && jm.ignoredAuthor(p.User.AccountID, p.User.Name, p.User.EmailAddress) {
+		c.Ignored = "the change was made by an ignored author"
+		return
+	}
+	f := p.Issue.Fields
+	changed := func(field string) bool {
+		if p.Changelog == nil {
+			return true // no changelog: take the issue as it is
+		}
+		for _, it := range p.Changelog.Items {
+			if strings.EqualFold(it.FieldID, field) || strings.EqualFold(it.Field, field) {
+				return true
+			}
+		}
+		return false
+	}
+	if changed("status") {
+		var st jiraNamed
+		if raw, ok := f["status"]; ok && json.Unmarshal(raw, &st) == nil {
+			cat := ""
+			if st.StatusCategory != nil {
+				cat = st.StatusCategory.Key
+			}
+			c.status(jm, st.Name, cat)
+		}
+	}
+	if changed("resolution") {
+		var res *jiraNamed
+		if raw, ok := f["resolution"]; ok && json.Unmarshal(raw, &res) == nil && res != nil {
+			c.classify(jm, res.Name)
+		}
+	}
+	if changed("assignee") {
+		var u *jiraUser
+		if raw, ok := f["assignee"]; ok && json.Unmarshal(raw, &u) == nil && u != nil {
+			if v, ok := jm.assignee(u.EmailAddress, u.AccountID, u.Name, u.DisplayName); ok {
+				c.AssignedTo = ptr(v)
+			} else {
+				c.Notes = append(c.Notes, "assignee "+truncate(u.DisplayName, 60)+" has no mapping and no visible e-mail address")
+			}
+		}
+	}
+	if c.Status == nil && c.Classification == nil && c.AssignedTo == nil {
+		c.Ignored = "no synchronised field changed"
+	}
+}
+
+// jiraComment reads a new comment, unless it is empty, by an ignored
+// author, or an echo of Defender's own.
+func jiraComment(c *Change, p *jiraPayload, m *Mapping) error {
+	if p.Comment == nil {
+		return payloadErr("comment_created without a comment")
+	}
+	author := ""
+	if a := p.Comment.Author; a != nil {
+		author = a.DisplayName
+		if m.Jira.ignoredAuthor(a.AccountID, a.Name, a.EmailAddress) {
+			c.Ignored = "the comment was written by an ignored author"
+			return nil
+		}
+	}
+	text, err := jiraText(p.Comment.Body)
+	if err != nil {
+		return err
+	}
+	switch {
+	case strings.TrimSpace(text) == "":
+		c.Ignored = "the comment is empty"
+	case m.echo(text):
+		c.Ignored = "the comment carries a synchronisation marker (it came from Defender)"
+	default:
+		c.Comment = &Comment{ID: p.Comment.ID, Author: author, Text: text}
+	}
+	return nil
 }
 
 // validKey accepts Jira issue keys (PROJECT-123) without being strict about

@@ -37,7 +37,7 @@ func (k StaticKeys) Keys(_ context.Context, provider string) ([][]byte, error) {
 // shared secrets, the others Standard Webhooks secrets (whsec_…). The error
 // never holds a secret.
 func ParseKeys(provider, secrets string) ([][]byte, error) {
-	if provider == Jira {
+	if providers[provider].hub {
 		return webhook.ParseSecrets(secrets)
 	}
 	return webhook.ParseStandardSecrets(secrets)
@@ -95,10 +95,8 @@ func parseSecretKeys(s string) (map[string][][]byte, error) {
 	}
 	keys := map[string][][]byte{}
 	for provider, v := range m {
-		switch provider {
-		case Jira, ServiceNow, Generic:
-		default:
-			return nil, fmt.Errorf("%w: the secret has a key %q: use jira, servicenow or generic", ErrBadSecret, truncate(provider, 32))
+		if _, ok := providers[provider]; !ok {
+			return nil, fmt.Errorf("%w: the secret has a key %q: use %s", ErrBadSecret, truncate(provider, 32), providerList(""))
 		}
 		k, err := ParseKeys(provider, v)
 		if err != nil {

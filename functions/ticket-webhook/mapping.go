@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/defender"
 )
 
@@ -135,7 +136,8 @@ var settable = []string{"active", "inProgress", "resolved"}
 
 func (m *Mapping) check() error {
 	var problems []string
-	for name, p := range map[string]*ProviderMapping{"jira": &m.Jira, "servicenow": &m.ServiceNow, "generic": &m.Generic} {
+	for _, name := range config.WebhookProviders {
+		p := providers[name].mapping(m)
 		bad := func(format string, a ...any) { problems = append(problems, name+": "+fmt.Sprintf(format, a...)) }
 		for k, v := range p.Status {
 			if v != "" {

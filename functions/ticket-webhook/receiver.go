@@ -21,6 +21,7 @@ import (
 
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/defender"
+	"github.com/defender-functions/defender-functions/shared/failure"
 	"github.com/defender-functions/defender-functions/shared/function"
 	"github.com/defender-functions/defender-functions/shared/state"
 	"github.com/defender-functions/defender-functions/shared/telemetry"
@@ -29,17 +30,11 @@ import (
 
 // Function is ticket-webhook as the platforms bind it.
 var Function = function.Descriptor{
-	Name:  "ticket-webhook",
-	HTTP:  &function.HTTPBinding{Route: "ticket-webhook/{provider}", Methods: []string{"post"}, AuthLevel: "function", Signed: true},
-	Roles: function.Roles{Graph: []string{"SecurityIncident.ReadWrite.All"}, XDR: []string{"Incident.ReadWrite.All"}},
+	Name:     "ticket-webhook",
+	HTTP:     &function.HTTPBinding{Route: "ticket-webhook/{provider}", Methods: []string{"post"}, AuthLevel: "function", Signed: true},
+	Roles:    function.Roles{Graph: []string{"SecurityIncident.ReadWrite.All"}, XDR: []string{"Incident.ReadWrite.All"}},
+	Settings: config.WebhookSettings,
 }
-
-// Providers, as in the route ticket-webhook/{provider}.
-const (
-	Jira       = "jira"
-	ServiceNow = "servicenow"
-	Generic    = "generic"
-)
 
 // Jira's delivery headers.
 const (
@@ -126,10 +121,10 @@ func (rc *Receiver) Serve(ctx context.Context, r *function.HTTPRequest) *functio
 		attrs = append(attrs, "comment", o.Comment)
 	}
 	if o.Error != nil {
-		attrs = append(attrs, "error", o.Error.Code)
+		attrs = append(attrs, "code", o.Error.Code)
 	}
 	if o.cause != nil {
-		attrs = append(attrs, "cause", o.cause.Error())
+		attrs = append(attrs, "err", o.cause)
 	}
 	// The provider comes from the path: a metric names only known ones.
 	provider := o.Provider
@@ -139,9 +134,9 @@ func (rc *Receiver) Serve(ctx context.Context, r *function.HTTPRequest) *functio
 	telemetry.Webhook(ctx, provider, o.Status)
 	log := function.Logger(ctx)
 	if o.code >= 500 {
-		log.Warn("ticket-webhook", attrs...)
+		log.Warn("Delivery answered.", attrs...)
 	} else {
-		log.Info("ticket-webhook", attrs...)
+		log.Info("Delivery answered.", attrs...)
 	}
 	b, _ := json.Marshal(o)
 	h := http.Header{"Content-Type": {"application/json; charset=utf-8"}}
@@ -223,12 +218,10 @@ func (rc *Receiver) serve(ctx context.Context, r *function.HTTPRequest) *Outcome
 // that is turned on, the body's size and type.
 func (rc *Receiver) admit(ctx context.Context, r *function.HTTPRequest, o *Outcome) (provider string, keys [][]byte, failed *Outcome) {
 	provider = strings.ToLower(r.Params["provider"])
-	switch provider {
-	case Jira, ServiceNow, Generic:
-		o.Provider = provider
-	default:
-		return "", nil, o.fail(404, "UnknownProvider", "use /api/ticket-webhook/jira, /servicenow or /generic")
+	if _, ok := providers[provider]; !ok {
+		return "", nil, o.fail(404, "UnknownProvider", "use "+providerList("/api/ticket-webhook/"))
 	}
+	o.Provider = provider
 	keys, err := rc.Keys.Keys(ctx, provider)
 	if err != nil {
 		return "", nil, keysFailed(o, err)
@@ -249,7 +242,7 @@ func (rc *Receiver) admit(ctx context.Context, r *function.HTTPRequest, o *Outco
 // verify checks the delivery's signature and returns its ID and, where the
 // signature covers one, the event's time (Jira's is in the body: parse).
 func (rc *Receiver) verify(r *function.HTTPRequest, provider string, keys [][]byte, now time.Time) (string, time.Time, error) {
-	if provider == Jira {
+	if providers[provider].hub {
 		if err := webhook.VerifyHub(keys, r.Header.Get(webhook.HeaderHubSignature), r.Body); err != nil {
 			return "", time.Time{}, err
 		}
@@ -265,20 +258,12 @@ func (rc *Receiver) verify(r *function.HTTPRequest, provider string, keys [][]by
 // parse reads the verified body as the provider's change, with the
 // provider's mapping, and the event's time where the body states it.
 func (rc *Receiver) parse(r *function.HTTPRequest, provider string, now time.Time) (*Change, *ProviderMapping, time.Time, error) {
-	switch provider {
-	case Jira:
-		ch, at, err := ParseJira(r.Body, rc.Mapping)
-		if err == nil {
-			err = rc.jiraAge(r.Header, now, at)
-		}
-		return ch, &rc.Mapping.Jira, at, err
-	case ServiceNow:
-		ch, err := ParseServiceNow(r.Body, rc.Mapping)
-		return ch, &rc.Mapping.ServiceNow, time.Time{}, err
-	default:
-		ch, err := ParseGeneric(r.Body, rc.Mapping)
-		return ch, &rc.Mapping.Generic, time.Time{}, err
+	p := providers[provider]
+	ch, at, err := p.parse(r.Body, rc.Mapping)
+	if err == nil && p.hub {
+		err = rc.jiraAge(r.Header, now, at)
 	}
+	return ch, p.mapping(rc.Mapping), at, err
 }
 
 // delivery is a verified, parsed delivery for a configured tenant.
@@ -296,7 +281,7 @@ type delivery struct {
 // its deliveries are also known by the hash of the signed body (a replay of
 // the same bytes under a new identifier is still a duplicate).
 func (d delivery) keys() (primary, secondary string) {
-	if d.provider != Jira {
+	if !providers[d.provider].hub {
 		return deliveryKey(d.provider, "id", d.id), ""
 	}
 	sum := sha256.Sum256(d.body)
@@ -411,7 +396,7 @@ func keysFailed(o *Outcome, err error) *Outcome {
 	if errors.Is(err, ErrBadSecret) {
 		return o.fail(500, "KeysMisconfigured", "the signing keys could not be read; the operator must fix them (the log says how)")
 	}
-	f := defender.Classify(err)
+	f := failure.Classify(err)
 	o.retryAfter = f.RetryAfter
 	return o.fail(f.Status, f.Code, f.Message)
 }
@@ -423,14 +408,14 @@ func stateFailed(o *Outcome, err error) *Outcome {
 
 // upstreamFailed answers what the sender should do: retry (503, 429, with
 // Retry-After) or not (4xx; 500 for a configuration the operator must fix),
-// by defender.Classify, as every function does.
+// by failure.Classify, as every function does.
 func upstreamFailed(o *Outcome, err error) *Outcome {
 	o.cause = err
 	var re *redirectedError
 	if errors.As(err, &re) {
 		return o.fail(422, "IncidentMerged", re.Error())
 	}
-	f := defender.Classify(err)
+	f := failure.Classify(err)
 	switch f.Code {
 	case "NotFound":
 		return o.fail(422, "IncidentNotFound", fmt.Sprintf("incident %s does not exist in tenant %s", o.Incident, o.Tenant))

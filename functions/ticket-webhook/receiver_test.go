@@ -484,7 +484,7 @@ func TestThroughTheAdapters(t *testing.T) {
 		}
 		msgs = append(msgs, m["msg"].(string))
 	}
-	if strings.Join(msgs, ",") != "token acquired,ticket-webhook,http function" {
+	if strings.Join(msgs, ",") != "Token acquired.,Delivery answered.,HTTP function answered." {
 		t.Fatalf("log lines: %v", msgs)
 	}
 

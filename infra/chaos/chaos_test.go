@@ -176,7 +176,7 @@ func outageWhileWarm(t *testing.T, kv []string, outage devstack.Faults) {
 	if st != 503 || !strings.Contains(body, "CredentialsUnavailable") || !strings.Contains(body, "is unavailable") {
 		t.Fatalf("hunting after expiry: %d %s", st, body)
 	}
-	// Both functions read the outage the same way (defender.Classify).
+	// Both functions read the outage the same way (failure.Classify).
 	if st, body := e.deliver("after-expiry", e.incident(0)); st != 503 || !strings.Contains(body, "CredentialsUnavailable") {
 		t.Fatalf("webhook after expiry: %d %s", st, body)
 	}

@@ -69,7 +69,7 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 		s.mu.Lock()
 		s.tok, s.exp = tok, exp
 		s.mu.Unlock()
-		s.o.Logger.InfoContext(ctx, "web identity token from aws sts", "audience", s.o.Audience, "expires", exp.UTC().Format(time.RFC3339))
+		s.o.Logger.InfoContext(ctx, "Web identity token obtained from AWS STS.", "audience", s.o.Audience, "expires", exp.UTC().Format(time.RFC3339))
 		return tok, nil
 	})
 	select {

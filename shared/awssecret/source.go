@@ -74,8 +74,8 @@ func (s *Source) Get(ctx context.Context) (Value, error) {
 	}
 	v, err := s.read(ctx, cur)
 	if err != nil && cur != nil && !errors.Is(err, context.Canceled) {
-		s.o.Logger.WarnContext(ctx, "secret not read again; serving the version held", "secret", s.id, "version", cur.Version,
-			"age_s", int(now.Sub(cur.Read).Seconds()), "error", err.Error())
+		s.o.Logger.WarnContext(ctx, "Secret not read again; serving the version held.", "secret", s.id, "version", cur.Version,
+			"age_s", int(now.Sub(cur.Read).Seconds()), "err", err)
 		return *cur, nil
 	}
 	return v, err
@@ -118,7 +118,7 @@ func (s *Source) read(ctx context.Context, seen *Value) (Value, error) {
 			return nil, err
 		}
 		s.cur, s.failed = &v, time.Time{}
-		s.o.Logger.InfoContext(ctx, "secret read from secrets manager", "secret", s.id, "version", v.Version)
+		s.o.Logger.InfoContext(ctx, "Secret read from Secrets Manager.", "secret", s.id, "version", v.Version)
 		return v, nil
 	})
 	select {

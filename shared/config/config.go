@@ -136,10 +136,11 @@ type Config struct {
 	// an empty map turns pacing off (DEFENDER_RATE_LIMITS=off).
 	RateLimits map[string][]RateLimit
 
-	// FunctionProblems are the problems of each function's own settings,
-	// by function name, when Load found no other: those functions cannot
-	// run, the others can.
-	FunctionProblems map[string]Problems
+	// GroupProblems are the problems of the settings that only some
+	// functions read, by group (ExportSettings …), when Load found no
+	// other: the functions that declare the group (function.Descriptor's
+	// Settings) cannot run, the others can.
+	GroupProblems map[string]Problems
 
 	// hunting-query settings.
 	HuntingAllowAdhoc   bool              // HUNTING_ALLOW_ADHOC: accept raw KQL
@@ -162,8 +163,17 @@ type Config struct {
 	WebhookTimeout     time.Duration     // WEBHOOK_TIMEOUT: an unfinished delivery answers 503 by then
 }
 
-// Webhook providers, as named in the route ticket-webhook/{provider}.
-var WebhookProviders = []string{"jira", "servicenow", "generic"}
+// The ticketing systems ticket-webhook takes deliveries from, as named in
+// its route ticket-webhook/{provider} and in their secrets' settings
+// (WEBHOOK_SECRET_JIRA …); ticket-webhook says how each signs and reads.
+const (
+	WebhookJira       = "jira"
+	WebhookServiceNow = "servicenow"
+	WebhookGeneric    = "generic"
+)
+
+// WebhookProviders are those systems, in the order messages list them.
+var WebhookProviders = []string{WebhookJira, WebhookServiceNow, WebhookGeneric}
 
 // RateLimit is "Requests per Per" for one bucket of API operations.
 type RateLimit struct {
@@ -264,19 +274,19 @@ var (
 // FromEnv loads the configuration from the process environment.
 func FromEnv() (*Config, error) { return Load(os.LookupEnv) }
 
-// The functions whose settings are their own: a problem with one of them
-// stops that function only.
+// The groups of settings that only some functions read: a problem with
+// one stops the functions that declare it, not the others.
 const (
-	IncidentExport = "incident-export"
-	HuntingQuery   = "hunting-query"
-	TicketWebhook  = "ticket-webhook"
+	ExportSettings  = "export"
+	HuntingSettings = "hunting"
+	WebhookSettings = "webhook"
 )
 
 // Load parses the settings that lookup returns. Every problem is reported
 // at once, each naming its setting, as Problems. A problem with the settings
 // every function shares (the app, its credential, the API) leaves no
 // Config; when every problem belongs to one function's own settings, Load
-// returns the Config too, with FunctionProblems saying which functions
+// returns the Config too, with GroupProblems saying which functions
 // cannot run: the others can. Each concern's settings are read by a method
 // of reader below.
 func Load(lookup func(string) (string, bool)) (*Config, error) {
@@ -286,28 +296,28 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	r.vault(c)
 	r.rateLimits(c)
 	r.telemetry(c)
-	r.scope = IncidentExport
+	r.scope = ExportSettings
 	r.export(c)
-	r.scope = HuntingQuery
+	r.scope = HuntingSettings
 	r.hunting(c)
-	r.scope = TicketWebhook
+	r.scope = WebhookSettings
 	r.webhook(c)
 	all := append(Problems{}, r.p...)
-	for _, f := range []string{IncidentExport, HuntingQuery, TicketWebhook} {
+	for _, f := range []string{ExportSettings, HuntingSettings, WebhookSettings} {
 		all = append(all, r.fn[f]...)
 	}
 	switch {
 	case len(r.p) > 0:
 		return nil, all
 	case len(all) > 0:
-		c.FunctionProblems = r.fn
+		c.GroupProblems = r.fn
 		return c, all
 	}
 	return c, nil
 }
 
 // reader reads settings and collects the problems it finds: the shared
-// settings' in p, one function's (scope) in fn.
+// settings' in p, a group's (scope) in fn.
 type reader struct {
 	lookup func(string) (string, bool)
 	scope  string

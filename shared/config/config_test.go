@@ -220,11 +220,11 @@ func TestProblemsBelongToTheirFunction(t *testing.T) {
 		kv   []string
 		want map[string]int // problems per function; nil: no Config
 	}{
-		{[]string{"WEBHOOK_SECRET_JIRA", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/j/)"}, map[string]int{config.TicketWebhook: 1}},
-		{[]string{"EXPORT_LAG", "forever", "HUNTING_MAX_ROWS", "0", "HUNTING_TIMEOUT", "1h"}, map[string]int{config.IncidentExport: 1, config.HuntingQuery: 2}},
-		{[]string{"EXPORT_SINK", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/s/)"}, map[string]int{config.IncidentExport: 1}},
-		{[]string{"WEBHOOK_SECRETS_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:hooks-AbCdEf", "WEBHOOK_SECRET_GENERIC", "whsec_x"}, map[string]int{config.TicketWebhook: 1}},
-		{[]string{"WEBHOOK_SECRETS_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:hooks-AbCdEf", "WEBHOOK_SECRETS_TTL", "10s"}, map[string]int{config.TicketWebhook: 1}},
+		{[]string{"WEBHOOK_SECRET_JIRA", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/j/)"}, map[string]int{config.WebhookSettings: 1}},
+		{[]string{"EXPORT_LAG", "forever", "HUNTING_MAX_ROWS", "0", "HUNTING_TIMEOUT", "1h"}, map[string]int{config.ExportSettings: 1, config.HuntingSettings: 2}},
+		{[]string{"EXPORT_SINK", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/s/)"}, map[string]int{config.ExportSettings: 1}},
+		{[]string{"WEBHOOK_SECRETS_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:hooks-AbCdEf", "WEBHOOK_SECRET_GENERIC", "whsec_x"}, map[string]int{config.WebhookSettings: 1}},
+		{[]string{"WEBHOOK_SECRETS_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:hooks-AbCdEf", "WEBHOOK_SECRETS_TTL", "10s"}, map[string]int{config.WebhookSettings: 1}},
 		{[]string{"HUNTING_MAX_ROWS", "0", "DEFENDER_API", "mde"}, nil},
 		{[]string{"DEFENDER_RATE_LIMITS", "fast"}, nil},
 	} {
@@ -242,7 +242,7 @@ func TestProblemsBelongToTheirFunction(t *testing.T) {
 			t.Fatalf("%v: no Config for the other functions: %v", tc.kv, err)
 		}
 		got := map[string]int{}
-		for f, p := range c.FunctionProblems {
+		for f, p := range c.GroupProblems {
 			if len(p) > 0 {
 				got[f] = len(p)
 			}
@@ -265,7 +265,7 @@ func TestWebhookMappingSetting(t *testing.T) {
 		{"WEBHOOK_MAPPING", "{" + strings.Repeat(" ", 64<<10) + "}"},
 	} {
 		c, err := config.Load(env(append(base, kv...)...))
-		if c == nil || len(c.FunctionProblems[config.TicketWebhook]) != 1 || !strings.Contains(err.Error(), "WEBHOOK_MAPPING") {
+		if c == nil || len(c.GroupProblems[config.WebhookSettings]) != 1 || !strings.Contains(err.Error(), "WEBHOOK_MAPPING") {
 			t.Errorf("%.60v: %v", kv, err)
 		}
 	}
@@ -345,7 +345,7 @@ func TestExportQueue(t *testing.T) {
 		if c == nil {
 			t.Fatalf("%s: %v", tc.v, err)
 		}
-		got := len(c.FunctionProblems[config.IncidentExport]) == 0
+		got := len(c.GroupProblems[config.ExportSettings]) == 0
 		if got != tc.ok || config.ExportQueueIsSQS(tc.v) != tc.sqs || !tc.ok && !strings.Contains(err.Error(), "EXPORT_QUEUE=") {
 			t.Errorf("%s: accepted %v (sqs %v), want %v (sqs %v): %v", tc.v, got, config.ExportQueueIsSQS(tc.v), tc.ok, tc.sqs, err)
 		}
@@ -397,7 +397,7 @@ func TestSIEMSettings(t *testing.T) {
 		if c == nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		p := strings.Join(c.FunctionProblems[config.IncidentExport], "; ")
+		p := strings.Join(c.GroupProblems[config.ExportSettings], "; ")
 		if tc.problem == "" && p != "" || tc.problem != "" && !strings.Contains(p, tc.problem) {
 			t.Errorf("%s: incident-export's problems %q, want %q", tc.name, p, tc.problem)
 		}

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -16,8 +17,9 @@ func ExportQueueIsSQS(v string) bool {
 	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" && strings.Count(strings.Trim(u.Path, "/"), "/") == 1
 }
 
-// queueName is an Azure Storage queue's name.
-var queueName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`)
+// queueName is an Azure Storage queue's name. Compiled when first used, not
+// at every start of a process that may never read EXPORT_QUEUE.
+var queueName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`) })
 
 // export: incident-export's sink, state, schedule and windows, and storage.
 func (r *reader) export(c *Config) {
@@ -49,7 +51,7 @@ func (r *reader) export(c *Config) {
 	}
 	c.ExportBatchEvery = r.duration(EnvExportBatchEvery, 10*time.Second, 100*time.Millisecond, 10*time.Minute)
 	c.ExportQueue = r.get(EnvExportQueue, "")
-	if q := c.ExportQueue; q != "" && !ExportQueueIsSQS(q) && (!queueName.MatchString(q) || strings.Contains(q, "--") || strings.HasSuffix(q, "-poison")) {
+	if q := c.ExportQueue; q != "" && !ExportQueueIsSQS(q) && (!queueName().MatchString(q) || strings.Contains(q, "--") || strings.HasSuffix(q, "-poison")) {
 		r.problem(fmt.Sprintf("%s=%q is neither an Amazon SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>) nor an Azure Storage queue name: 3 to 63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit (and not the host's -poison queue)", EnvExportQueue, q))
 	}
 	if v := r.get(EnvExportPageSize, ""); v != "" {

@@ -21,6 +21,21 @@ func (r *reader) identity(c *Config) {
 		r.problem(fmt.Sprintf("%s=%q is not an API: use graph (Microsoft Graph security API) or xdr (Defender XDR API, retired 2027-02-01)", EnvAPI, api))
 	}
 
+	r.tenants(c)
+	c.ClientID = r.get(EnvClientID, "")
+	switch {
+	case c.ClientID == "":
+		r.problem(EnvClientID + " is required: the application (client) ID of the app registration")
+	case !guidRe().MatchString(c.ClientID):
+		r.problem(fmt.Sprintf("%s=%q is not an application (client) ID: copy the GUID from the app registration's Overview page", EnvClientID, c.ClientID))
+	}
+	r.credential(c)
+	r.entra(c)
+	r.apiURL(c)
+}
+
+// tenants: DEFENDER_TENANT_ID, one tenant or several.
+func (r *reader) tenants(c *Config) {
 	if t := r.get(EnvTenantID, ""); t == "" {
 		r.problem(EnvTenantID + " is required: the directory (tenant) ID of your Entra ID tenant, or a comma-separated list for a multi-tenant app")
 	} else {
@@ -39,15 +54,10 @@ func (r *reader) identity(c *Config) {
 			}
 		}
 	}
+}
 
-	c.ClientID = r.get(EnvClientID, "")
-	switch {
-	case c.ClientID == "":
-		r.problem(EnvClientID + " is required: the application (client) ID of the app registration")
-	case !guidRe().MatchString(c.ClientID):
-		r.problem(fmt.Sprintf("%s=%q is not an application (client) ID: copy the GUID from the app registration's Overview page", EnvClientID, c.ClientID))
-	}
-
+// credential: how the app proves who it is, and where its secret lives.
+func (r *reader) credential(c *Config) {
 	c.Credential = Credential(strings.ToLower(r.get(EnvCredential, string(KeyVaultSecret))))
 	switch c.Credential {
 	case KeyVaultSecret, KeyVaultCertificate, ManagedIdentityFederation, AWSFederation, EnvSecret:
@@ -78,7 +88,10 @@ func (r *reader) identity(c *Config) {
 	} else if c.Credential == EnvSecret {
 		r.problem(fmt.Sprintf("%s is required with %s=env-secret (local development only)", EnvClientSecret, EnvCredential))
 	}
+}
 
+// entra: the authority that issues the tokens, and their form.
+func (r *reader) entra(c *Config) {
 	c.AuthorityHost = strings.TrimRight(r.get(EnvAuthorityHost, DefaultAuthorityHost), "/")
 	if u, err := url.Parse(c.AuthorityHost); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
 		r.problem(fmt.Sprintf("%s=%q is not an https URL such as %s", EnvAuthorityHost, RedactURL(c.AuthorityHost), DefaultAuthorityHost))
@@ -98,7 +111,10 @@ func (r *reader) identity(c *Config) {
 	default:
 		r.problem(fmt.Sprintf("%s=%q: use v2 (scope) or v1 (resource)", EnvTokenVersion, v))
 	}
+}
 
+// apiURL: where the API is, and the audience of its tokens.
+func (r *reader) apiURL(c *Config) {
 	def := GraphURL
 	c.Resource = GraphURL
 	if c.API == XDR {

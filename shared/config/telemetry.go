@@ -5,10 +5,12 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 )
 
-// headerKey is an HTTP header's name (RFC 9110's token).
-var headerKey = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+// headerKey is an HTTP header's name (RFC 9110's token), compiled when
+// first used, not at every start.
+var headerKey = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$") })
 
 // telemetry: OpenTelemetry's exporter.
 func (r *reader) telemetry(c *Config) {
@@ -32,7 +34,7 @@ func (r *reader) telemetry(c *Config) {
 		// value percent-encoded.
 		for _, kv := range strings.Split(v, ",") {
 			k, val, ok := strings.Cut(kv, "=")
-			if _, err := url.PathUnescape(val); !ok || !headerKey.MatchString(strings.TrimSpace(k)) || err != nil {
+			if _, err := url.PathUnescape(val); !ok || !headerKey().MatchString(strings.TrimSpace(k)) || err != nil {
 				r.problem(fmt.Sprintf("%s is not a list of key=value pairs separated by commas, each value percent-encoded (%%20 for a space, %%25 for %%; its value is not shown: it may hold a key)", EnvOTLPHeaders))
 				break
 			}

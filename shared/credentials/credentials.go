@@ -253,7 +253,7 @@ func (s *source) fetch(ctx context.Context) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.log.InfoContext(ctx, "token acquired", "tenant", s.tenant, "scope", s.x.scope(), "expires", tok.Expiry.UTC().Format(time.RFC3339))
+	s.log.InfoContext(ctx, "Token acquired.", "tenant", s.tenant, "scope", s.x.scope(), "expires", tok.Expiry.UTC().Format(time.RFC3339))
 	return tok, nil
 }
 
@@ -277,7 +277,7 @@ func (s *source) fromVault(ctx context.Context) (*Token, error) {
 	}
 	tok, err := m.exchange(ctx, s.x, sv)
 	if errors.As(err, &ee) && ee.Rejected() {
-		s.log.WarnContext(ctx, "entra id rejected the credential from key vault; reading it again", "tenant", s.tenant, "aadsts", ee.AADSTS, "secret", cfg.SecretName, "version", sv.version)
+		s.log.WarnContext(ctx, "Entra ID rejected the credential from Key Vault; reading it again.", "tenant", s.tenant, "aadsts", ee.AADSTS, "secret", cfg.SecretName, "version", sv.version)
 		nu, rerr := m.vault.reread(ctx, sv)
 		if rerr != nil {
 			return nil, errors.Join(err, rerr)
@@ -299,7 +299,7 @@ func (s *source) fromVault(ctx context.Context) (*Token, error) {
 		if ferr == nil {
 			return m.exchange(ctx, s.x, r.sv)
 		}
-		s.log.WarnContext(ctx, "no older certificate version to sign with", "tenant", s.tenant, "secret", cfg.SecretName, "version", sv.version, "error", ferr.Error())
+		s.log.WarnContext(ctx, "No older certificate version to sign with.", "tenant", s.tenant, "secret", cfg.SecretName, "version", sv.version, "err", ferr)
 	}
 	return nil, err
 }

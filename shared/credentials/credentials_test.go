@@ -56,7 +56,7 @@ func TestMain(m *testing.M) {
 		fmt.Printf("FAIL: %d secrets or tokens issued by the devstack appear in the log output\n", leaks)
 		code = 1
 	}
-	if !strings.Contains(out, "token acquired") {
+	if !strings.Contains(out, "Token acquired.") {
 		fmt.Println("FAIL: the log audit saw no log output at all")
 		code = 1
 	}

@@ -103,7 +103,7 @@ func (v *vaultSecret) read(ctx context.Context, seen *secretValue) (*secretValue
 		v.mu.Lock()
 		v.cur = sv
 		v.mu.Unlock()
-		v.log.InfoContext(ctx, "secret read from key vault", "secret", v.name, "version", sv.version)
+		v.log.InfoContext(ctx, "Secret read from Key Vault.", "secret", v.name, "version", sv.version)
 		return sv, nil
 	})
 	select {

@@ -209,7 +209,7 @@ func (m *material) searchOlder(ctx context.Context, x *exchanger, current *secre
 		}
 		old, err := m.vault.version(ctx, v)
 		if err != nil {
-			m.log.DebugContext(ctx, "older certificate version unreadable", "secret", m.cfg.SecretName, "older_version", v, "error", err)
+			m.log.DebugContext(ctx, "An older certificate version is unreadable.", "secret", m.cfg.SecretName, "older_version", v, "err", err)
 			continue
 		}
 		sg, err := m.signer(old)
@@ -252,7 +252,7 @@ func (m *material) pinOlder(ctx context.Context, current, old *secretValue) {
 		attrs = append(attrs, "older_version", d.Version, "older_thumbprint", d.Thumbprint, "older_expires", d.NotAfter.UTC().Format(time.RFC3339))
 	}
 	attrs = append(attrs, "fix", UploadCommand(*m.cfg, current.version))
-	m.log.Log(ctx, level, "entra id does not know the current certificate in key vault (AADSTS700027: not registered on the app, e.g. renewed by its policy); signing with the newest older version it accepts until the current one is uploaded", attrs...)
+	m.log.Log(ctx, level, "Entra ID does not know the current certificate in Key Vault (AADSTS700027: not registered on the app, e.g. renewed by its policy); signing with the newest older version it accepts until the current one is uploaded.", attrs...)
 }
 
 // settled notes that Entra ID accepted sv, the current version: a fallback
@@ -262,7 +262,7 @@ func (m *material) settled(ctx context.Context, sv *secretValue) {
 	over := m.pin != nil
 	m.mu.Unlock()
 	if over {
-		m.unpin(ctx, "entra id accepts the current certificate version from key vault; the older version is no longer used")
+		m.unpin(ctx, "Entra ID accepts the current certificate version from Key Vault; the older version is no longer used.")
 	}
 }
 

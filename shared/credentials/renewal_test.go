@@ -42,7 +42,7 @@ func certFixture(t *testing.T, logs *devstack.LogBuffer, kv ...string) *fixture 
 }
 
 // records are the log records with this message.
-const fellBack = "entra id does not know the current certificate in key vault (AADSTS700027: not registered on the app, e.g. renewed by its policy); signing with the newest older version it accepts until the current one is uploaded"
+const fellBack = "Entra ID does not know the current certificate in Key Vault (AADSTS700027: not registered on the app, e.g. renewed by its policy); signing with the newest older version it accepts until the current one is uploaded."
 
 // thumbprints are the SHA-1 (hex) and SHA-256 (base64url) thumbprints of
 // the certificate in a version's PEM, and the certificate.
@@ -117,7 +117,7 @@ func TestCertificateRenewalFallsBack(t *testing.T) {
 	if refused, ok := c.Get(tokenEndpoint, 401), c.Get(tokenEndpoint, 200); refused != 1 || ok != 4 {
 		t.Fatalf("after the upload: token refusals %d, tokens %d; want 1, 4", refused, ok)
 	}
-	if over := logs.Records("entra id accepts the current certificate version from key vault; the older version is no longer used"); len(over) != 1 || over[0]["version"] != renewed || over[0]["older_version"] != seed {
+	if over := logs.Records("Entra ID accepts the current certificate version from Key Vault; the older version is no longer used."); len(over) != 1 || over[0]["version"] != renewed || over[0]["older_version"] != seed {
 		t.Fatalf("end of the fallback: %v", over)
 	}
 	if len(logs.Records(fellBack)) != 1 {
@@ -188,7 +188,7 @@ func TestCertificateRenewalWithoutFallback(t *testing.T) {
 			if n := f.s.Counters().Get(tokenEndpoint, 401); n != c.refusals {
 				t.Fatalf("%d token requests refused, want %d", n, c.refusals)
 			}
-			if n := len(logs.Records("no older certificate version to sign with")); n != 1 {
+			if n := len(logs.Records("No older certificate version to sign with.")); n != 1 {
 				t.Fatalf("%d lines say there was no fallback", n)
 			}
 			if n := len(logs.Records(fellBack)); n != 0 {

@@ -19,11 +19,11 @@ import (
 // request, and writing the answer in the host's shape.
 func BenchmarkInvocationOverhead(b *testing.B) {
 	app := &function.App{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
-		HTTP: map[string]function.HTTPRoute{"hunting-query": {Route: "hunting-query", Methods: []string{"get", "post"},
+		HTTP: map[string]function.HTTPRoute{"hunting-query": {Descriptor: function.Descriptor{HTTP: &function.HTTPBinding{Route: "hunting-query", Methods: []string{"get", "post"}}},
 			Func: func(context.Context, *function.HTTPRequest) *function.HTTPResponse {
 				return &function.HTTPResponse{Status: 204}
 			}}},
-		Timers: map[string]function.TimerSchedule{"incident-export": {Func: func(context.Context, function.Timer) error { return nil }}},
+		Timers: map[string]function.TimerRoute{"incident-export": {Func: func(context.Context, function.Timer) error { return nil }}},
 	}
 	h := customhandler.New(app, customhandler.Options{})
 	timer, _ := os.ReadFile("testdata/timer-normal.json")

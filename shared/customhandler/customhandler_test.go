@@ -36,16 +36,16 @@ type recorderApp struct {
 func (a *recorderApp) app() *function.App {
 	echo := func(ctx context.Context, r *function.HTTPRequest) *function.HTTPResponse {
 		a.req = r
-		function.Logger(ctx).Info("in the function")
+		function.Logger(ctx).Info("In the function.")
 		return &function.HTTPResponse{Status: 202, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(`{"ok":true}`)}
 	}
 	return &function.App{
 		Logger: slog.New(slog.NewJSONHandler(io.MultiWriter(&a.logs, devstack.AuditLog()), nil)),
 		HTTP: map[string]function.HTTPRoute{
-			"hunting-query":  {Route: "hunting-query", Methods: []string{"get", "post"}, Func: echo},
-			"ticket-webhook": {Route: "ticket-webhook/{provider}", Methods: []string{"post"}, Func: echo},
+			"hunting-query":  {Descriptor: function.Descriptor{HTTP: &function.HTTPBinding{Route: "hunting-query", Methods: []string{"get", "post"}}}, Func: echo},
+			"ticket-webhook": {Descriptor: function.Descriptor{HTTP: &function.HTTPBinding{Route: "ticket-webhook/{provider}", Methods: []string{"post"}}}, Func: echo},
 		},
-		Timers: map[string]function.TimerSchedule{"incident-export": {Func: func(ctx context.Context, t function.Timer) error { a.timer = t; return a.timerErr }}},
+		Timers: map[string]function.TimerRoute{"incident-export": {Func: func(ctx context.Context, t function.Timer) error { a.timer = t; return a.timerErr }}},
 		Queues: map[string]function.QueueRoute{"incident-export-tenant": {Func: func(ctx context.Context, m function.Message) error { a.msg = m; return a.msgErr }}},
 	}
 }
@@ -234,7 +234,7 @@ func TestEasyAuthPrincipal(t *testing.T) {
 }
 
 func TestStreamedResponse(t *testing.T) {
-	app := &function.App{HTTP: map[string]function.HTTPRoute{"s": {Route: "s", Methods: []string{"get"}, Func: func(context.Context, *function.HTTPRequest) *function.HTTPResponse {
+	app := &function.App{HTTP: map[string]function.HTTPRoute{"s": {Descriptor: function.Descriptor{HTTP: &function.HTTPBinding{Route: "s", Methods: []string{"get"}}}, Func: func(context.Context, *function.HTTPRequest) *function.HTTPResponse {
 		return &function.HTTPResponse{Status: 200, Stream: func(w io.Writer) error { io.WriteString(w, "a\n"); io.WriteString(w, "b\n"); return nil }}
 	}}}, Logger: slog.New(slog.DiscardHandler)}
 	w := httptest.NewRecorder()

@@ -22,6 +22,10 @@ type Descriptor struct {
 	Queue *QueueBinding
 	// Roles are the application permissions the function's app needs.
 	Roles Roles
+	// Settings is the group of settings only some functions read
+	// (config.ExportSettings …) that this one needs: a problem there stops
+	// it, and the functions that do not declare the group run on.
+	Settings string
 }
 
 // HTTPBinding is an HTTP trigger.
@@ -117,7 +121,7 @@ func (a *App) HandleHTTP(d Descriptor, f HTTPFunc) {
 	if a.HTTP == nil {
 		a.HTTP = map[string]HTTPRoute{}
 	}
-	a.HTTP[d.Name] = HTTPRoute{Route: d.HTTP.Route, Methods: d.HTTP.Methods, AuthLevel: d.HTTP.AuthLevel, Func: func(ctx context.Context, r *HTTPRequest) *HTTPResponse {
+	a.HTTP[d.Name] = HTTPRoute{Descriptor: d, Func: func(ctx context.Context, r *HTTPRequest) *HTTPResponse {
 		resp := f(ctx, r)
 		if id := InvocationID(ctx); id != "" && resp != nil {
 			if resp.Header == nil {
@@ -137,13 +141,13 @@ func (a *App) HandleQueue(d Descriptor, f MessageFunc) {
 	if a.Queues == nil {
 		a.Queues = map[string]QueueRoute{}
 	}
-	a.Queues[d.Name] = QueueRoute{Queue: d.Queue.Queue, Func: f}
+	a.Queues[d.Name] = QueueRoute{Descriptor: d, Func: f}
 }
 
 // HandleTimer runs f as the timer function d declares.
 func (a *App) HandleTimer(d Descriptor, f TimerFunc) {
 	if a.Timers == nil {
-		a.Timers = map[string]TimerSchedule{}
+		a.Timers = map[string]TimerRoute{}
 	}
-	a.Timers[d.Name] = TimerSchedule{Schedule: d.Timer.Schedule, Func: f}
+	a.Timers[d.Name] = TimerRoute{Descriptor: d, Func: f}
 }

@@ -92,34 +92,28 @@ type Message struct {
 // in the poison (Azure) or dead-letter (SQS) queue.
 type MessageFunc func(ctx context.Context, m Message) error
 
-// QueueRoute is a queue function's binding.
-type QueueRoute struct {
-	// Queue is the queue's name or an %APP_SETTING% reference.
-	Queue string
-	Func  MessageFunc
-}
-
-// HTTPRoute is an HTTP function's binding.
-type HTTPRoute struct {
-	// Route is the path under /api/, e.g. "ticket-webhook/{provider}".
-	Route   string
-	Methods []string
-	Func    HTTPFunc
-	// AuthLevel is the platform key requirement: "function" or "anonymous".
-	AuthLevel string
-}
-
-// TimerSchedule is a timer function's binding.
-type TimerSchedule struct {
-	// Schedule is the NCRONTAB expression or an %APP_SETTING% reference.
-	Schedule string
-	Func     TimerFunc
-}
+// HTTPRoute, TimerRoute and QueueRoute are functions as the app serves
+// them: each one's declaration (its name, binding and roles, read where
+// they are needed rather than copied) and its code.
+type (
+	HTTPRoute struct {
+		Descriptor
+		Func HTTPFunc
+	}
+	TimerRoute struct {
+		Descriptor
+		Func TimerFunc
+	}
+	QueueRoute struct {
+		Descriptor
+		Func MessageFunc
+	}
+)
 
 // App is the set of functions a process serves, by function name.
 type App struct {
 	HTTP   map[string]HTTPRoute
-	Timers map[string]TimerSchedule
+	Timers map[string]TimerRoute
 	Queues map[string]QueueRoute
 	// Logger writes the process's structured log; nil means JSON to stdout.
 	Logger *slog.Logger
@@ -148,16 +142,16 @@ func (a *App) MatchHTTP(path, method string) (name string, route HTTPRoute, para
 		return "", HTTPRoute{}, nil, nil, false
 	}
 	for n, r := range a.HTTP {
-		p, match := MatchRoute(r.Route, rel)
+		p, match := MatchRoute(r.HTTP.Route, rel)
 		if !match {
 			continue
 		}
-		for _, m := range r.Methods {
+		for _, m := range r.HTTP.Methods {
 			if strings.EqualFold(m, method) {
 				return n, r, p, nil, true
 			}
 		}
-		allowed = append(allowed, r.Methods...)
+		allowed = append(allowed, r.HTTP.Methods...)
 	}
 	return "", HTTPRoute{}, nil, allowed, false
 }

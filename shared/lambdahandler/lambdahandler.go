@@ -105,7 +105,7 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			defer cancel()
 			if err := h.app.Flush(fctx); err != nil {
-				function.Logger(ctx).Warn("telemetry not exported", "error", err.Error())
+				function.Logger(ctx).Warn("Telemetry not exported.", "err", err)
 			}
 		}()
 	}
@@ -171,10 +171,10 @@ func (h *Handler) queue(ctx context.Context, ev *events.SQSEvent) ([]byte, error
 			m.LastAttempt = m.DequeueCount >= h.opts.MaxReceiveCount
 			mctx := function.WithInvocation(ctx, h.log, rec.MessageId)
 			mctx, end := telemetry.Invocation(mctx, name, rec.MessageId, trace.SpanKindConsumer)
-			function.Logger(mctx).Info("queue function started", "function", name, "message", m.ID, "dequeue_count", m.DequeueCount)
+			function.Logger(mctx).Info("Queue function started.", "function", name, "message", m.ID, "dequeue_count", m.DequeueCount)
 			err := q.Func(mctx, m)
 			if err != nil {
-				function.Logger(mctx).Error("queue message failed", "function", name, "message", m.ID, "error", err.Error())
+				function.Logger(mctx).Error("Queue message failed.", "function", name, "message", m.ID, "err", err)
 				failed[i] = true
 			}
 			end(err)
@@ -211,7 +211,7 @@ func (h *Handler) timer(ctx context.Context, name string, t function.Timer) ([]b
 	err := ts.Func(ctx, t)
 	end(err)
 	if err != nil {
-		function.Logger(ctx).Error("timer function failed", "function", name, "error", err.Error())
+		function.Logger(ctx).Error("Timer function failed.", "function", name, "err", err)
 		return nil, err
 	}
 	return json.Marshal(map[string]any{"function": name, "status": "completed", "duration_ms": time.Since(start).Milliseconds()})
@@ -272,7 +272,7 @@ func (h *Handler) http(ctx context.Context, ev *events.APIGatewayV2HTTPRequest) 
 	resp := route.Func(ctx, req)
 	out := respond(resp)
 	end(telemetry.StatusError(out.StatusCode))
-	function.Logger(ctx).Info("http function", "function", name, "status", out.StatusCode, "duration_ms", time.Since(start).Milliseconds())
+	function.Logger(ctx).Info("HTTP function answered.", "function", name, "status", out.StatusCode, "duration_ms", time.Since(start).Milliseconds())
 	return out
 }
 

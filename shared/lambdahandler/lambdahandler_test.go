@@ -32,9 +32,9 @@ func app(s *seen) *function.App {
 	}
 	return &function.App{Logger: slog.New(slog.DiscardHandler),
 		HTTP: map[string]function.HTTPRoute{
-			"path": {Route: "my/path", Methods: []string{"get", "post"}, Func: h},
+			"path": {Descriptor: function.Descriptor{HTTP: &function.HTTPBinding{Route: "my/path", Methods: []string{"get", "post"}}}, Func: h},
 		},
-		Timers: map[string]function.TimerSchedule{"incident-export": {Func: func(ctx context.Context, t function.Timer) error {
+		Timers: map[string]function.TimerRoute{"incident-export": {Func: func(ctx context.Context, t function.Timer) error {
 			s.timer = &t
 			if t.ScheduledTime.Year() == 1999 {
 				return errors.New("export failed")

@@ -30,13 +30,13 @@ func main() {
 	// the host calls 127.0.0.1, and "tcp" would first probe the IPv6 stack.
 	ln, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", port))
 	if err != nil {
-		log.Error("listen", "error", err.Error())
+		log.Error("The handler cannot listen on its port.", "port", port, "err", err)
 		os.Exit(1)
 	}
 	// A queue message's last delivery is the host's maxDequeueCount-th.
 	maxDequeue, err := customhandler.HostMaxDequeueCount(".", os.Getenv)
 	if err != nil {
-		log.Error("reading the host's queue settings", "error", err.Error())
+		log.Error("The host's queue settings are unreadable.", "err", err)
 		os.Exit(1)
 	}
 	var h http.Handler
@@ -69,7 +69,7 @@ func main() {
 		}
 	}()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Error("serve", "error", err.Error())
+		log.Error("The handler stopped serving.", "err", err)
 		os.Exit(1)
 	}
 }

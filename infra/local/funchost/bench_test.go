@@ -122,7 +122,7 @@ func caughtUp(logs []*devstack.LogBuffer) map[string]time.Time {
 		sc := bufio.NewScanner(strings.NewReader(l.String()))
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
-			if !strings.Contains(sc.Text(), `"msg":"caught up"`) {
+			if !strings.Contains(sc.Text(), `"msg":"Caught up."`) {
 				continue
 			}
 			var line struct {

@@ -351,12 +351,12 @@ type Result struct {
 
 func (h *Host) fire(f *fn, pastDue bool) {
 	if !f.running.TryLock() {
-		h.log.Info("timer still running; this occurrence is skipped", "function", f.name)
+		h.log.Info("Timer still running; this occurrence is skipped.", "function", f.name)
 		return
 	}
 	defer f.running.Unlock()
 	if _, err := h.invokeTimerLocked(context.Background(), f, pastDue); err != nil {
-		h.log.Error("timer failed", "function", f.name, "error", err.Error())
+		h.log.Error("Timer failed.", "function", f.name, "err", err)
 	}
 }
 

@@ -104,7 +104,7 @@ func TestTimers(t *testing.T) {
 }
 
 // HTTP reaches the handler forwarded or as the envelope; both give the same
-// answer. A misconfigured app answers 503 naming the settings to fix.
+// answer. A misconfigured app answers 500 naming the settings to fix.
 func TestHTTPModes(t *testing.T) {
 	app := appDir(t)
 	for _, forwarding := range []bool{true, false} {
@@ -118,9 +118,9 @@ func TestHTTPModes(t *testing.T) {
 			status       int
 			body         string
 		}{
-			{"GET", "/api/hunting-query?name=x", 503, "Defender Functions is not configured: configuration: DEFENDER_TENANT_ID is required"},
+			{"GET", "/api/hunting-query?name=x", 500, "Defender Functions is not configured: configuration: DEFENDER_TENANT_ID is required"},
 			// Its callers sign their deliveries: nothing said before that.
-			{"POST", "/api/ticket-webhook/jira", 503, "ticket-webhook is not configured; the operator's log has the details (correlation ID "},
+			{"POST", "/api/ticket-webhook/jira", 500, "ticket-webhook is not configured; the operator's log has the details (correlation ID "},
 			{"GET", "/api/ticket-webhook/jira", 405, ""},
 			{"GET", "/api/nothing", 404, ""},
 		} {
@@ -142,8 +142,8 @@ func TestHTTPModes(t *testing.T) {
 // A problem with one function's own settings stops that function alone: a
 // webhook secret whose Key Vault reference the platform could not resolve
 // (the order of the README's steps produces one) and raw KQL without its
-// role leave the export running; hunting answers 503 naming the setting,
-// the webhook (whose callers have not proved who they are) 503 with the
+// role leave the export running; hunting answers 500 naming the setting,
+// the webhook (whose callers have not proved who they are) 500 with the
 // correlation ID of the log line that says what to fix.
 func TestOneFunctionsSettings(t *testing.T) {
 	app := appDir(t)
@@ -178,7 +178,7 @@ func TestOneFunctionsSettings(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		id := resp.Header.Get("X-Correlation-Id")
-		if resp.StatusCode != 503 || !strings.HasPrefix(string(b), tc.body) || id == "" {
+		if resp.StatusCode != 500 || resp.Header.Get("Retry-After") != "" || !strings.HasPrefix(string(b), tc.body) || id == "" {
 			t.Errorf("%s %s: %d %q (correlation ID %q)", tc.method, tc.path, resp.StatusCode, b, id)
 		}
 		if tc.log == "" {
@@ -253,7 +253,7 @@ func TestDeploymentStepsInOrder(t *testing.T) {
 	if st, body := call(h, "POST", "/api/hunting-query", hunt, json); st != 500 || !strings.Contains(body, "CredentialsRejected") {
 		t.Errorf("step 1, hunting: %d %s", st, body)
 	}
-	if st, body := call(h, "POST", "/api/ticket-webhook/jira", jira, delivery); st != 503 || !strings.Contains(body, "ticket-webhook is not configured") {
+	if st, body := call(h, "POST", "/api/ticket-webhook/jira", jira, delivery); st != 500 || !strings.Contains(body, "ticket-webhook is not configured") {
 		t.Errorf("step 1, webhook: %d %s", st, body)
 	}
 	// 2. The client secret stored (docs/app-registration.md §4): the
@@ -265,7 +265,7 @@ func TestDeploymentStepsInOrder(t *testing.T) {
 	if st, body := call(h, "POST", "/api/hunting-query", hunt, json); st != 200 {
 		t.Errorf("step 2, hunting: %d %s", st, body)
 	}
-	if st, _ := call(h, "POST", "/api/ticket-webhook/jira", jira, delivery); st != 503 {
+	if st, _ := call(h, "POST", "/api/ticket-webhook/jira", jira, delivery); st != 500 {
 		t.Errorf("step 2, webhook: %d", st)
 	}
 	h.Close()
@@ -390,7 +390,7 @@ func TestQueueFanOut(t *testing.T) {
 	if tenantFiles(dir, poisoned) != 0 {
 		t.Fatal("the poisoned tenant wrote files")
 	}
-	if n := strings.Count(logs.String(), "tenant export failed on the message's last delivery"); n != 1 {
+	if n := strings.Count(logs.String(), "Tenant export failed on the message's last delivery"); n != 1 {
 		t.Fatalf("%d last-delivery lines\n%s", n, logs.String())
 	}
 	if n := strings.Count(hostLog.String(), "delivered again after the visibility timeout"); n != 4 {
@@ -524,7 +524,7 @@ func TestQueuePoisonedUnseen(t *testing.T) {
 			t.Fatalf("%d in the poison queue\nhost:\n%s", len(dead), hostLog.String())
 		}
 	}
-	if strings.Contains(logs.String(), "queue function started") {
+	if strings.Contains(logs.String(), "Queue function started.") {
 		t.Fatalf("the function was invoked:\n%s", logs.String())
 	}
 	if !strings.Contains(hostLog.String(), "Message decoding has failed") || !strings.Contains(hostLog.String(), "more than maxDequeueCount") {

@@ -85,7 +85,7 @@ func (h *Host) listen() error {
 		cs := h.setting(conn)
 		if name == "" || cs == "" {
 			// The host reports such a function in error and runs the others.
-			h.log.Warn("queue trigger not listening: its queue name or connection is not set", "function", f.name, "queue", f.trigger.QueueName, "connection", conn)
+			h.log.Warn("Queue trigger not listening: its queue name or connection is not set.", "function", f.name, "queue", f.trigger.QueueName, "connection", conn)
 			continue
 		}
 		q, err := azqueue.NewQueueClientFromConnectionString(cs, name, nil)
@@ -136,7 +136,7 @@ func (l *listener) run(ctx context.Context) {
 		resp, err := l.q.DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{NumberOfMessages: &n, VisibilityTimeout: ptr(int32(l.lease / time.Second))})
 		if err != nil || len(resp.Messages) == 0 {
 			if err != nil && ctx.Err() == nil && !queueerror.HasCode(err, queueerror.QueueNotFound) {
-				l.h.log.Warn("queue listener: dequeue failed", "function", l.f.name, "error", err.Error())
+				l.h.log.Warn("Queue listener: dequeue failed.", "function", l.f.name, "err", err)
 			}
 			wait = min(max(2*wait, 100*time.Millisecond), l.s.maxPoll)
 			sleep(ctx, wait/2+rand.N(wait/2+1))
@@ -188,21 +188,21 @@ func (l *listener) process(ctx context.Context, m *azqueue.DequeuedMessage) {
 	switch {
 	case failure == nil:
 		if _, err := l.q.DeleteMessage(bg, id, pop, nil); err != nil {
-			l.h.log.Warn("queue listener: delete failed; the message is delivered again", "function", l.f.name, "message", id, "error", err.Error())
+			l.h.log.Warn("Queue listener: delete failed; the message is delivered again.", "function", l.f.name, "message", id, "err", err)
 		}
 	case poison:
-		l.h.log.Error("queue message failed on its last delivery; moved to the poison queue", "function", l.f.name, "message", id, "dequeue_count", count, "error", failure.Error())
+		l.h.log.Error("Queue message failed on its last delivery; moved to the poison queue.", "function", l.f.name, "message", id, "dequeue_count", count, "err", failure)
 		if _, err := l.poison.Create(bg, nil); err != nil && !queueerror.HasCode(err, queueerror.QueueAlreadyExists) {
-			l.h.log.Warn("queue listener: poison queue", "error", err.Error())
+			l.h.log.Warn("Queue listener: poison queue.", "err", err)
 		}
 		if _, err := l.poison.EnqueueMessage(bg, text, nil); err == nil {
 			l.q.DeleteMessage(bg, id, pop, nil)
 		}
 	default:
-		l.h.log.Warn("queue message failed; delivered again after the visibility timeout", "function", l.f.name, "message", id, "dequeue_count", count, "error", failure.Error())
+		l.h.log.Warn("Queue message failed; delivered again after the visibility timeout.", "function", l.f.name, "message", id, "dequeue_count", count, "err", failure)
 		vis := int32(l.s.visibility / time.Second)
 		if _, err := l.q.UpdateMessage(bg, id, pop, text, &azqueue.UpdateMessageOptions{VisibilityTimeout: &vis}); err != nil {
-			l.h.log.Warn("queue listener: release failed; the message returns when its lease ends", "function", l.f.name, "message", id, "error", err.Error())
+			l.h.log.Warn("Queue listener: release failed; the message returns when its lease ends.", "function", l.f.name, "message", id, "err", err)
 		}
 	}
 }
@@ -229,7 +229,7 @@ func (l *listener) renew(ctx context.Context, id, text, pop string) (stop func()
 			if err == nil && resp.PopReceipt != nil {
 				current = *resp.PopReceipt
 			} else if err != nil {
-				l.h.log.Warn("queue listener: lease renewal failed; the message may be delivered again while it runs", "function", l.f.name, "message", id, "error", err.Error())
+				l.h.log.Warn("Queue listener: lease renewal failed; the message may be delivered again while it runs.", "function", l.f.name, "message", id, "err", err)
 			}
 			mu.Unlock()
 		}

@@ -1,4 +1,18 @@
-package defender
+// Package failure is how an HTTP function answers when the work it depends
+// on fails: a call to Defender, to Entra ID or Key Vault for its token, to
+// AWS Secrets Manager for a webhook's keys, or its own configuration. Every
+// HTTP function answers by it, so that one failure means the same
+// everywhere, by one rule:
+//
+//   - 503 or 429 with Retry-After: passing; retry, then.
+//   - 500 without Retry-After: the deployment is wrong (a setting, the app's
+//     credentials, a permission), which only the operator can fix and a
+//     retry cannot; the function's log says what to fix.
+//   - 504: a timeout; 4xx: the request itself.
+//
+// It lives at the HTTP edge, not in the clients whose errors it reads: the
+// clients return typed errors and know nothing of HTTP answers.
+package failure
 
 import (
 	"context"
@@ -9,13 +23,10 @@ import (
 	"github.com/defender-functions/defender-functions/shared/awsidentity"
 	"github.com/defender-functions/defender-functions/shared/awssecret"
 	"github.com/defender-functions/defender-functions/shared/credentials"
+	"github.com/defender-functions/defender-functions/shared/defender"
 )
 
-// Failure is what a failed call to Defender (or to Entra ID or Key Vault
-// for its token, or to AWS Secrets Manager for a webhook's keys) means for the caller of an HTTP function. Every function
-// answers by it, so that one failure means the same everywhere: 503 and 429
-// say "retry" and when; 500 is a configuration only the operator can fix,
-// which a retry cannot; 504 a timeout; 4xx the request itself.
+// Failure is what a failure means for the caller of an HTTP function.
 type Failure struct {
 	Status     int
 	Code       string
@@ -25,9 +36,16 @@ type Failure struct {
 	Message string
 }
 
+// NotConfigured is the answer of a function whose settings are wrong or
+// missing: the operator must fix them (doctor says how). The app answers
+// with its status and a text body naming the settings to fix.
+func NotConfigured(function string) Failure {
+	return Failure{Status: 500, Code: "NotConfigured", Message: function + " is not configured"}
+}
+
 // Classify reads err as a Failure.
 func Classify(err error) Failure {
-	var ae *APIError
+	var ae *defender.APIError
 	var ee *credentials.EntraError
 	var ve *credentials.VaultError
 	var pe *credentials.PermissionError

@@ -1,4 +1,4 @@
-package defender_test
+package failure_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/defender-functions/defender-functions/shared/awssecret"
 	"github.com/defender-functions/defender-functions/shared/credentials"
 	"github.com/defender-functions/defender-functions/shared/defender"
+	"github.com/defender-functions/defender-functions/shared/failure"
 )
 
 // One reading of every upstream failure: retry (503, 429, with when), a
@@ -52,7 +53,7 @@ func TestClassify(t *testing.T) {
 		{"refused redirect", wrap(credentials.ErrCrossOriginRedirect), 502, "Upstream", 0},
 		{"anything else", errors.New("boom"), 502, "Upstream", 0},
 	} {
-		f := defender.Classify(tc.err)
+		f := failure.Classify(tc.err)
 		if f.Status != tc.status || f.Code != tc.code || f.RetryAfter != tc.retryAfter || f.Message == "" {
 			t.Errorf("%s: %+v, want %d %s retry after %s", tc.name, f, tc.status, tc.code, tc.retryAfter)
 		}
