@@ -151,6 +151,7 @@ var goals = []Goal{
 	{"Hunting", "of which any function behind the custom handler adds: a stub making the same API call, then streaming a canned answer, over the direct call", "FunctionCPU", "floor-added-cpu-us", "", nil, unit("µs"), 29},
 	{"Hunting", "the HTTP edge alone: a stub streaming the canned answer (caller, server, handler)", "FunctionCPU", "edge-cpu-us", "", nil, unit("µs"), 29},
 	{"Hunting", "hunting-query's own code: the function less the stub that makes the same call", "FunctionCPU", "own-cpu-us", "", nil, unit("µs"), 29},
+	{"Hunting", "the same added CPU through the handler as it ships, its own process (both processes' CPU)", "FunctionCPU", "process-added-cpu-us", "", nil, unit("µs"), 29},
 	{"Hunting", "CPU time of one loopback HTTP round trip, same run", "FunctionCPU", "hop-cpu-us", "", nil, unit("µs"), 17},
 	{"Hunting", "CPU time of the direct API call (client side), same run", "FunctionCPU", "direct-cpu-us", "", nil, unit("µs"), 17},
 	{"Hunting", "latency added over a direct API call, p99, 1 concurrent", "LatencyAdded/1", "added-p99-ms", "< 1 ms", below(1), unit("ms"), 17},
