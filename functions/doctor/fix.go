@@ -44,7 +44,7 @@ func vaultFix(cfg *config.Config, err error) string {
 		case 403:
 			return advice.Say(advice.VaultForbidden, nil)
 		case 404:
-			return advice.Say(advice.VaultSecretNotFound, advice.Vars{"secret": cfg.SecretName})
+			return advice.Say(advice.VaultSecretNotFound, advice.Vars{"secret": cfg.SecretName, "secret_setting": config.EnvSecretName})
 		}
 	}
 	return seeAbove

@@ -2,13 +2,17 @@ package advice
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"go/ast"
 	"go/parser"
 	"go/token"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
+
+	"github.com/defender-functions/defender-functions/shared/config"
 )
 
 var update = flag.Bool("update", false, "rewrite docs/TROUBLESHOOTING.md from the table")
@@ -115,6 +119,35 @@ func TestSay(t *testing.T) {
 	// Without a Tag the text is the fix alone; a missing value reads as on the page.
 	if got, want := Say(NothingListens, Vars{"addr": "10.0.0.1:443"}), "nothing listens at 10.0.0.1:443: check <setting> and that the service is up"; got != want {
 		t.Errorf("Say = %q, want %q", got, want)
+	}
+}
+
+// config cannot import this package (it imports config), so its problems
+// with unresolved Key Vault references carry the table's words through
+// config's constants: each of the three places config finds one says the
+// entry's text, exactly.
+func TestConfigUnresolvedReferences(t *testing.T) {
+	const ref = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/s/)"
+	base := []string{config.EnvTenantID, "11111111-2222-4333-8444-555555555555", config.EnvClientID, "66666666-7777-4888-9999-000000000000",
+		config.EnvCredential, "env-secret", config.EnvClientSecret, "s3cr3t"}
+	for _, c := range []struct {
+		set, to string
+		want    string
+	}{
+		{config.EnvTenantID, ref, config.EnvTenantID + " is an unresolved Key Vault reference: " + Say(UnresolvedReference, nil)},
+		{config.EnvWebhookSecretPrefix + "JIRA", ref, config.EnvWebhookSecretPrefix + "JIRA is an unresolved Key Vault reference: " + Say(UnresolvedReference, nil)},
+		{config.EnvClientSecret, ref, config.EnvClientSecret + " is an unresolved Key Vault reference: " + Say(UnresolvedSecret, nil)},
+	} {
+		env := map[string]string{}
+		for i := 0; i < len(base); i += 2 {
+			env[base[i]] = base[i+1]
+		}
+		env[c.set] = c.to
+		_, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+		var p config.Problems
+		if !errors.As(err, &p) || !slices.Contains(p, c.want) {
+			t.Errorf("%s: problems %v, want %q among them", c.set, err, c.want)
+		}
 	}
 }
 

@@ -61,6 +61,7 @@ const (
 	IdentityNotAssigned  Key = "federation-identity-not-assigned"
 	VaultUnreachable     Key = "vault-unreachable"
 	VaultForbidden       Key = "vault-forbidden"
+	VaultUnauthorized    Key = "vault-unauthorized"
 	VaultSecretNotFound  Key = "vault-secret-not-found"
 	CertUnregistered     Key = "certificate-unregistered"
 	CertNotUploaded      Key = "certificate-not-uploaded"
@@ -91,30 +92,33 @@ const (
 	FilterEdges          Key = "listing-filter-edges"
 	CredentialsSettings  Key = "config-credentials"
 	WebhookNoProvider    Key = "config-webhook-no-provider"
+	UnresolvedReference  Key = "config-unresolved-reference"
+	UnresolvedSecret     Key = "config-unresolved-client-secret"
 )
 
 // Placeholders say what each placeholder is filled with.
 var Placeholders = map[string]string{
-	"where":        "where the client secret is read: `the Key Vault secret \"<name>\"` (`" + config.EnvSecretName + "`), or `" + config.EnvClientSecret + "`",
-	"tenant":       "the tenant the token was asked for",
-	"consent_url":  "the tenant's admin-consent link for the app",
-	"which":        "`, thumbprint <hex>` when Entra ID names the key it did not find",
-	"secret":       "the Key Vault secret's name (`" + config.EnvSecretName + "`)",
-	"upload":       "the `az keyvault certificate download … && az ad app credential reset … --append` command for the current version",
-	"code":         "the AADSTS number",
-	"description":  "Entra ID's own description of the error",
-	"audience":     "the token exchange audience of the cloud: `api://AzureADTokenExchange` (US Government and China have their own)",
-	"authority":    "Entra ID's host (`" + config.EnvAuthorityHost + "`)",
-	"identity":     "the user-assigned identity's client ID (`" + config.EnvManagedIdentityClientID + "`)",
-	"vault_url":    "the vault's URI (`" + config.EnvKeyVaultURL + "`)",
-	"vault_access": "the vault access mode (`" + config.EnvVaultAccess + "`)",
-	"ttl":          "how long a credential read from Key Vault is kept (`" + config.EnvSecretTTL + "`)",
-	"roles":        "the application permissions: those the request or the functions need",
-	"api_url":      "the API's base URL (`" + config.EnvAPIURL + "`)",
-	"addr":         "the address a connection was refused at",
-	"setting":      "the setting that points there",
-	"value":        "that setting's value (a SAS in it is redacted)",
-	"queue":        "the export's queue (`" + config.EnvExportQueue + "`)",
+	"where":          "where the client secret is read: `the Key Vault secret \"<name>\"` (`" + config.EnvSecretName + "`), or `" + config.EnvClientSecret + "`",
+	"tenant":         "the tenant the token was asked for",
+	"consent_url":    "the tenant's admin-consent link for the app",
+	"which":          "`, thumbprint <hex>` when Entra ID names the key it did not find",
+	"secret":         "the Key Vault secret's name (`" + config.EnvSecretName + "`, or the setting the error names)",
+	"upload":         "the `az keyvault certificate download … && az ad app credential reset … --append` command for the current version",
+	"code":           "the AADSTS number",
+	"description":    "Entra ID's own description of the error",
+	"audience":       "the token exchange audience of the cloud: `api://AzureADTokenExchange` (US Government and China have their own)",
+	"authority":      "Entra ID's host (`" + config.EnvAuthorityHost + "`)",
+	"identity":       "the user-assigned identity's client ID (`" + config.EnvManagedIdentityClientID + "`)",
+	"vault_url":      "the vault's URI (`" + config.EnvKeyVaultURL + "`)",
+	"vault_access":   "the vault access mode (`" + config.EnvVaultAccess + "`)",
+	"ttl":            "how long a credential read from Key Vault is kept (`" + config.EnvSecretTTL + "`)",
+	"roles":          "the application permissions: those the request or the functions need",
+	"api_url":        "the API's base URL (`" + config.EnvAPIURL + "`)",
+	"addr":           "the address a connection was refused at",
+	"setting":        "the setting that points there",
+	"secret_setting": "the setting that names the secret (`" + config.EnvSecretName + "`, `" + config.EnvSplunkTokenSecret + "` …)",
+	"value":          "that setting's value (a SAS in it is redacted)",
+	"queue":          "the export's queue (`" + config.EnvExportQueue + "`)",
 }
 
 // Table is every entry, in the page's order within each area.
@@ -177,11 +181,15 @@ var Table = []Entry{
 		Do:    "make " + config.EnvKeyVaultURL + " ({vault_url}) reachable from here: its URI, DNS, the vault's firewall or private endpoint; and check " + config.EnvVaultAccess + "={vault_access}"},
 	{Key: VaultForbidden, Area: KeyVault, Error: "HTTP 403 from Key Vault (Forbidden, ForbiddenByRbac)",
 		Means: "the identity may not read the secret",
-		Do:    "assign the identity the 'Key Vault Secrets User' role on the vault (az role assignment create --role 'Key Vault Secrets User' --assignee <principal ID> --scope <vault ID>)",
-		More:  "A new role assignment can take a few minutes to apply."},
+		Do: "assign the identity the 'Key Vault Secrets User' role on the vault (az role assignment create --role 'Key Vault Secrets User' --assignee <principal ID> --scope <vault ID>); " +
+			"on a vault that uses access policies instead, give the identity one that allows Get on secrets",
+		More: "A new role assignment can take a few minutes to apply."},
+	{Key: VaultUnauthorized, Area: KeyVault, Error: "HTTP 401 from Key Vault",
+		Means: "the vault rejected the identity's token",
+		Do:    "check that the identity belongs to the vault's tenant"},
 	{Key: VaultSecretNotFound, Area: KeyVault, Error: "HTTP 404 from Key Vault (SecretNotFound)",
 		Means: "the vault has no secret of that name",
-		Do:    "store the app's client secret: az keyvault secret set --vault-name <vault> --name {secret} --value <secret Value>"},
+		Do:    "create it (az keyvault secret set --vault-name <vault> --name {secret} --value <its value>), or set {secret_setting} to the secret's name"},
 
 	// Certificates.
 	{Key: CertUnregistered, Area: Certificates, Error: "AADSTS700027: the key was not found (keyvault-certificate)",
@@ -204,7 +212,9 @@ var Table = []Entry{
 	// Permissions.
 	{Key: MissingRoles, Area: Permissions, Error: "doctor: `roles` fails: the app lacks application permissions",
 		Means: "the token's roles do not cover what the enabled functions need",
-		Do:    "add {roles} as application permissions, then have an administrator of the tenant open {consent_url}"},
+		Do:    "add {roles} as application permissions, then have an administrator of the tenant open {consent_url}",
+		More: "On the app registration's API permissions page they are under Add a permission > Microsoft Graph, or, for the XDR API\n" +
+			"(`" + config.EnvAPI + "=xdr`), APIs my organization uses > Microsoft Threat Protection; then Application permissions."},
 	{Key: ConsentRedirect, Area: Permissions, Error: "AADSTS500113: no reply address after admin consent",
 		Means: "the admin-consent link names no redirect URI, so Entra ID has nowhere to send the administrator once consent is granted",
 		Do:    "register a Web redirect URI on the app and set " + config.EnvConsentRedirectURI + " to it: Entra ID sends the administrator there after consent",
@@ -289,4 +299,13 @@ var Table = []Entry{
 	{Key: WebhookNoProvider, Area: Configuration, Error: "doctor: `webhook keys` fails: the secret turns no provider on",
 		Means: "the secret " + config.EnvWebhookSecretsARN + " names holds no key for Jira, ServiceNow or a Standard Webhooks sender",
 		Do:    `store {"jira": "…", "servicenow": "whsec_…", "generic": "whsec_…"} in it`},
+	// The words of these two are config's: it cannot import this package,
+	// which imports it (config/vaultref.go says more).
+	{Key: UnresolvedReference, Area: Configuration, Error: "A setting is an unresolved Key Vault reference (@Microsoft.KeyVault(…))",
+		Means: "the platform could not read the secret the setting's Key Vault reference names, and passed the reference on as the setting's value",
+		Do:    config.UnresolvedReferenceAdvice,
+		More:  "The platform resolves references when the app starts: restarting it makes it try again once access is granted."},
+	{Key: UnresolvedSecret, Area: Configuration, Error: config.EnvClientSecret + " is an unresolved Key Vault reference",
+		Means: "with " + config.EnvCredential + "=env-secret the client secret is the setting's value, and the platform could not read the Key Vault secret it references",
+		Do:    config.UnresolvedClientSecretAdvice},
 }

@@ -342,8 +342,8 @@ func (r *reader) get(name, def string) string {
 	if !ok || v == "" {
 		return def
 	}
-	if strings.HasPrefix(v, "@Microsoft.KeyVault(") {
-		r.problem(fmt.Sprintf("%s is an unresolved Key Vault reference: give the Function App's identity the 'Key Vault Secrets User' role on the vault, check the reference's SecretUri, and restart the app", name))
+	if isReference(v) {
+		r.problem(unresolved(name, UnresolvedReferenceAdvice))
 		return def
 	}
 	return v

@@ -81,8 +81,8 @@ func (r *reader) credential(c *Config) {
 	if secret, ok := r.lookup(EnvClientSecret); ok && secret != "" {
 		if c.Credential != EnvSecret {
 			r.problem(fmt.Sprintf("%s is set but %s=%s: remove the secret from the settings (keep it in Key Vault) or use env-secret for local development", EnvClientSecret, EnvCredential, c.Credential))
-		} else if strings.HasPrefix(secret, "@Microsoft.KeyVault(") {
-			r.problem(EnvClientSecret + " is an unresolved Key Vault reference: grant the app's identity access to the vault, or use DEFENDER_CREDENTIAL=keyvault-secret")
+		} else if isReference(secret) {
+			r.problem(unresolved(EnvClientSecret, UnresolvedClientSecretAdvice))
 		}
 		c.ClientSecret = Secret(secret)
 	} else if c.Credential == EnvSecret {

@@ -16,8 +16,8 @@ func (r *reader) webhook(c *Config) {
 		if !ok || v == "" {
 			continue
 		}
-		if strings.HasPrefix(v, "@Microsoft.KeyVault(") {
-			r.problem(name + " is an unresolved Key Vault reference: give the Function App's identity the 'Key Vault Secrets User' role on the vault and restart the app")
+		if isReference(v) {
+			r.problem(unresolved(name, UnresolvedReferenceAdvice))
 			continue
 		}
 		c.WebhookSecrets[prov] = Secret(v)

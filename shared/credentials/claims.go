@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/defender-functions/defender-functions/shared/advice"
 	"github.com/defender-functions/defender-functions/shared/config"
 )
 
@@ -89,20 +90,23 @@ type PermissionError struct {
 	ConsentURLv2     string // the v2 adminconsent form with the API's scope
 }
 
+// Error says what to do in the advice table's words, as doctor's fix line
+// does; the v2 consent link is the same consent, scoped to the API.
 func (e *PermissionError) Error() string {
 	if e.WrongAudience != "" {
-		return fmt.Sprintf("the token of app %s is for %q, but the %s API needs a token for %q: check %s and %s", e.ClientID, e.WrongAudience, e.API, e.WantAudience, config.EnvAPI, config.EnvAPIURL)
+		return fmt.Sprintf("the token of app %s is for %q, but the %s API needs a token for %q: %s", e.ClientID, e.WrongAudience, e.API, e.WantAudience, advice.Say(advice.WrongAudience, nil))
 	}
-	var parts []string
+	var parts, roles []string
 	for _, m := range e.Missing {
 		parts = append(parts, fmt.Sprintf("%s (for %s)", m.AnyOf[0], m.Function))
+		roles = append(roles, m.AnyOf[0])
 	}
 	api := "Microsoft Graph"
 	if e.API == config.XDR {
 		api = "Microsoft Threat Protection"
 	}
-	return fmt.Sprintf("app %s lacks the application permission(s) %s in tenant %s: add them under API permissions > %s > Application permissions, then grant admin consent: %s (or %s)",
-		e.ClientID, strings.Join(parts, ", "), e.Tenant, api, e.ConsentURL, e.ConsentURLv2)
+	return fmt.Sprintf("app %s lacks the application permission(s) %s of %s in tenant %s: %s (or %s)", e.ClientID, strings.Join(parts, ", "), api, e.Tenant,
+		advice.Say(advice.MissingRoles, advice.Vars{"roles": strings.Join(roles, ", "), "consent_url": e.ConsentURL}), e.ConsentURLv2)
 }
 
 // CheckRoles checks that a token is for cfg's API and carries the roles of

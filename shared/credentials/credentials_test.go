@@ -392,7 +392,7 @@ func TestMissingRoleNamedWithConsentLink(t *testing.T) {
 	if !errors.As(err, &pe) || len(pe.Missing) != 2 {
 		t.Fatalf("err = %v", err)
 	}
-	want := fmt.Sprintf("app %s lacks the application permission(s) ThreatHunting.Read.All (for hunting-query), SecurityIncident.ReadWrite.All (for ticket-webhook) in tenant %s: add them under API permissions > Microsoft Graph > Application permissions, then grant admin consent: %s/%s/adminconsent?client_id=%s (or %s/%s/v2.0/adminconsent?client_id=%s&scope=https%%3A%%2F%%2Fgraph.microsoft.com%%2F.default)",
+	want := fmt.Sprintf("app %s lacks the application permission(s) ThreatHunting.Read.All (for hunting-query), SecurityIncident.ReadWrite.All (for ticket-webhook) of Microsoft Graph in tenant %s: add ThreatHunting.Read.All, SecurityIncident.ReadWrite.All as application permissions, then have an administrator of the tenant open %s/%s/adminconsent?client_id=%s (or %s/%s/v2.0/adminconsent?client_id=%s&scope=https%%3A%%2F%%2Fgraph.microsoft.com%%2F.default)",
 		devstack.ReaderClientID, devstack.DefaultTenantID, s.EntraURL, devstack.DefaultTenantID, devstack.ReaderClientID, s.EntraURL, devstack.DefaultTenantID, devstack.ReaderClientID)
 	if err.Error() != want {
 		t.Fatalf("message:\n%s\nwant:\n%s", err, want)
@@ -445,7 +445,7 @@ func TestVaultErrors(t *testing.T) {
 	f := newFixture(t, "DEFENDER_SECRET_NAME", "missing-secret")
 	_, err := f.source().Token(context.Background())
 	var ve *credentials.VaultError
-	if !errors.As(err, &ve) || ve.StatusCode != 404 || err.Error() != `key vault: secret "missing-secret" not found: create it, or set DEFENDER_SECRET_NAME to the secret's name` {
+	if !errors.As(err, &ve) || ve.StatusCode != 404 || err.Error() != `key vault: secret "missing-secret" not found: create it (az keyvault secret set --vault-name <vault> --name missing-secret --value <its value>), or set DEFENDER_SECRET_NAME to the secret's name` {
 		t.Fatalf("missing: %v", err)
 	}
 	g := newFixture(t)

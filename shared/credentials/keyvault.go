@@ -16,6 +16,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+	"github.com/defender-functions/defender-functions/shared/advice"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/telemetry"
 	"golang.org/x/sync/singleflight"
@@ -128,14 +129,16 @@ type VaultError struct {
 	Err        error
 }
 
+// Error says what to do in the advice table's words, which doctor's fix
+// lines and docs/TROUBLESHOOTING.md say too.
 func (e *VaultError) Error() string {
 	switch {
 	case e.StatusCode == http.StatusNotFound:
-		return fmt.Sprintf("key vault: secret %q not found: create it, or set %s to the secret's name", e.Secret, e.Setting)
+		return fmt.Sprintf("key vault: secret %q not found: %s", e.Secret, advice.Say(advice.VaultSecretNotFound, advice.Vars{"secret": e.Secret, "secret_setting": e.Setting}))
 	case e.StatusCode == http.StatusForbidden:
-		return fmt.Sprintf("key vault: reading secret %q is forbidden (%s): give the Function App's managed identity the 'Key Vault Secrets User' role on the vault (RBAC) or a Get secret access policy", e.Secret, e.Code)
+		return fmt.Sprintf("key vault: reading secret %q is forbidden (%s): %s", e.Secret, e.Code, advice.Say(advice.VaultForbidden, nil))
 	case e.StatusCode == http.StatusUnauthorized:
-		return fmt.Sprintf("key vault: the vault rejected the identity's token for secret %q (%s): check that the identity belongs to the vault's tenant", e.Secret, e.Code)
+		return fmt.Sprintf("key vault: the vault rejected the identity's token for secret %q (%s): %s", e.Secret, e.Code, advice.Say(advice.VaultUnauthorized, nil))
 	case e.StatusCode != 0:
 		return fmt.Sprintf("key vault: reading secret %q failed with HTTP %d %s", e.Secret, e.StatusCode, e.Code)
 	}

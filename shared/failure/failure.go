@@ -32,7 +32,10 @@ type Failure struct {
 	Code       string
 	RetryAfter time.Duration // 0: the caller should not retry
 	// Message is for the caller: what happened and what helps, without the
-	// deployment's details (those are in the function's log).
+	// deployment's details (those are in the function's log). It is not
+	// the advice table's (shared/advice): that tells the operator how to
+	// fix the deployment; this tells a caller, who cannot, whether to retry,
+	// as Status and RetryAfter do.
 	Message string
 }
 
