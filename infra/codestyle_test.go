@@ -50,8 +50,8 @@ func TestShippedCodeStyle(t *testing.T) {
 	}
 }
 
-// checkLogCall checks a call of a slog level method: Info(msg, args...) or
-// InfoContext(ctx, msg, args...).
+// checkLogCall checks a call of a slog method: Info(msg, args...),
+// InfoContext(ctx, msg, args...) or Log(ctx, level, msg, args...).
 func checkLogCall(t *testing.T, fset *token.FileSet, call *ast.CallExpr) {
 	sel, ok := call.Fun.(*ast.SelectorExpr)
 	if !ok {
@@ -62,6 +62,8 @@ func checkLogCall(t *testing.T, fset *token.FileSet, call *ast.CallExpr) {
 	case "Debug", "Info", "Warn", "Error":
 	case "DebugContext", "InfoContext", "WarnContext", "ErrorContext":
 		first = 1
+	case "Log", "LogAttrs": // Log(ctx, level, msg, args...)
+		first = 2
 	default:
 		return
 	}

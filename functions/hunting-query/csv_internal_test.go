@@ -29,3 +29,11 @@ func TestCSVRowNeutralizesFormulas(t *testing.T) {
 		}
 	}
 }
+
+// A column's name is a cell too: an ad hoc query chooses it.
+func TestCSVHeaderNeutralizesFormulas(t *testing.T) {
+	got := csvHeader([]defender.Column{{Name: "Timestamp"}, {Name: "=HYPERLINK(\"http://x\")"}, {Name: "@cmd"}})
+	if want := []string{"Timestamp", `'=HYPERLINK("http://x")`, "'@cmd"}; !slices.Equal(got, want) {
+		t.Errorf("%q, want %q", got, want)
+	}
+}

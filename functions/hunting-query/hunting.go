@@ -99,9 +99,9 @@ func (h *Hunter) Serve(ctx context.Context, r *function.HTTPRequest) *function.H
 		if log.Enabled(context.Background(), level) {
 			attrs := []any{"caller", caller, "query", out.what, "tenant", out.tenant, "status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds()}
 			if out.cause != nil {
-				attrs = append(attrs, "cause", out.cause.Error())
+				attrs = append(attrs, "err", out.cause)
 			}
-			log.Log(context.Background(), level, "hunting-query", attrs...)
+			log.Log(context.Background(), level, "Hunting query answered.", attrs...)
 		}
 		if r.Method == http.MethodPost {
 			telemetry.Hunting(ctx, time.Since(start), out.rows, statusOutcome(resp.Status))
@@ -119,7 +119,7 @@ func (h *Hunter) Serve(ctx context.Context, r *function.HTTPRequest) *function.H
 			telemetry.Hunting(ctx, time.Since(start), out.rows, "ok")
 		}
 		if log.Enabled(context.Background(), slog.LevelInfo) {
-			log.Log(context.Background(), slog.LevelInfo, "hunting-query", "caller", caller, "query", out.what, "tenant", out.tenant,
+			log.Log(context.Background(), slog.LevelInfo, "Hunting query answered.", "caller", caller, "query", out.what, "tenant", out.tenant,
 				"status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds(), "outcome", outcome)
 		}
 		return err

@@ -139,7 +139,7 @@ func TestHuntingQuery(t *testing.T) {
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		var m map[string]any
 		json.Unmarshal([]byte(line), &m)
-		if m["msg"] != "hunting-query" || m["invocation_id"] == nil {
+		if m["msg"] != "Hunting query answered." || m["invocation_id"] == nil {
 			continue
 		}
 		q, _ := m["query"].(string)

@@ -38,11 +38,7 @@ func writeResult(w io.Writer, format string, res *defender.HuntResult, max int, 
 		bw.Write(append(b, `,"results":[`...))
 	case "text/csv":
 		cw = csv.NewWriter(bw)
-		names := make([]string, len(res.Schema))
-		for i, c := range res.Schema {
-			names[i] = c.Name
-		}
-		cw.Write(names)
+		cw.Write(csvHeader(res.Schema))
 	}
 	truncated := false
 	for {
@@ -145,6 +141,16 @@ func neutralize(s string) string {
 		return "'" + s
 	}
 	return s
+}
+
+// csvHeader is the columns' names, neutralized as cells are: an ad hoc
+// query names its columns (project ['=HYPERLINK(…)'] = …).
+func csvHeader(schema []defender.Column) []string {
+	names := make([]string, len(schema))
+	for i, c := range schema {
+		names[i] = neutralize(c.Name)
+	}
+	return names
 }
 
 func csvRow(schema []defender.Column, row json.RawMessage) []string {

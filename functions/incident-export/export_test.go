@@ -1021,8 +1021,9 @@ func TestBatchedLayout(t *testing.T) {
 	for _, tc := range []struct {
 		name, fail string // the object whose write the first run dies at
 		log        string // what the next run says of the batch
-		// A run with the backlog writes one batch (it takes less than
-		// the 10 s of one); the three after it one each.
+		// A run with the backlog writes one batch (BatchEvery is longer
+		// than any run, also under -race on a loaded machine); the three
+		// after it one each.
 		objects int
 	}{
 		{name: "no crash", objects: 4},
@@ -1037,7 +1038,7 @@ func TestBatchedLayout(t *testing.T) {
 			}
 			fail := &dyingSink{FileSink: fs, suffix: tc.fail}
 			x := e.exporter(t, fail, nil)
-			x.Batched = true
+			x.Batched, x.BatchEvery = true, time.Hour
 			err = e.run(t, x)
 			if tc.fail != "" {
 				if err == nil || !strings.Contains(err.Error(), "injected") {

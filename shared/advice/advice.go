@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Key names an entry of the table.
@@ -48,19 +49,21 @@ type Entry struct {
 // Vars fill an entry's placeholders.
 type Vars map[string]string
 
-var placeholderRe = regexp.MustCompile(`\{([a-z_]+)\}`)
+// The table's index and patterns are built on first use: every start of
+// the handler and the bootstrap links this package, few print advice.
+var placeholderRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\{([a-z_]+)\}`) })
 
-var byKey = func() map[Key]*Entry {
+var byKey = sync.OnceValue(func() map[Key]*Entry {
 	m := make(map[Key]*Entry, len(Table))
 	for i := range Table {
 		m[Table[i].Key] = &Table[i]
 	}
 	return m
-}()
+})
 
 // Lookup returns the entry of key k.
 func Lookup(k Key) (*Entry, bool) {
-	e, ok := byKey[k]
+	e, ok := byKey()[k]
 	return e, ok
 }
 
@@ -68,7 +71,7 @@ func Lookup(k Key) (*Entry, bool) {
 // reads <name>, as on the page. k must be in the table (a test checks that
 // every Key constant is); an unknown key is a programming error.
 func Say(k Key, vars Vars) string {
-	e, ok := byKey[k]
+	e, ok := byKey()[k]
 	if !ok {
 		panic(fmt.Sprintf("advice: no entry %q", k))
 	}
@@ -85,7 +88,7 @@ func (e *Entry) Text(vars Vars) string {
 }
 
 func fill(tmpl string, vars Vars) string {
-	return placeholderRe.ReplaceAllStringFunc(tmpl, func(p string) string {
+	return placeholderRe().ReplaceAllStringFunc(tmpl, func(p string) string {
 		name := p[1 : len(p)-1]
 		if v, ok := vars[name]; ok {
 			return v
@@ -100,7 +103,7 @@ func (e *Entry) placeholders() []string {
 	var names []string
 	seen := map[string]bool{}
 	for _, t := range []string{e.Means, e.Tag, e.Do} {
-		for _, m := range placeholderRe.FindAllStringSubmatch(t, -1) {
+		for _, m := range placeholderRe().FindAllStringSubmatch(t, -1) {
 			if !seen[m[1]] {
 				seen[m[1]] = true
 				names = append(names, m[1])
@@ -148,14 +151,14 @@ func Markdown() []byte {
 	return []byte(b.String())
 }
 
-var bracketed = regexp.MustCompile(`<[^<>` + "`" + `]+>`)
+var bracketed = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`<[^<>` + "`" + `]+>`) })
 
 // escape keeps the advice's text literal in markdown: a word in angle
 // brackets, which would be read as HTML, becomes code; asterisks and
 // brackets, which would be read as emphasis and links, are escaped.
 func escape(s string) string {
 	s = strings.NewReplacer(`\`, `\\`, "*", `\*`, "[", `\[`).Replace(s)
-	return bracketed.ReplaceAllString(s, "`$0`")
+	return bracketed().ReplaceAllString(s, "`$0`")
 }
 
 func upperFirst(s string) string {

@@ -2,6 +2,7 @@ package defender
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -102,9 +103,21 @@ func TestPacingPastDeadline(t *testing.T) {
 	}
 }
 
-// A call made once is not sent again when its 2xx answer is cut short: the
-// API applied it (a second PATCH with a comment adds a second comment).
+// A call made once is not sent again, nor failed, when its 2xx answer is
+// cut short or cannot be read: the API applied it (a second PATCH with a
+// comment adds a second comment, and so does a webhook's sender retrying
+// a delivery that failed).
 func TestOnceNotRepeatedAfterTruncatedAnswer(t *testing.T) {
+	var sent atomic.Int32
+	tr := testTransport(t, func(w http.ResponseWriter, r *http.Request) {
+		sent.Add(1)
+		io.WriteString(w, `{"id":`) // complete, but not a document
+	}, &countingSource{}, NoLimits)
+	_, err := tr.do(context.Background(), request{method: "PATCH", url: tr.base.String() + "/x", body: []byte(`{"comment":"c"}`), bucket: "update", once: true,
+		handle: func(resp *http.Response) error { var v any; return json.NewDecoder(resp.Body).Decode(&v) }})
+	if err != nil || sent.Load() != 1 {
+		t.Errorf("undecodable answer: err %v, sent %d times, want applied once", err, sent.Load())
+	}
 	for _, once := range []bool{true, false} {
 		var sent atomic.Int32
 		tr := testTransport(t, func(w http.ResponseWriter, r *http.Request) {

@@ -169,18 +169,26 @@ func (t *transport) judge(r request, path string, c *call, resp *http.Response, 
 }
 
 // read hands a 2xx response to r.handle, its size limited. A response cut
-// short is worth another try.
+// short is worth another try, unless the call is made once.
 func (t *transport) read(r request, path string, resp *http.Response) (verdict, time.Duration, error) {
 	err := r.handle(&http.Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: t.limit(resp.Body)})
 	if err == nil && r.keepBody {
 		return finished, 0, nil
 	}
 	resp.Body.Close()
+	if err != nil && r.once {
+		// Applied (2xx), whatever its answer says: cut short, too large,
+		// undecodable. Sending it again, or failing it so that the caller
+		// sends it again, would apply it twice.
+		ctx := context.Background()
+		if resp.Request != nil {
+			ctx = resp.Request.Context() // the invocation's, for its ID
+		}
+		t.log.InfoContext(ctx, "The API applied a call made once; its answer was unreadable.", "api", t.api, "method", r.method, "path", path, "err", err)
+		return finished, 0, nil
+	}
 	if err == nil || !isTruncation(err) {
 		return finished, 0, err
-	}
-	if r.once {
-		return finished, 0, nil // applied: sending it again would apply it twice
 	}
 	return tryAgain, 0, fmt.Errorf("%s API: %s %s: response cut short: %w", t.api, r.method, path, err)
 }

@@ -118,6 +118,7 @@ func (d Descriptor) FunctionJSON() ([]byte, error) {
 // invocation carries too: a caller quotes it, the operator finds the
 // details the answer leaves out.
 func (a *App) HandleHTTP(d Descriptor, f HTTPFunc) {
+	d.must("HTTP", d.HTTP != nil)
 	if a.HTTP == nil {
 		a.HTTP = map[string]HTTPRoute{}
 	}
@@ -138,6 +139,7 @@ const HeaderCorrelationID = "X-Correlation-Id"
 
 // HandleQueue runs f as the queue function d declares.
 func (a *App) HandleQueue(d Descriptor, f MessageFunc) {
+	d.must("Queue", d.Queue != nil)
 	if a.Queues == nil {
 		a.Queues = map[string]QueueRoute{}
 	}
@@ -146,8 +148,18 @@ func (a *App) HandleQueue(d Descriptor, f MessageFunc) {
 
 // HandleTimer runs f as the timer function d declares.
 func (a *App) HandleTimer(d Descriptor, f TimerFunc) {
+	d.must("Timer", d.Timer != nil)
 	if a.Timers == nil {
 		a.Timers = map[string]TimerRoute{}
 	}
 	a.Timers[d.Name] = TimerRoute{Descriptor: d, Func: f}
+}
+
+// must panics when d is handed to the wrong Handle method: a programming
+// error, which must stop the process at its start rather than fail every
+// request it routes.
+func (d Descriptor) must(binding string, bound bool) {
+	if !bound {
+		panic(fmt.Sprintf("function %q is registered as a %s function but declares no %s binding", d.Name, binding, binding))
+	}
 }

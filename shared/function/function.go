@@ -110,7 +110,9 @@ type (
 	}
 )
 
-// App is the set of functions a process serves, by function name.
+// App is the set of functions a process serves, by function name. Each
+// route embeds its Descriptor, so a.HTTP[name].HTTP.Route is the App's
+// HTTP function's binding's route.
 type App struct {
 	HTTP   map[string]HTTPRoute
 	Timers map[string]TimerRoute
