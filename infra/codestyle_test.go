@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+
+	"github.com/defender-functions/defender-functions/infra/local/emulators"
 )
 
 // The shipped code (functions/ and shared/) keeps the shape a newcomer can
@@ -19,7 +21,8 @@ import (
 func TestShippedCodeStyle(t *testing.T) {
 	const maxFile, maxFunc = 500, 80
 	fset := token.NewFileSet()
-	for _, root := range []string{"../functions", "../shared"} {
+	repo := emulators.RepoRoot(t)
+	for _, root := range []string{filepath.Join(repo, "functions"), filepath.Join(repo, "shared")} {
 		err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
 				return err
