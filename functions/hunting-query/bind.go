@@ -2,9 +2,18 @@ package huntingquery
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+)
+
+var (
+	timespanRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^([0-9]{1,6})(d|h|m|s)$`) })
+	guidRe     = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	})
 )
 
 const (
@@ -37,21 +46,21 @@ func literal(p Param, vs []string) (string, error) {
 		}
 		return "datetime(" + t.UTC().Format(time.RFC3339Nano) + ")", nil
 	case "timespan":
-		s := strings.TrimSpace(vs[0])
-		n, unit, ok := shortTimespan(s)
-		if !ok {
+		m := timespanRe().FindStringSubmatch(strings.TrimSpace(vs[0]))
+		if m == nil {
 			return "", fmt.Errorf("%q is not a timespan such as 7d, 12h, 30m or 90s", vs[0])
 		}
+		n, _ := strconv.Atoi(m[1])
+		unit := map[string]time.Duration{"d": 24 * time.Hour, "h": time.Hour, "m": time.Minute, "s": time.Second}[m[2]]
 		if d := time.Duration(n) * unit; d <= 0 || d > maxTimespan {
 			return "", fmt.Errorf("%q is outside 1s..30d, the window advanced hunting keeps", vs[0])
 		}
-		return s, nil
+		return m[1] + m[2], nil
 	case "guid":
-		s := strings.TrimSpace(vs[0])
-		if !isGUID(s) {
+		if !guidRe().MatchString(strings.TrimSpace(vs[0])) {
 			return "", fmt.Errorf("%q is not a GUID", vs[0])
 		}
-		return `"` + strings.ToLower(s) + `"`, nil
+		return `"` + strings.ToLower(strings.TrimSpace(vs[0])) + `"`, nil
 	case "list":
 		var items []string
 		for _, v := range vs {
@@ -102,52 +111,4 @@ func quote(s string) (string, error) {
 	}
 	b.WriteByte('"')
 	return b.String(), nil
-}
-
-// shortTimespan parses 1 to 6 ASCII digits and a unit (d, h, m or s), the
-// only timespan form a parameter takes. By hand rather than by regexp: it
-// runs for most catalog queries, on every request.
-func shortTimespan(s string) (n int, unit time.Duration, ok bool) {
-	if len(s) < 2 || len(s) > 7 {
-		return 0, 0, false
-	}
-	for _, c := range []byte(s[:len(s)-1]) {
-		if c < '0' || c > '9' {
-			return 0, 0, false
-		}
-	}
-	switch s[len(s)-1] {
-	case 'd':
-		unit = 24 * time.Hour
-	case 'h':
-		unit = time.Hour
-	case 'm':
-		unit = time.Minute
-	case 's':
-		unit = time.Second
-	default:
-		return 0, 0, false
-	}
-	n, _ = strconv.Atoi(s[:len(s)-1])
-	return n, unit, true
-}
-
-// isGUID reports whether s is 8-4-4-4-12 hexadecimal digits.
-func isGUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, c := range []byte(s) {
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
 }

@@ -1,6 +1,7 @@
 package huntingquery
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -9,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime"
 	"net/http"
 	"regexp"
@@ -89,19 +89,16 @@ func (h *Hunter) Serve(ctx context.Context, r *function.HTTPRequest) *function.H
 		caller = r.Principal.Name
 	}
 	resp, out := h.serve(ctx, r)
-	log := function.Logger(ctx)
+	log := function.Logger(ctx).With("caller", caller, "query", out.what, "tenant", out.tenant)
 	if resp.Stream == nil {
-		level := slog.LevelInfo
-		if resp.Status >= 500 {
-			level = slog.LevelWarn
+		attrs := []any{"status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds()}
+		if out.cause != nil {
+			attrs = append(attrs, "err", out.cause)
 		}
-		// The line is built only when it is written, as log.Info would.
-		if log.Enabled(context.Background(), level) {
-			attrs := []any{"caller", caller, "query", out.what, "tenant", out.tenant, "status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds()}
-			if out.cause != nil {
-				attrs = append(attrs, "err", out.cause)
-			}
-			log.Log(context.Background(), level, "Hunting query answered.", attrs...)
+		if resp.Status >= 500 {
+			log.Warn("Hunting query answered.", attrs...)
+		} else {
+			log.Info("Hunting query answered.", attrs...)
 		}
 		if r.Method == http.MethodPost {
 			telemetry.Hunting(ctx, time.Since(start), out.rows, statusOutcome(resp.Status))
@@ -118,10 +115,7 @@ func (h *Hunter) Serve(ctx context.Context, r *function.HTTPRequest) *function.H
 		} else {
 			telemetry.Hunting(ctx, time.Since(start), out.rows, "ok")
 		}
-		if log.Enabled(context.Background(), slog.LevelInfo) {
-			log.Log(context.Background(), slog.LevelInfo, "Hunting query answered.", "caller", caller, "query", out.what, "tenant", out.tenant,
-				"status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds(), "outcome", outcome)
-		}
+		log.Info("Hunting query answered.", "status", resp.Status, "rows", out.rows, "duration_ms", time.Since(start).Milliseconds(), "outcome", outcome)
 		return err
 	}
 	return resp
@@ -187,8 +181,7 @@ func (h *Hunter) authenticate(p *function.Principal) *function.HTTPResponse {
 // parseRequest reads a POST: its body (size-limited, no unknown fields)
 // and the answer's format.
 func parseRequest(r *function.HTTPRequest) (req request, format string, resp *function.HTTPResponse) {
-	// The exact type, as every client sends it, needs no parsing.
-	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, _ := mime.ParseMediaType(ct); mt != "application/json" {
 			return req, "", apiErr(415, "UnsupportedMediaType", "send the request as application/json")
 		}
@@ -196,8 +189,9 @@ func parseRequest(r *function.HTTPRequest) (req request, format string, resp *fu
 	if len(r.Body) > maxBody {
 		return req, "", apiErr(413, "TooLarge", fmt.Sprintf("the request body is larger than %d bytes", maxBody))
 	}
-	req, err := decodeRequest(r.Body)
-	if err != nil {
+	dec := json.NewDecoder(bytes.NewReader(r.Body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
 		return req, "", apiErr(400, "BadRequest", "the body must be a JSON object with query (and timespan, tenant) or name (and parameters): "+err.Error())
 	}
 	format, ok := negotiate(r.Header.Get("Accept"))
@@ -304,16 +298,10 @@ func paramValues(in map[string]json.RawMessage) (map[string][]string, error) {
 		var s string
 		var n json.Number
 		var list []string
-		c := byte(0) // unknown: try each
-		if len(raw) > 0 && !strings.ContainsRune(" \t\r\n", rune(raw[0])) {
-			c = raw[0]
-		}
 		switch {
-		case c == '"' && plainString(raw):
-			out[k] = []string{string(raw[1 : len(raw)-1])}
-		case (c == '"' || c == 'n' || c == 0) && json.Unmarshal(raw, &s) == nil:
+		case json.Unmarshal(raw, &s) == nil:
 			out[k] = []string{s}
-		case (c == '-' || '0' <= c && c <= '9' || c == 0) && json.Unmarshal(raw, &n) == nil:
+		case json.Unmarshal(raw, &n) == nil:
 			out[k] = []string{n.String()}
 		case json.Unmarshal(raw, &list) == nil:
 			out[k] = list

@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -33,9 +33,10 @@ func writeResult(w io.Writer, format string, res *defender.HuntResult, max int, 
 	var cells csvCells
 	switch format {
 	case "application/json":
-		b := append(bw.AvailableBuffer(), `{"schema":`...)
-		b = appendSchema(b, res.Schema)
-		bw.Write(append(b, `,"results":[`...))
+		schema, _ := json.Marshal(res.Schema)
+		bw.WriteString(`{"schema":`)
+		bw.Write(schema)
+		bw.WriteString(`,"results":[`)
 	case "text/csv":
 		cw = csv.NewWriter(bw)
 		cw.Write(csvHeader(res.Schema))
@@ -75,18 +76,10 @@ func writeResult(w io.Writer, format string, res *defender.HuntResult, max int, 
 	}
 	switch format {
 	case "application/json":
-		b := append(bw.AvailableBuffer(), `],"truncated":`...)
-		b = strconv.AppendBool(b, truncated)
-		b = append(b, `,"stats":{"rows":`...)
-		b = strconv.AppendInt(b, int64(out.rows), 10)
-		b = append(b, `,"maxRows":`...)
-		b = strconv.AppendInt(b, int64(max), 10)
-		bw.Write(append(b, "}}"...))
+		fmt.Fprintf(bw, `],"truncated":%t,"stats":{"rows":%d,"maxRows":%d}}`, truncated, out.rows, max)
 	case "application/x-ndjson":
 		if truncated {
-			b := append(bw.AvailableBuffer(), `{"@truncated":true,"rows":`...)
-			b = strconv.AppendInt(b, int64(out.rows), 10)
-			bw.Write(append(b, "}\n"...))
+			fmt.Fprintf(bw, "{\"@truncated\":true,\"rows\":%d}\n", out.rows)
 		}
 	case "text/csv":
 		cw.Flush()
@@ -95,41 +88,6 @@ func writeResult(w io.Writer, format string, res *defender.HuntResult, max int, 
 		}
 	}
 	return bw.Flush()
-}
-
-// appendSchema appends the columns as json.Marshal writes them, without
-// its reflection: names and types are plain identifiers.
-func appendSchema(b []byte, cols []defender.Column) []byte {
-	if cols == nil {
-		return append(b, "null"...)
-	}
-	b = append(b, '[')
-	for i, c := range cols {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"name":`...)
-		b = appendJSONString(b, c.Name)
-		b = append(b, `,"type":`...)
-		b = appendJSONString(b, c.Type)
-		b = append(b, '}')
-	}
-	return append(b, ']')
-}
-
-// appendJSONString appends s quoted as encoding/json quotes it: a string of
-// printable ASCII that json escapes nothing of is copied; anything else is
-// left to json.Marshal (HTML characters, U+2028, invalid UTF-8 …).
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s)
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // neutralize keeps a spreadsheet from running a text cell as a formula:

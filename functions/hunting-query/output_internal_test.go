@@ -7,20 +7,6 @@ import (
 	"github.com/defender-functions/defender-functions/shared/defender"
 )
 
-// appendSchema writes the bytes json.Marshal does, whatever the names hold.
-func TestAppendSchemaAsMarshal(t *testing.T) {
-	for _, cols := range [][]defender.Column{
-		nil, {}, {{Name: "Timestamp", Type: "DateTime"}, {Name: "DeviceName", Type: "String"}},
-		{{Name: `a"b\c`, Type: "<x>&"}}, {{Name: "tab\there\n", Type: "\x01\x7f"}}, {{Name: "café", Type: "\u2028\u2029"}},
-		{{Name: "bad\xffutf8", Type: ""}}, {{}},
-	} {
-		want, _ := json.Marshal(cols)
-		if got := appendSchema(nil, cols); string(got) != string(want) {
-			t.Errorf("%q: %s, want %s", cols, got, want)
-		}
-	}
-}
-
 // One csvCells reused row after row gives what decoding each row afresh
 // into a map gave: nothing of a row leaks into the next.
 func TestCSVCellsReused(t *testing.T) {

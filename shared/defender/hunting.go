@@ -5,12 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 )
 
@@ -119,8 +118,21 @@ func (h *HuntResult) start() error {
 		}
 		switch strings.ToLower(key.String()) {
 		case "schema":
-			if err := h.readSchema(); err != nil {
+			var cols []struct {
+				Name  string `json:"name"`
+				Type  string `json:"type"`
+				NameX string `json:"Name"`
+				TypeX string `json:"Type"`
+			}
+			if err := jsonv2.UnmarshalDecode(h.dec, &cols); err != nil {
 				return err
+			}
+			for _, c := range cols {
+				n, ty := c.Name, c.Type
+				if n == "" {
+					n, ty = c.NameX, c.TypeX
+				}
+				h.Schema = append(h.Schema, Column{Name: n, Type: ty})
 			}
 			if inResults {
 				h.done = true
@@ -162,86 +174,4 @@ func (h *HuntResult) start() error {
 	}
 	h.done = true
 	return nil
-}
-
-// readSchema appends the columns: Graph names them name and type, XDR Name
-// and Type. Read token by token, as jsonv2 would decode them into a struct
-// but without its reflection and its per-decoder 4 KiB string cache.
-func (h *HuntResult) readSchema() error {
-	if h.dec.PeekKind() == 'n' {
-		_, err := h.dec.ReadToken() // null: no columns
-		return err
-	}
-	if err := expectKind(h.dec, '['); err != nil {
-		return err
-	}
-	for h.dec.PeekKind() != ']' {
-		var c [4]string // name, type, Name, Type
-		switch h.dec.PeekKind() {
-		case 'n':
-			if _, err := h.dec.ReadToken(); err != nil {
-				return err
-			}
-		case '{':
-			if err := readColumn(h.dec, &c); err != nil {
-				return err
-			}
-		default:
-			return unexpected(h.dec, "a column")
-		}
-		n, ty := c[0], c[1]
-		if n == "" {
-			n, ty = c[2], c[3]
-		}
-		h.Schema = append(h.Schema, Column{Name: n, Type: ty})
-	}
-	return expectKind(h.dec, ']')
-}
-
-// readColumn reads one column object into c; other members are skipped, a
-// repeated one counts last, a null is "".
-func readColumn(dec *jsontext.Decoder, c *[4]string) error {
-	if err := expectKind(dec, '{'); err != nil {
-		return err
-	}
-	for dec.PeekKind() != '}' {
-		key, err := dec.ReadToken()
-		if err != nil {
-			return err
-		}
-		i := slices.Index([]string{"name", "type", "Name", "Type"}, key.String())
-		if i < 0 {
-			if err := dec.SkipValue(); err != nil {
-				return err
-			}
-			continue
-		}
-		switch dec.PeekKind() {
-		case 'n', '"':
-			v, err := dec.ReadToken()
-			if err != nil {
-				return err
-			}
-			c[i] = ""
-			if v.Kind() == '"' {
-				c[i] = v.String()
-			}
-		default:
-			return unexpected(dec, "a string")
-		}
-	}
-	return expectKind(dec, '}')
-}
-
-// unexpected is the error for a value of the wrong kind; a read error (a
-// response cut short) comes first, so that it is retried.
-func unexpected(dec *jsontext.Decoder, want string) error {
-	t, err := dec.ReadToken()
-	if err != nil {
-		if err == io.EOF {
-			return io.ErrUnexpectedEOF
-		}
-		return err
-	}
-	return fmt.Errorf("hunting response schema: got %v, want %s", t.Kind(), want)
 }
