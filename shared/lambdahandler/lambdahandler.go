@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -39,7 +40,26 @@ type Options struct {
 	// (default DefaultMaxReceiveCount): a message failing on that receive
 	// goes to the dead-letter queue.
 	MaxReceiveCount int
+	// FlushTimeout bounds the telemetry flush after each invocation
+	// (default DefaultFlushTimeout).
+	FlushTimeout time.Duration
+	// Doctor runs the preflight with the function's own settings and
+	// identity, writing its report, on a {"source":"doctor"} event: an
+	// operator's `aws lambda invoke` (only IAM reaches a function directly;
+	// neither the HTTP API nor SQS can send a top-level event). Nil: off.
+	Doctor func(ctx context.Context, w io.Writer) (passed bool)
 }
+
+// DefaultFlushTimeout bounds what the telemetry flush after an invocation
+// adds to it, whatever the collector does (one that never answers
+// included). 500 ms: a cold export to a collector on the same continent
+// (DNS, TCP and TLS handshakes, then the request: about four round trips)
+// fits, one to a collector on localhost (a Lambda extension's) takes
+// milliseconds, and it is a small share of the tightest budget a function
+// answers within (API Gateway's 30 s). A flush cut short drops the spans
+// it was sending; the metrics' totals go with the next export
+// (docs/telemetry.md).
+const DefaultFlushTimeout = 500 * time.Millisecond
 
 // DefaultMaxReceiveCount is the SAM template's redrive policy's
 // maxReceiveCount (a test holds them equal): an SQS event does not carry it.
@@ -59,6 +79,9 @@ func New(app *function.App, opts Options) *Handler {
 	}
 	if opts.MaxReceiveCount == 0 {
 		opts.MaxReceiveCount = DefaultMaxReceiveCount
+	}
+	if opts.FlushTimeout <= 0 {
+		opts.FlushTimeout = DefaultFlushTimeout
 	}
 	return &Handler{app: app, opts: opts, log: app.Log()}
 }
@@ -100,9 +123,10 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 		ctx = telemetry.FromXRay(ctx, xr)
 	}
 	if h.app.Flush != nil {
-		// The sandbox freezes after the answer: what is pending goes now.
+		// The sandbox freezes after the answer: what is pending goes now,
+		// within the bound whatever the invocation's own deadline.
 		defer func() {
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.opts.FlushTimeout)
 			defer cancel()
 			if err := h.app.Flush(fctx); err != nil {
 				function.Logger(ctx).Warn("Telemetry not exported.", "err", err)
@@ -136,6 +160,8 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 			t.ScheduledTime = st
 		}
 		return h.timer(ctx, in.Function, t)
+	case p.Source == "doctor" && h.opts.Doctor != nil:
+		return h.doctor(ctx)
 	case len(p.Records) > 0 && p.Records[0].EventSource == "aws:sqs":
 		var ev events.SQSEvent
 		if err := json.Unmarshal(payload, &ev); err != nil {
@@ -144,6 +170,19 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 		return h.queue(ctx, &ev)
 	}
 	return nil, fmt.Errorf("unsupported event: expected an API Gateway HTTP API (payload 2.0) or Function URL request, an EventBridge scheduled event, EventBridge Scheduler input with \"source\":\"scheduler\", or an SQS batch")
+}
+
+// DoctorReport answers a doctor event: whether every check passed, and the
+// report's lines as doctor prints them.
+type DoctorReport struct {
+	Passed bool     `json:"passed"`
+	Report []string `json:"report"`
+}
+
+func (h *Handler) doctor(ctx context.Context) ([]byte, error) {
+	var b bytes.Buffer
+	passed := h.opts.Doctor(ctx, &b)
+	return json.Marshal(DoctorReport{Passed: passed, Report: strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")})
 }
 
 // queue runs the queue function on each message of an SQS batch at once,

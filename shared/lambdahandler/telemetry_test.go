@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -71,6 +72,46 @@ func TestInvocationTrace(t *testing.T) {
 				if sp.Name != tc.span || sp.SpanKind != tc.kind || sp.SpanContext.TraceID().String() != tc.trace || sp.Parent.SpanID().String() != tc.parent {
 					t.Errorf("span %s (%v) trace %s parent %s", sp.Name, sp.SpanKind, sp.SpanContext.TraceID(), sp.Parent.SpanID())
 				}
+			}
+		})
+	}
+}
+
+// The flush after an invocation is given its bound, DefaultFlushTimeout or
+// Options.FlushTimeout, from when it starts, whatever the invocation's own
+// context (here one already cancelled). The deadline is pinned between
+// two readings of the clock, not timed: before the invocation, and as the
+// flush begins.
+func TestFlushBound(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts lambdahandler.Options
+		want time.Duration
+	}{
+		{"default", lambdahandler.Options{}, lambdahandler.DefaultFlushTimeout},
+		{"set", lambdahandler.Options{FlushTimeout: 50 * time.Millisecond}, 50 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := app(&seen{})
+			var started, deadline time.Time
+			a.Flush = func(ctx context.Context) error {
+				started = time.Now()
+				deadline, _ = ctx.Deadline()
+				<-ctx.Done() // a collector that never answers
+				return ctx.Err()
+			}
+			b, err := os.ReadFile("testdata/scheduler-input.json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			before := time.Now()
+			if _, err := lambdahandler.New(a, tc.opts).Invoke(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+			if deadline.Sub(before) < tc.want || deadline.Sub(started) > tc.want {
+				t.Fatalf("the flush's deadline is %s after the invocation began and %s after the flush did; want %s", deadline.Sub(before), deadline.Sub(started), tc.want)
 			}
 		})
 	}

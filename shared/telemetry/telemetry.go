@@ -8,8 +8,10 @@
 //
 // The packages that measure use the instruments here, through
 // OpenTelemetry's global providers; Start installs the SDK's behind them,
-// exporting OTLP over HTTP, and Flush pushes what is pending (Lambda freezes
-// the sandbox between invocations).
+// exporting OTLP over HTTP. Flush pushes what is pending (Lambda freezes
+// the sandbox between invocations) and Shutdown does too, last, as a
+// process stops. Neither waits longer than its context allows: the caller
+// bounds them (docs/telemetry.md has the bounds).
 package telemetry
 
 import (
@@ -22,6 +24,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -98,8 +101,17 @@ func Start(ctx context.Context, o Options) (*Telemetry, error) {
 	otel.SetTracerProvider(t.tp)
 	otel.SetMeterProvider(t.mp)
 	otel.SetTextMapPropagator(propagation.TraceContext{})
+	installed.Store(t)
 	return t, nil
 }
+
+// installed is the Telemetry Start installed last: the global providers'.
+var installed atomic.Pointer[Telemetry]
+
+// Installed returns the Telemetry Start installed last, behind
+// OpenTelemetry's global providers (nil before Start), for the process's
+// last Shutdown: the app that started it is built elsewhere.
+func Installed() *Telemetry { return installed.Load() }
 
 // exportClient carries one signal's exports. The exporters' own client
 // follows a redirect with OTEL_EXPORTER_OTLP_HEADERS, which hold the
@@ -141,20 +153,34 @@ func exportClient(signal string) (*http.Client, error) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, nil
 }
 
-// Flush exports what is pending, within ctx.
+// Flush exports what is pending, within ctx. Spans in a batch whose export
+// ctx cuts short are dropped (the SDK's batch processor keeps no failed
+// batch); metrics are cumulative, so the next export that succeeds carries
+// the totals.
 func (t *Telemetry) Flush(ctx context.Context) error {
 	if t == nil {
 		return nil
 	}
-	return errors.Join(t.tp.ForceFlush(ctx), t.mp.ForceFlush(ctx))
+	return both(ctx, t.tp.ForceFlush, t.mp.ForceFlush)
 }
 
-// Shutdown flushes and stops the exporters.
+// Shutdown exports what is pending, within ctx, and stops the exporters:
+// the SDK's Shutdown flushes first, so no Flush is needed before it.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
 	if t == nil {
 		return nil
 	}
-	return errors.Join(t.tp.Shutdown(ctx), t.mp.Shutdown(ctx))
+	return both(ctx, t.tp.Shutdown, t.mp.Shutdown)
+}
+
+// both runs the traces' and the metrics' step at once: one after the
+// other, a collector that hangs on the first would leave the second
+// nothing of ctx's time.
+func both(ctx context.Context, traces, metrics func(context.Context) error) error {
+	errc := make(chan error, 1)
+	go func() { errc <- metrics(ctx) }()
+	err := traces(ctx)
+	return errors.Join(err, <-errc)
 }
 
 // The instruments, created once against the global meter: before Start

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	collmetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	colltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -286,5 +287,61 @@ func TestOTLPClientSettings(t *testing.T) {
 				t.Fatalf("Start = %v, want %q", err, tc.err)
 			}
 		})
+	}
+}
+
+// A collector that hangs on traces holds back neither the metrics nor the
+// caller: Shutdown (as Flush) gives both signals all of ctx at once, ends
+// with ctx's error, and the metrics are delivered.
+func TestShutdownTracesHung(t *testing.T) {
+	rc := &receiver{}
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/traces" {
+			select { // hangs until the client gives up
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		rc.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	defer close(release)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+	tel, err := telemetry.Start(context.Background(), telemetry.Options{ServiceName: "hung-traces-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if telemetry.Installed() != tel {
+		t.Fatal("Installed is not the Telemetry Start installed")
+	}
+	// The package's instruments delegate to the providers the process
+	// installed first (another test's); these are this Start's own.
+	_, span := otel.GetTracerProvider().Tracer("test").Start(context.Background(), "incident-export")
+	span.End()
+	versions, _ := otel.GetMeterProvider().Meter("test").Int64Counter("defender.export.versions")
+	versions.Add(context.Background(), 7)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := tel.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want the deadline's error", err)
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	got := int64(0)
+	for _, req := range rc.metrics {
+		for _, rm := range req.ResourceMetrics {
+			for _, sm := range rm.ScopeMetrics {
+				for _, m := range sm.Metrics {
+					if m.Name == "defender.export.versions" {
+						got = m.GetSum().DataPoints[0].GetAsInt()
+					}
+				}
+			}
+		}
+	}
+	if got != 7 {
+		t.Fatalf("the metrics were not delivered beside the hung traces: %d versions", got)
 	}
 }

@@ -34,18 +34,9 @@ import (
 // rie runs the built bootstrap under the AWS Lambda Runtime Interface Emulator.
 type rie struct {
 	url  string
-	out  *output
+	out  *devstack.LogBuffer
 	stop func()
 }
-
-// output is the emulator's output, read by the test while it still writes.
-type output struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (o *output) Write(p []byte) (int, error) { o.mu.Lock(); defer o.mu.Unlock(); return o.b.Write(p) }
-func (o *output) String() string              { o.mu.Lock(); defer o.mu.Unlock(); return o.b.String() }
 
 func startRIE(t testing.TB, env []string) *rie {
 	t.Helper()
@@ -66,7 +57,7 @@ func buildBootstrap(t testing.TB) string {
 func launchRIE(t testing.TB, bin string, env []string) *rie {
 	t.Helper()
 	emu := emulators.Tool(t, "aws-lambda-rie")
-	r := &rie{out: &output{}}
+	r := &rie{out: &devstack.LogBuffer{}}
 	w := io.MultiWriter(r.out, devstack.AuditLog())
 	proc, err := loopback.Start(func(port int) *exec.Cmd {
 		// The runtime API's port too: its default, 9001, is one for all.
@@ -147,6 +138,18 @@ func TestBootstrapUnderRIE(t *testing.T) {
 	if status != 200 || !strings.Contains(string(body), `"errorMessage":"unsupported event`) {
 		t.Fatalf("s3 event: %d %s", status, body)
 	}
+	// An operator's aws lambda invoke --payload '{"source":"doctor"}': the
+	// preflight as the function, its report in the answer.
+	status, body = r.invoke(t, []byte(`{"source":"doctor"}`))
+	var report struct {
+		Passed bool     `json:"passed"`
+		Report []string `json:"report"`
+	}
+	if status != 200 || json.Unmarshal(body, &report) != nil || !report.Passed || len(report.Report) < 5 ||
+		!strings.HasPrefix(report.Report[0], "ok    config") || !slices.ContainsFunc(report.Report, func(l string) bool { return strings.HasPrefix(l, "ok    token") }) {
+		t.Fatalf("doctor event: %d %s", status, body)
+	}
+	t.Logf("doctor event: %s", body)
 }
 
 // A misconfigured deployment still answers, with the settings to fix: 500,

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,11 +14,14 @@ import (
 
 	"github.com/defender-functions/defender-functions/functions"
 	"github.com/defender-functions/defender-functions/shared/customhandler"
-	"github.com/defender-functions/defender-functions/shared/function"
+	"github.com/defender-functions/defender-functions/shared/telemetry"
 )
 
 func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	// From the start: a stop asked for while the app is built is a stop.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
 	port := os.Getenv("FUNCTIONS_CUSTOMHANDLER_PORT")
 	if port == "" {
 		port = "8080"
@@ -40,11 +42,9 @@ func main() {
 		os.Exit(1)
 	}
 	var h http.Handler
-	var app *function.App
 	ready := make(chan struct{})
 	go func() {
-		app = functions.FromEnv(log)
-		h = customhandler.New(app, customhandler.Options{TrustEasyAuth: os.Getenv("WEBSITE_AUTH_ENABLED") == "True", MaxDequeueCount: maxDequeue})
+		h = customhandler.New(functions.FromEnv(log), customhandler.Options{TrustEasyAuth: os.Getenv("WEBSITE_AUTH_ENABLED") == "True", MaxDequeueCount: maxDequeue})
 		close(ready)
 	}()
 	srv := customhandler.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -55,21 +55,46 @@ func main() {
 		<-ready
 		h.ServeHTTP(w, r)
 	}), customhandler.ServerOptions{})
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		// Let running invocations finish (a timer run stops before its deadline).
-		sctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-		<-ready
-		if app.Flush != nil {
-			app.Flush(sctx) // the telemetry of the last invocations
-		}
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		// Serve returns by itself only when accepting fails.
 		log.Error("The handler stopped serving.", "err", err)
+		stopTelemetry(ready, log)
 		os.Exit(1)
+	case <-ctx.Done():
+	}
+	// Running invocations finish (a timer run stops before its deadline),
+	// then their telemetry goes: Serve returned as the shutdown began, and
+	// returning from main then would have cut both short.
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownBudget-telemetryShare)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("Invocations were still running when the handler stopped.", "err", err)
+	}
+	stopTelemetry(ready, log)
+}
+
+// The handler's shutdown, invocations and telemetry together, stays within
+// 25 s (the host's grace period is not ours to read); telemetry's share is
+// taken last, so that a collector that hangs costs at most that.
+const (
+	shutdownBudget = 25 * time.Second
+	telemetryShare = 3 * time.Second
+)
+
+// stopTelemetry exports what the telemetry holds and stops it, within its
+// share of the shutdown.
+func stopTelemetry(ready <-chan struct{}, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), telemetryShare)
+	defer cancel()
+	select {
+	case <-ready: // the app starts the telemetry as it is built
+	case <-ctx.Done():
+		return
+	}
+	if err := telemetry.Installed().Shutdown(ctx); err != nil {
+		log.Warn("Telemetry not exported.", "err", err)
 	}
 }

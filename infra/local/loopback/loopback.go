@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
+	"testing"
 	"time"
 )
 
@@ -192,3 +194,45 @@ func CPUBusy() (busy, total uint64) {
 	}
 	return busy, total
 }
+
+// Hung is a listener that accepts connections and never answers, as a
+// server that hangs does (a collector, an API): what a client's bounds are
+// tested against. It stops, closing what it took, when the test ends.
+type Hung struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// NewHung listens on a free loopback port.
+func NewHung(tb testing.TB) *Hung {
+	tb.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h := &Hung{Listener: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			h.mu.Lock()
+			h.conns = append(h.conns, c)
+			h.mu.Unlock()
+		}
+	}()
+	tb.Cleanup(func() {
+		ln.Close()
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, c := range h.conns {
+			c.Close()
+		}
+	})
+	return h
+}
+
+// Accepted is how many connections it has taken.
+func (h *Hung) Accepted() int { h.mu.Lock(); defer h.mu.Unlock(); return len(h.conns) }
