@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/defender-functions/defender-functions/functions"
@@ -69,21 +70,26 @@ func (r *report) skip(check, why string) {
 	fmt.Fprintf(r.out, "skip  %-12s %s\n", check, why)
 }
 
+// withDefaults is a copy of o (nil: the zero value) with its defaults.
+func (o *Options) withDefaults() Options {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = credentials.DefaultHTTPClient()
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 30 * time.Second
+	}
+	return c
+}
+
 // Run checks the deployment that lookup's settings describe and reports
 // whether everything passed. The checks run in order, each a method of
 // checkup below; one that needs a failed one is marked skip.
 func Run(ctx context.Context, lookup func(string) (string, bool), out io.Writer, opts *Options) bool {
-	o := Options{}
-	if opts != nil {
-		o = *opts
-	}
-	if o.HTTPClient == nil {
-		o.HTTPClient = credentials.DefaultHTTPClient()
-	}
-	if o.Timeout == 0 {
-		o.Timeout = 30 * time.Second
-	}
-	k := &checkup{ctx: ctx, o: o, r: &report{out: out}}
+	k := &checkup{ctx: ctx, o: opts.withDefaults(), r: &report{out: out}}
 	if !k.configuration(lookup) {
 		return false
 	}
@@ -107,6 +113,9 @@ type checkup struct {
 	cfg     *config.Config
 	creds   *credentials.Credentials
 	enabled []string // the functions the settings turn on
+
+	mu         sync.Mutex
+	noIdentity bool // a check found no managed identity on this machine
 }
 
 // step bounds one check.
@@ -173,8 +182,9 @@ func (k *checkup) vault() bool {
 	switch {
 	case !used:
 		k.r.ok("key vault", "not used (%s=%s)", config.EnvCredential, k.cfg.Credential)
+	case k.identityFailure(k.r, "key vault", config.EnvKeyVaultURL, err):
 	case err != nil:
-		k.r.fail("key vault", err, vaultFix(k.cfg, err))
+		k.r.fail("key vault", err, k.vaultFix(err))
 	default:
 		k.r.ok("key vault", "secret %q readable at %s (version %s)", k.cfg.SecretName, k.cfg.KeyVaultURL, version)
 		k.certificate()
@@ -192,8 +202,10 @@ func (k *checkup) federation() bool {
 	switch {
 	case !used:
 		return true
+	case k.identityFailure(k.r, "federation", config.EnvCredential+"="+string(k.cfg.Credential), err):
+		return false
 	case err != nil:
-		k.r.fail("federation", err, federationFix(k.cfg, err))
+		k.r.fail("federation", err, k.federationFix(err))
 		return false
 	}
 	k.r.ok("federation", "%s: a token with issuer %s, subject %s, audience %s: the app needs a federated credential with exactly these",

@@ -75,7 +75,8 @@ func TestDoctor(t *testing.T) {
 		}},
 		{name: "unreachable Key Vault", env: []string{"KEY_VAULT_URL", "https://" + closed + "/"}, want: []string{
 			"FAIL  key vault    key vault: reading secret",
-			"fix: nothing listens at " + closed + ": if KEY_VAULT_URL points at the devstack, it is not running (start it with make devstack, then source .local/devstack.env)",
+			// The devstack runs: the port is wrong (TestDoctorFixLines has the devstack down too).
+			"fix: nothing listens at " + closed + ", while AZURE_AUTHORITY_HOST answers at " + strings.TrimPrefix(s.EntraURL, "https://") + " on this machine (the devstack runs): check the port in KEY_VAULT_URL against the vault's",
 			"skip  token",
 		}},
 		{name: "unwritable sink", env: []string{"EXPORT_SINK", "file://" + filepath.Join(blocker, "export")}, want: []string{

@@ -83,7 +83,7 @@ func (k *checkup) tenant(r *report, t string, vaultOK, probe bool) tenantRow {
 	tok, err := k.creds.Source(t).Token(c)
 	cancel()
 	if err != nil {
-		r.fail("token", fmt.Errorf("tenant %s: %w", t, err), tokenFix(cfg, t, err))
+		r.fail("token", fmt.Errorf("tenant %s: %w", t, err), k.tokenFix(err))
 		r.skip("roles", "tenant "+t+": needs a token")
 		r.skip("api", "tenant "+t+": needs a token")
 		row.token = "FAIL"
@@ -101,7 +101,7 @@ func (k *checkup) tenant(r *report, t string, vaultOK, probe bool) tenantRow {
 	}
 	r.ok("token", "tenant %s: app-only token for %s, valid until %s", t, claims.Audience, tok.Expiry.UTC().Format(time.RFC3339))
 	if err := credentials.CheckRoles(functions.Registration(cfg), t, claims, functions.Requirements(cfg.API, k.enabled...)); err != nil {
-		r.fail("roles", err, rolesFix(err))
+		r.fail("roles", err, rolesFix(err, claims.Roles))
 		r.skip("api", "tenant "+t+": needs the roles")
 		row.roles, row.link = "FAIL", consentLink
 		return row
@@ -118,7 +118,7 @@ func (k *checkup) tenant(r *report, t string, vaultOK, probe bool) tenantRow {
 	n, err := firstPage(c, client)
 	cancel()
 	if err != nil {
-		r.fail("api", fmt.Errorf("tenant %s: %w", t, err), apiFix(cfg, err))
+		r.fail("api", fmt.Errorf("tenant %s: %w", t, err), k.apiFix(err))
 		row.api = "FAIL"
 		return row
 	}

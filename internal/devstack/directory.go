@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -60,6 +61,10 @@ type Grant struct {
 	// KeyVaultReader lets the app itself read vault secrets (the AWS path,
 	// where a certificate or federation reaches Key Vault).
 	KeyVaultReader bool
+
+	// deleted is a service principal removed from the tenant since start
+	// (WithdrawConsent(…, ConsentApp)): Entra ID no longer knows the app there.
+	deleted bool
 }
 
 // App is an application registration: its credentials live in its home
@@ -160,19 +165,27 @@ type appState struct {
 
 type federatedCred struct{ issuer, subject, audience string }
 
-// directory is Entra ID's state: tenants, apps, credentials.
+// directory is Entra ID's state: tenants, apps, credentials. A tenant's
+// grants change only under mu (the consent controls, consent.go), each
+// Roles map replaced whole, never written: a Grant copied under the read
+// lock stays valid.
 type directory struct {
 	mu       sync.RWMutex
 	tenants  []*Tenant
 	byName   map[string]*Tenant // ID and domain, lower case
 	apps     map[string]*appState
 	identity ManagedIdentity
+	// granted are the grants at start, by tenant ID, for RestoreConsent.
+	granted map[string][]Grant
 }
 
 func newDirectory(tenants []Tenant, apps []App, mi ManagedIdentity) (*directory, error) {
-	d := &directory{byName: map[string]*Tenant{}, apps: map[string]*appState{}, identity: mi}
+	d := &directory{byName: map[string]*Tenant{}, apps: map[string]*appState{}, identity: mi, granted: map[string][]Grant{}}
 	for i := range tenants {
 		t := tenants[i]
+		// The caller's slice (and Customers' shared AllRoles) stay untouched.
+		t.Apps = slices.Clone(t.Apps)
+		d.granted[t.ID] = slices.Clone(t.Apps)
 		d.tenants = append(d.tenants, &t)
 		d.byName[strings.ToLower(t.ID)] = &t
 		if t.Domain != "" {
@@ -198,7 +211,22 @@ func (d *directory) tenant(name string) *Tenant {
 	return d.byName[strings.ToLower(name)]
 }
 
-func (d *directory) grant(t *Tenant, clientID string) *Grant {
+// grant returns a copy of the app's service principal in tenant t, or
+// false when the tenant has none (never consented, or deleted).
+func (d *directory) grant(t *Tenant, clientID string) (Grant, bool) {
+	if t == nil {
+		return Grant{}, false
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if g := d.grantLocked(t, clientID); g != nil && !g.deleted {
+		return *g, true
+	}
+	return Grant{}, false
+}
+
+// grantLocked is the app's entry in t.Apps, deleted or not; d.mu held.
+func (d *directory) grantLocked(t *Tenant, clientID string) *Grant {
 	for i := range t.Apps {
 		if strings.EqualFold(t.Apps[i].ClientID, clientID) {
 			return &t.Apps[i]

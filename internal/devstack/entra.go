@@ -125,11 +125,11 @@ func (s *Stack) token(w http.ResponseWriter, r *http.Request, ver int) {
 		s.aadError(w, http.StatusBadRequest, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.")
 		return
 	}
-	grant := s.dir.grant(t, clientID)
+	grant, consented := s.dir.grant(t, clientID)
 	s.dir.mu.RLock()
 	app := s.dir.apps[clientID]
 	s.dir.mu.RUnlock()
-	if grant == nil || app == nil {
+	if !consented || app == nil {
 		s.aadError(w, http.StatusBadRequest, "unauthorized_client", 700016, fmt.Sprintf("Application with identifier '%s' was not found in the directory '%s'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.", clientID, t.Domain))
 		return
 	}

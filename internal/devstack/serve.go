@@ -292,5 +292,6 @@ func (s *Stack) controlHandler() http.Handler {
 		writeJSON(w, 200, map[string]any{"changed": s.Mutate(n)})
 	})
 	mux.HandleFunc("GET /control/settings", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.Settings()) })
+	s.consentControls(mux)
 	return mux
 }

@@ -271,7 +271,7 @@ func logsRow(rec map[string]json.RawMessage) (map[string]any, error) {
 func (s *Stack) mayIngest(claims jwt.MapClaims) bool {
 	oid, _ := claims["oid"].(string)
 	if oid == s.dir.identity.ObjectID || oid == SystemIdentityObjectID {
-		return true
+		return !s.ingestDenied.Load()
 	}
 	appid, _ := claims["appid"].(string)
 	if appid == "" {

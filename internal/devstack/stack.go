@@ -177,6 +177,7 @@ type Stack struct {
 	fault          atomic.Pointer[Faults]
 	faultRNG       *lockedRand
 	identityDenied atomic.Bool
+	ingestDenied   atomic.Bool
 
 	mu      sync.Mutex
 	jtis    map[string]bool
@@ -483,6 +484,11 @@ func (s *Stack) faults() Faults { return *s.fault.Load() }
 // DenyIdentityVaultAccess removes (or restores) the managed identity's
 // "Key Vault Secrets User" role assignment.
 func (s *Stack) DenyIdentityVaultAccess(deny bool) { s.identityDenied.Store(deny) }
+
+// DenyIdentityIngest removes (or restores) the managed identities'
+// "Monitoring Metrics Publisher" role on the data collection rule: Logs
+// Ingestion answers them 403.
+func (s *Stack) DenyIdentityIngest(deny bool) { s.ingestDenied.Store(deny) }
 
 // Counters returns the request counters.
 func (s *Stack) Counters() *Counters { return s.counters }

@@ -3,12 +3,15 @@ package devstack
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -124,4 +127,47 @@ func (l *LogBuffer) Records(msg string) []map[string]any {
 		}
 	}
 	return out
+}
+
+// FakeAzureCLI puts a stand-in for the Azure CLI (name "az") or the Azure
+// Developer CLI ("azd") in dir, modelled on what azidentity runs and parses
+// (azure_cli_credential.go: `az account get-access-token -o json --resource
+// R [--tenant T]`, reading accessToken and expires_on;
+// azure_developer_cli_credential.go: `azd auth token -o json --no-prompt
+// --scope S [--tenant-id T]`, reading token and expiresOn). Asked exactly
+// want, it prints stdout; asked anything else (or with no stdout) it fails
+// as a signed-out tool does, with stderr. Each command line goes to
+// dir/<name>.log. Shell builtins only: tests run some with PATH holding
+// nothing else.
+func FakeAzureCLI(tb testing.TB, dir, name, want, stdout, stderr string) {
+	tb.Helper()
+	if stdout == "" {
+		want = "(signed out: no command gets a token)"
+	}
+	q := func(v string) string { return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'" }
+	script := fmt.Sprintf("#!/bin/sh\nprintf '%%s\\n' \"$*\" >> %s\nif [ \"$*\" = %s ]; then\n  printf '%%s' %s\n  exit 0\nfi\nprintf '%%s\\n' %s >&2\nexit 1\n",
+		q(filepath.Join(dir, name+".log")), q(want), q(stdout), q(stderr))
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// OperatorVaultToken is a token the Key Vault accepts, as an operator's own
+// sign-in (az login) would give: the vault-reader app's, from Entra ID.
+func (s *Stack) OperatorVaultToken(tb testing.TB) string {
+	tb.Helper()
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {VaultReaderClientID},
+		"client_secret": {s.ClientSecret(VaultReaderClientID)}, "scope": {s.VaultResource() + "/.default"}}
+	resp, err := s.HTTPClient().PostForm(s.EntraURL+"/"+DefaultTenantID+"/oauth2/v2.0/token", form)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.AccessToken == "" {
+		tb.Fatalf("no vault token: %v (HTTP %d)", err, resp.StatusCode)
+	}
+	return tok.AccessToken
 }

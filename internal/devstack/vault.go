@@ -341,10 +341,8 @@ func (s *Stack) mayReadVault(claims jwt.MapClaims) bool {
 		appid, _ = claims["azp"].(string)
 	}
 	t := s.dir.tenant(DefaultTenantID)
-	if g := s.dir.grant(t, appid); g != nil && g.KeyVaultReader {
-		return true
-	}
-	return false
+	g, ok := s.dir.grant(t, appid)
+	return ok && g.KeyVaultReader
 }
 
 // CertificateRenewal is a new version of the default app's certificate in

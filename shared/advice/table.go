@@ -63,6 +63,7 @@ const (
 	VaultForbidden       Key = "vault-forbidden"
 	VaultUnauthorized    Key = "vault-unauthorized"
 	VaultSecretNotFound  Key = "vault-secret-not-found"
+	NoManagedIdentity    Key = "identity-none-here"
 	CertUnregistered     Key = "certificate-unregistered"
 	CertNotUploaded      Key = "certificate-not-uploaded"
 	CertUnreadable       Key = "certificate-unreadable"
@@ -71,6 +72,7 @@ const (
 	MissingRoles         Key = "roles-missing"
 	ConsentRedirect      Key = "roles-consent-redirect"
 	WrongAudience        Key = "roles-wrong-audience"
+	NoConsent            Key = "roles-no-consent"
 	APIForbiddenRoles    Key = "api-forbidden-roles"
 	APIForbidden         Key = "api-forbidden"
 	APIUnauthorized      Key = "api-unauthorized"
@@ -79,10 +81,20 @@ const (
 	TLSUntrusted         Key = "net-tls-untrusted"
 	DevstackDown         Key = "net-devstack-down"
 	NothingListens       Key = "net-nothing-listens"
+	WrongPort            Key = "net-wrong-port"
+	NameNotResolved      Key = "net-name-not-resolved"
+	DNSFailed            Key = "net-dns-failed"
+	NoAnswer             Key = "net-no-answer"
 	StorageIdentity      Key = "storage-identity"
 	DirectoryNotWritable Key = "storage-directory"
 	StoreNotWritable     Key = "storage-not-writable"
 	SinkReadBack         Key = "storage-sink-read-back"
+	SplunkToken          Key = "siem-splunk-token"
+	SplunkNotCollector   Key = "siem-splunk-not-collector"
+	SplunkIndex          Key = "siem-splunk-index"
+	LogsForbidden        Key = "siem-logs-forbidden"
+	LogsNotFound         Key = "siem-logs-not-found"
+	SIEMRefused          Key = "siem-refused"
 	QueueRoles           Key = "queue-roles"
 	PoisonTasks          Key = "queue-poison"
 	SQSUnreachable       Key = "queue-sqs-unreachable"
@@ -119,6 +131,14 @@ var Placeholders = map[string]string{
 	"secret_setting": "the setting that names the secret (`" + config.EnvSecretName + "`, `" + config.EnvSplunkTokenSecret + "` …)",
 	"value":          "that setting's value (a SAS in it is redacted)",
 	"queue":          "the export's queue (`" + config.EnvExportQueue + "`)",
+	"host":           "the host name in the setting",
+	"form":           "the form the setting's value takes (`https://<vault-name>.vault.azure.net/` for `" + config.EnvKeyVaultURL + "` …)",
+	"reason":         "the resolver's own words",
+	"other":          "the address where another setting's service answers on this machine",
+	"other_setting":  "the setting that points there",
+	"service":        "the service the setting points at (the vault, Entra ID, the API, the sink)",
+	"rule":           "the data collection rule's immutable ID (`dcr-…`) in `" + config.EnvExportSink + "`",
+	"status":         "the HTTP status the service answered",
 }
 
 // Table is every entry, in the page's order within each area.
@@ -190,6 +210,11 @@ var Table = []Entry{
 	{Key: VaultSecretNotFound, Area: KeyVault, Error: "HTTP 404 from Key Vault (SecretNotFound)",
 		Means: "the vault has no secret of that name",
 		Do:    "create it (az keyvault secret set --vault-name <vault> --name {secret} --value <its value>), or set {secret_setting} to the secret's name"},
+	{Key: NoManagedIdentity, Area: KeyVault, Error: "doctor: no managed identity is available here",
+		Means: "a setting is reached with the Function App's managed identity, and this machine has none: it is not the deployed app (no IDENTITY_ENDPOINT), and no Azure instance metadata endpoint gave a token",
+		Do:    "run doctor on the deployed Function App (its SSH console), where the managed identity is, or sign in as yourself (see doctor -help)",
+		More: "Every later check that needs the identity (the state store, the sink, the queue) is then skipped with \"needs a managed identity\":\n" +
+			"no role is missing, there is no identity to hold one."},
 
 	// Certificates.
 	{Key: CertUnregistered, Area: Certificates, Error: "AADSTS700027: the key was not found (keyvault-certificate)",
@@ -222,6 +247,11 @@ var Table = []Entry{
 	{Key: WrongAudience, Area: Permissions, Error: "doctor: `roles` fails: the token is for another API",
 		Means: "the token was issued for another API than the one the functions call",
 		Do:    "set " + config.EnvAPI + " and " + config.EnvAPIURL + " for the same API"},
+	{Key: NoConsent, Area: Permissions, Error: "doctor: `roles` fails: the token carries no roles at all",
+		Means: "no application permission of the app is granted in the tenant: admin consent was never given there, or was revoked",
+		Do:    "the token carries no roles: have an administrator of tenant {tenant} grant admin consent to the app's application permissions ({roles}): {consent_url}",
+		More: "The devstack rehearses it: `POST /control/consent?withdraw=roles` (and `?restore`), or one permission with\n" +
+			"`POST /control/roles?withdraw=<role>`."},
 
 	// Defender API.
 	{Key: APIForbiddenRoles, Area: API, Error: "HTTP 403 from the API naming the roles it needs",
@@ -247,13 +277,25 @@ var Table = []Entry{
 	{Key: TLSUntrusted, Area: Network, Error: "x509: certificate signed by unknown authority",
 		Means: "the server's TLS certificate was issued by a CA this machine does not trust (a private CA, a proxy's, the devstack's)",
 		Do: "the server's TLS certificate is not trusted here: put the CA that issued it in the file SSL_CERT_FILE names " +
-			"(for the devstack, its ca.pem: `source .local/devstack.env` sets SSL_CERT_FILE)"},
+			"(for the devstack, its ca.pem: `make doctor` loads .local/devstack.env, which sets SSL_CERT_FILE)"},
 	{Key: DevstackDown, Area: Network, Error: "connection refused on a loopback address",
 		Means: "nothing listens on this machine where the setting points: usually the devstack is not running",
-		Do:    "nothing listens at {addr}: if {setting} points at the devstack, it is not running (start it with make devstack, then source .local/devstack.env)"},
+		Do:    "nothing listens at {addr}: if {setting} points at the devstack, it is not running (start it with make devstack, then run make doctor, which loads .local/devstack.env)"},
 	{Key: NothingListens, Area: Network, Error: "connection refused",
 		Means: "nothing listens where the setting points",
 		Do:    "nothing listens at {addr}: check {setting} and that the service is up"},
+	{Key: WrongPort, Area: Network, Error: "connection refused on a loopback address while the devstack runs",
+		Means: "nothing listens at the setting's host and port, while another setting's service answers on this machine: the port is wrong",
+		Do:    "nothing listens at {addr}, while {other_setting} answers at {other} on this machine (the devstack runs): check the port in {setting} against the {service}'s (the devstack writes them to .local/devstack.env)"},
+	{Key: NameNotResolved, Area: Network, Error: "no such host",
+		Means: "the host name in the setting does not resolve: a typo, or a private endpoint's name outside its private DNS zone",
+		Do:    "the name {host} does not resolve: check its spelling in {setting}, whose form is {form} (a private endpoint's name resolves only where its private DNS zone is linked)"},
+	{Key: DNSFailed, Area: Network, Error: "a DNS lookup failed without an answer",
+		Means: "this machine's DNS server did not answer whether the name exists",
+		Do:    "the name {host} could not be looked up ({reason}): check this machine's DNS servers, then {setting}"},
+	{Key: NoAnswer, Area: Network, Error: "i/o timeout connecting",
+		Means: "nothing answered at the setting's host and port before the timeout: a firewall dropping the connection, or a wrong host or port",
+		Do:    "no answer from {addr}: check the host and port in {setting}, and that a firewall between lets this machine through"},
 
 	// Storage.
 	{Key: StorageIdentity, Area: Storage, Error: "doctor: `storage` or `queue` fails before reaching storage",
@@ -268,6 +310,24 @@ var Table = []Entry{
 	{Key: SinkReadBack, Area: Storage, Error: "doctor: `sink` fails with " + config.EnvExportLayout + "=batches: asking for an absent object failed",
 		Means: "the export cannot read back what it wrote, which it does after a crash to learn whether its batch landed",
 		Do:    "grant the identity read on the sink (Blob: Storage Blob Data Contributor; S3: s3:GetObject on the prefix and s3:ListBucket on the bucket)"},
+	{Key: SplunkToken, Area: Storage, Error: "doctor: `sink` fails: the HTTP Event Collector refuses the token (HTTP 401 or 403)",
+		Means: "the collector does not know the token in the Key Vault secret, or the token is disabled",
+		Do:    "store the Token Value of an enabled HEC token in the Key Vault secret {secret} (" + config.EnvSplunkTokenSecret + "): Splunk's Settings > Data inputs > HTTP Event Collector lists them"},
+	{Key: SplunkNotCollector, Area: Storage, Error: "doctor: `sink` fails: HTTP 404 from the HTTP Event Collector's URL",
+		Means: "what answers at the URL's host and port is not an HTTP Event Collector, or HEC is off",
+		Do:    "no HTTP Event Collector answers at {value}: check the host and port in " + config.EnvExportSink + " (HEC listens on 8088 unless set otherwise, not Splunk Web's 8000) and that HEC is on (Settings > Data inputs > HTTP Event Collector > Global Settings)"},
+	{Key: SplunkIndex, Area: Storage, Error: "doctor: `sink` fails: the HTTP Event Collector refuses the index (code 7)",
+		Means: "the token may not write to the index " + config.EnvSplunkIndex + " names",
+		Do:    "set " + config.EnvSplunkIndex + " to one of the token's allowed indexes, or add it to them (or leave it empty for the token's default)"},
+	{Key: LogsForbidden, Area: Storage, Error: "doctor: `sink` fails: Logs Ingestion refuses the identity (HTTP 401 or 403)",
+		Means: "the identity may not ingest through the data collection rule",
+		Do:    "assign the identity 'Monitoring Metrics Publisher' on data collection rule {rule} (az role assignment create --role 'Monitoring Metrics Publisher' --assignee <principal ID> --scope <the rule's resource ID>); a new assignment can take 30 minutes to apply"},
+	{Key: LogsNotFound, Area: Storage, Error: "doctor: `sink` fails: HTTP 404 from Logs Ingestion",
+		Means: "the endpoint knows no data collection rule with that immutable ID, or the rule has no such stream",
+		Do:    "set " + config.EnvExportSink + " to the rule's logs ingestion endpoint, its immutable ID (dcr-…) and a stream it declares (Custom-DefenderIncidents): the rule's JSON View in the portal shows all three"},
+	{Key: SIEMRefused, Area: Storage, Error: "doctor: `sink` fails: another HTTP answer from the SIEM",
+		Means: "the SIEM answered the empty request with an error",
+		Do:    "the SIEM answered HTTP {status}: a 5xx or 429 is the service's own trouble (the export retries it); check the service's health, then run doctor again"},
 	{Key: QueueRoles, Area: Storage, Error: "doctor: `queue` fails reading the Azure queue",
 		Means: "the queue is missing or the identities lack their queue roles",
 		Do:    "the host's identity needs Storage Queue Data Contributor on {queue} and Message Sender on {queue}-poison, the functions' identity Storage Queue Data Message Sender on {queue} and Reader on both (the Bicep assigns them)"},

@@ -52,6 +52,10 @@ const (
 	// VaultAWSFederation is the execution role's JWT from AWS STS, trusted
 	// by KEY_VAULT_CLIENT_ID's app (by default the Defender app itself).
 	VaultAWSFederation VaultAccess = "aws-federation"
+	// VaultDeveloper is the operator's own sign-in on their machine (the
+	// Azure CLI's, else the Azure Developer CLI's): what doctor -as-me
+	// reaches the vault and storage with. Never a deployed app's.
+	VaultDeveloper VaultAccess = "developer"
 )
 
 // Secret is a string that never prints: fmt, slog and JSON all see "[redacted]".

@@ -523,3 +523,31 @@ func TestURLSettingsNeverEchoSecrets(t *testing.T) {
 		}
 	}
 }
+
+// KEY_VAULT_CREDENTIAL=developer (doctor -as-me) needs no identity
+// setting; it asks the first tenant unless KEY_VAULT_TENANT_ID says
+// otherwise, and it may check a managed-identity-federation app's storage
+// from outside Azure.
+func TestDeveloperVaultAccess(t *testing.T) {
+	other := "0b5e2f3a-1c4d-4e6f-8a7b-9c0d1e2f3a4b"
+	base := []string{"DEFENDER_TENANT_ID", tenant, "DEFENDER_CLIENT_ID", client, "KEY_VAULT_URL", "https://kv.vault.azure.net/", "KEY_VAULT_CREDENTIAL", "developer"}
+	for _, c := range []struct {
+		name   string
+		kv     []string
+		tenant string
+	}{
+		{"vault secret", nil, tenant},
+		{"vault tenant", []string{"KEY_VAULT_TENANT_ID", other}, other},
+		{"managed-identity federation", []string{"DEFENDER_CREDENTIAL", "managed-identity-federation", "MANAGED_IDENTITY_CLIENT_ID", other}, tenant},
+	} {
+		c2, err := config.Load(env(append(slices.Clone(base), c.kv...)...))
+		if err != nil || c2.VaultAccess != config.VaultDeveloper || c2.VaultTenantID != c.tenant {
+			t.Errorf("%s: %v %+v", c.name, err, c2)
+		}
+	}
+	_, err := config.Load(env(append(slices.Clone(base[:6]), "KEY_VAULT_CREDENTIAL", "az")...))
+	want := `configuration: KEY_VAULT_CREDENTIAL="az": use managed-identity (Azure), workload-identity, client-certificate or aws-federation (hosts outside Azure), or developer (your own az login, on your machine)`
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant %s", err, want)
+	}
+}

@@ -181,10 +181,16 @@ func (r *reader) vault(c *Config) {
 		if c.VaultClientID == "" {
 			c.VaultClientID = c.ClientID
 		}
+	case VaultDeveloper:
+		// The operator's sign-in: no identity setting is needed; the tenant
+		// (KEY_VAULT_TENANT_ID, else the first of DEFENDER_TENANT_ID) is the
+		// one asked for a token where the resource names none.
 	default:
-		r.problem(fmt.Sprintf("%s=%q: use managed-identity (Azure), workload-identity, client-certificate or aws-federation (hosts outside Azure)", EnvVaultAccess, c.VaultAccess))
+		r.problem(fmt.Sprintf("%s=%q: use managed-identity (Azure), workload-identity, client-certificate or aws-federation (hosts outside Azure), or developer (your own az login, on your machine)", EnvVaultAccess, c.VaultAccess))
 	}
-	if c.Credential == ManagedIdentityFederation && c.VaultAccess != VaultManagedIdentity {
+	// The operator's sign-in checks a managed-identity-federation app's
+	// storage from outside Azure; its token can only be had in Azure.
+	if c.Credential == ManagedIdentityFederation && c.VaultAccess != VaultManagedIdentity && c.VaultAccess != VaultDeveloper {
 		r.problem(fmt.Sprintf("%s=managed-identity-federation needs an Azure managed identity; it cannot be combined with %s=%s", EnvCredential, EnvVaultAccess, c.VaultAccess))
 	}
 	if c.Credential == ManagedIdentityFederation && c.ManagedIdentityClientID == "" {

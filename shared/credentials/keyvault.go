@@ -156,10 +156,13 @@ func vaultError(name, setting string, err error) error {
 	}
 	ve := &VaultError{Secret: name, Setting: setting, Err: err}
 	var re *azcore.ResponseError
+	var se *SignInError
 	if errors.As(err, &re) {
 		ve.StatusCode, ve.Code = re.StatusCode, re.ErrorCode
 		// The SDK's message repeats the whole response; keep our own.
 		ve.Err = fmt.Errorf("HTTP %d %s", re.StatusCode, re.ErrorCode)
+	} else if errors.As(err, &se) {
+		ve.Err = se // one line already, which says how to sign in
 	} else {
 		ve.Err = scrubAzError(err)
 	}
@@ -270,7 +273,8 @@ func AzureCredential(reg Registration, hc *http.Client) (azcore.TokenCredential,
 
 // vaultCredential is how this process reaches Key Vault. Never
 // DefaultAzureCredential: its probing order (environment, CLI, IMDS) makes a
-// production identity depend on what happens to be installed.
+// production identity depend on what happens to be installed. The
+// operator's sign-in (developer) is chosen by name, for doctor -as-me.
 func vaultCredential(cfg *Registration, hc *http.Client) (azcore.TokenCredential, error) {
 	opts := azClientOptions(cfg, hc)
 	disco := !knownAuthority(cfg.AuthorityHost)
@@ -292,6 +296,8 @@ func vaultCredential(cfg *Registration, hc *http.Client) (azcore.TokenCredential
 		return azidentity.NewClientCertificateCredential(cfg.VaultTenantID, cfg.VaultClientID, certs, key, &azidentity.ClientCertificateCredentialOptions{
 			ClientOptions: opts, DisableInstanceDiscovery: disco,
 		})
+	case config.VaultDeveloper:
+		return newDeveloperCredential(cfg.VaultTenantID)
 	case config.VaultAWSFederation:
 		src, err := awsIdentity(cfg, nil, nil)
 		if err != nil {
