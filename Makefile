@@ -18,7 +18,7 @@ build = @s=$$(date +%s%N); echo "build: $(1) …"; $(GOBUILD) ./$(1) && \
 # The secrets audit's directory: what the devstacks issued and every log the tests captured.
 AUDIT   := $(LOCAL)/audit
 
-.PHONY: run test vet hygiene fuzz chaos bench devstack doctor build package clean tools
+.PHONY: run test vet hygiene fuzz chaos bench devstack doctor build package clean tools node-tools
 
 # Fuzz targets: package and name. `make test` runs each for FUZZTIME; the
 # seed corpora under testdata/fuzz run with every plain `go test`. FUZZTIME
@@ -31,22 +31,35 @@ FUZZ     := ./shared/webhook:FuzzVerifyStandard ./shared/webhook:FuzzVerifyHub \
 FUZZTIME ?= 20000x
 
 # make run builds only what it runs, for this machine: the Function App in
-# $(LOCAL)/app (make build writes the deployables to dist/).
-run:
+# $(LOCAL)/app (make build writes the deployables to dist/). SINK chooses
+# where the export goes (file, blob, s3, logs, splunk) and LAYOUT how
+# (versions, batches). Blob and S3 run on Azurite and s3rver, installed
+# from npm on first use; s3 needs the handler with the AWS SDK, which the
+# Azure package leaves out (noaws).
+SINK    ?= file
+LAYOUT  ?= versions
+run: $(if $(filter blob s3,$(SINK)),node-tools)
 	$(call build,infra/pack)
 	$(LOCAL)/bin/pack -local -out $(LOCAL)/app
+	$(if $(filter s3,$(SINK)),CGO_ENABLED=0 $(GO) build -trimpath -tags grpcnotrace -o $(LOCAL)/app/azure/handler ./functions/cmd/handler)
 	$(call build,infra/local/cmd/run)
 	rm -rf $(LOCAL)/export $(LOCAL)/state
-	$(LOCAL)/bin/run -dir $(LOCAL) -app $(LOCAL)/app/azure $(RUN_ARGS)
+	$(LOCAL)/bin/run -dir $(LOCAL) -app $(LOCAL)/app/azure -sink $(SINK) -layout $(LAYOUT) $(RUN_ARGS)
 
 devstack:
 	$(call build,infra/local/cmd/devstack)
 	$(LOCAL)/bin/devstack -dir $(LOCAL) $(DEVSTACK_ARGS)
 
-# The preflight, with the settings in the environment (source .local/devstack.env
-# to point it at a running `make devstack`).
+# The preflight. A running `make devstack` or `make run RUN_ARGS=-serve`
+# writes its settings to $(LOCAL)/devstack.env: they are loaded over the
+# environment when the file exists (delete it to check your own settings),
+# unless DOCTOR_ARGS names a settings file (docs/doctor.md).
 doctor:
-	$(GORUN) ./functions/cmd/doctor
+	$(call build,functions/cmd/doctor)
+	@if [ -f $(LOCAL)/devstack.env ] && [[ " $(DOCTOR_ARGS)" != *" -settings"* ]]; then \
+		echo "doctor: with the devstack's settings from $(LOCAL)/devstack.env"; \
+		set -a; . ./$(LOCAL)/devstack.env; set +a; fi; \
+		$(LOCAL)/bin/doctor $(DOCTOR_ARGS)
 
 vet:
 	$(GO) vet $(PKGS)
@@ -55,6 +68,10 @@ vet:
 
 tools:
 	./infra/local/install-tools.sh
+
+# Azurite and s3rver only (make run SINK=blob or s3).
+node-tools:
+	./infra/local/install-tools.sh node
 
 # A tidy module, formatted code, and nothing large tracked (a built binary
 # was committed once).

@@ -6,12 +6,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"go/types"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -24,6 +30,7 @@ import (
 	"github.com/defender-functions/defender-functions/shared/lambdahandler"
 
 	"github.com/awslabs/goformation/v7"
+	"github.com/awslabs/goformation/v7/cloudformation"
 	"github.com/awslabs/goformation/v7/cloudformation/serverless"
 	"github.com/awslabs/goformation/v7/intrinsics"
 	"gopkg.in/yaml.v3"
@@ -379,9 +386,9 @@ func TestBicepLogsTable(t *testing.T) {
 	}
 }
 
-// The README's settings table names every setting, and nothing else.
+// docs/settings.md names every setting, and nothing else.
 func TestReadmeSettings(t *testing.T) {
-	b, err := os.ReadFile("../README.md")
+	b, err := os.ReadFile("../docs/settings.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +402,7 @@ func TestReadmeSettings(t *testing.T) {
 			got[m[1]] = true
 		}
 	}
-	compare(t, "README.md", got, nil)
+	compare(t, "docs/settings.md", got, nil)
 }
 
 // With DefenderCredential=aws-federation the AWS deployment holds no secret
@@ -406,7 +413,7 @@ func TestSAMTemplateSecretless(t *testing.T) {
 	raw, _ := os.ReadFile("aws/template.yaml")
 	for _, mode := range []string{"keyvault-secret", "aws-federation"} {
 		t.Run(mode, func(t *testing.T) {
-			tpl, err := goformation.OpenWithOptions("aws/template.yaml", &intrinsics.ProcessorOptions{EvaluateConditions: true, ParameterOverrides: map[string]any{
+			tpl, err := openSAM(&intrinsics.ProcessorOptions{EvaluateConditions: true, ParameterOverrides: map[string]any{
 				"DefenderCredential": mode, "KeyVaultCertificateLayerArn": "arn:aws:lambda:eu-west-1:123456789012:layer:defender-keyvault:1"}})
 			if err != nil {
 				t.Fatal(err)
@@ -670,7 +677,7 @@ var azureRoles = map[string]string{
 // identity (the host) has its storage and the queue trigger's queues, the
 // user-assigned one (the functions, and the Key Vault references through
 // keyVaultReferenceIdentity) what the code does, the operator the vault's
-// secrets. Nothing account-wide but the host's storage.
+// secrets and what doctor -as-me reads and writes. Nothing account-wide but the host's storage.
 func TestBicepRoleAssignments(t *testing.T) {
 	b := readBicep(t)
 	want := []struct{ who, role, scope, why string }{
@@ -686,6 +693,10 @@ func TestBicepRoleAssignments(t *testing.T) {
 		{"functions", "Monitoring Metrics Publisher", "incidentRule", "the Logs Ingestion sink"},
 		{"operator", "Key Vault Secrets Officer", "vault", "stores the secrets"},
 		{"operator", "Key Vault Certificates Officer", "vault", "stores the certificate"},
+		{"operator", "Storage Blob Data Contributor", "exportsContainer", "doctor -as-me writes its check object to the sink"},
+		{"operator", "Storage Blob Data Contributor", "stateContainer", "doctor -as-me writes its check object to the state store"},
+		{"operator", "Storage Queue Data Reader", "exportQueue", "doctor -as-me peeks at the waiting tasks"},
+		{"operator", "Storage Queue Data Reader", "poisonQueue", "doctor -as-me peeks at the poison queue"},
 	}
 	guids := map[string]string{}
 	for _, m := range regexp.MustCompile(`(?m)^var (\w+) = '([0-9a-f-]{36})'$`).FindAllStringSubmatch(b, -1) {
@@ -803,7 +814,7 @@ func stsAsked(t *testing.T) url.Values {
 // the bucket listable only under the export prefix (s3:prefix: the export
 // asks whether a batch landed by listing its key as a prefix).
 func TestSAMTemplateConditions(t *testing.T) {
-	tpl, err := goformation.OpenWithOptions("aws/template.yaml", &intrinsics.ProcessorOptions{EvaluateConditions: true, ParameterOverrides: map[string]any{
+	tpl, err := openSAM(&intrinsics.ProcessorOptions{EvaluateConditions: true, ParameterOverrides: map[string]any{
 		"DefenderCredential": "aws-federation", "ExportLayout": "batches"}})
 	if err != nil {
 		t.Fatal(err)
@@ -951,7 +962,10 @@ func TestSAMTransformedSQS(t *testing.T) {
 					if !strings.HasPrefix(strings.ToLower(a), "sqs:") {
 						continue
 					}
-					if !strings.Contains(string(res), "ExportTasks") || strings.Contains(string(res), `"*"`) {
+					// doctor, run as the function, reads the dead-letter
+					// queue's attributes, and nothing else of it.
+					dlq := string(res) == `{"Fn::GetAtt":["ExportTaskDeadLetters","Arn"]}` && a == "sqs:GetQueueAttributes"
+					if !dlq && (!strings.Contains(string(res), "ExportTasks") || strings.Contains(string(res), `"*"`)) {
 						t.Errorf("role %s: %s on %s, not on ExportTasks alone", name, a, res)
 					}
 					if string(res) == queueArn {
@@ -976,5 +990,361 @@ func TestSAMTransformedSQS(t *testing.T) {
 	}
 	if len(mappings) != 1 {
 		t.Errorf("event source mappings %v, want the export's tasks", mappings)
+	}
+}
+
+// openSAM parses the SAM template with options. goformation reads a
+// resource's (or an output's) Condition key as the Condition intrinsic and
+// puts the condition's value in the resource's place, which then fails to
+// parse; those keys are set aside here (TestSAMAlarms checks them on the SAM
+// translator's output).
+func openSAM(opts *intrinsics.ProcessorOptions) (*cloudformation.Template, error) {
+	raw, err := os.ReadFile("aws/template.yaml")
+	if err != nil {
+		return nil, err
+	}
+	return goformation.ParseYAMLWithOptions(regexp.MustCompile(`(?m)^    Condition: \w+\n`).ReplaceAll(raw, nil), opts)
+}
+
+// asJSON is v as compact JSON, for comparing parts of a template.
+func asJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// exportLog is what incident-export's code logs: each message logged at a
+// level (Error("…") → "ERROR …"), and for each attribute key the
+// expressions logged as its value.
+type exportLog struct {
+	messages map[string]bool
+	values   map[string][]string
+}
+
+// readExportLog reads functions/incident-export's source (tests left out):
+// the alarms read its log lines, so the fields they name must be its own.
+func readExportLog(t *testing.T) exportLog {
+	t.Helper()
+	fset := token.NewFileSet()
+	files, err := filepath.Glob("../functions/incident-export/*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no source in functions/incident-export (%v)", err)
+	}
+	l := exportLog{messages: map[string]bool{}, values: map[string][]string{}}
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Keys are literals followed by their value, in a log call's
+		// arguments or in a slice of them (behind's args).
+		pairs := func(list []ast.Expr) {
+			for i := 0; i+1 < len(list); i++ {
+				if k, ok := list[i].(*ast.BasicLit); ok && k.Kind == token.STRING {
+					key, _ := strconv.Unquote(k.Value)
+					l.values[key] = append(l.values[key], types.ExprString(list[i+1]))
+				}
+			}
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.CallExpr:
+				pairs(n.Args)
+				sel, ok := n.Fun.(*ast.SelectorExpr)
+				if !ok || len(n.Args) == 0 || !slices.Contains([]string{"Debug", "Info", "Warn", "Error"}, sel.Sel.Name) {
+					return true
+				}
+				if m, ok := n.Args[0].(*ast.BasicLit); ok && m.Kind == token.STRING {
+					msg, _ := strconv.Unquote(m.Value)
+					l.messages[strings.ToUpper(sel.Sel.Name)+" "+msg] = true
+				}
+			case *ast.CompositeLit:
+				pairs(n.Elts)
+			}
+			return true
+		})
+	}
+	return l
+}
+
+// lagKeys are the attributes that carry the export's lag in seconds: each
+// must be logged, and only as a whole number of seconds of a duration.
+func checkLagKeys(t *testing.T, l exportLog, keys []string) {
+	t.Helper()
+	if len(keys) == 0 {
+		t.Fatal("no lag field read")
+	}
+	for _, k := range keys {
+		if len(l.values[k]) == 0 {
+			t.Errorf("the lag field %q is not logged by incident-export", k)
+		}
+		for _, v := range l.values[k] {
+			if !strings.HasPrefix(v, "int(") || !strings.HasSuffix(v, ".Seconds())") {
+				t.Errorf("incident-export logs %q as %s, not a duration's whole seconds", k, v)
+			}
+		}
+	}
+}
+
+// With AlarmTopicArn the SAM template raises an alarm on the dead-letter
+// queue, on the function's errors, on failed tenant exports and on the
+// export's lag, each notifying the topic; without it there is none of them
+// and the function keeps Lambda's own log group. Checked on the SAM
+// translator's output: what CloudFormation deploys.
+func TestSAMAlarms(t *testing.T) {
+	doc := samTransform(t)
+	resources, _ := doc["Resources"].(map[string]any)
+	conditions, _ := doc["Conditions"].(map[string]any)
+	if got := asJSON(conditions["HasAlarms"]); got != `{"Fn::Not":[{"Fn::Equals":[{"Ref":"AlarmTopicArn"},""]}]}` {
+		t.Fatalf("HasAlarms is %s, not AlarmTopicArn given", got)
+	}
+	prop := func(name string) (map[string]any, map[string]any) {
+		r, _ := resources[name].(map[string]any)
+		p, _ := r["Properties"].(map[string]any)
+		return r, p
+	}
+	// The function logs to the stack's group with alarms, to Lambda's without.
+	if _, fn := prop("DefenderFunctions"); asJSON(fn["LoggingConfig"]) != `{"Fn::If":["HasAlarms",{"LogGroup":{"Ref":"FunctionLogs"}},{"Ref":"AWS::NoValue"}]}` {
+		t.Errorf("the function's LoggingConfig is %s", asJSON(fn["LoggingConfig"]))
+	}
+	if r, _ := prop("FunctionLogs"); r["Type"] != "AWS::Logs::LogGroup" || r["DeletionPolicy"] != "Retain" {
+		t.Errorf("FunctionLogs: %s, want a log group kept on deletion", asJSON(r))
+	}
+	ns := `{"Fn::Sub":"DefenderFunctions/${AWS::StackName}"}`
+	for _, c := range []struct {
+		alarm, namespace, metric, dimensions, statistic, threshold, operator string
+		period                                                               float64
+		filters                                                              []string // pattern → value of the metric filters feeding a log metric
+	}{
+		{"DeadLetterAlarm", `"AWS/SQS"`, "ApproximateNumberOfMessagesVisible", `[{"Name":"QueueName","Value":{"Fn::GetAtt":["ExportTaskDeadLetters","QueueName"]}}]`,
+			"Maximum", "AlarmDeadLetterThreshold", "GreaterThanOrEqualToThreshold", 300, nil},
+		{"FunctionErrorsAlarm", `"AWS/Lambda"`, "Errors", `[{"Name":"FunctionName","Value":{"Ref":"DefenderFunctions"}}]`,
+			"Sum", "AlarmFailureThreshold", "GreaterThanOrEqualToThreshold", 1800, nil},
+		{"ExportFailuresAlarm", ns, "ExportFailures", "null", "Sum", "AlarmFailureThreshold", "GreaterThanOrEqualToThreshold", 1800,
+			[]string{`{ $.msg = "Tenant export failed." } → 1`}},
+		{"ExportLagAlarm", ns, "ExportLagSeconds", "null", "Maximum", "AlarmLagSeconds", "GreaterThanThreshold", 900,
+			[]string{`{ $.behind_s >= 0 } → $.behind_s`, `{ $.lag_s >= 0 } → $.lag_s`}},
+	} {
+		t.Run(c.alarm, func(t *testing.T) {
+			r, p := prop(c.alarm)
+			if r["Type"] != "AWS::CloudWatch::Alarm" || r["Condition"] != "HasAlarms" {
+				t.Fatalf("%s: type %v, condition %v; want an alarm made with AlarmTopicArn only", c.alarm, r["Type"], r["Condition"])
+			}
+			got := asJSON(map[string]any{"ns": p["Namespace"], "metric": p["MetricName"], "dims": p["Dimensions"], "stat": p["Statistic"],
+				"threshold": p["Threshold"], "op": p["ComparisonOperator"], "period": p["Period"], "missing": p["TreatMissingData"],
+				"alarm": p["AlarmActions"], "ok": p["OKActions"]})
+			want := `{"alarm":[{"Ref":"AlarmTopicArn"}],"dims":` + c.dimensions + `,"metric":"` + c.metric + `","missing":"notBreaching","ns":` + c.namespace +
+				`,"ok":[{"Ref":"AlarmTopicArn"}],"op":"` + c.operator + `","period":` + strconv.FormatFloat(c.period, 'f', -1, 64) + `,"stat":"` + c.statistic +
+				`","threshold":{"Ref":"` + c.threshold + `"}}`
+			if got != want {
+				t.Errorf("%s:\n got %s\nwant %s", c.alarm, got, want)
+			}
+			// The log metric's filters: on the function's group, made with it.
+			var filters []string
+			for name, r := range resources {
+				r, _ := r.(map[string]any)
+				p, _ := r["Properties"].(map[string]any)
+				if r["Type"] != "AWS::Logs::MetricFilter" {
+					continue
+				}
+				tr, _ := p["MetricTransformations"].([]any)
+				if len(tr) != 1 {
+					t.Fatalf("metric filter %s: %d transformations", name, len(tr))
+				}
+				m, _ := tr[0].(map[string]any)
+				if asJSON(m["MetricNamespace"]) != c.namespace || m["MetricName"] != c.metric {
+					continue
+				}
+				if r["Condition"] != "HasAlarms" || asJSON(p["LogGroupName"]) != `{"Ref":"FunctionLogs"}` {
+					t.Errorf("metric filter %s: condition %v, log group %s", name, r["Condition"], asJSON(p["LogGroupName"]))
+				}
+				filters = append(filters, fmt.Sprint(p["FilterPattern"], " → ", m["MetricValue"]))
+			}
+			sort.Strings(filters)
+			if fmt.Sprint(filters) != fmt.Sprint(c.filters) {
+				t.Errorf("%s reads the filters %q, want %q", c.alarm, filters, c.filters)
+			}
+		})
+	}
+	// Nothing of the alarms is made without the topic.
+	for name, r := range resources {
+		r, _ := r.(map[string]any)
+		if typ := fmt.Sprint(r["Type"]); (strings.HasPrefix(typ, "AWS::CloudWatch::") || strings.HasPrefix(typ, "AWS::Logs::")) && r["Condition"] != "HasAlarms" {
+			t.Errorf("%s (%s) is made without AlarmTopicArn", name, typ)
+		}
+	}
+}
+
+// The metric filters and the log queries read fields the code writes: the
+// message of a failed tenant export (at ERROR, under slog's message key) and
+// the lag's keys, in seconds. A renamed message or key fails here, not
+// silently in production.
+func TestAlarmLogFieldsInCode(t *testing.T) {
+	l := readExportLog(t)
+	doc := samTransform(t)
+	resources, _ := doc["Resources"].(map[string]any)
+	exact := regexp.MustCompile(`^\{ \$\.(\w+) = "([^"*]+)" \}$`)
+	numeric := regexp.MustCompile(`^\{ \$\.(\w+) >= 0 \}$`)
+	var samLag []string
+	for name, r := range resources {
+		r, _ := r.(map[string]any)
+		if r["Type"] != "AWS::Logs::MetricFilter" {
+			continue
+		}
+		p, _ := r["Properties"].(map[string]any)
+		pattern := fmt.Sprint(p["FilterPattern"])
+		value := fmt.Sprint(p["MetricTransformations"].([]any)[0].(map[string]any)["MetricValue"])
+		switch m, n := exact.FindStringSubmatch(pattern), numeric.FindStringSubmatch(pattern); {
+		case m != nil:
+			if m[1] != slog.MessageKey || !l.messages["ERROR "+m[2]] {
+				t.Errorf("metric filter %s (%s): incident-export logs no error %q under %q", name, pattern, m[2], slog.MessageKey)
+			}
+		case n != nil:
+			if value != "$."+n[1] {
+				t.Errorf("metric filter %s matches %s and counts %s", name, n[1], value)
+			}
+			samLag = append(samLag, n[1])
+		default:
+			t.Errorf("metric filter %s: pattern %s is neither a message nor a number", name, pattern)
+		}
+	}
+	checkLagKeys(t, l, samLag)
+	// Azure's lag rule reads the same keys from the same lines.
+	lag := bicepResources(t, readBicep(t))["lagAlert"].Body
+	var azureLag []string
+	for _, m := range regexp.MustCompile(`todouble\(line\.(\w+)\)`).FindAllStringSubmatch(lag, -1) {
+		azureLag = append(azureLag, m[1])
+	}
+	checkLagKeys(t, l, azureLag)
+	sort.Strings(samLag)
+	sort.Strings(azureLag)
+	if fmt.Sprint(samLag) != fmt.Sprint(azureLag) {
+		t.Errorf("the lag is read from %v on AWS and %v on Azure", samLag, azureLag)
+	}
+	for _, k := range azureLag {
+		if !strings.Contains(lag, `message contains \'"`+k+`"\'`) {
+			t.Errorf("the lag rule does not select the lines carrying %s", k)
+		}
+	}
+}
+
+// The API versions main.bicep deploys, each one Azure publishes for its type
+// (the ARM template reference, learn.microsoft.com/azure/templates): no
+// Bicep compiler runs offline to catch a mistyped one.
+var bicepAPIVersions = map[string][]string{
+	"Microsoft.Authorization/roleAssignments":                   {"2022-04-01"},
+	"Microsoft.Insights/components":                             {"2020-02-02"},
+	"Microsoft.Insights/dataCollectionRules":                    {"2023-03-11"},
+	"Microsoft.Insights/scheduledQueryRules":                    {"2021-08-01", "2023-12-01"},
+	"Microsoft.KeyVault/vaults":                                 {"2023-07-01"},
+	"Microsoft.KeyVault/vaults/secrets":                         {"2023-07-01"},
+	"Microsoft.ManagedIdentity/userAssignedIdentities":          {"2023-01-31"},
+	"Microsoft.OperationalInsights/workspaces":                  {"2023-09-01"},
+	"Microsoft.OperationalInsights/workspaces/tables":           {"2022-10-01"},
+	"Microsoft.Storage/storageAccounts":                         {"2023-05-01"},
+	"Microsoft.Storage/storageAccounts/blobServices":            {"2023-05-01"},
+	"Microsoft.Storage/storageAccounts/blobServices/containers": {"2023-05-01"},
+	"Microsoft.Storage/storageAccounts/managementPolicies":      {"2023-05-01"},
+	"Microsoft.Storage/storageAccounts/queueServices":           {"2023-05-01"},
+	"Microsoft.Storage/storageAccounts/queueServices/queues":    {"2023-05-01"},
+	"Microsoft.Web/serverfarms":                                 {"2024-04-01"},
+	"Microsoft.Web/sites":                                       {"2024-04-01"},
+	"Microsoft.Web/sites/config":                                {"2024-04-01"},
+}
+
+func TestBicepAPIVersions(t *testing.T) {
+	for _, m := range regexp.MustCompile(`(?m)^resource (\w+) '([^'@]+)@([^']+)'`).FindAllStringSubmatch(readBicep(t), -1) {
+		if !slices.Contains(bicepAPIVersions[m[2]], m[3]) {
+			t.Errorf("resource %s: %s@%s is not a type and API version known here (%v)", m[1], m[2], m[3], bicepAPIVersions[m[2]])
+		}
+	}
+}
+
+// With alertActionGroupId the Bicep makes a log search alert per failure:
+// failed export runs, a task moved to the poison queue, the lag past its
+// threshold; each over the app's Application Insights, notifying the action
+// group, its threshold a parameter. Without it, none.
+func TestBicepAlerts(t *testing.T) {
+	b := readBicep(t)
+	res := bicepResources(t, b)
+	if dec, def := bicepParam(t, b, "alertActionGroupId"); def != "''" || dec["description"] == "" {
+		t.Errorf("alertActionGroupId: default %s; want '' (no alert rules), described", def)
+	}
+	if !strings.Contains(b, "\nvar alerting = !empty(alertActionGroupId)\n") {
+		t.Error("main.bicep lacks var alerting = !empty(alertActionGroupId)")
+	}
+	// Application Insights is workspace-based and the app's (the host writes
+	// requests and traces there).
+	if ai := res["insights"]; !strings.Contains(ai.Body, "WorkspaceResourceId: logs.id") ||
+		!strings.Contains(res["app"].Body, "{ name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'\n          value: insights.properties.ConnectionString }") {
+		t.Error("Application Insights is not workspace-based, or not the app's (APPLICATIONINSIGHTS_CONNECTION_STRING)")
+	}
+	// The export's functions, as the descriptors name them: a timer and a queue trigger.
+	var export []string
+	for _, d := range functions.Functions {
+		if d.Timer != nil || d.Queue != nil {
+			export = append(export, "'"+d.Name+"'")
+		}
+	}
+	sort.Strings(export)
+	for _, c := range []struct {
+		name, param, def, query, aggregation, operator, window string
+	}{
+		{"failureAlert", "alertFailureThreshold", "3", "requests | where name in (" + strings.ReplaceAll(strings.Join(export, ", "), "'", `\'`) + ") and success == false",
+			"Count", "GreaterThanOrEqual", "PT30M"},
+		{"poisonAlert", "alertPoisonThreshold", "1", `traces | where message contains "Moving message to queue \'${poisonQueue.name}\'"`,
+			"Count", "GreaterThanOrEqual", "PT15M"},
+		{"lagAlert", "alertLagSeconds", "7200", `traces | where message contains \'"lag_s"\' or message contains \'"behind_s"\' | `,
+			"Maximum", "GreaterThan", "PT15M"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r, ok := res[c.name]
+			if !ok || r.Type != "Microsoft.Insights/scheduledQueryRules" {
+				t.Fatalf("no scheduled query rule %s (%s)", c.name, r.Type)
+			}
+			if !regexp.MustCompile(`(?m)^resource ` + c.name + ` '[^']+' = if \(alerting\) \{$`).MatchString(b) {
+				t.Errorf("%s is not made only with alertActionGroupId (if (alerting))", c.name)
+			}
+			dec, def := bicepParam(t, b, c.param)
+			if def != c.def || dec["minValue"] == "" {
+				t.Errorf("%s: default %s, @minValue(%s); want %s and a minimum", c.param, def, dec["minValue"], c.def)
+			}
+			for _, want := range []string{
+				"\n    scopes: [ insights.id ]\n", "\n    actions: { actionGroups: [ alertActionGroupId ] }\n", "\n    autoMitigate: true\n",
+				"\n          query: '" + c.query, "\n          timeAggregation: '" + c.aggregation + "'\n", "\n          operator: '" + c.operator + "'\n",
+				"\n          threshold: " + c.param + "\n", "\n    windowSize: '" + c.window + "'\n", "\n    evaluationFrequency: 'PT5M'\n",
+			} {
+				if !strings.Contains(r.Body, want) {
+					t.Errorf("%s lacks %q", c.name, want)
+				}
+			}
+			if c.aggregation != "Count" && !strings.Contains(r.Body, "\n          metricMeasureColumn: 'lag_s'\n") {
+				t.Errorf("%s aggregates %s of no column", c.name, c.aggregation)
+			}
+		})
+	}
+	n := 0
+	for _, r := range res {
+		if r.Type == "Microsoft.Insights/scheduledQueryRules" {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Errorf("%d scheduled query rules; the table above has 3", n)
+	}
+	// The poison rule matches the host's own line for a task it moves, as
+	// the local host's contract table quotes it from the Storage Queues
+	// extension, for the queue the Bicep makes.
+	contracts, err := os.ReadFile("local/funchost/CONTRACTS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(contracts), `"Message has reached MaxDequeueCount of {0}. Moving message to queue '{1}'."`) {
+		t.Error("the host's poison line, which poisonAlert matches, is no longer what CONTRACTS.md quotes")
+	}
+	if !strings.Contains(b, "resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {\n  parent: queueService\n  name: '${exportQueue.name}-poison'\n}") {
+		t.Error("poisonQueue is not the export queue's -poison queue")
 	}
 }

@@ -3,8 +3,9 @@
 // trigger; user-assigned: the functions' own Key Vault, Blob and queue access, the Key Vault
 // references, and the federated credential of defenderCredential=managed-identity-federation),
 // a Key Vault (RBAC) holding the Defender app's secret, storage reached by identity (host
-// storage, the exports and the state), and Application Insights. Deploy with the commands in
-// README.md ("Deploy to Azure").
+// storage, the exports and the state), Application Insights (workspace-based), and with
+// alertActionGroupId the alert rules of docs/alerts.md. Deploy with the commands in
+// docs/deploy-azure.md.
 
 @description('Location of every resource.')
 param location string = resourceGroup().location
@@ -35,7 +36,7 @@ param defenderCredential string = 'keyvault-secret'
 @secure()
 param defenderClientSecret string = ''
 
-@description('Object ID of whoever stores the secrets in the vault (you: az ad signed-in-user show --query id -o tsv; or a group). It gets Key Vault Secrets Officer and Certificates Officer on the vault: with an RBAC vault, Owner has no data-plane rights and az keyvault secret set is ForbiddenByRbac. Empty: assign the roles yourself.')
+@description('Object ID of whoever stores the secrets in the vault (you: az ad signed-in-user show --query id -o tsv; or a group). It gets Key Vault Secrets Officer and Certificates Officer on the vault, and what doctor -as-me needs (Blob Data Contributor on the exports and state containers, Queue Data Reader on the task queues): with an RBAC vault, Owner has no data-plane rights and az keyvault secret set is ForbiddenByRbac. Empty: assign the roles yourself.')
 param operatorPrincipalId string = ''
 
 @description('The kind of operatorPrincipalId.')
@@ -68,7 +69,7 @@ param splunkAck bool = false
 @description('With exportDestination=splunk: the index (empty: the token\'s default).')
 param splunkIndex string = ''
 
-@description('An OTLP/HTTP collector the functions send their metrics and traces to (http(s)://<host>:4318); empty: no OpenTelemetry. For Application Insights, an OpenTelemetry Collector with the azuremonitor exporter given this deployment\'s connection string (README "Telemetry").')
+@description('An OTLP/HTTP collector the functions send their metrics and traces to (http(s)://<host>:4318); empty: no OpenTelemetry. For Application Insights, an OpenTelemetry Collector with the azuremonitor exporter given this deployment\'s connection string (docs/telemetry.md).')
 param otlpEndpoint string = ''
 
 @description('Role every hunting-query caller must carry (App Service Authentication); empty: function key only.')
@@ -104,13 +105,28 @@ param webhookProviders array = []
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
-@description('The Key Vault\'s name (globally unique, 3-24 letters, digits and hyphens). Empty: <namePrefix>-kv-<suffix>, the same in every deployment to this resource group. A deleted vault keeps its name through its soft-delete retention (90 days; purge protection forbids purging it sooner): after the group was deleted and made again, either recover that vault (keyVaultCreateMode=recover) or name a new one here (README "Deploy").')
+@description('The Key Vault\'s name (globally unique, 3-24 letters, digits and hyphens). Empty: <namePrefix>-kv-<suffix>, the same in every deployment to this resource group. A deleted vault keeps its name through its soft-delete retention (90 days; purge protection forbids purging it sooner): after the group was deleted and made again, either recover that vault (keyVaultCreateMode=recover) or name a new one here (docs/deploy-azure.md).')
 @maxLength(24)
 param keyVaultName string = ''
 
 @description('default: create the vault, or update it. recover: bring back the soft-deleted vault of that name, with its secrets, once, after its resource group was deleted and made again under the same name and subscription; deploy with default after that (recover fails when there is no deleted vault).')
 @allowed(['default', 'recover'])
 param keyVaultCreateMode string = 'default'
+
+@description('Resource ID of an action group the alert rules notify (docs/alerts.md): /subscriptions/…/resourceGroups/…/providers/Microsoft.Insights/actionGroups/<name>. Empty: no alert rules.')
+param alertActionGroupId string = ''
+
+@description('Failed runs of incident-export and incident-export-tenant in 30 minutes that raise an alert.')
+@minValue(1)
+param alertFailureThreshold int = 3
+
+@description('Export lag (now minus a tenant\'s checkpoint) in seconds past which an alert is raised; a tenant caught up is about EXPORT_LAG (10 minutes) behind.')
+@minValue(1800)
+param alertLagSeconds int = 7200
+
+@description('Export tasks moved to the poison queue in 15 minutes that raise an alert (each is a tenant no longer exported).')
+@minValue(1)
+param alertPoisonThreshold int = 1
 
 var suffix = uniqueString(resourceGroup().id, namePrefix)
 var storageName = take('${namePrefix}st${suffix}', 24)
@@ -255,6 +271,111 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
   location: location
   kind: 'web'
   properties: { Application_Type: 'web', WorkspaceResourceId: logs.id }
+}
+
+// Alert rules (docs/alerts.md), with alertActionGroupId only: log search
+// alerts over Application Insights, which the host fills (requests: each
+// invocation; traces: its own log and the handler's stdout, one line each).
+// Log search, not metrics: Storage counts queue messages per account, not
+// per queue, and the lag gauge leaves only over OTLP.
+var alerting = !empty(alertActionGroupId)
+
+// A failed invocation: the handler answers 500 (shared/customhandler) for a
+// failed run, a task that failed included (the host delivers it again).
+resource failureAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = if (alerting) {
+  name: '${namePrefix}-alert-failures-${suffix}'
+  location: location
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Defender Functions: incident export failing'
+    description: 'incident-export or incident-export-tenant failed ${alertFailureThreshold} times or more in 30 minutes (docs/alerts.md).'
+    severity: 1
+    enabled: true
+    scopes: [ insights.id ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT30M'
+    criteria: {
+      allOf: [
+        {
+          query: 'requests | where name in (\'incident-export\', \'incident-export-tenant\') and success == false'
+          timeAggregation: 'Count'
+          operator: 'GreaterThanOrEqual'
+          threshold: alertFailureThreshold
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: { actionGroups: [ alertActionGroupId ] }
+  }
+}
+
+// The host's queue listener logs each task it moves to the poison queue, at
+// Warning: "Message has reached MaxDequeueCount of 5. Moving message to queue
+// 'incident-export-poison'." (the Storage Queues extension's QueueProcessor,
+// CopyMessageToPoisonQueueAsync; infra/local/funchost/CONTRACTS.md), whatever
+// the cause: failed deliveries, a message that is no task, one not decodable.
+resource poisonAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = if (alerting) {
+  name: '${namePrefix}-alert-poison-${suffix}'
+  location: location
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Defender Functions: tenant export task in the poison queue'
+    description: 'A tenant\'s export task was moved to ${poisonQueue.name}: that tenant is no longer exported (docs/alerts.md).'
+    severity: 1
+    enabled: true
+    scopes: [ insights.id ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: 'traces | where message contains "Moving message to queue \'${poisonQueue.name}\'"'
+          timeAggregation: 'Count'
+          operator: 'GreaterThanOrEqual'
+          threshold: alertPoisonThreshold
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: { actionGroups: [ alertActionGroupId ] }
+  }
+}
+
+// The lag, from the handler's log lines (stdout, which the host logs as
+// traces): each page written and each run caught up carries lag_s ("Page
+// exported.", "Caught up."), a run out of time behind_s ("Stopping before the
+// deadline; the next run continues."): now minus the tenant's checkpoint, in
+// seconds (functions/incident-export/export.go). The JSON is read from its
+// first brace, whatever the host puts before it.
+resource lagAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = if (alerting) {
+  name: '${namePrefix}-alert-lag-${suffix}'
+  location: location
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Defender Functions: incident export lagging'
+    description: 'A tenant\'s export is more than ${alertLagSeconds} s behind (docs/alerts.md).'
+    severity: 2
+    enabled: true
+    scopes: [ insights.id ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: 'traces | where message contains \'"lag_s"\' or message contains \'"behind_s"\' | extend line = parse_json(substring(message, indexof(message, \'{\'))) | extend lag_s = coalesce(todouble(line.lag_s), todouble(line.behind_s)) | where isnotnull(lag_s) | project timestamp, lag_s'
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'lag_s'
+          operator: 'GreaterThan'
+          threshold: alertLagSeconds
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: { actionGroups: [ alertActionGroupId ] }
+  }
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
@@ -490,6 +611,49 @@ resource operatorCertificates 'Microsoft.Authorization/roleAssignments@2022-04-0
   name: guid(vault.id, operatorPrincipalId, kvCertificatesOfficer)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', kvCertificatesOfficer)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+// doctor, run by the operator with their own sign-in (doctor -as-me, docs/doctor.md), reads and
+// writes what the functions do: a check object in the exports and state containers, and a peek
+// at the task and -poison queues.
+resource operatorExports 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  scope: exportsContainer
+  name: guid(exportsContainer.id, operatorPrincipalId, blobDataContributor)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', blobDataContributor)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorState 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  scope: stateContainer
+  name: guid(stateContainer.id, operatorPrincipalId, blobDataContributor)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', blobDataContributor)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorQueuePeek 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  scope: exportQueue
+  name: guid(exportQueue.id, operatorPrincipalId, queueDataReader)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queueDataReader)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorPoisonPeek 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  scope: poisonQueue
+  name: guid(poisonQueue.id, operatorPrincipalId, queueDataReader)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queueDataReader)
     principalId: operatorPrincipalId
     principalType: operatorPrincipalType
   }

@@ -2,7 +2,10 @@
 # Installs what the tests need beyond Go, pinned, from Debian's packages:
 # curl and python3 run the original guide's own sample clients; cfn-lint
 # lints the SAM template (pip's is newer, where PyPI is reachable).
+# With the argument "node", only Azurite and s3rver (make run SINK=blob|s3).
 set -eu
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+if [ "${1:-}" != node ]; then
 missing=""
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
 command -v python3 >/dev/null 2>&1 || missing="$missing python3"
@@ -19,12 +22,13 @@ fi
 
 # The AWS Lambda Runtime Interface Emulator, pinned (its tags are not semver,
 # so the module proxy serves a pseudo-version), into .tools/.
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RIE_VERSION=v0.0.0-20261030222936-bef5c4ba774d
 if [ ! -x "$ROOT/.tools/aws-lambda-rie" ] || [ "$(cat "$ROOT/.tools/aws-lambda-rie.version" 2>/dev/null)" != "$RIE_VERSION" ]; then
 	mkdir -p "$ROOT/.tools"
 	GOBIN="$ROOT/.tools" go install "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@$RIE_VERSION"
 	echo "$RIE_VERSION" > "$ROOT/.tools/aws-lambda-rie.version"
+fi
+
 fi
 
 # Azurite (Azure Blob Storage) and s3rver (Amazon S3), pinned, from npm.

@@ -77,11 +77,27 @@ func Tool(tb testing.TB, rel string) string {
 	return p
 }
 
-// start starts a node tool on a free loopback port, args giving its
-// arguments for a port, and returns the port once it accepts connections.
+// start starts a node tool on a free loopback port for a test, and stops
+// it when the test ends.
 func start(tb testing.TB, name string, args func(port int) []string) int {
 	tb.Helper()
-	bin := Tool(tb, "node/node_modules/.bin/"+name)
+	Tool(tb, "node/node_modules/.bin/"+name)
+	p, stop, err := launch(RepoRoot(tb), name, args)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(stop)
+	return p
+}
+
+// launch starts a node tool installed under root/.tools on a free loopback
+// port, args giving its arguments for a port, and returns the port once it
+// accepts connections, and how to stop it.
+func launch(root, name string, args func(port int) []string) (int, func(), error) {
+	bin := filepath.Join(root, ".tools", "node", "node_modules", ".bin", name)
+	if _, err := os.Stat(bin); err != nil {
+		return 0, nil, fmt.Errorf("%s is not installed: run make tools (%v)", name, err)
+	}
 	var out bytes.Buffer
 	p, err := loopback.Start(func(port int) *exec.Cmd {
 		cmd := exec.Command(bin, args(port)...)
@@ -89,19 +105,33 @@ func start(tb testing.TB, name string, args func(port int) []string) int {
 		return cmd
 	}, loopback.Accepts, 30*time.Second)
 	if err != nil {
-		tb.Fatalf("%s: %v\n%s", name, err, out.String())
+		return 0, nil, fmt.Errorf("%s: %v\n%s", name, err, out.String())
 	}
-	tb.Cleanup(func() { p.Cmd.Process.Kill(); <-p.Exited })
-	return p.Port
+	return p.Port, func() { p.Cmd.Process.Kill(); <-p.Exited }, nil
 }
 
 // StartAzurite starts Azurite's blob service on loopback.
 func StartAzurite(tb testing.TB) *Azurite {
 	tb.Helper()
-	port := start(tb, "azurite-blob", func(port int) []string {
-		return []string{"--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port),
-			"--silent", "--skipApiVersionCheck", "--loose", "--inMemoryPersistence"}
-	})
+	return azurite(start(tb, "azurite-blob", azuriteBlobArgs))
+}
+
+// LaunchAzurite starts Azurite's blob service on loopback outside a test
+// (make run SINK=blob), from the tools installed under root.
+func LaunchAzurite(root string) (*Azurite, func(), error) {
+	port, stop, err := launch(root, "azurite-blob", azuriteBlobArgs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return azurite(port), stop, nil
+}
+
+func azuriteBlobArgs(port int) []string {
+	return []string{"--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port),
+		"--silent", "--skipApiVersionCheck", "--loose", "--inMemoryPersistence"}
+}
+
+func azurite(port int) *Azurite {
 	url := fmt.Sprintf("http://127.0.0.1:%d/%s", port, AzuriteAccount)
 	return &Azurite{BlobURL: url,
 		ConnectionString: fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=%s;", AzuriteAccount, AzuriteKey, url)}
@@ -125,13 +155,25 @@ func StartAzuriteQueues(tb testing.TB) *Azurite {
 // StartS3 starts s3rver on loopback with the given buckets.
 func StartS3(tb testing.TB, buckets ...string) *S3 {
 	tb.Helper()
-	dir := tb.TempDir()
-	port := start(tb, "s3rver", func(port int) []string {
+	return &S3{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", start(tb, "s3rver", s3rverArgs(tb.TempDir(), buckets)))}
+}
+
+// LaunchS3 starts s3rver on loopback outside a test (make run SINK=s3),
+// keeping its objects in dir.
+func LaunchS3(root, dir string, buckets ...string) (*S3, func(), error) {
+	port, stop, err := launch(root, "s3rver", s3rverArgs(dir, buckets))
+	if err != nil {
+		return nil, nil, err
+	}
+	return &S3{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", port)}, stop, nil
+}
+
+func s3rverArgs(dir string, buckets []string) func(port int) []string {
+	return func(port int) []string {
 		args := []string{"--directory", dir, "--port", strconv.Itoa(port), "--address", "127.0.0.1", "--silent"}
 		for _, b := range buckets {
 			args = append(args, "--configure-bucket", b)
 		}
 		return args
-	})
-	return &S3{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	}
 }

@@ -201,7 +201,7 @@ func TestOneFunctionsSettings(t *testing.T) {
 	}
 }
 
-// The README's Azure deployment, step by step and in its order, on the real
+// docs/deploy-azure.md's steps, in their order, on the real
 // handler under the local host: the template deploys the app with Key Vault
 // references for the webhook secrets and nothing in the vault yet; the
 // operator stores the client secret, then the webhook secret, and restarts

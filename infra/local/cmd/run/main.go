@@ -8,13 +8,11 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -32,6 +30,7 @@ import (
 	"github.com/defender-functions/defender-functions/internal/devstack"
 	"github.com/defender-functions/defender-functions/shared/config"
 	"github.com/defender-functions/defender-functions/shared/credentials"
+	"github.com/defender-functions/defender-functions/shared/defender"
 	"github.com/defender-functions/defender-functions/shared/webhook"
 )
 
@@ -39,41 +38,43 @@ func main() {
 	serve := flag.Bool("serve", false, "keep everything running after the demo (timers fire on EXPORT_SCHEDULE; Ctrl-C to stop)")
 	dir := flag.String("dir", ".local", "where the devstack writes its settings and the export goes")
 	app := flag.String("app", ".local/app/azure", "the Function App, as make run lays it out (or make build's dist/azure)")
+	sinkKind := flag.String("sink", "file", "where the export goes: file, blob (Azurite), s3 (s3rver), logs (Azure Monitor Logs), splunk (Splunk HEC)")
+	layout := flag.String("layout", "versions", "EXPORT_LAYOUT: versions (an object per incident version) or batches")
 	flag.Parse()
-	if err := run(*dir, *app, *serve); err != nil {
+	if err := run(*dir, *app, *sinkKind, *layout, *serve); err != nil {
 		fmt.Fprintln(os.Stderr, "run:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir, appDir string, serve bool) error {
+func run(dir, appDir, sinkKind, layout string, serve bool) error {
 	s, err := devstack.New(devstack.Options{Dir: dir, ChangeEvery: 2 * time.Second})
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	abs, _ := filepath.Abs(dir)
 	fmt.Printf("devstack up: Entra ID %s, Key Vault %s, Graph %s, XDR %s\n", s.EntraURL, s.KeyVaultURL, s.GraphURL, s.XDRURL)
-	fmt.Printf("app settings written to %s/devstack.env (and local.settings.json for Azure Functions Core Tools)\n\n", dir)
+	fmt.Printf("app settings written to %s/devstack.env (and local.settings.json for Azure Functions Core Tools)\n", dir)
 	settings := s.Settings()
-	for k, v := range settings {
-		os.Setenv(k, v)
+	k, err := openSink(sinkKind, layout, dir, s, settings)
+	if err != nil {
+		return err
 	}
-	// The Jira webhook secret lives in this process's environment only (it
-	// is passed to the host, never written or printed). Set
-	// WEBHOOK_SECRET_JIRA yourself to send your own deliveries with -serve.
-	jiraSecret := os.Getenv(config.EnvWebhookSecretPrefix + "JIRA")
-	ownSecret := jiraSecret != ""
-	if !ownSecret {
-		b := make([]byte, 32)
-		rand.Read(b)
-		jiraSecret = base64.RawURLEncoding.EncodeToString(b)
-		os.Setenv(config.EnvWebhookSecretPrefix+"JIRA", jiraSecret)
+	defer k.close()
+	for _, m := range []map[string]string{settings, k.settings} {
+		for key, v := range m {
+			os.Setenv(key, v)
+		}
 	}
+	fmt.Printf("export: EXPORT_SINK=%s EXPORT_LAYOUT=%s\n\n", os.Getenv("EXPORT_SINK"), layout)
+	// The Jira webhook secret reaches the host through this process's
+	// environment; -serve keeps it in dir/serve.env (0600), never printed.
+	secret := jiraSecret(dir)
+	os.Setenv(config.EnvWebhookSecretPrefix+"JIRA", secret)
 
 	// 1. doctor: the guide's flow with the product's code (secret from Key
 	// Vault through the managed identity, token, roles), the API, storage.
-	fmt.Println("== doctor (the preflight an operator runs with the app's settings: go run ./functions/cmd/doctor)")
+	fmt.Println("== doctor (the preflight an operator runs with the app's settings: make doctor)")
 	if !doctor.Run(context.Background(), os.LookupEnv, os.Stdout, nil) {
 		return fmt.Errorf("doctor failed")
 	}
@@ -98,8 +99,52 @@ func run(dir, appDir string, serve bool) error {
 	}
 	defer host.Close()
 	fmt.Printf("host listening on %s; handler started and ready\n", host.URL)
+	if err := exportDemo(s, k, host, cfg, dir); err != nil {
+		return err
+	}
+	if err := huntingDemo(host.URL); err != nil {
+		return err
+	}
+	// 4. Jira resolves an incident through a signed webhook.
+	client, err := functions.NewClient(cfg, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), nil)
+	if err != nil {
+		return err
+	}
+	if err := jiraDemo(s, cfg, client, host.URL, []byte(secret)); err != nil {
+		return err
+	}
+	if !serve {
+		fmt.Print(nextSteps)
+		return nil
+	}
+	open, err := openIncident(s, cfg, client)
+	if err != nil {
+		return err
+	}
+	if err := writeServeFile(dir, host.URL, secret, open); err != nil {
+		return err
+	}
+	fmt.Print(serveHowTo(dir, host.URL))
+	logs.open(os.Stdout)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	return nil
+}
 
-	sinkDir := strings.TrimPrefix(settings["EXPORT_SINK"], "file://")
+// nextSteps end a demo run: where to go from here.
+const nextSteps = `
+Next steps:
+  make run RUN_ARGS=-serve             keep it running, and call the functions yourself (it prints how)
+  make run SINK=splunk                 export to a SIEM instead (SINK=file|blob|s3|logs|splunk, LAYOUT=versions|batches)
+  make devstack, then make doctor      the preflight on its own, as an operator runs it
+  make test                            every test (about 13 minutes)
+  docs/deploy-azure.md, docs/deploy-aws.md   your first deployment
+`
+
+// exportDemo runs the export twice, as the timer would, and shows what the
+// sink holds after each run and the checkpoint after both.
+func exportDemo(s *devstack.Stack, k *sink, host *funchost.Host, cfg *config.Config, dir string) error {
 	for i, what := range []string{"first run (look-back: 7 days)", "second run, after the devstack changed some incidents"} {
 		if i == 1 {
 			s.Mutate(4)
@@ -111,9 +156,16 @@ func run(dir, appDir string, serve bool) error {
 			return err
 		}
 		fmt.Printf("incident-export %s: HTTP %d in %s: %s\n", what, res.Status, time.Since(start).Round(time.Millisecond), strings.Join(res.Logs, "; "))
-		n, sample := countFiles(sinkDir)
-		fmt.Printf("  sink %s holds %d incident versions, e.g. %s\n", settings["EXPORT_SINK"], n, sample)
+		n, sample, err := k.holds(context.Background())
+		if err != nil {
+			return fmt.Errorf("reading the %s sink: %w", k.name, err)
+		}
+		if sample != "" {
+			sample = ", e.g. " + sample
+		}
+		fmt.Printf("  the %s sink holds %d incident versions%s\n", k.name, n, sample)
 	}
+	abs, _ := filepath.Abs(dir)
 	cp, _ := os.ReadFile(filepath.Join(abs, "state", "incident-export", "graph", cfg.Tenants[0]+".json"))
 	var c struct {
 		Since   time.Time `json:"since"`
@@ -121,9 +173,13 @@ func run(dir, appDir string, serve bool) error {
 	}
 	json.Unmarshal(cp, &c)
 	fmt.Printf("  checkpoint: since %s, %d versions written in all\n", c.Since.Format(time.RFC3339Nano), c.Written)
-	// 3. A hunting query, as a SOAR playbook would send it, through the host.
+	return nil
+}
+
+// huntingDemo sends a hunting query, as a SOAR playbook would, through the host.
+func huntingDemo(hostURL string) error {
 	fmt.Println()
-	resp, err := http.Get(host.URL + "/api/hunting-query")
+	resp, err := http.Get(hostURL + "/api/hunting-query")
 	if err != nil {
 		return err
 	}
@@ -132,9 +188,9 @@ func run(dir, appDir string, serve bool) error {
 	}
 	json.NewDecoder(resp.Body).Decode(&cat)
 	resp.Body.Close()
-	fmt.Printf("hunting-query catalog: %d named queries (GET %s/api/hunting-query)\n", len(cat.Queries), host.URL)
+	fmt.Printf("hunting-query catalog: %d named queries (GET %s/api/hunting-query)\n", len(cat.Queries), hostURL)
 	body := `{"name":"failed-logons","parameters":{"threshold":3,"lookback":"30d"}}`
-	resp, err = http.Post(host.URL+"/api/hunting-query", "application/json", strings.NewReader(body))
+	resp, err = http.Post(hostURL+"/api/hunting-query", "application/json", strings.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -151,46 +207,36 @@ func run(dir, appDir string, serve bool) error {
 		}
 		fmt.Printf("  %v: %v failures on %v devices\n", row["AccountName"], row["Failures"], row["Devices"])
 	}
-
-	// 4. Jira resolves an incident through a signed webhook.
-	id, err := jiraDemo(s, cfg, creds, host.URL, []byte(jiraSecret))
-	if err != nil {
-		return err
-	}
-
-	if !serve {
-		return nil
-	}
-	fmt.Printf("\nserving: the export fires on EXPORT_SCHEDULE; POST %s/admin/functions/incident-export runs it now.\n", host.URL)
-	fmt.Println(jiraHowTo(host.URL, id, ownSecret))
-	fmt.Println("The functions' log lines follow (one audit line per request). Ctrl-C to stop.")
-	logs.open(os.Stdout)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	<-ctx.Done()
 	return nil
 }
 
-// jiraDemo sends what Jira Cloud sends when an analyst closes a ticket as
-// a false positive and comments, then a redelivery and a forgery.
-func jiraDemo(s *devstack.Stack, cfg *config.Config, creds *credentials.Credentials, hostURL string, secret []byte) (string, error) {
-	fmt.Println("\n== ticket-webhook: Jira closes SOC-17 as \"Done\", resolution \"False positive\"")
-	client, err := functions.NewClient(cfg, cfg.Tenants[0], creds.Source(cfg.Tenants[0]), nil)
-	if err != nil {
-		return "", err
-	}
-	var id string
+// openIncident is an incident a Jira "Done" delivery would still change.
+func openIncident(s *devstack.Stack, cfg *config.Config, client defender.Client) (string, error) {
 	for _, v := range s.Incidents(cfg.Tenants[0]) {
 		in, err := client.Incident(context.Background(), strconv.FormatInt(v.ID, 10))
 		if err != nil {
 			return "", err
 		}
 		if in.Status != "resolved" && in.Status != "redirected" {
-			id = in.ID
-			fmt.Printf("incident %s before: status %s, classification %s, %d comments\n", id, in.Status, in.Classification, len(in.Comments))
-			break
+			return in.ID, nil
 		}
 	}
+	return "", errors.New("the devstack has no open incident left")
+}
+
+// jiraDemo sends what Jira Cloud sends when an analyst closes a ticket as
+// a false positive and comments, then a redelivery and a forgery.
+func jiraDemo(s *devstack.Stack, cfg *config.Config, client defender.Client, hostURL string, secret []byte) error {
+	fmt.Println("\n== ticket-webhook: Jira closes SOC-17 as \"Done\", resolution \"False positive\"")
+	id, err := openIncident(s, cfg, client)
+	if err != nil {
+		return err
+	}
+	in, err := client.Incident(context.Background(), id)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("incident %s before: status %s, classification %s, %d comments\n", id, in.Status, in.Classification, len(in.Comments))
 	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
 	send := func(name, fixture, delivery string, key []byte) error {
 		b, err := os.ReadFile(filepath.Join("functions", "ticket-webhook", "testdata", fixture))
@@ -221,50 +267,18 @@ func jiraDemo(s *devstack.Stack, cfg *config.Config, creds *credentials.Credenti
 		{"a forged delivery", "jira-issue-updated-done.json", "run-3", []byte("not-the-secret-0123456789")},
 	} {
 		if err := send(d.name, d.fixture, d.delivery, d.key); err != nil {
-			return "", err
+			return err
 		}
 	}
-	in, err := client.Incident(context.Background(), id)
-	if err != nil {
-		return "", err
+	if in, err = client.Incident(context.Background(), id); err != nil {
+		return err
 	}
 	last := ""
 	if len(in.Comments) > 0 {
 		last = in.Comments[len(in.Comments)-1].Text
 	}
 	fmt.Printf("incident %s after: status %s, classification %s, determination %s, %d comments, the last: %q\n", id, in.Status, in.Classification, in.Determination, len(in.Comments), last)
-	return id, nil
-}
-
-// jiraHowTo says how to send a signed Jira delivery by hand. The secret is
-// never printed: with one this run generated, it says how to choose one.
-func jiraHowTo(hostURL, id string, ownSecret bool) string {
-	if !ownSecret {
-		return "To send Jira deliveries yourself, choose the secret: WEBHOOK_SECRET_JIRA=$(openssl rand -base64 32) make run RUN_ARGS=-serve\n" +
-			"(this run generated its own and does not print it)."
-	}
-	return fmt.Sprintf(`A signed Jira delivery, from another shell with the same WEBHOOK_SECRET_JIRA exported:
-  body=$(sed -e "s/1764165600000/$(date +%%s)000/" -e "s/defender-1001/defender-%[2]s/" -e "s/\\[Defender 1001\\]/[Defender %[2]s]/" functions/ticket-webhook/testdata/jira-issue-updated-done.json)
-  sig=$(printf %%s "$body" | openssl dgst -sha256 -hmac "$WEBHOOK_SECRET_JIRA" | sed 's/^.* //')
-  curl -s -X POST %[1]s/api/ticket-webhook/jira -H 'Content-Type: application/json' \
-    -H "X-Atlassian-Webhook-Identifier: $(date +%%s%%N)" -H "X-Hub-Signature: sha256=$sig" --data-binary "$body"`, hostURL, id)
-}
-
-func countFiles(dir string) (int, string) {
-	n, sample := 0, ""
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() && d.Name() == "_doctor" {
-			return filepath.SkipDir // doctor's write check, not an incident
-		}
-		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".json") {
-			n++
-			if sample == "" {
-				sample, _ = filepath.Rel(dir, p)
-			}
-		}
-		return nil
-	})
-	return n, sample
+	return nil
 }
 
 // gate drops what is written to it until it is opened onto w.
