@@ -31,6 +31,9 @@ func (s *Stack) entraHandler() http.Handler {
 	mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", s.jwks)
 	mux.HandleFunc("GET /{tenant}/discovery/keys", s.jwks)
 	mux.HandleFunc("GET /common/discovery/instance", s.instanceDiscovery)
+	mux.HandleFunc("GET /{tenant}/adminconsent", s.adminConsent)
+	mux.HandleFunc("GET /{tenant}/v2.0/adminconsent", s.adminConsent)
+	mux.HandleFunc("GET "+ConsentRedirectPath, s.consented)
 	return s.counted("entra", mux)
 }
 

@@ -48,6 +48,9 @@ func main() {
 }
 
 func run(dir, appDir, sinkKind, layout string, serve bool) error {
+	if err := checkSink(sinkKind, layout); err != nil {
+		return err
+	}
 	s, err := devstack.New(devstack.Options{Dir: dir, ChangeEvery: 2 * time.Second})
 	if err != nil {
 		return err

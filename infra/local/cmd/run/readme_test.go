@@ -233,3 +233,22 @@ func TestMatches(t *testing.T) {
 		}
 	}
 }
+
+// A sink or layout make run does not have is refused before anything
+// starts, naming what to use.
+func TestCheckSink(t *testing.T) {
+	for _, c := range []struct{ sink, layout, err string }{
+		{"file", "versions", ""},
+		{"s3", "batches", ""},
+		{"splunk", "versions", ""},
+		{"splunk", "batches", "LAYOUT=batches writes objects, and SINK=splunk is a SIEM, which takes rows: use SINK=file, blob or s3 with it"},
+		{"logs", "batches", "LAYOUT=batches writes objects, and SINK=logs is a SIEM, which takes rows: use SINK=file, blob or s3 with it"},
+		{"nope", "versions", "SINK=nope: use file, blob, s3, logs or splunk"},
+		{"file", "rows", "LAYOUT=rows: use versions (one object per incident version) or batches (one compressed object per batch)"},
+	} {
+		err := checkSink(c.sink, c.layout)
+		if got := fmt.Sprint(err); err == nil && c.err != "" || err != nil && got != c.err {
+			t.Errorf("checkSink(%s, %s) = %v, want %q", c.sink, c.layout, err, c.err)
+		}
+	}
+}

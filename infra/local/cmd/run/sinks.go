@@ -46,12 +46,6 @@ const bucket = "exports"
 // openSink starts what the sink needs and says how the app reaches it.
 // settings are the devstack's.
 func openSink(kind, layout, dir string, s *devstack.Stack, settings map[string]string) (*sink, error) {
-	if layout != "versions" && layout != "batches" {
-		return nil, fmt.Errorf("LAYOUT=%s: use versions (one object per incident version) or batches (one compressed object per batch)", layout)
-	}
-	if layout == "batches" && (kind == "logs" || kind == "splunk") {
-		return nil, fmt.Errorf("LAYOUT=batches writes objects, and SINK=%s is a SIEM, which takes rows: use SINK=file, blob or s3 with it", kind)
-	}
 	set := map[string]string{"EXPORT_LAYOUT": layout}
 	k := &sink{name: kind, settings: set, close: func() {}}
 	switch kind {
@@ -68,10 +62,25 @@ func openSink(kind, layout, dir string, s *devstack.Stack, settings map[string]s
 		return k, blobSink(k, dir)
 	case "s3":
 		return k, s3Sink(k, dir)
-	default:
-		return nil, fmt.Errorf("SINK=%s: use file, blob, s3, logs or splunk", kind)
 	}
 	return k, nil
+}
+
+// checkSink refuses a sink or layout make run does not have, before
+// anything starts.
+func checkSink(kind, layout string) error {
+	switch kind {
+	case "file", "blob", "s3", "logs", "splunk":
+	default:
+		return fmt.Errorf("SINK=%s: use file, blob, s3, logs or splunk", kind)
+	}
+	if layout != "versions" && layout != "batches" {
+		return fmt.Errorf("LAYOUT=%s: use versions (one object per incident version) or batches (one compressed object per batch)", layout)
+	}
+	if layout == "batches" && (kind == "logs" || kind == "splunk") {
+		return fmt.Errorf("LAYOUT=batches writes objects, and SINK=%s is a SIEM, which takes rows: use SINK=file, blob or s3 with it", kind)
+	}
+	return nil
 }
 
 // blobSink starts Azurite and creates the export's container in it.
