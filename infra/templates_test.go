@@ -1113,19 +1113,22 @@ func TestSAMAlarms(t *testing.T) {
 		t.Errorf("FunctionLogs: %s, want a log group kept on deletion", asJSON(r))
 	}
 	ns := `{"Fn::Sub":"DefenderFunctions/${AWS::StackName}"}`
+	lagFilters := []string{`{ $.behind_s >= 0 } → $.behind_s`, `{ $.lag_s >= 0 } → $.lag_s`}
 	for _, c := range []struct {
 		alarm, namespace, metric, dimensions, statistic, threshold, operator string
 		period                                                               float64
 		filters                                                              []string // pattern → value of the metric filters feeding a log metric
+		missing                                                              string   // TreatMissingData
 	}{
 		{"DeadLetterAlarm", `"AWS/SQS"`, "ApproximateNumberOfMessagesVisible", `[{"Name":"QueueName","Value":{"Fn::GetAtt":["ExportTaskDeadLetters","QueueName"]}}]`,
-			"Maximum", "AlarmDeadLetterThreshold", "GreaterThanOrEqualToThreshold", 300, nil},
+			"Maximum", `{"Ref":"AlarmDeadLetterThreshold"}`, "GreaterThanOrEqualToThreshold", 300, nil, "notBreaching"},
 		{"FunctionErrorsAlarm", `"AWS/Lambda"`, "Errors", `[{"Name":"FunctionName","Value":{"Ref":"DefenderFunctions"}}]`,
-			"Sum", "AlarmFailureThreshold", "GreaterThanOrEqualToThreshold", 1800, nil},
-		{"ExportFailuresAlarm", ns, "ExportFailures", "null", "Sum", "AlarmFailureThreshold", "GreaterThanOrEqualToThreshold", 1800,
-			[]string{`{ $.msg = "Tenant export failed." } → 1`}},
-		{"ExportLagAlarm", ns, "ExportLagSeconds", "null", "Maximum", "AlarmLagSeconds", "GreaterThanThreshold", 900,
-			[]string{`{ $.behind_s >= 0 } → $.behind_s`, `{ $.lag_s >= 0 } → $.lag_s`}},
+			"Sum", `{"Ref":"AlarmFailureThreshold"}`, "GreaterThanOrEqualToThreshold", 1800, nil, "notBreaching"},
+		{"ExportFailuresAlarm", ns, "ExportFailures", "null", "Sum", `{"Ref":"AlarmFailureThreshold"}`, "GreaterThanOrEqualToThreshold", 1800,
+			[]string{`{ $.msg = "Tenant export failed." } → 1`}, "notBreaching"},
+		{"ExportLagAlarm", ns, "ExportLagSeconds", "null", "Maximum", `{"Ref":"AlarmLagSeconds"}`, "GreaterThanThreshold", 900, lagFilters, "notBreaching"},
+		// No lag line in an hour, nothing at all included: the export stopped.
+		{"ExportStalledAlarm", ns, "ExportLagSeconds", "null", "SampleCount", "1", "LessThanThreshold", 3600, lagFilters, "breaching"},
 	} {
 		t.Run(c.alarm, func(t *testing.T) {
 			r, p := prop(c.alarm)
@@ -1135,9 +1138,9 @@ func TestSAMAlarms(t *testing.T) {
 			got := asJSON(map[string]any{"ns": p["Namespace"], "metric": p["MetricName"], "dims": p["Dimensions"], "stat": p["Statistic"],
 				"threshold": p["Threshold"], "op": p["ComparisonOperator"], "period": p["Period"], "missing": p["TreatMissingData"],
 				"alarm": p["AlarmActions"], "ok": p["OKActions"]})
-			want := `{"alarm":[{"Ref":"AlarmTopicArn"}],"dims":` + c.dimensions + `,"metric":"` + c.metric + `","missing":"notBreaching","ns":` + c.namespace +
+			want := `{"alarm":[{"Ref":"AlarmTopicArn"}],"dims":` + c.dimensions + `,"metric":"` + c.metric + `","missing":"` + c.missing + `","ns":` + c.namespace +
 				`,"ok":[{"Ref":"AlarmTopicArn"}],"op":"` + c.operator + `","period":` + strconv.FormatFloat(c.period, 'f', -1, 64) + `,"stat":"` + c.statistic +
-				`","threshold":{"Ref":"` + c.threshold + `"}}`
+				`","threshold":` + c.threshold + `}`
 			if got != want {
 				t.Errorf("%s:\n got %s\nwant %s", c.alarm, got, want)
 			}
@@ -1291,13 +1294,17 @@ func TestBicepAlerts(t *testing.T) {
 	sort.Strings(export)
 	for _, c := range []struct {
 		name, param, def, query, aggregation, operator, window string
+		every                                                  string // evaluationFrequency
 	}{
 		{"failureAlert", "alertFailureThreshold", "3", "requests | where name in (" + strings.ReplaceAll(strings.Join(export, ", "), "'", `\'`) + ") and success == false",
-			"Count", "GreaterThanOrEqual", "PT30M"},
+			"Count", "GreaterThanOrEqual", "PT30M", "PT5M"},
 		{"poisonAlert", "alertPoisonThreshold", "1", `traces | where message contains "Moving message to queue \'${poisonQueue.name}\'"`,
-			"Count", "GreaterThanOrEqual", "PT15M"},
+			"Count", "GreaterThanOrEqual", "PT15M", "PT5M"},
 		{"lagAlert", "alertLagSeconds", "7200", `traces | where message contains \'"lag_s"\' or message contains \'"behind_s"\' | `,
-			"Maximum", "GreaterThan", "PT15M"},
+			"Maximum", "GreaterThan", "PT15M", "PT5M"},
+		// No lag line in an hour: the export stopped (a fixed threshold, no parameter).
+		{"stalledAlert", "", "1", `traces | where message contains \'"lag_s"\' or message contains \'"behind_s"\''` + "\n",
+			"Count", "LessThan", "PT1H", "PT15M"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r, ok := res[c.name]
@@ -1307,14 +1314,18 @@ func TestBicepAlerts(t *testing.T) {
 			if !regexp.MustCompile(`(?m)^resource ` + c.name + ` '[^']+' = if \(alerting\) \{$`).MatchString(b) {
 				t.Errorf("%s is not made only with alertActionGroupId (if (alerting))", c.name)
 			}
-			dec, def := bicepParam(t, b, c.param)
-			if def != c.def || dec["minValue"] == "" {
-				t.Errorf("%s: default %s, @minValue(%s); want %s and a minimum", c.param, def, dec["minValue"], c.def)
+			threshold := c.def
+			if c.param != "" {
+				dec, def := bicepParam(t, b, c.param)
+				if def != c.def || dec["minValue"] == "" {
+					t.Errorf("%s: default %s, @minValue(%s); want %s and a minimum", c.param, def, dec["minValue"], c.def)
+				}
+				threshold = c.param
 			}
 			for _, want := range []string{
 				"\n    scopes: [ insights.id ]\n", "\n    actions: { actionGroups: [ alertActionGroupId ] }\n", "\n    autoMitigate: true\n",
 				"\n          query: '" + c.query, "\n          timeAggregation: '" + c.aggregation + "'\n", "\n          operator: '" + c.operator + "'\n",
-				"\n          threshold: " + c.param + "\n", "\n    windowSize: '" + c.window + "'\n", "\n    evaluationFrequency: 'PT5M'\n",
+				"\n          threshold: " + threshold + "\n", "\n    windowSize: '" + c.window + "'\n", "\n    evaluationFrequency: '" + c.every + "'\n",
 			} {
 				if !strings.Contains(r.Body, want) {
 					t.Errorf("%s lacks %q", c.name, want)
@@ -1331,8 +1342,8 @@ func TestBicepAlerts(t *testing.T) {
 			n++
 		}
 	}
-	if n != 3 {
-		t.Errorf("%d scheduled query rules; the table above has 3", n)
+	if n != 4 {
+		t.Errorf("%d scheduled query rules; the table above has 4", n)
 	}
 	// The poison rule matches the host's own line for a task it moves, as
 	// the local host's contract table quotes it from the Storage Queues

@@ -378,6 +378,37 @@ resource lagAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = if (aler
   }
 }
 
+// An export that stops altogether (the timer disabled, the app stopped) writes no lag line, which
+// the lag rule reads as nothing wrong: an hour without one is an alert of its own. Every run logs
+// one per tenant ("Page exported.", "Caught up.").
+resource stalledAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = if (alerting) {
+  name: '${namePrefix}-alert-stalled-${suffix}'
+  location: location
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Defender Functions: incident export stalled'
+    description: 'No export run has reported progress for an hour (docs/alerts.md).'
+    severity: 2
+    enabled: true
+    scopes: [ insights.id ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT1H'
+    criteria: {
+      allOf: [
+        {
+          query: 'traces | where message contains \'"lag_s"\' or message contains \'"behind_s"\''
+          timeAggregation: 'Count'
+          operator: 'LessThan'
+          threshold: 1
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: { actionGroups: [ alertActionGroupId ] }
+  }
+}
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: vaultName
   location: location
