@@ -66,6 +66,14 @@ type Options struct {
 // problem with a shared setting fails every function, one with a function's
 // own settings that function alone; each answer names the settings to fix.
 func FromEnv(log *slog.Logger) *function.App {
+	// developer is doctor -as-me's, chosen on an operator's machine: a
+	// deployed app that took it from its settings would run as whoever is
+	// signed in to az on its host.
+	if v, _ := os.LookupEnv(config.EnvVaultAccess); v == string(config.VaultDeveloper) {
+		err := fmt.Errorf("%s=%s is for doctor -as-me on an operator's machine, not a deployed app: use managed-identity (Azure), workload-identity, client-certificate or aws-federation", config.EnvVaultAccess, v)
+		log.Error("Defender Functions is not configured.", "err", err)
+		return Broken(err, log)
+	}
 	app, err := New(os.LookupEnv, log, nil)
 	if err != nil {
 		log.Error("Defender Functions is not configured.", "err", err)

@@ -71,7 +71,7 @@ func (k *checkup) siemFix(kind config.SinkKind, err error) string {
 		return advice.Say(advice.SplunkToken, advice.Vars{"secret": k.cfg.SplunkTokenSecret})
 	case kind == config.SinkSplunk && status == 404:
 		return advice.Say(advice.SplunkNotCollector, advice.Vars{"value": config.RedactURL(k.cfg.ExportSink)})
-	case kind == config.SinkSplunk && he.Code == 7:
+	case kind == config.SinkSplunk && he != nil && he.Code == 7:
 		return advice.Say(advice.SplunkIndex, nil)
 	case kind == config.SinkLogs && (status == 401 || status == 403):
 		return advice.Say(advice.LogsForbidden, advice.Vars{"rule": logsRule.FindString(k.cfg.ExportSink)})

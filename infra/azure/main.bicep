@@ -649,8 +649,8 @@ resource operatorCertificates 'Microsoft.Authorization/roleAssignments@2022-04-0
 
 // doctor, run by the operator with their own sign-in (doctor -as-me, docs/doctor.md), reads and
 // writes what the functions do: a check object in the exports and state containers, and a peek
-// at the task and -poison queues.
-resource operatorExports 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+// at the task and -poison queues (the exports container only when it is the sink).
+resource operatorExports 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId) && exportDestination == 'blob') {
   scope: exportsContainer
   name: guid(exportsContainer.id, operatorPrincipalId, blobDataContributor)
   properties: {

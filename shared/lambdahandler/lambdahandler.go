@@ -124,9 +124,21 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	}
 	if h.app.Flush != nil {
 		// The sandbox freezes after the answer: what is pending goes now,
-		// within the bound whatever the invocation's own deadline.
+		// within the bound, and never past the invocation's deadline (a
+		// flush that ran over would time the invocation out, losing its
+		// answer: an SQS batch's failures, an HTTP response).
 		defer func() {
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.opts.FlushTimeout)
+			bound := h.opts.FlushTimeout
+			if d, ok := ctx.Deadline(); ok {
+				if left := time.Until(d) - deadlineMargin; left < bound {
+					bound = left
+				}
+			}
+			if bound <= 0 {
+				function.Logger(ctx).Warn("Telemetry not exported.", "err", "no time left before the invocation's deadline")
+				return
+			}
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bound)
 			defer cancel()
 			if err := h.app.Flush(fctx); err != nil {
 				function.Logger(ctx).Warn("Telemetry not exported.", "err", err)
@@ -172,6 +184,10 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	return nil, fmt.Errorf("unsupported event: expected an API Gateway HTTP API (payload 2.0) or Function URL request, an EventBridge scheduled event, EventBridge Scheduler input with \"source\":\"scheduler\", or an SQS batch")
 }
 
+// deadlineMargin is kept free before an invocation's deadline for the
+// answer to reach the runtime.
+const deadlineMargin = 100 * time.Millisecond
+
 // DoctorReport answers a doctor event: whether every check passed, and the
 // report's lines as doctor prints them.
 type DoctorReport struct {
@@ -180,6 +196,13 @@ type DoctorReport struct {
 }
 
 func (h *Handler) doctor(ctx context.Context) ([]byte, error) {
+	// Checks that hang (the case doctor is run for) end before the
+	// function's timeout, so the report comes back with them failed.
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.Add(-2*time.Second))
+		defer cancel()
+	}
 	var b bytes.Buffer
 	passed := h.opts.Doctor(ctx, &b)
 	return json.Marshal(DoctorReport{Passed: passed, Report: strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")})

@@ -116,3 +116,44 @@ func TestFlushBound(t *testing.T) {
 		})
 	}
 }
+
+// The flush never runs past the invocation's deadline: with less time left
+// than the bound it gets what is left (less a margin), with none it is
+// skipped, so the answer still reaches the runtime.
+func TestFlushWithinDeadline(t *testing.T) {
+	b, err := os.ReadFile("testdata/scheduler-input.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		left    time.Duration
+		flushed bool
+	}{
+		{"time for a short flush", 300 * time.Millisecond, true},
+		{"no time left", 50 * time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := app(&seen{})
+			var flushed bool
+			var deadline time.Time
+			a.Flush = func(ctx context.Context) error {
+				flushed = true
+				deadline, _ = ctx.Deadline()
+				return nil
+			}
+			end := time.Now().Add(tc.left)
+			ctx, cancel := context.WithDeadline(context.Background(), end)
+			defer cancel()
+			if _, err := lambdahandler.New(a, lambdahandler.Options{}).Invoke(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+			if flushed != tc.flushed {
+				t.Fatalf("flushed: %v, want %v", flushed, tc.flushed)
+			}
+			if flushed && !deadline.Before(end) {
+				t.Fatalf("the flush's deadline %s is not before the invocation's %s", deadline, end)
+			}
+		})
+	}
+}
