@@ -97,7 +97,7 @@ func operatorNotes(r *report, lookup, env func(string) (string, bool)) {
 func resolveReferences(ctx context.Context, r *report, s *Settings, lookup func(string) (string, bool), o Options) {
 	var refs []string
 	for _, name := range s.Names() {
-		if strings.HasPrefix(strings.TrimSpace(s.values[name]), "@Microsoft.KeyVault(") {
+		if strings.HasPrefix(strings.TrimSpace(s.values[name]), config.ReferencePrefix) {
 			refs = append(refs, name)
 		}
 	}
@@ -106,7 +106,7 @@ func resolveReferences(ctx context.Context, r *report, s *Settings, lookup func(
 	}
 	// The identity comes from settings that are no references.
 	cfg, _ := config.Load(func(k string) (string, bool) {
-		if v, ok := lookup(k); ok && !strings.HasPrefix(strings.TrimSpace(v), "@Microsoft.KeyVault(") {
+		if v, ok := lookup(k); ok && !strings.HasPrefix(strings.TrimSpace(v), config.ReferencePrefix) {
 			return v, true
 		}
 		return "", false

@@ -20,9 +20,13 @@ const (
 		"or give the Function App's identity the 'Key Vault Secrets User' role on the vault and restart the app"
 )
 
+// ReferencePrefix opens an App Service Key Vault reference,
+// @Microsoft.KeyVault(SecretUri=…) or (VaultName=…;SecretName=…).
+const ReferencePrefix = "@Microsoft.KeyVault("
+
 // isReference reports whether v is a Key Vault reference: the platform
 // passes one on as the value when it cannot read the secret.
-func isReference(v string) bool { return strings.HasPrefix(v, "@Microsoft.KeyVault(") }
+func isReference(v string) bool { return strings.HasPrefix(v, ReferencePrefix) }
 
 // unresolved is the problem of a setting whose reference was not resolved.
 func unresolved(name, advice string) string {

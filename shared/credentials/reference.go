@@ -26,7 +26,7 @@ type Reference struct {
 // ParseReference reads v as a reference: ok is false when it is none. A
 // VaultName is a vault in the cloud of authorityHost (its DNS suffix).
 func ParseReference(v, authorityHost string) (ref Reference, ok bool, err error) {
-	inner, found := strings.CutPrefix(strings.TrimSpace(v), "@Microsoft.KeyVault(")
+	inner, found := strings.CutPrefix(strings.TrimSpace(v), config.ReferencePrefix)
 	if !found {
 		return Reference{}, false, nil
 	}
